@@ -1,0 +1,118 @@
+"""The destination contract.
+
+The planner asks a destination to turn each plan row into one payload item (or to
+reject it as invalid), and to estimate requests, data points and send time. The
+runner groups stored items into batches by `channel` and hands batches to `send`,
+which returns one outcome per row. A destination never touches state or diff.
+
+    plan row ──prepare()──► Item(channel, item_json, data_points) | Invalid(reason)
+    items ──batches()──► Batch(keys, request) ──send()──► [RowResult(key, outcome, reason)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+ADDED = "added"
+CHANGED = "changed"
+REMOVED = "removed"
+
+ACKNOWLEDGED = "acknowledged"
+REJECTED = "rejected"
+NOT_ATTEMPTED = "not_attempted"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a destination can take, as data: the runner reads limits from here, never literals."""
+
+    max_objects_per_request: int
+    max_body_bytes: int
+    default_concurrency: int
+    requests_per_second: float          # client-side rate limit for the main channel
+    append_only: bool = False           # events/purchases: a row is sent once, changes are reported
+    sends_removed: bool = False         # whether removed rows produce items (on_removed unset/delete)
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One row of a plan as the destination sees it.
+
+    `values` are the new row's normalised values (JSON-ready: str/int/float/bool/None/list/dict),
+    keyed by model column; for removed rows they are the last acknowledged values.
+    `old_values` are the last acknowledged values for changed rows (None otherwise).
+    `changed` lists the model columns whose value changed (changed rows only).
+    """
+
+    key: str
+    op: str
+    values: Mapping[str, Any]
+    old_values: Mapping[str, Any] | None = None
+    changed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Item:
+    """The exact payload one plan row produces. `channel` names the request kind it batches
+    into (e.g. "POST /users/track attributes"); rows of one channel may share a request."""
+
+    channel: str
+    item_json: str
+    data_points: int = 0
+
+
+@dataclass(frozen=True)
+class Invalid:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A row that is part of the plan but sends nothing (e.g. a changed, already-sent event)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    channel: str
+    keys: tuple[str, ...]
+    items: tuple[str, ...]              # item_json of each key, same order
+
+
+@dataclass(frozen=True)
+class RowResult:
+    key: str
+    outcome: str                        # ACKNOWLEDGED | REJECTED | NOT_ATTEMPTED
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    requests: Mapping[str, int] = field(default_factory=dict)   # endpoint -> requests
+    data_points: int = 0
+    seconds: float = 0.0
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+class Destination(Protocol):
+    capabilities: Capabilities
+
+    def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
+        """Build and validate the payload for one plan row (no network)."""
+
+    def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
+        """Requests, data points and seconds for a plan, given per channel (item count, data points)."""
+
+    def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
+        """Group (key, item_json) rows of one channel into requests within the limits."""
+
+    def send(self, batch: Batch) -> Sequence[RowResult]:
+        """Send one batch; one result per key. Raises DestinationError for fatal refusals."""
+
+    def close(self) -> None: ...
