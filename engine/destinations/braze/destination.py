@@ -1,0 +1,130 @@
+"""BrazeDestination: the destination contract for one sync, over payloads, endpoints and the client."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import engine
+from engine.destinations.base import Batch, Capabilities, Estimate, Invalid, Item, PlanRow, RowResult, Skip
+from engine.destinations.braze.client import BrazeClient
+from engine.destinations.braze.endpoints import (
+    MAX_BODY_BYTES,
+    OTHER_LIMIT,
+    TRACK_GROUP,
+    TRACK_LIMIT,
+    channel_info,
+    rate_groups,
+    resolve_base_url,
+)
+from engine.destinations.braze.payloads import build_payloads
+from engine.errors import DestinationError, register_secret
+from engine.project import ConnectionConfig
+from engine.specs import SyncSpec
+
+USER_AGENT = f"partner-Reflow-Reflow/{engine.__version__}"
+DEFAULT_CONCURRENCY = 32
+TRACK_OBJECTS = ("users", "events", "purchases")
+
+
+class BrazeDestination:
+    """Braze for one sync. prepare/estimate/batches need no key; send needs it (DestinationError if missing)."""
+
+    def __init__(self, connection: ConnectionConfig, api_key: str | None, sync: SyncSpec,
+                 client_options: Mapping[str, Any] | None = None) -> None:
+        register_secret(api_key)
+        self.connection = connection
+        self.sync = sync
+        self.base_url = resolve_base_url(connection)
+        self._api_key = api_key
+        self._payloads = build_payloads(sync)
+        self._rates = {name: group.requests_per_second for name, group in rate_groups(connection).items()}
+        dest = sync.destination
+        track = dest.object in TRACK_OBJECTS
+        if dest.object == "users":
+            sends_removed = dest.on_removed in ("unset", "delete")
+        elif dest.object == "catalog_items":
+            sends_removed = dest.on_removed == "delete"
+        else:
+            sends_removed = False
+        self.capabilities = Capabilities(
+            max_objects_per_request=TRACK_LIMIT if track else OTHER_LIMIT,
+            max_body_bytes=MAX_BODY_BYTES,
+            default_concurrency=connection.concurrency or DEFAULT_CONCURRENCY,
+            requests_per_second=self._rates[TRACK_GROUP] if track else self._rates[self._main_group()],
+            append_only=dest.object in ("events", "purchases"),
+            sends_removed=sends_removed,
+        )
+        self._client_options = dict(client_options or {})
+        self._client: BrazeClient | None = None
+        self._lock = threading.Lock()
+
+    def _main_group(self) -> str:
+        return {"catalog_items": "catalog.items", "subscription_groups": "subscription",
+                "user_deletes": "users.identity"}.get(self.sync.destination.object, TRACK_GROUP)
+
+    # -- planning (no network, no key) -----------------------------------------------------------
+    def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
+        return self._payloads.prepare(row)
+
+    def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
+        requests: dict[str, int] = {}
+        per_group: dict[str, int] = {}
+        data_points = 0
+        for channel, (count, points) in items.items():
+            info = channel_info(channel)
+            n = math.ceil(count / info.limit) if count > 0 else 0
+            requests[info.endpoint] = requests.get(info.endpoint, 0) + n
+            per_group[info.group] = per_group.get(info.group, 0) + n
+            data_points += points
+        seconds = max((n / self._rates[group] for group, n in per_group.items()), default=0.0)
+        return Estimate(requests=requests, data_points=data_points, seconds=seconds)
+
+    def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
+        info = channel_info(channel)
+        limit = info.limit
+        budget = MAX_BODY_BYTES - len(info.prefix.encode("utf-8")) - len(info.suffix)
+        keys: list[str] = []
+        items: list[str] = []
+        size = 0
+        for key, item in rows:
+            n = (len(item) if item.isascii() else len(item.encode("utf-8"))) + 1   # +1: the comma
+            if keys and (len(keys) >= limit or size + n > budget):
+                yield Batch(channel, tuple(keys), tuple(items))
+                keys, items, size = [], [], 0
+            keys.append(key)
+            items.append(item)
+            size += n
+        if keys:
+            yield Batch(channel, tuple(keys), tuple(items))
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send(self, batch: Batch) -> Sequence[RowResult]:
+        return self._get_client().send(channel_info(batch.channel), batch.keys, batch.items)
+
+    def _get_client(self) -> BrazeClient:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                if not self._api_key:
+                    raise DestinationError(f"connection '{self.connection.name}': api_key is empty; "
+                                           "set BRAZE_API_KEY (or the variable named in reflow_project.yml)")
+                options: dict[str, Any] = {
+                    "connection": self.connection.name, "base_url": self.base_url, "api_key": self._api_key,
+                    "user_agent": USER_AGENT, "timeout": self.connection.timeout,
+                    "max_retries": self.connection.max_retries,
+                    "concurrency": self.capabilities.default_concurrency, "rates": self._rates,
+                }
+                options.update(self._client_options)
+                self._client = BrazeClient(**options)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()

@@ -1,0 +1,470 @@
+"""Plan row → the one Braze object it contributes, per destination object.
+
+    users               POST /users/track attributes  (on_removed: delete → POST /users/delete <ids>)
+    events              POST /users/track events      (append-only)
+    purchases           POST /users/track purchases   (append-only)
+    catalog_items       POST|PATCH|DELETE /catalogs/<catalog>/items
+    subscription_groups POST /subscription/status/set <group_id> <state> <id kind>
+    user_deletes        POST /users/delete <ids>
+
+Identifiers and `_update_existing_only`: mode `update` always sends `true`; mode `upsert` omits it,
+except for `user_alias`, which Braze treats as update-only unless `false` is sent. `braze_id` cannot
+create users: in upsert mode Braze updates existing profiles only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
+from engine.destinations.braze import datapoints, validate
+from engine.destinations.braze.endpoints import MAX_BODY_BYTES
+from engine.errors import Problem, SpecError
+from engine.specs import SyncSpec
+
+Result = Item | Invalid | Skip
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+# Keys of a /users/track attributes object that are not attributes: a field must not use them.
+RESERVED_ATTRIBUTE_KEYS = frozenset({
+    "external_id", "user_alias", "braze_id", "_update_existing_only", "_merge_objects", "push_token_import",
+    "alias_name", "alias_label", "app_id",
+})
+DELETE_ARRAYS = {"external_id": "external_ids", "user_alias": "user_aliases", "braze_id": "braze_ids",
+                 "email": "email_addresses", "phone": "phone_numbers"}
+DELETE_PRIORITIZATION = ["identified", "most_recently_updated"]
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,250}$")
+_ITEM_LIMIT = MAX_BODY_BYTES - 1_000   # one object must fit in a request with its envelope
+
+
+def render(obj: Any) -> str | Invalid:
+    try:
+        return _encode(obj)
+    except ValueError as exc:          # NaN / Infinity
+        return Invalid(f"value cannot be sent as JSON: {exc}")
+
+
+def _item(channel: str, obj: Any, data_points: int) -> Result:
+    text = render(obj)
+    if isinstance(text, Invalid):
+        return text
+    if len(text) > _ITEM_LIMIT // 4 and len(text.encode("utf-8")) > _ITEM_LIMIT:
+        return Invalid(f"the payload object is larger than Braze's {MAX_BODY_BYTES:,}-byte request limit")
+    return Item(channel, text, data_points)
+
+
+def _as_id(value: Any) -> Any:
+    """Integer ids are sent as strings (Braze identifiers are strings)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class SpecProblems:
+    """Collects spec problems found while building payload rules; raises them all at once."""
+
+    def __init__(self, sync: SyncSpec) -> None:
+        self.sync = sync
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: str) -> None:
+        loc = self.sync.where(path)
+        self.problems.append(Problem(loc.file, loc.line, loc.col, path, message))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise SpecError(self.problems)
+
+
+class IdentifierRule:
+    """How a row's user is named in /users/track objects and in /users/delete."""
+
+    def __init__(self, sync: SyncSpec, problems: SpecProblems, allowed: tuple[str, ...]) -> None:
+        ident = sync.destination.identifier
+        self.kind = ident.kind if ident else ""
+        self.column = ident.column if ident else ""
+        self.alias_label = (ident.alias_label or "") if ident else ""
+        if ident is None:
+            problems.add("destination.identifier", f"{sync.destination.object} needs an identifier "
+                         f"({' | '.join(allowed)})")
+        elif ident.kind not in allowed:
+            problems.add("destination.identifier",
+                         f"identifier {ident.kind!r} is not supported for {sync.destination.object}; "
+                         f"use one of {', '.join(allowed)}")
+        elif ident.kind == "user_alias":
+            if not self.alias_label:
+                problems.add("destination.identifier.alias_label", "user_alias needs a non-empty alias_label")
+            elif len(self.alias_label.encode("utf-8")) > validate.ALIAS_MAX_BYTES:
+                problems.add("destination.identifier.alias_label",
+                             f"alias_label is longer than {validate.ALIAS_MAX_BYTES} bytes")
+
+    def value(self, values: Mapping[str, Any]) -> tuple[Any, str | None]:
+        raw = _as_id(values.get(self.column))
+        field = self.column if self.kind != "user_alias" else f"{self.column} (alias_name)"
+        return raw, validate.identifier_value(self.kind, raw, field)
+
+    def track(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The identifier part of a /users/track object."""
+        raw, problem = self.value(values)
+        if problem:
+            return {}, problem
+        if self.kind == "user_alias":
+            return {"user_alias": {"alias_name": raw, "alias_label": self.alias_label}}, None
+        return {self.kind: raw}, None
+
+    def delete_channel(self) -> str:
+        return f"POST /users/delete {DELETE_ARRAYS[self.kind]}"
+
+    def delete_item(self, values: Mapping[str, Any]) -> Result:
+        raw, problem = self.value(values)
+        if problem:
+            return Invalid(problem)
+        obj: Any
+        if self.kind == "user_alias":
+            obj = {"alias_name": raw, "alias_label": self.alias_label}
+        elif self.kind in ("email", "phone"):
+            obj = {self.kind: raw, "prioritization": DELETE_PRIORITIZATION}
+        else:
+            obj = raw
+        return _item(self.delete_channel(), obj, 0)
+
+    def update_flag(self, mode: str) -> bool | None:
+        """`_update_existing_only` to send, or None to omit it."""
+        if mode == "update":
+            return True
+        return False if self.kind == "user_alias" else None
+
+
+class FieldMap:
+    """Destination field → model column; None in the spec means every column but keys and identifier."""
+
+    def __init__(self, sync: SyncSpec, problems: SpecProblems, exclude: set[str], reserved: frozenset[str]) -> None:
+        self.explicit = dict(sync.destination.fields) if sync.destination.fields is not None else None
+        self.exclude = set(sync.primary_key) | exclude
+        self.reserved = reserved
+        self._auto: dict[tuple[str, ...], list[tuple[str, str]] | str] = {}
+        for name in self.explicit or {}:
+            problem = validate.name("field", name)
+            if problem:
+                problems.add(f"destination.fields.{name}", problem)
+            elif name in reserved:
+                problems.add(f"destination.fields.{name}", f"{name!r} is reserved by Braze and cannot be a field")
+
+    def pairs(self, values: Mapping[str, Any]) -> list[tuple[str, str]] | str:
+        """(field, column) pairs for a row, or a reason why the columns cannot be mapped."""
+        if self.explicit is not None:
+            return list(self.explicit.items())
+        columns = tuple(values)
+        found = self._auto.get(columns)
+        if found is None:
+            pairs = [(c, c) for c in columns if c not in self.exclude]
+            bad = [c for c, _ in pairs if c in self.reserved or validate.name("field", c)]
+            found = (f"column {bad[0]!r} cannot be sent as a Braze field; list the fields explicitly"
+                     if bad else pairs)
+            self._auto[columns] = found
+        return found
+
+
+class UsersPayloads:
+    def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
+        dest = sync.destination
+        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+        self.fields = FieldMap(sync, problems, {self.ident.column}, RESERVED_ATTRIBUTE_KEYS)
+        self.flag = self.ident.update_flag(dest.mode)
+        self.mode = dest.mode
+        self.nulls = dest.nulls
+        self.on_removed = dest.on_removed
+        self.channel = "POST /users/track attributes"
+
+    def prepare(self, row: PlanRow) -> Result:
+        if row.op == REMOVED and self.on_removed == "delete":
+            return self.ident.delete_item(row.values)
+        if row.op == REMOVED and self.on_removed != "unset":
+            return Skip("removed from the model; on_removed is ignore")
+        ident, problem = self.ident.track(row.values)
+        if problem:
+            return Invalid(problem)
+        pairs = self.fields.pairs(row.values)
+        if isinstance(pairs, str):
+            return Invalid(pairs)
+        values = row.values
+        attrs: dict[str, Any] = {}
+        if row.op == ADDED:
+            for field, column in pairs:
+                value = values.get(column)
+                if value is not None:
+                    attrs[field] = value
+            if not attrs and self.mode == "update":
+                return Skip("no mapped field has a value")
+        elif row.op == CHANGED:
+            changed = set(row.changed)
+            for field, column in pairs:
+                if column in changed:
+                    value = values.get(column)
+                    if value is not None or self.nulls == "unset":
+                        attrs[field] = value
+            if not attrs:
+                return Skip("no mapped field changed")
+        else:  # removed, on_removed unset
+            attrs = {field: None for field, _ in pairs}
+            if not attrs:
+                return Skip("no mapped field to unset")
+        for field, value in attrs.items():
+            problem = validate.attribute(field, value)
+            if problem:
+                return Invalid(problem)
+        obj = ident
+        if self.flag is not None:
+            obj["_update_existing_only"] = self.flag
+        obj.update(attrs)
+        return _item(self.channel, obj, datapoints.attributes_object(obj))
+
+
+class EventsPayloads:
+    channel = "POST /users/track events"
+
+    def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
+        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+        self.flag = self.ident.update_flag(sync.destination.mode)
+        spec = sync.destination.event
+        if spec is None:
+            problems.add("destination", "events need an event: section (name, time, properties)")
+        elif not (spec.name or spec.name_column):
+            problems.add("destination.event", "set event.name (a constant) or event.name_column")
+        self.spec = spec
+        if spec is not None:
+            check_properties(spec.properties, problems, "destination.event.properties", event=True)
+
+    def prepare(self, row: PlanRow) -> Result:
+        if row.op == CHANGED:
+            return Skip("event already sent; changes are not re-sent")
+        if row.op == REMOVED:
+            return Skip("events are append-only; removed rows are not sent")
+        assert self.spec is not None
+        spec, values = self.spec, row.values
+        obj, problem = self.ident.track(values)
+        if problem:
+            return Invalid(problem)
+        if spec.app_id:
+            obj["app_id"] = spec.app_id
+        name = spec.name if spec.name else values.get(spec.name_column or "")
+        problem = validate.required_string("name", name)
+        if problem:
+            return Invalid(problem)
+        obj["name"] = name
+        problem = validate.time("time", values.get(spec.time))
+        if problem:
+            return Invalid(problem)
+        obj["time"] = values[spec.time]
+        props = collect_properties(spec.properties, values)
+        if props:
+            problem = validate.properties("event", props, event=True)
+            if problem:
+                return Invalid(problem)
+            obj["properties"] = props
+        if self.flag is not None:
+            obj["_update_existing_only"] = self.flag
+        return _item(self.channel, obj, datapoints.event_object(obj))
+
+
+class PurchasesPayloads:
+    channel = "POST /users/track purchases"
+
+    def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
+        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+        self.flag = self.ident.update_flag(sync.destination.mode)
+        self.spec = sync.destination.purchase
+        if self.spec is None:
+            problems.add("destination", "purchases need a purchase: section (product_id, currency, price, time)")
+        else:
+            check_properties(self.spec.properties, problems, "destination.purchase.properties", event=False)
+
+    def prepare(self, row: PlanRow) -> Result:
+        if row.op == CHANGED:
+            return Skip("purchase already sent; changes are not re-sent")
+        if row.op == REMOVED:
+            return Skip("purchases are append-only; removed rows are not sent")
+        assert self.spec is not None
+        spec, values = self.spec, row.values
+        obj, problem = self.ident.track(values)
+        if problem:
+            return Invalid(problem)
+        if spec.app_id:
+            obj["app_id"] = spec.app_id
+        product_id = _as_id(values.get(spec.product_id))
+        quantity = values.get(spec.quantity) if spec.quantity else None
+        quantity = 1 if quantity is None else quantity
+        problem = (validate.required_string("product_id", product_id)
+                   or validate.currency(values.get(spec.currency))
+                   or validate.price(values.get(spec.price))
+                   or validate.quantity(quantity)
+                   or validate.time("time", values.get(spec.time)))
+        if problem:
+            return Invalid(problem)
+        obj["product_id"] = product_id
+        obj["currency"] = values[spec.currency]
+        obj["price"] = values[spec.price]
+        obj["quantity"] = quantity
+        obj["time"] = values[spec.time]
+        props = collect_properties(spec.properties, values)
+        if props:
+            problem = validate.properties("purchase", props, event=False)
+            if problem:
+                return Invalid(problem)
+            obj["properties"] = props
+        if self.flag is not None:
+            obj["_update_existing_only"] = self.flag
+        return _item(self.channel, obj, datapoints.purchase_object(obj))
+
+
+class CatalogPayloads:
+    def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
+        dest = sync.destination
+        self.item_id = dest.item_id or ""
+        self.nulls = dest.nulls
+        self.on_removed = dest.on_removed
+        catalog = dest.catalog or ""
+        if not _SAFE_TOKEN.match(catalog):
+            problems.add("destination.catalog", f"catalog name {catalog!r} must be 1-250 letters, digits, '-' or '_'")
+        if not dest.item_id:
+            problems.add("destination.item_id", "catalog_items need item_id (the column holding the item id)")
+        if dest.on_removed == "unset":
+            problems.add("destination.on_removed", "catalog_items support on_removed: ignore or delete, not unset")
+        self.fields = FieldMap(sync, problems, {self.item_id}, frozenset({"id"}))
+        path = f"/catalogs/{catalog}/items"
+        self.post, self.patch, self.delete = f"POST {path}", f"PATCH {path}", f"DELETE {path}"
+
+    def prepare(self, row: PlanRow) -> Result:
+        values = row.values
+        item_id = _as_id(values.get(self.item_id))
+        problem = validate.catalog_item_id(self.item_id, item_id)
+        if problem:
+            return Invalid(problem)
+        if row.op == REMOVED:
+            if self.on_removed != "delete":
+                return Skip("removed from the model; on_removed is ignore")
+            return _item(self.delete, {"id": item_id}, 0)
+        pairs = self.fields.pairs(values)
+        if isinstance(pairs, str):
+            return Invalid(pairs)
+        obj: dict[str, Any] = {"id": item_id}
+        if row.op == ADDED:
+            for field, column in pairs:
+                obj[field] = values.get(column)
+            channel = self.post
+        else:
+            changed = set(row.changed)
+            for field, column in pairs:
+                if column in changed:
+                    value = values.get(column)
+                    if value is not None or self.nulls == "unset":
+                        obj[field] = value
+            if len(obj) == 1:
+                return Skip("no mapped field changed")
+            channel = self.patch
+        for field, value in obj.items():
+            if field != "id":
+                problem = validate.catalog_value(field, value)
+                if problem:
+                    return Invalid(problem)
+        return _item(channel, obj, 0)
+
+
+class SubscriptionPayloads:
+    def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
+        self.ident = IdentifierRule(sync, problems, ("external_id", "email", "phone"))
+        spec = sync.destination.subscription
+        self.spec = spec
+        if spec is None:
+            problems.add("destination", "subscription_groups need a subscription: section (state, group_id)")
+        elif not (spec.group_id or spec.group_id_column):
+            problems.add("destination.subscription", "set subscription.group_id or subscription.group_id_column")
+        elif spec.group_id and not _SAFE_TOKEN.match(spec.group_id):
+            problems.add("destination.subscription.group_id",
+                         f"{spec.group_id!r} is not a subscription group id (a UUID from the Braze dashboard)")
+
+    def prepare(self, row: PlanRow) -> Result:
+        if row.op == REMOVED:
+            return Skip("removed from the model; subscription states are not reverted")
+        assert self.spec is not None
+        spec, values = self.spec, row.values
+        if row.op == CHANGED:
+            watched = {spec.state, spec.group_id_column, self.ident.column}
+            if not watched.intersection(row.changed):
+                return Skip("subscription state unchanged")
+        raw, problem = self.ident.value(values)
+        if problem:
+            return Invalid(problem)
+        group = spec.group_id or values.get(spec.group_id_column or "")
+        if not (isinstance(group, str) and _SAFE_TOKEN.match(group)):
+            return Invalid(f"{spec.group_id_column}: {validate.show(group)} is not a subscription group id")
+        state = values.get(spec.state)
+        if state is True or state == "subscribed":
+            text = "subscribed"
+        elif state is False or state == "unsubscribed":
+            text = "unsubscribed"
+        else:
+            return Invalid(f"{spec.state}: {validate.show(state)} is not true/false or 'subscribed'/'unsubscribed'")
+        channel = f"POST /subscription/status/set {group} {text} {self.ident.kind}"
+        return _item(channel, raw, 0)
+
+
+class UserDeletesPayloads:
+    def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
+        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+
+    def prepare(self, row: PlanRow) -> Result:
+        if row.op == CHANGED:
+            return Skip("user delete already sent")
+        if row.op == REMOVED:
+            return Skip("left the delete model; nothing to send")
+        return self.ident.delete_item(row.values)
+
+
+def collect_properties(mapping: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Property → value for non-null values (a null property carries nothing for an event)."""
+    props: dict[str, Any] = {}
+    for prop, column in mapping.items():
+        value = values.get(column)
+        if value is not None:
+            props[prop] = value
+    return props
+
+
+def check_properties(mapping: Mapping[str, str], problems: SpecProblems, path: str, *, event: bool) -> None:
+    for prop in mapping:
+        problem = validate.name("property", prop)
+        if problem is None and event and prop in validate.RESERVED_EVENT_PROPERTIES:
+            problem = f"property name {prop!r} is reserved by Braze"
+        if problem:
+            problems.add(f"{path}.{prop}", problem)
+
+
+Payloads = (UsersPayloads | EventsPayloads | PurchasesPayloads | CatalogPayloads | SubscriptionPayloads
+            | UserDeletesPayloads)
+BUILDERS: dict[str, Callable[[SyncSpec, SpecProblems], Payloads]] = {
+    "users": UsersPayloads,
+    "events": EventsPayloads,
+    "purchases": PurchasesPayloads,
+    "catalog_items": CatalogPayloads,
+    "subscription_groups": SubscriptionPayloads,
+    "user_deletes": UserDeletesPayloads,
+}
+
+
+def build_payloads(sync: SyncSpec) -> Payloads:
+    """The payload rules of a sync; raises SpecError listing every problem of its destination section."""
+    problems = SpecProblems(sync)
+    builder = BUILDERS.get(sync.destination.object)
+    if builder is None:
+        problems.add("destination.object", f"unknown object {sync.destination.object!r}; "
+                     f"expected one of {', '.join(BUILDERS)}")
+        problems.raise_if_any()
+        raise AssertionError("unreachable")
+    payloads = builder(sync, problems)
+    problems.raise_if_any()
+    return payloads
