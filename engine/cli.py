@@ -1,8 +1,530 @@
-"""Command-line entry point (wiring only; filled in by the core)."""
+"""The `reflow` command: wiring only. One error handler; exit codes 0 ok, 1 error, 2 usage,
+3 finished with undelivered rows, 4 blocked by a guard, 130 interrupted."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-def main(argv: list[str] | None = None) -> int:
-    print("reflow: under construction")
+from engine import __version__
+from engine.errors import ReflowError, UserError, scrub
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except ReflowError as exc:
+        from engine import console
+
+        if args.debug:
+            traceback.print_exc()
+        console.error(exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a clear line
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(scrub(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
+                               "traceback, and please report it)\n"))
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project-dir", default=argparse.SUPPRESS,
+                        help="folder holding reflow_project.yml (default: found from the current folder up)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks for errors")
+    parser = argparse.ArgumentParser(
+        prog="reflow", parents=[common],
+        description="Declarative reverse ETL: keep Braze in step with your warehouse.")
+    parser.add_argument("--version", action="version", version=f"reflow {__version__}")
+    parser.set_defaults(project_dir=None, debug=False, handler=None)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = cmd("init", _init, "scaffold a working project")
+    p.add_argument("dir", nargs="?", default=".")
+    cmd("validate", _validate, "check the project file, every sync spec and every model")
+    p = cmd("compile", _compile, "print the rendered SQL of a sync's model")
+    p.add_argument("sync")
+    p = cmd("ls", _ls, "list syncs with their model, object and connection")
+    _select(p)
+    p = cmd("plan", _plan, "compute and save a plan: what would be sent, field by field")
+    _select(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON (schemas/plan.schema.json)")
+    p = cmd("apply", _apply, "send exactly a saved plan (the latest by default)")
+    p.add_argument("plan_id", nargs="?")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--allow-guard", action="append", default=[], metavar="NAME",
+                   help="apply although guard NAME blocked the plan (repeatable)")
+    p = cmd("run", _run, "plan, check guards, apply: for schedulers (never asks)")
+    _select(p)
+    p.add_argument("--allow-guard", action="append", default=[], metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print the plan and outcome as JSON")
+    cmd("status", _status, "per sync: last run, rows in the snapshot, pending retries")
+    p = cmd("history", _history, "recent runs")
+    p.add_argument("sync", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=20)
+    p = cmd("errors", _errors, "rows Braze rejected, with its reason and the payload sent")
+    p.add_argument("sync", nargs="?")
+    p.add_argument("--run", dest="run_id")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p = cmd("show", _show, "browse a plan's rows and their exact payloads")
+    p.add_argument("plan_id", nargs="?")
+    p.add_argument("--sync")
+    p.add_argument("--op", choices=["added", "changed", "removed", "invalid", "retry"])
+    p.add_argument("--key")
+    p.add_argument("--field")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--format", choices=["table", "json", "jsonl"], default="table")
+    p = cmd("reset", _reset, "forget a sync's snapshot: the next plan sends every row as added")
+    p.add_argument("sync")
+    p.add_argument("--yes", action="store_true")
+    p = cmd("sandbox", _sandbox, "serve the local Braze emulator")
+    _sandbox_args(p)
+    p = cmd("example", _example, "build or mutate the example project's sample warehouse")
+    p.add_argument("action", choices=["build", "mutate"])
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--step", type=int, default=1)
+    p = cmd("demo", _demo, "the main job: build the example, sync it to a local sandbox, mutate, sync again")
+    p.add_argument("--keep", action="store_true", help="keep the state and warehouse afterwards")
+    return parser
+
+
+def _select(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--select", "-s", nargs="+", default=None, metavar="SELECTOR",
+                   help="sync names, tag:TAG or model:NAME")
+
+
+def _sandbox_args(p: argparse.ArgumentParser) -> None:
+    try:
+        from engine.sandbox.cli import add_arguments
+    except ImportError:
+        return
+    add_arguments(p)
+
+
+# ------------------------------------------------------------------------------------------ context
+
+
+class Context:
+    """The loaded project, syncs and helpers shared by commands."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from engine import console
+        from engine.project import find_project, load_project
+
+        self.args = args
+        self.root = find_project(args.project_dir)
+        self.project = load_project(self.root)
+        for w in getattr(self.project, "warnings", ()):
+            console.warning(w)
+
+    def syncs(self, select: Sequence[str] | None = None) -> list[Any]:
+        from engine.specs import load_syncs
+
+        syncs = load_syncs(self.project)
+        return select_syncs(syncs, select)
+
+    def warehouse(self) -> Any:
+        from engine.warehouse import open_warehouse
+
+        return open_warehouse(self.project)
+
+    def destination_for(self, *, need_key: bool) -> Callable[[Any], Any]:
+        from engine.destinations.braze import make_destination
+        from engine.project import resolve_api_key
+
+        def make(sync: Any) -> Any:
+            conn = self.project.connections[sync.destination.connection]
+            key = resolve_api_key(conn, required=need_key)
+            return make_destination(conn, key, sync)
+
+        return make
+
+    def state(self, command: str, *, read_only: bool = False) -> Any:
+        from engine.state import State
+
+        return State.open(self.project.state_path, command=command, memory_limit=self.project.memory_limit,
+                          read_only=read_only)
+
+
+def select_syncs(syncs: list[Any], select: Sequence[str] | None) -> list[Any]:
+    if not select:
+        return syncs
+    chosen = []
+    for s in syncs:
+        for sel in select:
+            if sel.startswith("tag:") and sel[4:] in s.tags:
+                chosen.append(s)
+                break
+            if sel.startswith("model:") and sel[6:] == s.model:
+                chosen.append(s)
+                break
+            if sel == s.name:
+                chosen.append(s)
+                break
+    known = {s.name for s in syncs}
+    unknown = [x for x in select if ":" not in x and x not in known]
+    if unknown:
+        import difflib
+
+        hints = []
+        for u in unknown:
+            close = difflib.get_close_matches(u, sorted(known), n=1)
+            hints.append(f"'{u}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise UserError(f"--select: no sync named {', '.join(hints)}; `reflow ls` lists them")
+    if not chosen:
+        raise UserError(f"--select {' '.join(select)} matched no sync; `reflow ls` lists them")
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def _init(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.scaffold import init_project
+
+    created = init_project(Path(args.dir))
+    console.print_lines([f"created {p}" for p in created] + [
+        "", f"Next: cd {args.dir} && reflow validate && reflow plan"])
     return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    syncs = ctx.syncs()
+    check_model_columns(ctx, syncs)
+    console.print_lines([f"OK: {ctx.project.file} and {len(syncs)} sync(s) are valid; every model renders "
+                         "and returns the columns its sync names."])
+    return 0
+
+
+def check_model_columns(ctx: Context, syncs: Sequence[Any]) -> None:
+    import duckdb
+
+    from engine import diff
+    from engine.planner import render_sync
+    from engine.specs import check_columns
+
+    warehouse = ctx.warehouse()
+    con = duckdb.connect(":memory:")
+    try:
+        def columns_of(sync: Any) -> list[str]:
+            rendered = render_sync(ctx.project, sync, warehouse)
+            relation = warehouse.relation(con, rendered.sql, model=sync.model)
+            return [c.name for c in diff.describe(con, relation, model=sync.model)]
+
+        check_columns(syncs, columns_of)
+    finally:
+        con.close()
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from engine.planner import render_sync
+
+    ctx = Context(args)
+    [sync] = ctx.syncs([args.sync])
+    sys.stdout.write(render_sync(ctx.project, sync, ctx.warehouse()).sql.rstrip() + "\n")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    rows = [{"sync": s.name, "model": s.model, "object": s.destination.object,
+             "connection": s.destination.connection, "declared in": s.path} for s in ctx.syncs(args.select)]
+    console.print_lines(console.table(rows, ["sync", "model", "object", "connection", "declared in"]))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.planner import build_plan
+
+    ctx = Context(args)
+    syncs = ctx.syncs(args.select)
+    with ctx.state("plan") as state:
+        plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False))
+    if args.json:
+        console.print_json(plan.to_json())
+    else:
+        console.print_plan(plan)
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.planner import load_plan
+
+    ctx = Context(args)
+    syncs = {s.name: s for s in ctx.syncs()}
+    with ctx.state("apply") as state:
+        plan = load_plan(state, args.plan_id)
+        _check(ctx, state, plan, syncs, args.allow_guard)
+        if not plan.has_changes:
+            console.print_lines([f"Plan {plan.plan_id}: no changes; nothing to send."])
+            state.set_plan_status(plan.plan_id, "applied")
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UserError("apply needs confirmation: pass --yes (no terminal to ask on)")
+            console.print_plan(plan)
+            answer = input(f"Send plan {plan.plan_id} to Braze? Type 'yes' to continue: ")
+            if answer.strip().lower() != "yes":
+                console.print_lines(["Not applied."])
+                return 1
+        return _send(ctx, state, plan, syncs)
+
+
+def _check(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any], allow: Sequence[str]) -> None:
+    from engine.planner import fingerprint, render_sync
+    from engine.runner import check_plan
+
+    warehouse = ctx.warehouse()
+    current = {}
+    for sp in plan.syncs:
+        if sp.name in syncs:
+            current[sp.name] = fingerprint(ctx.project, syncs[sp.name],
+                                           render_sync(ctx.project, syncs[sp.name], warehouse).sql)
+    check_plan(state, plan, current, allow_guards=allow)
+
+
+def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any]) -> int:
+    from engine import console
+    from engine.runner import apply_plan
+
+    stop = threading.Event()
+    with _interrupts(stop):
+        result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=True), stop=stop,
+                            progress=_progress_printer())
+    console.print_apply(result)
+    return result.exit_code
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.errors import GuardError
+    from engine.planner import build_plan
+    from engine.runner import check_plan
+
+    ctx = Context(args)
+    syncs = ctx.syncs(args.select)
+    by_name = {s.name: s for s in syncs}
+    with ctx.state("run") as state:
+        plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False))
+        if args.json:
+            console.print_json(plan.to_json())
+        else:
+            console.print_plan(plan)
+        current = {s.name: s.fingerprint for s in plan.syncs}
+        try:
+            check_plan(state, plan, current, allow_guards=args.allow_guard)
+        except GuardError:
+            state.set_plan_status(plan.plan_id, "blocked")
+            raise
+        if not plan.has_changes:
+            state.set_plan_status(plan.plan_id, "applied")
+            return 0
+        return _send(ctx, state, plan, by_name)
+
+
+class _interrupts:
+    """First SIGINT/SIGTERM: stop taking new batches, finish and record those in flight.
+    Second: exit at once (safe: unrecorded rows are simply planned again)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop.is_set():
+            sys.stderr.write("\nsecond interrupt: exiting now; unrecorded rows will be planned again\n")
+            os._exit(130)
+        self.stop.set()
+        sys.stderr.write("\ninterrupt: finishing the batches in flight (press again to exit at once)\n")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _progress_printer() -> Callable[[str, int, int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    last = {"t": 0.0}
+
+    def show(sync: str, done: int, total: int, requests: int) -> None:
+        import time
+
+        t = time.monotonic()
+        if t - last["t"] < 0.2 and done < total:
+            return
+        last["t"] = t
+        sys.stderr.write(f"\r{sync}: {done:,}/{total:,} rows, {requests:,} requests   ")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _status(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    syncs = ctx.syncs()
+    rows = []
+    with ctx.state("status", read_only=True) as state:
+        for s in syncs:
+            runs = state.runs(s.name, limit=1)
+            last = runs[0] if runs else None
+            rows.append({
+                "sync": s.name, "snapshot rows": state.snapshot_rows(s.name),
+                "pending": state.pending_count(s.name),
+                "last run": f"{last['started_at']:%Y-%m-%d %H:%M:%S}" if last else "never",
+                "outcome": last["status"] if last else "-",
+            })
+    console.print_lines(console.table(rows, ["sync", "snapshot rows", "pending", "last run", "outcome"]))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    with ctx.state("history", read_only=True) as state:
+        runs = state.runs(args.sync, limit=args.limit)
+    if args.json:
+        console.print_json(runs)
+        return 0
+    rows = [{**r, "started": f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+             "duration": console.duration((r["finished_at"] - r["started_at"]).total_seconds())
+             if r["finished_at"] else "-"} for r in runs]
+    console.print_lines(console.table(rows, ["run_id", "sync", "started", "duration", "status", "acknowledged",
+                                             "rejected", "not_attempted", "requests", "data_points"]))
+    return 0
+
+
+def _errors(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.runner import errors
+
+    ctx = Context(args)
+    with ctx.state("errors", read_only=True) as state:
+        rows = errors(state, args.sync, args.run_id, args.limit)
+    if args.json:
+        console.print_json(rows)
+        return 0
+    if not rows:
+        console.print_lines(["No rejected rows."])
+        return 0
+    for r in rows:
+        console.print_lines([f"{r['sync']} {r['key']} (run {r['run_id']}): {r['reason']}", f"  sent: {r['item']}"])
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.planner import load_plan
+    from engine.show import plan_rows
+
+    ctx = Context(args)
+    with ctx.state("show", read_only=True) as state:
+        plan = load_plan(state, args.plan_id)
+        rows = plan_rows(state, plan, sync=args.sync, op=args.op, key=args.key, field=args.field, limit=args.limit)
+    if args.format == "json":
+        console.print_json(rows)
+    elif args.format == "jsonl":
+        import json
+
+        for r in rows:
+            sys.stdout.write(json.dumps(r, default=str) + "\n")
+    else:
+        for r in rows:
+            console.print_lines([f"{r['sync']} {r['op']} {r['key']} [{r['status']}]"
+                                 + (f" changed: {', '.join(r['changed'])}" if r["changed"] else "")
+                                 + (f" reason: {r['reason']}" if r["reason"] else ""),
+                                 f"  payload: {r['payload_json'] or '-'}"])
+        if not rows:
+            console.print_lines(["(no rows match)"])
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    [sync] = ctx.syncs([args.sync])
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError("reset needs confirmation: pass --yes (no terminal to ask on)")
+        answer = input(f"Forget the snapshot of '{sync.name}'? The next plan re-sends every row. Type 'yes': ")
+        if answer.strip().lower() != "yes":
+            return 1
+    with ctx.state("reset") as state:
+        dropped = state.reset(sync.name)
+    console.print_lines([f"{sync.name}: forgot {dropped:,} snapshot row(s); the next plan sends every row."])
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from engine.sandbox.cli import run
+
+    return int(run(args))
+
+
+def _example(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.example import build_warehouse, mutate_warehouse
+
+    ctx = Context(args)
+    path = ctx.project.root / ctx.project.warehouse.path
+    if args.action == "build":
+        counts = build_warehouse(path, customers=args.customers)
+        console.print_lines([f"built {ctx.project.warehouse.path}: "
+                             + ", ".join(f"{k} {v:,}" for k, v in counts.items())])
+    else:
+        summary = mutate_warehouse(path, step=args.step)
+        console.print_lines([f"mutated {ctx.project.warehouse.path}: "
+                             + ", ".join(f"{k} {v:,}" for k, v in summary.items())])
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(Path(args.project_dir) if args.project_dir else None, keep=args.keep)

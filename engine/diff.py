@@ -1,0 +1,238 @@
+"""The diff SQL: a model result against the acknowledged snapshot, in two phases.
+
+Phase 1 compares `(key, row_hash)` only: the model result streams through a FULL JOIN
+with the snapshot's keys and hashes, and only the delta (added, changed candidates,
+removed) is kept, with its normalised columns. Phase 2 joins just that delta to the
+old full rows and renders both sides as JSON, in key order, for the planner to stream.
+
+Values are normalised before hashing so that a run with no real change plans nothing:
+timestamps become ISO-8601 UTC strings, decimals and floats become finite doubles,
+nested values (STRUCT, LIST, MAP, JSON) become canonical JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from engine.errors import KeyCheckError, WarehouseError
+
+DELTA = "memory.main.reflow_delta"
+ROWS = "memory.main.reflow_delta_rows"
+ISO = "%Y-%m-%dT%H:%M:%S.%gZ"
+NESTED = ("STRUCT", "MAP", "UNION", "JSON")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class DeltaCounts:
+    total: int          # rows in the model result
+    added: int
+    candidates: int     # keys whose hash differs (changed, or only re-hashed)
+    removed: int
+
+
+@dataclass(frozen=True)
+class DeltaRow:
+    key: str
+    op: str                              # added | changed | removed
+    new_hash: int | None
+    new_row: dict[str, Any] | None
+    new_row_json: str | None
+    old_row: dict[str, Any] | None
+    old_row_json: str | None
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def describe(con: duckdb.DuckDBPyConnection, relation: str, *, model: str) -> list[Column]:
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {relation} AS m").fetchall()
+    except duckdb.Error as exc:
+        raise WarehouseError(f"model '{model}' failed on the warehouse: {_first_line(exc)}") from exc
+    return [Column(r[0], r[1]) for r in rows]
+
+
+def normalized(col: Column) -> str:
+    """SQL that renders one column as the value Braze will see, stable across runs."""
+    c = quote(col.name)
+    t = col.type.upper()
+    if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
+        return f"strftime(timezone('UTC', {c}), '{ISO}')"
+    if t.startswith("TIMESTAMP"):
+        return f"strftime({c}::TIMESTAMP, '{ISO}')"
+    if t == "DATE":
+        return f"strftime({c}, '%Y-%m-%d')"
+    if t in ("FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL") or t in ("HUGEINT", "UHUGEINT"):
+        return f"CASE WHEN isfinite({c}::DOUBLE) THEN {c}::DOUBLE + 0.0 END"
+    if t in ("TIME", "INTERVAL", "UUID", "BIT") or t.startswith("ENUM") or t.startswith("TIME "):
+        return f"{c}::VARCHAR"
+    if t == "BLOB":
+        return f"hex({c})"
+    if t.startswith("MAP"):
+        return f"to_json(map_from_entries(list_sort(map_entries({c}))))"
+    if t.endswith("]") or t.startswith(NESTED):
+        return f"to_json({c})"
+    return c
+
+
+def key_expr(primary_key: Sequence[str]) -> str:
+    if len(primary_key) == 1:
+        return f"{quote(primary_key[0])}::VARCHAR"
+    parts = ", ".join(f"{quote(k)}::VARCHAR" for k in primary_key)
+    nulls = " OR ".join(f"{quote(k)} IS NULL" for k in primary_key)
+    return f"CASE WHEN {nulls} THEN NULL ELSE to_json([{parts}])::VARCHAR END"
+
+
+def hash_expr(columns: Sequence[Column]) -> str:
+    """Row hash over the normalised columns, in name order (reordering columns is no change)."""
+    ordered = sorted(columns, key=lambda c: c.name)
+    return "hash(" + ", ".join([f"'{len(ordered)}'"] + [normalized(c) for c in ordered]) + ")"
+
+
+def rehash_expr(columns: Sequence[tuple[str, str]]) -> str:
+    """The same hash recomputed from stored `row_json` (after a DuckDB upgrade)."""
+    cols = [Column(n, t) for n, t in columns]
+    ordered = sorted(cols, key=lambda c: c.name)
+    parts = [f"'{len(ordered)}'"]
+    for col in ordered:
+        path = "'$." + quote(col.name).replace("'", "''") + "'"
+        norm_type = _normalized_type(col.type)
+        if norm_type == "JSON":
+            parts.append(f"json_extract(row_json, {path})")
+        else:
+            parts.append(f"json_extract_string(row_json, {path})::{norm_type}")
+    return "hash(" + ", ".join(parts) + ")"
+
+
+def _normalized_type(t: str) -> str:
+    t = t.upper()
+    if t.startswith(("TIMESTAMP", "DATE", "TIME", "INTERVAL", "UUID", "BIT", "ENUM", "BLOB")) or t == "VARCHAR":
+        return "VARCHAR"
+    if t in ("FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT") or t.startswith("DECIMAL"):
+        return "DOUBLE"
+    if t.endswith("]") or t.startswith(NESTED) or t.startswith("MAP"):
+        return "JSON"
+    return t
+
+
+def check_keys(con: duckdb.DuckDBPyConnection, relation: str, primary_key: Sequence[str], *,
+               sync: str) -> int:
+    """Count rows; stop with samples when a primary key is null or duplicated."""
+    key = key_expr(primary_key)
+    try:
+        total, nulls, distinct = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE k IS NULL), count(DISTINCT k) "
+            f"FROM (SELECT {key} AS k FROM {relation} AS m)"
+        ).fetchone() or (0, 0, 0)
+    except duckdb.Error as exc:
+        raise WarehouseError(f"sync '{sync}': model query failed: {_first_line(exc)}") from exc
+    duplicates = total - nulls - distinct
+    if not nulls and not duplicates:
+        return int(total)
+    problems = []
+    pk = ", ".join(primary_key)
+    if nulls:
+        problems.append(f"{nulls} row(s) have a null primary key ({pk})")
+    if duplicates:
+        sample = con.execute(
+            f"SELECT k, count(*) AS n FROM (SELECT {key} AS k FROM {relation} AS m) WHERE k IS NOT NULL "
+            f"GROUP BY k HAVING n > 1 ORDER BY n DESC, k LIMIT 10"
+        ).fetchall()
+        shown = ", ".join(f"{k!r} ×{n}" for k, n in sample)
+        problems.append(f"{duplicates} duplicate primary key value(s) ({pk}); e.g. {shown}")
+    raise KeyCheckError(
+        f"sync '{sync}': " + "; ".join(problems)
+        + ". Nothing was sent. Fix the model so that its primary key is unique and not null."
+    )
+
+
+def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[Column],
+                  primary_key: Sequence[str], snapshot: str, *, total: int) -> DeltaCounts:
+    """Phase 1: keep only keys that are new, gone, or whose hash differs."""
+    cols = ", ".join(f"{normalized(c)} AS {quote(c.name)}" for c in columns)
+    con.execute(f"DROP TABLE IF EXISTS {DELTA}")
+    con.execute(
+        f"""CREATE TABLE {DELTA} AS
+        SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN n.__key IS NULL THEN 'removed' ELSE 'changed' END AS __op,
+               coalesce(n.__key, s.key) AS __k, n.__hash, n.* EXCLUDE (__key, __hash)
+        FROM (SELECT {key_expr(primary_key)} AS __key, {hash_expr(columns)} AS __hash, {cols}
+              FROM {relation} AS m) AS n
+        FULL JOIN (SELECT key, row_hash FROM {snapshot}) AS s ON n.__key = s.key
+        WHERE n.__hash IS DISTINCT FROM s.row_hash"""
+    )
+    row = con.execute(
+        f"SELECT count(*) FILTER (WHERE __op = 'added'), count(*) FILTER (WHERE __op = 'changed'), "
+        f"count(*) FILTER (WHERE __op = 'removed') FROM {DELTA}"
+    ).fetchone() or (0, 0, 0)
+    return DeltaCounts(total=total, added=int(row[0]), candidates=int(row[1]), removed=int(row[2]))
+
+
+def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snapshot: str) -> int:
+    """Phase 2: join the delta to the old full rows; render new rows as JSON; number them by key."""
+    struct = ", ".join(f"{quote(c.name)} := d.{quote(c.name)}" for c in columns)
+    new_row = f"CASE WHEN d.__op <> 'removed' THEN to_json(struct_pack({struct}))::VARCHAR END" if columns else "'{}'"
+    con.execute(f"DROP TABLE IF EXISTS {ROWS}")
+    con.execute(
+        f"""CREATE TABLE {ROWS} AS
+        SELECT row_number() OVER (ORDER BY d.__k) AS rn, d.__k AS key, d.__op AS op, d.__hash AS new_hash,
+               {new_row} AS new_row, s.row_json AS old_row
+        FROM {DELTA} AS d
+        LEFT JOIN {snapshot} AS s ON d.__op <> 'added' AND s.key = d.__k"""
+    )
+    con.execute(f"DROP TABLE IF EXISTS {DELTA}")
+    row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
+    return int(row[0]) if row else 0
+
+
+def stream_rows(con: duckdb.DuckDBPyConnection, count: int, chunk: int = 5000) -> Iterator[list[DeltaRow]]:
+    """Delta rows in key order, `chunk` at a time (never the whole delta in Python)."""
+    for start in range(1, count + 1, chunk):
+        rows = con.execute(
+            f"SELECT key, op, new_hash, new_row, old_row FROM {ROWS} WHERE rn >= ? AND rn < ? ORDER BY rn",
+            [start, start + chunk],
+        ).fetchall()
+        yield [
+            DeltaRow(key=r[0], op=r[1], new_hash=r[2],
+                     new_row=json.loads(r[3]) if r[3] is not None else None, new_row_json=r[3],
+                     old_row=json.loads(r[4]) if r[4] is not None else None, old_row_json=r[4])
+            for r in rows
+        ]
+
+
+def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"DROP TABLE IF EXISTS {DELTA}")
+    con.execute(f"DROP TABLE IF EXISTS {ROWS}")
+
+
+def changed_fields(new: dict[str, Any], old: dict[str, Any]) -> tuple[str, ...]:
+    """Model columns whose value differs (a column added or dropped counts as a change)."""
+    out = []
+    for name in list(new) + [k for k in old if k not in new]:
+        a, b = new.get(name), old.get(name)
+        if not _same(a, b):
+            out.append(name)
+    return tuple(out)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict | list):
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    return bool(a == b)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,380 @@
+"""The state file: what Braze has acknowledged, plans, runs, rejected rows, and the lock.
+
+One DuckDB file (`state_path`), attached as catalog `rstate` to an in-memory DuckDB
+connection so that the planner can attach the warehouse next to it. Schema is
+versioned (`meta.schema_version`) with numbered migrations; a file written by a
+newer Reflow is refused, never rewritten.
+
+Tables (all in `rstate.main`):
+    meta(key, value)                         schema_version, created_by
+    syncs(name, id, version, columns, hash_recipe, duckdb_version, updated_at)
+    snap_<id>(key, row_hash, row_json)       the acknowledged snapshot of one sync
+    plans(plan_id, created_at, status, …)    one per `reflow plan`
+    plan_syncs(plan_id, sync, …)             per sync: counts, estimate, guards, fingerprint, version
+    plan_rows(plan_id, sync, seq, key, op, status, …, item)   the rows and exact payloads
+    runs(run_id, plan_id, sync, …)           one per sync per apply
+    pending(sync, key, reason, run_id, at)   rejected rows not yet acknowledged
+    row_errors(run_id, sync, key, reason, item, at)   every rejection, for `reflow errors`
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from engine.errors import LockError, StateError
+
+SCHEMA_VERSION = 1
+HASH_RECIPE = "duckdb-hash/v1"
+DB = "rstate.main"
+
+_MIGRATIONS: dict[int, str] = {
+    1: f"""
+    CREATE TABLE IF NOT EXISTS {DB}.meta (key VARCHAR, value VARCHAR);
+    CREATE TABLE {DB}.syncs (
+        name VARCHAR, id INTEGER, version BIGINT, columns VARCHAR, hash_recipe VARCHAR,
+        duckdb_version VARCHAR, updated_at TIMESTAMP);
+    CREATE TABLE {DB}.plans (
+        plan_id VARCHAR, created_at TIMESTAMP, status VARCHAR, created_by VARCHAR, applied_at TIMESTAMP);
+    CREATE TABLE {DB}.plan_syncs (
+        plan_id VARCHAR, sync VARCHAR, snapshot_version BIGINT, fingerprint VARCHAR,
+        counts VARCHAR, estimate VARCHAR, guards VARCHAR, fields VARCHAR, info VARCHAR,
+        seq_min BIGINT, seq_max BIGINT);
+    CREATE TABLE {DB}.plan_rows (
+        plan_id VARCHAR, sync VARCHAR, seq BIGINT, key VARCHAR, op VARCHAR, status VARCHAR,
+        retry BOOLEAN, changed VARCHAR[], new_hash UBIGINT, new_row VARCHAR, old_row VARCHAR,
+        channel VARCHAR, item VARCHAR, data_points INTEGER, reason VARCHAR);
+    CREATE TABLE {DB}.runs (
+        run_id VARCHAR, plan_id VARCHAR, sync VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
+        status VARCHAR, acknowledged BIGINT, rejected BIGINT, not_attempted BIGINT, skipped BIGINT,
+        requests BIGINT, data_points BIGINT, pid INTEGER, message VARCHAR);
+    CREATE TABLE {DB}.pending (sync VARCHAR, key VARCHAR, reason VARCHAR, run_id VARCHAR, at_time TIMESTAMP);
+    CREATE TABLE {DB}.row_errors (
+        run_id VARCHAR, sync VARCHAR, key VARCHAR, reason VARCHAR, item VARCHAR, at_time TIMESTAMP);
+    """,
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class SyncState:
+    name: str
+    id: int
+    version: int
+    columns: tuple[tuple[str, str], ...]
+    hash_recipe: str
+    duckdb_version: str
+
+    @property
+    def table(self) -> str:
+        return f"{DB}.snap_{self.id}"
+
+
+class StateLock:
+    """An exclusive lock on the state file, held by one process, naming its holder.
+
+    A second process gets a LockError naming the holder's pid and start time. The OS
+    releases the lock when the holder dies (even with SIGKILL), so no stale locks."""
+
+    def __init__(self, state_path: Path, command: str) -> None:
+        self.path = Path(str(state_path) + ".lock")
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open the state lock {self.path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockError(
+                f"the state file is in use by another reflow run ({holder}); "
+                "wait for it to finish, or stop it"
+            ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                "started_at": now().isoformat(timespec="seconds") + "Z"}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "holder unknown"
+    return f"pid {info.get('pid')} on {info.get('host')}, `reflow {info.get('command')}` started {info.get('started_at')}"
+
+
+class State:
+    """An open state file. Use `State.open(...)` as a context manager."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, lock: StateLock | None) -> None:
+        self.con = con
+        self.path = path
+        self._lock = lock
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, path: Path, *, command: str, memory_limit: str = "1GB",
+             read_only: bool = False) -> Iterator[State]:
+        lock = None if read_only else StateLock(path, command)
+        if lock:
+            lock.acquire()
+        try:
+            con = _connect(path, memory_limit=memory_limit, read_only=read_only)
+            state = cls(con, path, lock)
+            try:
+                state._migrate(read_only=read_only)
+                yield state
+            finally:
+                con.close()
+        finally:
+            if lock:
+                lock.release()
+
+    def _migrate(self, *, read_only: bool) -> None:
+        has_meta = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'rstate' AND table_name = 'meta'"
+        ).fetchone()
+        version = 0
+        if has_meta and has_meta[0]:
+            row = self.con.execute(f"SELECT value FROM {DB}.meta WHERE key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.path} was written by a newer Reflow (state schema {version}, this Reflow "
+                f"knows up to {SCHEMA_VERSION}); upgrade Reflow, or point state_path elsewhere"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if read_only:
+            if version == 0:
+                return
+            raise StateError(f"{self.path} needs a migration; run any write command (e.g. `reflow plan`) first")
+        try:
+            self.con.execute("BEGIN")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                self.con.execute(_MIGRATIONS[step])
+            self.con.execute(f"DELETE FROM {DB}.meta WHERE key IN ('schema_version', 'created_by')")
+            from engine import __version__
+
+            self.con.execute(f"INSERT INTO {DB}.meta VALUES ('schema_version', ?), ('created_by', ?)",
+                             [str(SCHEMA_VERSION), f"reflow {__version__}"])
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self.con.execute("ROLLBACK")
+            raise StateError(f"cannot initialise the state file {self.path}: {exc}") from exc
+
+    @property
+    def empty(self) -> bool:
+        row = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'rstate' AND table_name = 'syncs'"
+        ).fetchone()
+        return not (row and row[0])
+
+    # ---------------------------------------------------------------- syncs and snapshots
+
+    def sync(self, name: str) -> SyncState | None:
+        if self.empty:
+            return None
+        row = self.con.execute(
+            f"SELECT name, id, version, columns, hash_recipe, duckdb_version FROM {DB}.syncs WHERE name = ?",
+            [name],
+        ).fetchone()
+        if row is None:
+            return None
+        cols = tuple((c[0], c[1]) for c in json.loads(row[3] or "[]"))
+        return SyncState(row[0], row[1], row[2], cols, row[4], row[5])
+
+    def ensure_sync(self, name: str) -> SyncState:
+        existing = self.sync(name)
+        if existing is not None:
+            return existing
+        row = self.con.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {DB}.syncs").fetchone()
+        new_id = int(row[0]) if row else 1
+        self.con.execute(
+            f"INSERT INTO {DB}.syncs VALUES (?, ?, 0, '[]', ?, ?, ?)",
+            [name, new_id, HASH_RECIPE, duckdb.__version__, now()],
+        )
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS {DB}.snap_{new_id} (key VARCHAR, row_hash UBIGINT, row_json VARCHAR)"
+        )
+        created = self.sync(name)
+        assert created is not None
+        return created
+
+    def snapshot_rows(self, sync: str) -> int:
+        st = self.sync(sync)
+        if st is None:
+            return 0
+        row = self.con.execute(f"SELECT count(*) FROM {st.table}").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_columns(self, sync: str, columns: Sequence[tuple[str, str]]) -> None:
+        self.con.execute(
+            f"UPDATE {DB}.syncs SET columns = ? WHERE name = ?", [json.dumps([list(c) for c in columns]), sync]
+        )
+
+    def reset(self, sync: str) -> int:
+        """Forget a sync's snapshot and pending rows; returns how many snapshot rows were dropped."""
+        st = self.sync(sync)
+        if st is None:
+            return 0
+        dropped = self.snapshot_rows(sync)
+        self.con.execute("BEGIN")
+        self.con.execute(f"DELETE FROM {st.table}")
+        self.con.execute(f"DELETE FROM {DB}.pending WHERE sync = ?", [sync])
+        self.con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?",
+                         [now(), sync])
+        self.con.execute("COMMIT")
+        return dropped
+
+    def rehash_if_needed(self, sync: str, recompute: str) -> bool:
+        """After a DuckDB upgrade, recompute row hashes from the stored rows (never re-send).
+
+        `recompute` is a SQL expression over `row_json` giving the new hash."""
+        st = self.sync(sync)
+        if st is None or (st.duckdb_version == duckdb.__version__ and st.hash_recipe == HASH_RECIPE):
+            return False
+        self.con.execute("BEGIN")
+        self.con.execute(f"UPDATE {st.table} SET row_hash = {recompute}")
+        self.con.execute(f"UPDATE {DB}.syncs SET duckdb_version = ?, hash_recipe = ? WHERE name = ?",
+                         [duckdb.__version__, HASH_RECIPE, sync])
+        self.con.execute("COMMIT")
+        return True
+
+    def pending_keys(self, sync: str) -> set[str]:
+        if self.empty:
+            return set()
+        return {r[0] for r in self.con.execute(f"SELECT key FROM {DB}.pending WHERE sync = ?", [sync]).fetchall()}
+
+    def pending_count(self, sync: str) -> int:
+        if self.empty:
+            return 0
+        row = self.con.execute(f"SELECT count(*) FROM {DB}.pending WHERE sync = ?", [sync]).fetchone()
+        return int(row[0]) if row else 0
+
+    # ---------------------------------------------------------------- plans
+
+    def next_seq(self) -> int:
+        row = self.con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM {DB}.plan_rows").fetchone()
+        return int(row[0]) if row else 1
+
+    def latest_plan_id(self) -> str | None:
+        if self.empty:
+            return None
+        row = self.con.execute(f"SELECT plan_id FROM {DB}.plans ORDER BY created_at DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def plan_status(self, plan_id: str) -> str | None:
+        if self.empty:
+            return None
+        row = self.con.execute(f"SELECT status FROM {DB}.plans WHERE plan_id = ?", [plan_id]).fetchone()
+        return row[0] if row else None
+
+    def set_plan_status(self, plan_id: str, status: str) -> None:
+        applied = now() if status == "applied" else None
+        self.con.execute(f"UPDATE {DB}.plans SET status = ?, applied_at = coalesce(?, applied_at) WHERE plan_id = ?",
+                         [status, applied, plan_id])
+
+    def prune_plans(self, keep: int = 10) -> None:
+        """Drop the rows of old plans (their summaries stay) so the state file stays small."""
+        self.con.execute(
+            f"""DELETE FROM {DB}.plan_rows WHERE plan_id NOT IN (
+                SELECT plan_id FROM {DB}.plans ORDER BY created_at DESC LIMIT {int(keep)})"""
+        )
+
+    # ---------------------------------------------------------------- runs
+
+    def start_run(self, run_id: str, plan_id: str, sync: str) -> None:
+        self.con.execute(
+            f"INSERT INTO {DB}.runs VALUES (?, ?, ?, ?, NULL, 'running', 0, 0, 0, 0, 0, 0, ?, NULL)",
+            [run_id, plan_id, sync, now(), os.getpid()],
+        )
+
+    def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
+        self.con.execute(f"UPDATE {DB}.runs SET finished_at = ?, status = ?, message = ? WHERE run_id = ?",
+                         [now(), status, message, run_id])
+
+    def runs(self, sync: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if self.empty:
+            return []
+        where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
+        cur = self.con.execute(
+            f"SELECT * FROM {DB}.runs {where} ORDER BY started_at DESC LIMIT {int(limit)}", params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    spill = path.parent / "spill"
+    if not read_only:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state folder {path.parent}: {exc.strerror}") from exc
+        if not os.access(path.parent, os.W_OK):
+            raise StateError(f"the state folder {path.parent} is not writable; fix its permissions or "
+                             "set state_path in reflow_project.yml")
+    config = {"memory_limit": memory_limit, "temp_directory": str(spill)}
+    con = duckdb.connect(":memory:", config=config)
+    if read_only and not path.exists():
+        con.execute("ATTACH ':memory:' AS rstate")
+        return con
+    mode = " (READ_ONLY)" if read_only else ""
+    try:
+        con.execute(f"ATTACH '{_sql_str(str(path))}' AS rstate{mode}")
+    except duckdb.IOException as exc:
+        con.close()
+        text = str(exc)
+        if "lock" in text.lower():
+            raise LockError(f"the state file {path} is in use by another process") from exc
+        raise StateError(f"cannot open the state file {path}: {text.splitlines()[0]}") from exc
+    except duckdb.Error as exc:
+        con.close()
+        raise StateError(
+            f"the state file {path} is unreadable ({str(exc).splitlines()[0]}); it may be corrupt or "
+            "truncated. Restore a backup (`reflow state restore`) or move it away to start over"
+        ) from exc
+    return con
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def new_id(prefix: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{prefix}_{stamp}_{os.getpid() % 10000:04d}{int(time.time_ns() / 1000) % 1000:03d}"

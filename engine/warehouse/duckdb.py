@@ -1,0 +1,53 @@
+"""The embedded warehouse: a DuckDB file, attached read-only next to the state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from engine.errors import WarehouseError
+from engine.project import Project
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDBWarehouse:
+    def __init__(self, project: Project) -> None:
+        self.path = (project.root / project.warehouse.path).resolve()
+        self.name = Path(project.warehouse.path).stem
+        self._display = project.warehouse.path
+
+    def relation_for(self, table: str) -> str:
+        return f"{quote(self.name)}.{quote('main')}.{quote(table)}"
+
+    def source_for(self, schema: str, table: str) -> str:
+        return f"{quote(self.name)}.{quote(schema)}.{quote(table)}"
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not self.path.exists():
+            raise WarehouseError(
+                f"warehouse file {self._display} does not exist; build it first "
+                "(for the example project: `reflow example build`)"
+            )
+        attached = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+        if self.name in attached:
+            return
+        path = str(self.path).replace("'", "''")
+        try:
+            con.execute(f"ATTACH '{path}' AS {quote(self.name)} (READ_ONLY)")
+        except duckdb.Error as exc:
+            raise WarehouseError(
+                f"cannot open warehouse {self._display}: {str(exc).splitlines()[0]} "
+                "(is another process writing to it?)"
+            ) from exc
+        con.execute(f"USE {quote(self.name)}")
+
+    def relation(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> str:
+        self.attach(con)
+        return f"(\n{sql}\n)"
+
+    def close(self) -> None:
+        return None
