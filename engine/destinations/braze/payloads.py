@@ -162,9 +162,13 @@ class FieldMap:
         found = self._auto.get(columns)
         if found is None:
             pairs = [(c, c) for c in columns if c not in self.exclude]
-            bad = [c for c, _ in pairs if c in self.reserved or validate.name("field", c)]
-            found = (f"column {bad[0]!r} cannot be sent as a Braze field; list the fields explicitly"
-                     if bad else pairs)
+            found = pairs
+            for column, _ in pairs:
+                problem = (f"{column!r} is reserved by Braze" if column in self.reserved
+                           else validate.name("attribute", column))
+                if problem:
+                    found = f"{problem} (a model column; list the fields explicitly to rename it)"
+                    break
             self._auto[columns] = found
         return found
 
@@ -174,6 +178,11 @@ class UsersPayloads:
         dest = sync.destination
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
         self.fields = FieldMap(sync, problems, {self.ident.column}, RESERVED_ATTRIBUTE_KEYS)
+        if self.ident.kind in ("email", "phone") and dest.fields and self.ident.column != dest.fields.get(
+                self.ident.kind, self.ident.column):
+            problems.add(f"destination.fields.{self.ident.kind}",
+                         f"{self.ident.kind} is the identifier (column {self.ident.column!r}); "
+                         "it cannot also be mapped to another column")
         self.flag = self.ident.update_flag(dest.mode)
         self.mode = dest.mode
         self.nulls = dest.nulls
