@@ -15,6 +15,7 @@ import random
 import unicodedata
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +66,19 @@ TABLES = {
     "gdpr_requests": [("customer_id", "VARCHAR"), ("requested_at", "TIMESTAMP")],
 }
 
-Row = tuple[Any, ...]
+Row = dict[str, Any]
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Row]) -> None:
     """Insert many rows in one statement: each column is bound as one list and unnested in SQL."""
-    cols = TABLES[table]
-    if not rows:
-        return
-    select = ", ".join(f"unnest(?::{typ}[]) AS {name}" for name, typ in cols)
-    con.execute(f"INSERT INTO {table} BY NAME SELECT {select}", [list(c) for c in zip(*rows, strict=True)])
+    if rows:
+        select = ", ".join(f"unnest(?::{typ}[]) AS {name}" for name, typ in TABLES[table])
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {select}",
+                    [[row[name] for row in rows] for name, _ in TABLES[table]])
 
 
-def _money(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
+def _money(cents: int) -> Decimal:
+    return Decimal(cents) / 100
 
 
 def _ascii(text: str) -> str:
@@ -97,41 +97,47 @@ def _customer(rng: random.Random, n: int, signup_at: datetime) -> Row:
              "categories": sorted(rng.sample(CATEGORIES, rng.randint(0, 3))), "push": rng.random() < 0.6}
     marketing = rng.choices((True, False, None), weights=(55, 25, 20))[0]
     updated_at = signup_at + (BASE - signup_at) * rng.random() if signup_at < BASE else signup_at
-    return (f"c_{n:05d}", first, last, f"{_ascii(first)}.{_ascii(last)}{n}@{rng.choice(DOMAINS)}",
-            phone, country, language, dob, rng.choices("MFONP", weights=(45, 45, 3, 3, 4))[0],
-            signup_at, rng.choices(TIERS, weights=(50, 30, 15, 5))[0], rng.random() < 0.4, marketing,
-            prefs, False, updated_at.replace(microsecond=0))
+    return {"customer_id": f"c_{n:05d}", "first_name": first, "last_name": last,
+            "email": f"{_ascii(first)}.{_ascii(last)}{n}@{rng.choice(DOMAINS)}", "phone": phone,
+            "country": country, "language": language, "dob": dob,
+            "gender": rng.choices("MFONP", weights=(45, 45, 3, 3, 4))[0], "signup_at": signup_at,
+            "loyalty_tier": rng.choices(TIERS, weights=(50, 30, 15, 5))[0],
+            "newsletter_opt_in": rng.random() < 0.4, "marketing_opt_in": marketing, "preferences": prefs,
+            "deleted": False, "updated_at": updated_at.replace(microsecond=0)}
 
 
 def _product(rng: random.Random, n: int) -> Row:
     category = rng.choice(CATEGORIES)
     cents = rng.randint(4, 240) * 100 + rng.choice((0, 49, 99))
-    return (f"sku_{n:04d}", f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS[category])}", category,
-            _money(cents), "USD", rng.random() < 0.9, sorted(rng.sample(TAGS, rng.randint(0, 3))))
+    return {"product_id": f"sku_{n:04d}", "name": f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS[category])}",
+            "category": category, "price": _money(cents), "currency": "USD", "in_stock": rng.random() < 0.9,
+            "tags": sorted(rng.sample(TAGS, rng.randint(0, 3)))}
 
 
 def _order(rng: random.Random, customer_id: str, ordered_at: datetime,
            prices: dict[str, int]) -> tuple[Row, list[Row]]:
     """One order without its id (filled in later) and its items; the total is the sum of the items."""
     skus = rng.sample(sorted(prices), rng.choices((1, 2, 3, 4), weights=(40, 30, 20, 10))[0])
-    items = [(line, sku, rng.choices((1, 2, 3, 4, 5), weights=(60, 20, 10, 6, 4))[0], prices[sku])
-             for line, sku in enumerate(skus, start=1)]
-    total = sum(qty * cents for _, _, qty, cents in items)
-    status = rng.choices(("completed", "cancelled", "refunded"), weights=(92, 5, 3))[0]
-    channel = rng.choices(("web", "ios", "android", "store"), weights=(45, 25, 20, 10))[0]
-    order = (customer_id, ordered_at.replace(microsecond=0), status, _money(total), "USD", channel)
-    return order, [(line, sku, qty, _money(cents)) for line, sku, qty, cents in items]
+    quantities = [rng.choices((1, 2, 3, 4, 5), weights=(60, 20, 10, 6, 4))[0] for _ in skus]
+    items = [{"line_no": line, "product_id": sku, "quantity": qty, "unit_price": _money(prices[sku])}
+             for line, (sku, qty) in enumerate(zip(skus, quantities, strict=True), start=1)]
+    order = {"customer_id": customer_id, "ordered_at": ordered_at.replace(microsecond=0),
+             "status": rng.choices(("completed", "cancelled", "refunded"), weights=(92, 5, 3))[0],
+             "total": _money(sum(q * prices[sku] for sku, q in zip(skus, quantities, strict=True))),
+             "currency": "USD",
+             "channel": rng.choices(("web", "ios", "android", "store"), weights=(45, 25, 20, 10))[0]}
+    return order, items
 
 
 def _store_orders(con: duckdb.DuckDBPyConnection, orders: list[tuple[Row, list[Row]]], first_id: int) -> int:
     """Number orders by time (then customer) from `first_id`, insert them and their items."""
-    orders.sort(key=lambda o: (o[0][1], o[0][0]))
+    orders.sort(key=lambda o: (o[0]["ordered_at"], o[0]["customer_id"]))
     order_rows: list[Row] = []
     item_rows: list[Row] = []
     for n, (order, items) in enumerate(orders, start=first_id):
         order_id = f"o_{n:07d}"
-        order_rows.append((order_id, *order))
-        item_rows.extend((order_id, *item) for item in items)
+        order_rows.append({"order_id": order_id, **order})
+        item_rows.extend({"order_id": order_id, **item} for item in items)
     _insert(con, "orders", order_rows)
     _insert(con, "order_items", item_rows)
     return len(item_rows)
@@ -148,6 +154,7 @@ def build_warehouse(path: Path, *, customers: int = 2000, seed: int = 42) -> dic
     if customers < 1:
         raise UserError(f"--customers must be at least 1 (got {customers})")
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     for stale in (tmp, Path(f"{tmp}.wal")):
         stale.unlink(missing_ok=True)
@@ -156,19 +163,17 @@ def build_warehouse(path: Path, *, customers: int = 2000, seed: int = 42) -> dic
     people = [_customer(rng, n, BASE - timedelta(seconds=rng.randrange(span)))
               for n in range(1, customers + 1)]
     products = [_product(rng, n) for n in range(1, PRODUCTS + 1)]
-    prices = {p[0]: int(p[3].replace(".", "")) for p in products}
+    prices = {p["product_id"]: int(p["price"] * 100) for p in products}
     orders = []
     for person in people:
-        signup_at = person[9]
-        count = 0 if rng.random() < 0.03 else rng.randint(1, 14)
-        for _ in range(count):
-            ordered_at = signup_at + (BASE - signup_at) * rng.random()
-            orders.append(_order(rng, person[0], ordered_at, prices))
-    gone = sorted(rng.sample(range(customers), min(5, customers)))
+        signup_at = person["signup_at"]
+        for _ in range(0 if rng.random() < 0.03 else rng.randint(1, 14)):
+            orders.append(_order(rng, person["customer_id"], signup_at + (BASE - signup_at) * rng.random(), prices))
     requests = []
-    for i in gone:
-        people[i] = (*people[i][:14], True, people[i][15])
-        requests.append((people[i][0], BASE - timedelta(days=rng.randint(1, 20), seconds=rng.randrange(86400))))
+    for i in sorted(rng.sample(range(customers), min(5, customers))):   # asked to be forgotten
+        people[i]["deleted"] = True
+        requests.append({"customer_id": people[i]["customer_id"],
+                         "requested_at": BASE - timedelta(days=rng.randint(1, 20), seconds=rng.randrange(86400))})
     try:
         with duckdb.connect(str(tmp)) as con:
             for table, cols in TABLES.items():
@@ -178,7 +183,7 @@ def build_warehouse(path: Path, *, customers: int = 2000, seed: int = 42) -> dic
             _insert(con, "customers", people)
             _insert(con, "products", products)
             _store_orders(con, orders, 1)
-            _insert(con, "gdpr_requests", sorted(requests))
+            _insert(con, "gdpr_requests", requests)
             con.execute("COMMIT")
             counts = _counts(con)
             con.execute("CHECKPOINT")
@@ -190,7 +195,7 @@ def build_warehouse(path: Path, *, customers: int = 2000, seed: int = 42) -> dic
     return counts
 
 
-def _change(rng: random.Random, row: Row, step: int) -> Row:
+def _change(rng: random.Random, row: tuple[Any, ...], step: int) -> tuple[Any, ...]:
     """One or two realistic edits to a customer: tier, email, a preference, newsletter opt-in."""
     _, tier, email, prefs, newsletter = row
     prefs = dict(prefs)
@@ -244,7 +249,8 @@ def mutate_warehouse(path: Path, *, seed: int = 7, step: int = 1) -> dict[str, i
             n = len(active)
             k_removed, k_changed = max(1, round(n * 0.01)), max(1, round(n * 0.03))
             picked = rng.sample(active, min(n, k_removed + k_changed + 2))
-            removed, changed, gdpr = picked[:k_removed], picked[k_removed:-2], picked[-2:]
+            removed, changed = picked[:k_removed], picked[k_removed:k_removed + k_changed]
+            gdpr = picked[k_removed + k_changed:]
             rows = con.execute("SELECT customer_id, loyalty_tier, email, preferences, newsletter_opt_in "
                                "FROM customers WHERE list_contains(?, customer_id) ORDER BY customer_id",
                                [changed]).fetchall()
@@ -255,7 +261,7 @@ def mutate_warehouse(path: Path, *, seed: int = 7, step: int = 1) -> dict[str, i
             con.execute("DELETE FROM customers WHERE list_contains(?, customer_id)", [removed])
             con.execute("UPDATE customers SET deleted = true, updated_at = ? WHERE list_contains(?, customer_id)",
                         [day, gdpr])
-            _insert(con, "gdpr_requests", [(c, at()) for c in sorted(gdpr)])
+            _insert(con, "gdpr_requests", [{"customer_id": c, "requested_at": at()} for c in sorted(gdpr)])
             arrivals = [_customer(rng, next_customer + i, at()) for i in range(max(1, round(n * 0.005)))]
             _insert(con, "customers", arrivals)
 
@@ -272,7 +278,8 @@ def mutate_warehouse(path: Path, *, seed: int = 7, step: int = 1) -> dict[str, i
             prices = {sku: int(p * 100) for sku, p in con.execute("SELECT product_id, price FROM products").fetchall()}
             left = set(removed) | set(gdpr)
             staying = [c for c in active if c not in left]
-            buyers = [a[0] for a in arrivals] + rng.choices(staying, k=max(1, round(n_orders * 0.02)))
+            buyers = [a["customer_id"] for a in arrivals]
+            buyers += rng.choices(staying, k=max(1, round(n_orders * 0.02))) if staying else []
             orders = [_order(rng, c, at(), prices) for c in buyers]
             new_items = _store_orders(con, orders, next_order)
             con.execute("COMMIT")

@@ -3,6 +3,9 @@ little (and within the syncs' guards), and every model runs against it."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 import re
 import shutil
 from collections.abc import Callable
@@ -69,8 +72,18 @@ def _standin_renderer() -> Callable[[str], str]:
     return render
 
 
+@functools.cache
+def _renderer() -> Callable[[str], str]:
+    render = importlib.import_module("engine.render") if importlib.util.find_spec("engine.render") else None
+    project = importlib.import_module("engine.project")
+    if render is None or not hasattr(render, "render_model") or not hasattr(project, "load_project"):
+        return _standin_renderer()
+    loaded = project.load_project(ROOT)
+    return lambda name: str(render.render_model(loaded, name).sql)
+
+
 def render_sql(name: str) -> str:
-    return _standin_renderer()(name)
+    return _renderer()(name)
 
 
 def model_result(path: Path, name: str) -> tuple[list[str], list[str], list[tuple]]:
