@@ -5,9 +5,20 @@ Value classes first (the contract the engine reads), loading below.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from jsonschema import Draft202012Validator
+
+from engine.errors import Problem, ProjectError, register_secret
+from engine.yamlfile import Document, load_schema, read_yaml, validate
 
 PROJECT_FILE = "reflow_project.yml"
 
@@ -74,3 +85,253 @@ class Project:
     owner: Mapping[str, str] = field(default_factory=dict)
     memory_limit: str = "1GB"
     file: str = PROJECT_FILE
+    warnings: tuple[str, ...] = ()       # located notes for the user (e.g. an inline API key)
+
+    def api_key(self, name: str, *, required: bool = True) -> str | None:
+        """The API key of connection `name`, read from the environment now."""
+        return resolve_api_key(self.connections[name], required=required)
+
+
+# ---------------------------------------------------------------- loading
+
+DEFAULT_STATE_PATH = ".reflow/state.duckdb"
+SCHEMA = "project.schema.json"
+
+
+def find_project(project_dir: str | Path | None = None) -> Path:
+    """The folder holding reflow_project.yml: `project_dir` itself, else the cwd or a parent."""
+    if project_dir is not None:
+        given = Path(project_dir).expanduser()
+        if given.name == PROJECT_FILE and given.is_file():
+            return given.resolve().parent
+        if (given / PROJECT_FILE).is_file():
+            return given.resolve()
+        raise ProjectError(
+            f"no {PROJECT_FILE} in {given}; run `reflow init {given}` or pass the folder that holds it as --project-dir"
+        )
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    raise ProjectError(
+        f"no {PROJECT_FILE} found in {cwd} or any parent; run `reflow init` or pass --project-dir"
+    )
+
+
+def _fail(problems: list[Problem]) -> ProjectError:
+    problems = sorted(problems, key=lambda p: (p.line or 0, p.col or 0, p.path))
+    n = len(problems)
+    return ProjectError("\n".join(str(p) for p in problems) + f"\n{n} problem{'s' if n != 1 else ''} in {PROJECT_FILE}")
+
+
+def _is_api_key(path: tuple[str | int, ...]) -> bool:
+    return len(path) == 3 and path[0] == "connections" and path[2] == "api_key"
+
+
+def _render_tree(
+    value: Any, path: tuple[str | int, ...], functions: Mapping[str, object], doc: Document,
+    problems: list[Problem], templated: set[tuple[str | int, ...]],
+) -> Any:
+    """Render every templated string in `value` (except connection api keys)."""
+    from engine.render import TemplateProblem, is_template, render_text
+
+    if isinstance(value, dict):
+        return {k: _render_tree(v, (*path, k), functions, doc, problems, templated) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_tree(v, (*path, i), functions, doc, problems, templated) for i, v in enumerate(value)]
+    if isinstance(value, str) and is_template(value) and not _is_api_key(path):
+        try:
+            rendered = render_text(value, functions)
+        except TemplateProblem as exc:
+            problems.append(doc.problem(path, exc.message))
+            return value
+        templated.add(path)
+        return rendered
+    return value
+
+
+def _coerce(text: str) -> Any:
+    """A rendered template read as a YAML scalar: '32' -> 32, 'true' -> True."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, bool | int | float) else text
+
+
+def _coerce_types(data: Any, templated: set[tuple[str | int, ...]], schema: Mapping[str, Any]) -> None:
+    """Templates always render to strings; read them as numbers/booleans where the schema wants one."""
+    for err in Draft202012Validator(schema).iter_errors(data):
+        path = tuple(err.absolute_path)
+        if err.validator != "type" or path not in templated or not path:
+            continue
+        parent = data
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = _coerce(parent[path[-1]])
+
+
+def _connection_endpoint(instance: str) -> str:
+    """iad-01 -> https://rest.iad-01.braze.com; fra-02 -> https://rest.fra-02.braze.eu."""
+    domain = "braze.eu" if instance.startswith("fra-") else "braze.com"
+    return f"https://rest.{instance}.{domain}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list[Problem], warnings: list[str]) -> ConnectionConfig:
+    from engine.render import TemplateProblem, check_syntax, is_template
+
+    base: tuple[str | int, ...] = ("connections", name)
+    endpoint = raw.get("endpoint")
+    instance = raw.get("instance")
+    if endpoint is None and isinstance(instance, str):
+        endpoint = _connection_endpoint(instance)
+    if isinstance(endpoint, str):
+        endpoint = endpoint.rstrip("/")
+        parts = urlsplit(endpoint)
+        if parts.scheme == "http" and not raw.get("allow_http", False) and not _is_loopback(parts.hostname):
+            problems.append(doc.problem(
+                (*base, "endpoint"),
+                "plain http:// would send the API key unencrypted; use https:// (or allow_http: true for testing)",
+            ))
+    api_key = raw.get("api_key")
+    if isinstance(api_key, str):
+        if is_template(api_key):
+            try:
+                check_syntax(api_key)
+            except TemplateProblem as exc:
+                problems.append(doc.problem((*base, "api_key"), exc.message))
+        else:
+            register_secret(api_key)
+            line, col = doc.value_mark((*base, "api_key"))
+            warnings.append(
+                f"{doc.file}:{line}:{col}: connections.{name}.api_key: the API key is written in the project file; "
+                "use \"{{ env_var('BRAZE_API_KEY') }}\" to keep it out of version control"
+            )
+    rate = raw.get("rate_limit")
+    extra: dict[str, object] = {}
+    rate_limit: float | None = None
+    if isinstance(rate, dict):
+        rate_limit = float(rate["requests"]) / float(rate["seconds"])
+        extra = {"rate_limit_requests": int(rate["requests"]), "rate_limit_seconds": float(rate["seconds"])}
+    elif rate is not None:
+        rate_limit = float(rate)
+    return ConnectionConfig(
+        name=name,
+        type=str(raw.get("type", "braze")),
+        endpoint=endpoint,
+        instance=instance,
+        api_key_template=api_key,
+        rate_limit=rate_limit,
+        concurrency=int(raw["concurrency"]) if "concurrency" in raw else None,
+        timeout=float(raw.get("timeout", 30.0)),
+        max_retries=int(raw.get("max_retries", 5)),
+        legacy_limits=bool(raw.get("legacy_limits", False)),
+        allow_http=bool(raw.get("allow_http", False)),
+        extra=extra,
+    )
+
+
+def load_project(root: Path) -> Project:
+    """Read, render and validate `<root>/reflow_project.yml`. All problems at once (ProjectError)."""
+    from engine.render import env_var, make_var
+    root = Path(root).expanduser().resolve()
+    file = root / PROJECT_FILE
+    if not file.is_file():
+        raise ProjectError(f"no {PROJECT_FILE} in {root}; run `reflow init` or pass --project-dir")
+    doc, problems = read_yaml(file, PROJECT_FILE, kind="project")
+    if doc is None:
+        raise _fail(problems)
+    schema = load_schema(SCHEMA)
+    data = doc.data
+    templated: set[tuple[str | int, ...]] = set()
+    if isinstance(data, dict):
+        raw_vars = data.get("vars")
+        vars_: Any = raw_vars
+        if isinstance(raw_vars, dict):
+            vars_ = _render_tree(raw_vars, ("vars",), {"env_var": env_var}, doc, problems, templated)
+        functions = {"env_var": env_var, "var": make_var(vars_ if isinstance(vars_, dict) else {})}
+        rest = {k: v for k, v in data.items() if k != "vars"}
+        data = _render_tree(rest, (), functions, doc, problems, templated)
+        if "vars" in doc.data:
+            data["vars"] = vars_
+        _coerce_types(data, templated, schema)
+    doc = dataclasses.replace(doc, data=data)
+    problems += validate(doc, schema)
+    if problems:
+        raise _fail(problems)
+
+    warnings: list[str] = []
+    connections = {
+        name: _connection(name, raw, doc, problems, warnings) for name, raw in data["connections"].items()
+    }
+    wh = data.get("warehouse", {"type": "duckdb"})
+    warehouse = WarehouseConfig(
+        type=wh["type"],
+        path=wh.get("path", "warehouse.duckdb"),
+        project_dir=wh.get("project_dir", "."),
+        profiles_dir=wh.get("profiles_dir"),
+        target=wh.get("target"),
+    )
+    state = Path(os.path.expanduser(data.get("state_path", DEFAULT_STATE_PATH)))
+    if problems:
+        raise _fail(problems)
+    return Project(
+        root=root,
+        name=data["name"],
+        warehouse=warehouse,
+        state_path=state if state.is_absolute() else root / state,
+        vars=dict(data.get("vars", {})),
+        connections=connections,
+        owner=dict(data.get("owner", {})),
+        memory_limit=data.get("memory_limit", "1GB"),
+        warnings=tuple(warnings),
+    )
+
+
+def resolve_api_key(connection: ConnectionConfig, *, required: bool) -> str | None:
+    """Render the connection's api_key now. Missing → ProjectError naming the env var (if required)."""
+    from engine.render import TemplateProblem, env_var, is_template, render_text
+
+    name = connection.name
+    template = connection.api_key_template
+    if not template:
+        if not required:
+            return None
+        raise ProjectError(
+            f"connection '{name}' has no api_key; add api_key: \"{{{{ env_var('BRAZE_API_KEY') }}}}\" "
+            f"under connections.{name} in {PROJECT_FILE}"
+        )
+    if not is_template(template):
+        register_secret(template)
+        return template
+    try:
+        value = render_text(template, {"env_var": env_var}).strip()
+    except TemplateProblem as exc:
+        if not required:
+            return None
+        if exc.env_var:
+            raise ProjectError(
+                f"connection '{name}': environment variable {exc.env_var} is not set "
+                f"(api_key in {PROJECT_FILE}); export {exc.env_var}=<your Braze REST API key>"
+            ) from None
+        raise ProjectError(f"connection '{name}': api_key in {PROJECT_FILE}: {exc.message}") from None
+    if not value:
+        if not required:
+            return None
+        raise ProjectError(
+            f"connection '{name}': api_key in {PROJECT_FILE} renders to an empty string; "
+            "is its environment variable set but empty?"
+        )
+    register_secret(value)
+    return value

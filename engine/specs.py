@@ -7,8 +7,17 @@ every problem at once as `file:line:col: path: message`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from engine.errors import Problem, RenderError, SpecError, UserError
+from engine.project import PROJECT_FILE, Project
+from engine.render import find_model, list_models
+from engine.yamlfile import Document, did_you_mean, dotted, load_schema, read_yaml, validate
 
 OBJECTS = ("users", "events", "purchases", "catalog_items", "subscription_groups", "user_deletes")
 IDENTIFIER_KINDS = ("external_id", "user_alias", "braze_id", "email", "phone")
@@ -107,3 +116,292 @@ class SyncSpec:
                 return loc
             parts.pop()
         return Location(self.path, 1, 1)
+
+
+# ---------------------------------------------------------------- loading
+
+SCHEMA = "sync.schema.json"
+SYNCS_DIR = "syncs"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def sync_files(root: Path) -> list[Path]:
+    """Every syncs/**/*.yml and *.yaml under `root` (hidden folders skipped), sorted."""
+    base = root / SYNCS_DIR
+    if not base.is_dir():
+        return []
+    found = [
+        p for pattern in ("*.yml", "*.yaml") for p in base.rglob(pattern)
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)
+    ]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def load_syncs(project: Project, *, select: Sequence[str] | None = None) -> list[SyncSpec]:
+    """Load, validate and cross-check every sync spec; raise SpecError with every problem at once.
+
+    `select` keeps matching syncs: a name (shell-style wildcards allowed), `tag:<tag>`,
+    or a file/folder path such as `syncs/users.yml`. A selector matching nothing is a UserError."""
+    schema = load_schema(SCHEMA)
+    problems: list[Problem] = []
+    docs: list[Document] = []
+    specs: list[SyncSpec] = []
+    for file in sync_files(project.root):
+        display = file.relative_to(project.root).as_posix()
+        doc, found = read_yaml(file, display, kind="sync")
+        problems += found
+        if doc is None:
+            continue
+        docs.append(doc)
+        invalid = validate(doc, schema)
+        problems += invalid
+        if found or invalid:
+            continue
+        spec = _build(doc)
+        problems += _rules(spec, doc)
+        specs.append(spec)
+    problems += _cross_checks(project, docs)
+    if problems:
+        raise SpecError(problems)
+    return _select(specs, select) if select else specs
+
+
+def _name_of(doc: Document) -> tuple[str, Location]:
+    data = doc.data
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        line, col = doc.value_mark(("name",))
+        return data["name"], Location(doc.file, line, col)
+    return PurePosixPath(doc.file).stem, Location(doc.file, 1, 1)
+
+
+def _cross_checks(project: Project, docs: Sequence[Document]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, list[Location]] = {}
+    connections = list(project.connections)
+    model_names: list[str] | None = None
+    for doc in docs:
+        data = doc.data if isinstance(doc.data, dict) else {}
+        name, where = _name_of(doc)
+        seen.setdefault(name, []).append(where)
+        if "name" not in data and not _NAME.match(name):
+            problems.append(Problem(
+                doc.file, 1, 1, "name",
+                f"the file name '{name}' is not a valid sync name (use letters, digits, '_', '.' and '-'); add a name: key",
+            ))
+        model = data.get("model")
+        if isinstance(model, str) and _NAME.match(model):
+            try:
+                path = find_model(project, model)
+            except RenderError as exc:
+                problems.append(doc.problem(("model",), exc.message))
+                path = Path()
+            if path is None:
+                if model_names is None:
+                    try:
+                        model_names = list(list_models(project))
+                    except RenderError:
+                        model_names = []
+                problems.append(doc.problem(
+                    ("model",), f"no model '{model}' in models/ (expected models/{model}.sql){did_you_mean(model, model_names)}"
+                ))
+        destination = data.get("destination")
+        connection = destination.get("connection") if isinstance(destination, dict) else None
+        if isinstance(connection, str) and connection and connection not in project.connections:
+            hint = did_you_mean(connection, connections) or (
+                f"; {PROJECT_FILE} defines: {', '.join(connections)}" if connections else f"; {PROJECT_FILE} defines none"
+            )
+            problems.append(doc.problem(("destination", "connection"), f"unknown connection '{connection}'{hint}"))
+    for name, places in seen.items():
+        if len(places) < 2:
+            continue
+        for here in places:
+            others = ", ".join(f"{o.file}:{o.line}:{o.col}" for o in places if o is not here)
+            problems.append(Problem(here.file, here.line, here.col, "name", f"duplicate sync name '{name}' (also in {others})"))
+    return problems
+
+
+def _rules(spec: SyncSpec, doc: Document) -> list[Problem]:
+    """Rules the schema cannot say."""
+    problems: list[Problem] = []
+    dest = spec.destination
+    if dest.object == "users" and dest.on_removed == "delete" and spec.guards.max_removed is None:
+        problems.append(doc.problem(
+            ("destination", "on_removed"),
+            "on_removed: delete requires guards.max_removed so a model wipe cannot delete your users",
+        ))
+    if dest.object == "user_deletes" and spec.guards.max_removed is None:
+        problems.append(doc.problem(
+            ("destination", "object"),
+            "user_deletes requires guards.max_removed so a bad model cannot delete your users",
+        ))
+    if dest.object in ("events", "purchases") and dest.on_removed != "ignore":
+        problems.append(doc.problem(
+            ("destination", "on_removed"),
+            f"'{dest.on_removed}' is not possible for {dest.object}: they are append-only; use on_removed: ignore",
+        ))
+    return problems
+
+
+def _locations(doc: Document) -> dict[str, Location]:
+    out: dict[str, Location] = {}
+    for path in doc.values:
+        if not path:
+            continue
+        line, col = doc.key_mark(path)
+        out[dotted(path)] = Location(doc.file, line, col)
+    return out
+
+
+def _build(doc: Document) -> SyncSpec:
+    """A SyncSpec from a schema-valid document."""
+    data: dict[str, Any] = doc.data
+    d: dict[str, Any] = data["destination"]
+    identifier = None
+    if "identifier" in d:
+        kind, value = next(iter(d["identifier"].items()))
+        if kind == "user_alias":
+            identifier = Identifier(kind, value["alias_name"], value["alias_label"])
+        else:
+            identifier = Identifier(kind, value)
+    event = None
+    if "event" in d:
+        e = d["event"]
+        event = EventSpec(
+            time=e["time"], name=e.get("name"), name_column=e.get("name_column"),
+            properties=dict(e.get("properties", {})), app_id=e.get("app_id"),
+        )
+    purchase = None
+    if "purchase" in d:
+        p = d["purchase"]
+        purchase = PurchaseSpec(
+            product_id=p["product_id"], currency=p["currency"], price=p["price"], time=p["time"],
+            quantity=p.get("quantity"), properties=dict(p.get("properties", {})), app_id=p.get("app_id"),
+        )
+    subscription = None
+    if d["object"] == "subscription_groups":
+        subscription = SubscriptionSpec(
+            state=d["state"], group_id=d.get("subscription_group_id"),
+            group_id_column=d.get("subscription_group_id_column"),
+        )
+    destination = DestinationSpec(
+        connection=d["connection"],
+        object=d["object"],
+        mode=d.get("mode", "upsert"),
+        identifier=identifier,
+        fields=dict(d["fields"]) if "fields" in d else None,
+        on_removed=d.get("on_removed", "ignore"),
+        nulls=d.get("nulls", "unset"),
+        event=event,
+        purchase=purchase,
+        catalog=d.get("catalog"),
+        item_id=d.get("item_id"),
+        subscription=subscription,
+    )
+    g = data.get("guards", {})
+    guards = Guards(
+        max_added=_int(g.get("max_added")),
+        max_changed=_int(g.get("max_changed")),
+        max_removed=_int(g.get("max_removed")),
+        max_changed_pct=_float(g.get("max_changed_pct")),
+        max_removed_pct=_float(g.get("max_removed_pct")),
+        max_data_points=_int(g.get("max_data_points")),
+    )
+    pk = data["primary_key"]
+    name, _ = _name_of(doc)
+    return SyncSpec(
+        name=name,
+        model=data["model"],
+        primary_key=(pk,) if isinstance(pk, str) else tuple(pk),
+        destination=destination,
+        guards=guards,
+        first_run=data.get("first_run", "send_all"),
+        tags=tuple(data.get("tags", ())),
+        description=data.get("description"),
+        path=doc.file,
+        raw=data,
+        locations=_locations(doc),
+    )
+
+
+def _int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _select(specs: Sequence[SyncSpec], select: Sequence[str]) -> list[SyncSpec]:
+    chosen: set[str] = set()
+    for selector in select:
+        matched = [s for s in specs if _matches(s, selector)]
+        if not matched:
+            hint = did_you_mean(selector, [s.name for s in specs])
+            known = ", ".join(s.name for s in specs) or "none"
+            raise UserError(f"--select {selector!r} matches no sync{hint}; syncs: {known}")
+        chosen.update(s.name for s in matched)
+    return [s for s in specs if s.name in chosen]
+
+
+def _matches(spec: SyncSpec, selector: str) -> bool:
+    if selector.startswith("tag:"):
+        return selector[4:] in spec.tags
+    if "/" in selector or selector.endswith((".yml", ".yaml")):
+        wanted = selector.removeprefix("./").rstrip("/")
+        return spec.path == wanted or spec.path.startswith(wanted + "/")
+    return fnmatch.fnmatchcase(spec.name, selector)
+
+
+# ---------------------------------------------------------------- columns
+
+
+def column_refs(spec: SyncSpec) -> list[tuple[str, str]]:
+    """Every (dotted spec path, model column) the spec reads."""
+    refs: list[tuple[str, str]] = []
+    if isinstance(spec.raw.get("primary_key"), list):
+        refs += [(f"primary_key[{i}]", c) for i, c in enumerate(spec.primary_key)]
+    else:
+        refs += [("primary_key", c) for c in spec.primary_key]
+    d = spec.destination
+    if d.identifier is not None:
+        sub = "user_alias.alias_name" if d.identifier.kind == "user_alias" else d.identifier.kind
+        refs.append((f"destination.identifier.{sub}", d.identifier.column))
+    for attr, column in (d.fields or {}).items():
+        refs.append((f"destination.fields.{attr}", column))
+    if d.event is not None:
+        refs.append(("destination.event.time", d.event.time))
+        if d.event.name_column:
+            refs.append(("destination.event.name_column", d.event.name_column))
+        refs += [(f"destination.event.properties.{k}", v) for k, v in d.event.properties.items()]
+    if d.purchase is not None:
+        p = d.purchase
+        for key in ("product_id", "currency", "price", "quantity", "time"):
+            column = getattr(p, key)
+            if column:
+                refs.append((f"destination.purchase.{key}", column))
+        refs += [(f"destination.purchase.properties.{k}", v) for k, v in p.properties.items()]
+    if d.item_id:
+        refs.append(("destination.item_id", d.item_id))
+    if d.subscription is not None:
+        refs.append(("destination.state", d.subscription.state))
+        if d.subscription.group_id_column:
+            refs.append(("destination.subscription_group_id_column", d.subscription.group_id_column))
+    return refs
+
+
+def check_columns(syncs: Sequence[SyncSpec], columns_of: Callable[[SyncSpec], Sequence[str]]) -> None:
+    """SpecError listing every column a spec names that its model does not return."""
+    problems: list[Problem] = []
+    for spec in syncs:
+        columns = list(columns_of(spec))
+        present = set(columns)
+        for path, column in column_refs(spec):
+            if column in present:
+                continue
+            where = spec.where(path)
+            problems.append(Problem(
+                where.file, where.line, where.col, path,
+                f"column '{column}' is not returned by model '{spec.model}'{did_you_mean(column, columns)}",
+            ))
+    if problems:
+        raise SpecError(problems)
