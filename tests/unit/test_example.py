@@ -45,6 +45,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int
     return path, example.build_warehouse(path)
 
 
+@pytest.fixture(scope="module")
+def mutated(built: tuple[Path, dict[str, int]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built warehouse after one mutation (step 1)."""
+    path = Path(shutil.copy(built[0], tmp_path_factory.mktemp("mutated") / "warehouse.duckdb"))
+    example.mutate_warehouse(path)
+    return path
+
+
 @pytest.fixture()
 def warehouse(built: tuple[Path, dict[str, int]], tmp_path: Path) -> Path:
     """A private copy of the built warehouse, for tests that change it."""
@@ -108,9 +116,25 @@ def test_same_seed_gives_identical_data_and_another_seed_does_not(
     again = tmp_path / "again.duckdb"
     example.build_warehouse(again)
     assert checksums(again) == checksums(built[0])
-    other = tmp_path / "other.duckdb"
-    example.build_warehouse(other, seed=43)
-    assert checksums(other)["customers"] != checksums(built[0])["customers"]
+    small, other = tmp_path / "small.duckdb", tmp_path / "other.duckdb"
+    example.build_warehouse(small, customers=100)
+    example.build_warehouse(other, customers=100, seed=43)
+    assert checksums(small)["customers"] != checksums(other)["customers"]
+
+
+def test_a_failed_build_leaves_the_old_warehouse_alone(built: tuple[Path, dict[str, int]], warehouse: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, object]]) -> None:
+        if table == "orders":
+            raise duckdb.IOException("disk full")
+        insert(con, table, rows)
+
+    insert = example._insert
+    monkeypatch.setattr(example, "_insert", fail)
+    with pytest.raises(WarehouseError, match="could not build the example warehouse.*disk full"):
+        example.build_warehouse(warehouse, customers=10)
+    assert checksums(warehouse) == checksums(built[0])
+    assert sorted(p.name for p in warehouse.parent.iterdir()) == ["warehouse.duckdb"]
 
 
 def test_build_replaces_an_old_warehouse_and_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -296,10 +320,9 @@ def _keyed(path: Path, model: str, key: str) -> list[tuple]:
 
 @pytest.mark.parametrize("sync", sorted(SYNCS))
 def test_one_mutation_passes_the_sync_guards_and_changes_something(
-        built: tuple[Path, dict[str, int]], warehouse: Path, sync: str) -> None:
-    example.mutate_warehouse(warehouse)
+        built: tuple[Path, dict[str, int]], mutated: Path, sync: str) -> None:
     spec = SYNCS[sync]
-    old, added, changed, removed = _diff(built[0], warehouse, spec)
+    old, added, changed, removed = _diff(built[0], mutated, spec)
     assert added + changed + removed > 0
     guards = spec.get("guards", {})
     assert added <= guards.get("max_added", added)
