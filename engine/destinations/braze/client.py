@@ -26,7 +26,8 @@ from requests.adapters import HTTPAdapter
 
 from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, RowResult
 from engine.destinations.braze.endpoints import ChannelInfo
-from engine.errors import DestinationError
+from engine.errors import DestinationError, register_secret
+from engine.project import Secret
 
 OK = "ok"
 ROW_ERRORS = "row_errors"
@@ -187,7 +188,7 @@ class TokenBucket:
 class BrazeClient:
     """Sends one channel batch and returns one RowResult per key. Thread-safe."""
 
-    def __init__(self, *, connection: str, base_url: str, api_key: str, user_agent: str, timeout: float,
+    def __init__(self, *, connection: str, base_url: str, api_key: Secret, user_agent: str, timeout: float,
                  max_retries: int, concurrency: int, rates: Mapping[str, float],
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
@@ -198,8 +199,9 @@ class BrazeClient:
         self.max_retries = max(0, max_retries)
         self.max_rate_limit_waits = max_rate_limit_waits if max_rate_limit_waits is not None else max(
             20, 4 * self.max_retries)
-        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
-                         "User-Agent": user_agent, "Accept": "application/json"}
+        register_secret(api_key.reveal())
+        self._api_key = api_key
+        self._headers = {"Content-Type": "application/json", "User-Agent": user_agent, "Accept": "application/json"}
         self._pool_size = max(1, concurrency)
         self._proxies = requests.utils.get_environ_proxies(base_url)
         self._verify: bool | str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
@@ -219,6 +221,7 @@ class BrazeClient:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers.update(self._headers)
+            session.headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
             # Environment settings are resolved once here, not on every request.
             session.trust_env = False
             session.proxies.update(self._proxies)

@@ -21,7 +21,7 @@ from engine.destinations.braze.endpoints import (
 )
 from engine.destinations.braze.payloads import build_payloads
 from engine.errors import DestinationError, register_secret
-from engine.project import ConnectionConfig
+from engine.project import ConnectionConfig, Secret
 from engine.specs import SyncSpec
 
 USER_AGENT = f"partner-Reflow-Reflow/{engine.__version__}"
@@ -32,13 +32,15 @@ TRACK_OBJECTS = ("users", "events", "purchases")
 class BrazeDestination:
     """Braze for one sync. prepare/estimate/batches need no key; send needs it (DestinationError if missing)."""
 
-    def __init__(self, connection: ConnectionConfig, api_key: str | None, sync: SyncSpec,
+    def __init__(self, connection: ConnectionConfig, api_key: str | Secret | None, sync: SyncSpec,
                  client_options: Mapping[str, Any] | None = None) -> None:
+        if isinstance(api_key, Secret):
+            api_key = api_key.reveal()
         register_secret(api_key)
         self.connection = connection
         self.sync = sync
         self.base_url = resolve_base_url(connection)
-        self._api_key = api_key
+        self._api_key = Secret(api_key) if api_key else None     # repr never shows it
         self._payloads = build_payloads(sync)
         self._rates = {name: group.requests_per_second for name, group in rate_groups(connection).items()}
         dest = sync.destination
