@@ -154,12 +154,9 @@ def load_syncs(project: Project, *, select: Sequence[str] | None = None) -> list
             continue
         docs.append(doc)
         invalid = validate(doc, schema)
-        problems += invalid
-        if found or invalid:
-            continue
-        spec = _build(doc)
-        problems += _rules(spec, doc)
-        specs.append(spec)
+        problems += invalid + _rules(doc)
+        if not found and not invalid:
+            specs.append(_build(doc))
     problems += _cross_checks(project, docs)
     if problems:
         raise SpecError(problems)
@@ -202,7 +199,7 @@ def _cross_checks(project: Project, docs: Sequence[Document]) -> list[Problem]:
                     except RenderError:
                         model_names = []
                 problems.append(doc.problem(
-                    ("model",), f"no model '{model}' in models/ (expected models/{model}.sql){did_you_mean(model, model_names)}"
+                    ("model",), f"no model '{model}': models/{model}.sql does not exist{did_you_mean(model, model_names)}"
                 ))
         destination = data.get("destination")
         connection = destination.get("connection") if isinstance(destination, dict) else None
@@ -220,24 +217,28 @@ def _cross_checks(project: Project, docs: Sequence[Document]) -> list[Problem]:
     return problems
 
 
-def _rules(spec: SyncSpec, doc: Document) -> list[Problem]:
-    """Rules the schema cannot say."""
+def _rules(doc: Document) -> list[Problem]:
+    """Rules the schema cannot say; checked on any document whose fields involved are valid."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    dest = data.get("destination") if isinstance(data.get("destination"), dict) else {}
+    guards = data.get("guards") if isinstance(data.get("guards"), dict) else {}
+    obj, on_removed = dest.get("object"), dest.get("on_removed", "ignore")
+    has_max_removed = "max_removed" in guards
     problems: list[Problem] = []
-    dest = spec.destination
-    if dest.object == "users" and dest.on_removed == "delete" and spec.guards.max_removed is None:
+    if obj == "users" and on_removed == "delete" and not has_max_removed:
         problems.append(doc.problem(
             ("destination", "on_removed"),
-            "on_removed: delete requires guards.max_removed so a model wipe cannot delete your users",
+            "'delete' requires guards.max_removed so a model wipe cannot delete your users",
         ))
-    if dest.object == "user_deletes" and spec.guards.max_removed is None:
+    if obj == "user_deletes" and not has_max_removed:
         problems.append(doc.problem(
             ("destination", "object"),
             "user_deletes requires guards.max_removed so a bad model cannot delete your users",
         ))
-    if dest.object in ("events", "purchases") and dest.on_removed != "ignore":
+    if obj in ("events", "purchases") and on_removed in ("unset", "delete"):
         problems.append(doc.problem(
             ("destination", "on_removed"),
-            f"'{dest.on_removed}' is not possible for {dest.object}: they are append-only; use on_removed: ignore",
+            f"'{on_removed}' is not possible for {obj}: they are append-only; use on_removed: ignore",
         ))
     return problems
 

@@ -161,6 +161,22 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
         self._aliases = 0
+        self._expanded = 0
+        self._sizes: dict[int, int] = {}
+
+    def _size(self, node: yaml.Node) -> int:
+        """Values in `node` with aliases expanded (memoised; a node still being built counts 1)."""
+        key = id(node)
+        if key in self._sizes:
+            return self._sizes[key]
+        self._sizes[key] = 1  # guards recursive aliases
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(self._size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(self._size(k) + self._size(v) for k, v in node.value)
+        self._sizes[key] = total
+        return total
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
@@ -170,6 +186,14 @@ class _Loader(yaml.SafeLoader):
                 raise _Refused(
                     f"more than {MAX_ALIASES} YAML aliases; refusing a possible alias bomb", event.start_mark
                 )
+            anchored = self.anchors.get(event.anchor)
+            if anchored is not None:
+                self._expanded += self._size(anchored)
+                if self._expanded > MAX_NODES:
+                    raise _Refused(
+                        f"aliases expand the document to more than {MAX_NODES} values; refusing a possible alias bomb",
+                        event.start_mark,
+                    )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -382,6 +406,23 @@ def _schema_at(schema: Mapping[str, Any], schema_path: Sequence[Key]) -> Any:
     return node
 
 
+def _false_paths(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> list[YamlPath]:
+    """Paths of keys a `false` subschema forbids (jsonschema leaves the key out of the error path)."""
+    path: YamlPath = tuple(err.absolute_path)
+    schema_path = list(err.absolute_schema_path)
+    if not schema_path or schema_path[-1] != "properties":
+        return [path]
+    props = _schema_at(root, schema_path)
+    parent: Any = doc.data
+    for part in path:
+        parent = parent[part]
+    keys = [
+        k for k, sub in props.items()
+        if sub is False and isinstance(parent, dict) and k in parent and parent[k] == err.instance
+    ]
+    return [(*path, k) for k in keys] or [path]
+
+
 def _explain(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> list[Problem]:
     path: YamlPath = tuple(err.absolute_path)
     kind = err.validator
@@ -394,7 +435,7 @@ def _explain(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> li
         hint = _PATTERN_HINTS.get(str(err.validator_value), "") if kind == "pattern" else err.message
         return [doc.problem(key_path, f"{show(value)} is not a valid name: {hint}", at="key")]
     if err.schema is False or kind is None:
-        return [doc.problem(path, f"not allowed{cond or ' here'}", at="key")]
+        return [doc.problem(p, f"not allowed{cond or ' here'}", at="key") for p in _false_paths(doc, err, root)]
     if kind == "additionalProperties" and isinstance(value, dict):
         allowed = list(sub.get("properties", {}))
         out = []
