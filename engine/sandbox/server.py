@@ -24,12 +24,14 @@ class SandboxServer(ThreadingHTTPServer):
         self.sandbox = sandbox
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.connections_opened = 0
         super().__init__((host, port), _Handler)
 
     def track(self, connection: socket.socket, open_: bool) -> None:
         with self._connections_lock:
             if open_:
                 self._connections.add(connection)
+                self.connections_opened += 1
             else:
                 self._connections.discard(connection)
 
@@ -125,7 +127,7 @@ def make_server(options: SandboxOptions, host: str = "127.0.0.1", port: int = 0)
 
 
 def start_in_thread(server: SandboxServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
                               name="braze-sandbox", daemon=True)
     thread.start()
     return thread

@@ -69,6 +69,10 @@ class SandboxHandle:
         with self.store.lock:
             return admin.catalog_items(self.store, name)
 
+    def connections_opened(self) -> int:
+        """TCP connections accepted so far (keep-alive reuse shows as fewer connections than requests)."""
+        return self._server.connections_opened
+
     def reset(self) -> None:
         self.sandbox.reset()
 
