@@ -19,13 +19,14 @@ from engine.warehouse.duckdb import DuckDBWarehouse
 
 class LoggingDestination(MemoryDestination):
     def __init__(self, log: Path) -> None:
-        super().__init__(latency=0.003, default_concurrency=4, max_objects_per_request=25)
+        super().__init__(latency=0.01, default_concurrency=4, max_objects_per_request=25)
         self.log = open(log, "a", encoding="utf-8")  # noqa: SIM115
 
     def send(self, batch):  # type: ignore[no-untyped-def]
         results = super().send(batch)
         with self._lock:
-            self.log.write("".join(f"{r.key}\n" for r in results if r.outcome == ACKNOWLEDGED))
+            items = dict(zip(batch.keys, batch.items, strict=True))
+            self.log.write("".join(f"{r.key}\t{items[r.key]}\n" for r in results if r.outcome == ACKNOWLEDGED))
             self.log.flush()
             os.fsync(self.log.fileno())
         return [RowResult(r.key, r.outcome, r.reason) for r in results]
