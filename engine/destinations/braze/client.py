@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
 
 from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, RowResult
 from engine.destinations.braze.endpoints import ChannelInfo
@@ -213,23 +214,25 @@ class BrazeClient:
         self._lock = threading.Lock()
 
     # -- sessions -------------------------------------------------------------------------------
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
+    def _transport(self) -> tuple[HTTPAdapter, dict[str, str]]:
+        """This thread's keep-alive connection pool and request headers (created once per thread).
+
+        Requests go straight to the session's adapter: Session.request would redo cookie, hook,
+        header and environment merging on every call (~0.3 ms of CPU), none of which Braze needs."""
+        transport: tuple[HTTPAdapter, dict[str, str]] | None = getattr(self._local, "transport", None)
+        if transport is None:
             session = requests.Session()
+            session.trust_env = False
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
-            session.headers.update(self._headers)
-            session.headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
-            # Environment settings are resolved once here, not on every request.
-            session.trust_env = False
-            session.proxies.update(self._proxies)
-            session.verify = self._verify
-            self._local.session = session
+            headers = dict(self._headers)
+            headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
+            transport = (adapter, headers)
+            self._local.transport = transport
             with self._lock:
                 self._sessions.append(session)
-        return session
+        return transport
 
     def close(self) -> None:
         with self._lock:
@@ -284,15 +287,19 @@ class BrazeClient:
 
     def _exchange(self, info: ChannelInfo, body: bytes) -> Verdict:
         """POST one body until Braze gives an answer other than 429/5xx, or retries run out."""
-        session = self._session()
+        adapter, base_headers = self._transport()
         bucket = self._buckets[info.group]
         url = self.base_url + info.path
+        headers = {**base_headers, "Content-Length": str(len(body))}
         failures = 0
         waits = 0
         while True:
             bucket.acquire()
+            request = PreparedRequest()
+            request.method, request.url, request.body = info.method, url, body
+            request.headers = headers.copy()  # type: ignore[assignment]  # urllib3 takes any mapping
             try:
-                response = session.request(info.method, url, data=body, timeout=self.timeout)
+                response = adapter.send(request, timeout=self.timeout, verify=self._verify, proxies=self._proxies)
             except requests.exceptions.SSLError as exc:
                 raise DestinationError(f"TLS error talking to {self.base_url} (connection '{self.connection}'): "
                                        f"{type(exc).__name__}") from exc
@@ -300,11 +307,11 @@ class BrazeClient:
                     requests.exceptions.ChunkedEncodingError) as exc:
                 verdict = Verdict(RETRY, message=_network_message(exc, self.timeout))
             else:
-                headers = response.headers
-                verdict = sort_response(response.status_code, headers, response.content, info,
+                answer_headers = response.headers
+                verdict = sort_response(response.status_code, answer_headers, response.content, info,
                                         connection=self.connection, base_url=self.base_url, now=self._clock())
-                if verdict.kind != RATE_LIMITED and headers.get("x-ratelimit-remaining") == "0":
-                    wait = rate_limit_wait(headers, self._clock())
+                if verdict.kind != RATE_LIMITED and answer_headers.get("x-ratelimit-remaining") == "0":
+                    wait = rate_limit_wait(answer_headers, self._clock())
                     if wait:
                         bucket.pause_until(self._monotonic() + wait)
             if verdict.kind == RATE_LIMITED:
