@@ -18,7 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from engine.errors import Problem, ProjectError, register_secret
-from engine.yamlfile import Document, load_schema, read_yaml, validate
+from engine.yamlfile import Document, dotted, load_schema, read_yaml, validate
 
 PROJECT_FILE = "reflow_project.yml"
 
@@ -130,20 +130,21 @@ def _is_api_key(path: tuple[str | int, ...]) -> bool:
 
 def _render_tree(
     value: Any, path: tuple[str | int, ...], functions: Mapping[str, object], doc: Document,
-    problems: list[Problem], templated: set[tuple[str | int, ...]],
+    problems: list[Problem], templated: set[tuple[str | int, ...]], failed: set[tuple[str | int, ...]],
 ) -> Any:
     """Render every templated string in `value` (except connection api keys)."""
     from engine.render import TemplateProblem, is_template, render_text
 
     if isinstance(value, dict):
-        return {k: _render_tree(v, (*path, k), functions, doc, problems, templated) for k, v in value.items()}
+        return {k: _render_tree(v, (*path, k), functions, doc, problems, templated, failed) for k, v in value.items()}
     if isinstance(value, list):
-        return [_render_tree(v, (*path, i), functions, doc, problems, templated) for i, v in enumerate(value)]
+        return [_render_tree(v, (*path, i), functions, doc, problems, templated, failed) for i, v in enumerate(value)]
     if isinstance(value, str) and is_template(value) and not _is_api_key(path):
         try:
             rendered = render_text(value, functions)
         except TemplateProblem as exc:
             problems.append(doc.problem(path, exc.message))
+            failed.add(path)
             return value
         templated.add(path)
         return rendered
@@ -255,19 +256,21 @@ def load_project(root: Path) -> Project:
     schema = load_schema(SCHEMA)
     data = doc.data
     templated: set[tuple[str | int, ...]] = set()
+    failed: set[tuple[str | int, ...]] = set()  # templates that did not render: their schema checks are moot
     if isinstance(data, dict):
         raw_vars = data.get("vars")
         vars_: Any = raw_vars
         if isinstance(raw_vars, dict):
-            vars_ = _render_tree(raw_vars, ("vars",), {"env_var": env_var}, doc, problems, templated)
+            vars_ = _render_tree(raw_vars, ("vars",), {"env_var": env_var}, doc, problems, templated, failed)
         functions = {"env_var": env_var, "var": make_var(vars_ if isinstance(vars_, dict) else {})}
         rest = {k: v for k, v in data.items() if k != "vars"}
-        data = _render_tree(rest, (), functions, doc, problems, templated)
+        data = _render_tree(rest, (), functions, doc, problems, templated, failed)
         if "vars" in doc.data:
             data["vars"] = vars_
         _coerce_types(data, templated, schema)
     doc = dataclasses.replace(doc, data=data)
-    problems += validate(doc, schema)
+    moot = {dotted(path) for path in failed}
+    problems += [p for p in validate(doc, schema) if p.path not in moot]
     if problems:
         raise _fail(problems)
 

@@ -329,6 +329,8 @@ def parse_yaml(text: str, display: str, *, kind: str = "YAML") -> tuple[Document
             return None, [Problem(display, 1, 1, "", f"empty {kind} file")]
         builder = _Builder(loader, display)
         data = builder.build(node, (), 0)
+        if data is None:
+            return None, [Problem(display, 1, 1, "", f"empty {kind} file")]
     except _Refused as exc:
         line, col = _mark(exc.mark)
         return None, [Problem(display, line, col, "", exc.message)]
