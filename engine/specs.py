@@ -219,9 +219,9 @@ def _cross_checks(project: Project, docs: Sequence[Document]) -> list[Problem]:
 
 def _rules(doc: Document) -> list[Problem]:
     """Rules the schema cannot say; checked on any document whose fields involved are valid."""
-    data = doc.data if isinstance(doc.data, dict) else {}
-    dest = data.get("destination") if isinstance(data.get("destination"), dict) else {}
-    guards = data.get("guards") if isinstance(data.get("guards"), dict) else {}
+    data: dict[str, Any] = doc.data if isinstance(doc.data, dict) else {}
+    dest: dict[str, Any] = data["destination"] if isinstance(data.get("destination"), dict) else {}
+    guards: dict[str, Any] = data["guards"] if isinstance(data.get("guards"), dict) else {}
     obj, on_removed = dest.get("object"), dest.get("on_removed", "ignore")
     has_max_removed = "max_removed" in guards
     problems: list[Problem] = []

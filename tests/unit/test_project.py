@@ -301,3 +301,55 @@ def test_minimal_fixture() -> None:
     assert p.name == "minimal"
     assert p.vars == {"min_orders": 1}
     assert p.connections["braze"].api_key_template == "{{ env_var('BRAZE_API_KEY') }}"
+
+
+# ---------------------------------------------------------------- reflow init
+
+
+def test_init_scaffolds_a_working_project(tmp_path: Path) -> None:
+    import duckdb
+
+    from engine.render import render_model
+    from engine.scaffold import init_project
+    from engine.specs import check_columns, load_syncs
+
+    target = tmp_path / "my project"
+    created = init_project(target)
+    assert sorted(p.relative_to(target).as_posix() for p in created) == [
+        ".gitignore", "models/braze_users.sql", "reflow_project.yml", "syncs/braze_users.yml", "warehouse.duckdb",
+    ]
+    p = load_project(target)
+    assert p.name == "my_project"
+    assert p.warnings == ()
+    [spec] = load_syncs(p)
+    assert spec.guards.max_removed == 100
+    sql = render_model(p, spec.model).sql
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{target / 'warehouse.duckdb'}' AS wh (READ_ONLY)")
+    result = con.execute(sql)
+    columns = [d[0] for d in result.description]
+    assert result.fetchall() == [
+        ("1", "ada@example.com", "Ada", pytest.approx(120.5)),
+        ("2", "grace@example.com", "Grace", pytest.approx(80.0)),
+    ]
+    check_columns([spec], lambda s: columns)
+    assert ".reflow/" in (target / ".gitignore").read_text()
+    first_line = (target / "syncs" / "braze_users.yml").read_text().splitlines()[0]
+    assert first_line.startswith("# yaml-language-server: $schema=") and first_line.endswith("sync.schema.json")
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    from engine.errors import UserError
+    from engine.scaffold import init_project
+
+    (tmp_path / "syncs").mkdir()
+    (tmp_path / "syncs" / "braze_users.yml").write_text("mine")
+    with pytest.raises(UserError, match="refusing to overwrite existing files: .*braze_users.yml"):
+        init_project(tmp_path, name="x")
+    assert (tmp_path / "syncs" / "braze_users.yml").read_text() == "mine"
+    assert not (tmp_path / PROJECT_FILE_NAME).exists()
+    with pytest.raises(UserError, match="project name 'bad name' is not valid"):
+        init_project(tmp_path / "other", name="bad name")
+
+
+PROJECT_FILE_NAME = "reflow_project.yml"
