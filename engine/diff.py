@@ -159,8 +159,13 @@ def check_keys(con: duckdb.DuckDBPyConnection, relation: str, primary_key: Seque
 
 
 def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[Column],
-                  primary_key: Sequence[str], snapshot: str, *, total: int) -> DeltaCounts:
-    """Phase 1: keep only keys that are new, gone, or whose hash differs."""
+                  primary_key: Sequence[str], snapshot: str, *, total: int,
+                  include_removed: bool = True) -> DeltaCounts:
+    """Phase 1: keep only keys that are new, gone, or whose hash differs.
+
+    Append-only syncs (events, purchases) pass include_removed=False: a sent event that leaves
+    the model is history, not a removal; its key stays in the snapshot so it is never re-sent."""
+    removed_filter = "" if include_removed else " AND n.__key IS NOT NULL"
     cols = ", ".join(f"{normalized(c)} AS {quote(c.name)}" for c in columns)
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     con.execute(
@@ -170,7 +175,7 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
         FROM (SELECT {key_expr(primary_key)} AS __key, {hash_expr(columns)} AS __hash, {cols}
               FROM {relation} AS m) AS n
         FULL JOIN (SELECT key, row_hash FROM {snapshot}) AS s ON n.__key = s.key
-        WHERE n.__hash IS DISTINCT FROM s.row_hash"""
+        WHERE n.__hash IS DISTINCT FROM s.row_hash{removed_filter}"""
     )
     row = con.execute(
         f"SELECT count(*) FILTER (WHERE __op = 'added'), count(*) FILTER (WHERE __op = 'changed'), "

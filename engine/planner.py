@@ -113,10 +113,11 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     snapshot_rows = state.snapshot_rows(sync.name)
     first_run = st.version == 0 and snapshot_rows == 0
     baseline = first_run and sync.first_run == "baseline"
-    counts = diff.compute_delta(con, relation, columns, sync.primary_key, st.table, total=total)
+    caps = destination.capabilities
+    counts = diff.compute_delta(con, relation, columns, sync.primary_key, st.table, total=total,
+                                include_removed=not caps.append_only)
     n = diff.prepare_rows(con, columns, st.table)
     pending = state.pending_keys(sync.name)
-    caps = destination.capabilities
 
     acc = _Acc()
     seq = state.next_seq()

@@ -214,6 +214,7 @@ def test_append_only_changes_are_reported_not_resent(lab, run_once):
     dest = MemoryDestination(append_only=True)
     plan, _ = run_once(sync, dest)
     assert dest.received == [] and plan.syncs[0].counts.changed == 1
+    assert plan.syncs[0].counts.removed == 0     # a sent event leaving the model is history, not a removal
     assert any("append-only" in n for n in plan.syncs[0].notes)
     assert "p00002" in lab.snapshot()      # an event stays sent even when it leaves the model
     dest = MemoryDestination(append_only=True)
