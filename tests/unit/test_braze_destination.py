@@ -13,6 +13,7 @@ from engine.destinations.braze import datapoints, make_destination
 from engine.destinations.braze.destination import USER_AGENT, BrazeDestination
 from engine.destinations.braze.endpoints import channel_info
 from engine.errors import DestinationError, ProjectError
+from engine.sandbox import datapoints as sandbox_datapoints
 from engine.project import ConnectionConfig
 from engine.specs import DestinationSpec, EventSpec, Identifier, SyncSpec
 
@@ -171,8 +172,10 @@ def test_estimate_is_bound_by_the_slowest_rate_group() -> None:
 
 @pytest.mark.parametrize(("obj", "points"), [
     ({"external_id": "u", "a": 1}, 1),
-    ({"external_id": "u", "a": {"b": 1, "c": 2}}, 3),
-    ({"external_id": "u", "a": {"b": {"c": {"d": 1}}}}, 4),
+    ({"external_id": "u", "x": {"a": {"b": 1, "c": 2}}}, 3),
+    ({"external_id": "u", "a": {"b": {"c": {"d": 1}}}}, 3),
+    ({"external_id": "u", "a": {"b": [{"c": 1}, {"d": 1}]}}, 1),
+    ({"external_id": "u", "a": {}}, 0),
     ({"external_id": "u", "tags": ["x", "y", "z"]}, 1),
     ({"external_id": "u", "pets": [{"n": "a", "t": {"k": 1}}, {"n": "b"}]}, 4),
     ({"external_id": "u", "pets": [1, {}]}, 1),
@@ -189,6 +192,21 @@ def test_estimate_is_bound_by_the_slowest_rate_group() -> None:
 ])
 def test_attribute_data_points(obj: dict[str, Any], points: int) -> None:
     assert datapoints.attributes_object(obj) == points
+    assert sandbox_datapoints.attributes_cost(obj) == points      # the sandbox bills the same
+
+
+def test_data_points_agree_with_the_sandbox_on_generated_objects() -> None:
+    values: list[Any] = [None, 1, "s", True, [], ["a"], [{"a": 1}], [{"a": {"b": [1]}}, 2], {"inc": 2},
+                         {"add": ["a", "b"]}, {"remove": []}, {"add": [1], "remove": [2, 3]}, {"x": {"y": {"z": 1}}},
+                         {"a": [{"b": 1}]}, {}]
+    identifiers: list[dict[str, Any]] = [{"external_id": "u"}, {"email": "a@b.io"}, {"phone": "+1"},
+                                         {"user_alias": {"alias_name": "a", "alias_label": "l"}}, {"braze_id": None}]
+    for ident in identifiers:
+        for i, value in enumerate(values):
+            obj = {**ident, "email": "e@x.io", "attr": value, f"other{i}": values[-1 - i]}
+            assert datapoints.attributes_object(obj) == sandbox_datapoints.attributes_cost(obj), obj
+    purchase = {"external_id": "u", "properties": {"a": {"b": 1}, "c": [1]}}
+    assert datapoints.purchase_object(purchase) == sandbox_datapoints.purchase_cost(purchase) == 3
 
 
 def test_event_and_purchase_data_points() -> None:

@@ -59,8 +59,8 @@ def test_users_added_upsert_external_id_sends_all_non_null_fields() -> None:
         '{"external_id":"c_1","first_name":"Ada","country":"GB","tags":["a","b"],'
         '"profile":{"tier":"gold","since":"2024-05-01"},"signup_at":"2024-05-01T10:00:00.000Z",'
         '"score":12.5,"vip":true}')
-    # first_name 1, country 1, tags 1, profile 1+2, signup_at 1, score 1, vip 1
-    assert got.data_points == 9
+    # first_name 1, country 1, tags 1, profile 2 (its keys), signup_at 1, score 1, vip 1
+    assert got.data_points == 8
 
 
 def test_users_update_mode_sends_update_existing_only_true() -> None:
@@ -163,8 +163,8 @@ def test_value_mapping_keeps_json_ready_values() -> None:
     got = item(dest().prepare(added(values)))
     assert json.loads(got.item_json) == {"external_id": "u", **{k: v for k, v in values.items() if k != "id"}}
     assert got.item_json.startswith('{"external_id":"u","dob":"1990-02-03","last_seen":"2024-05-01T10:00:00.000Z"')
-    # dob 1, last_seen 1, amount 1, count 1, flag 1, obj 1+3 (keys a, b, c), pets 2, j 1
-    assert got.data_points == 12
+    # dob 1, last_seen 1, amount 1, count 1, flag 1, obj 3 (keys a, b, c), pets 2, j 1
+    assert got.data_points == 11
 
 
 def test_unicode_is_sent_as_utf8_not_escaped() -> None:
@@ -292,6 +292,7 @@ def test_catalog_on_removed_unset_is_a_spec_error() -> None:
 # -- subscription groups ------------------------------------------------------------------------
 
 GROUP = "8c4b1f6e-0a3b-4c5d-9e8f-112233445566"
+GROUP2 = "0f9e8d7c-6b5a-4c3d-8e2f-a1b2c3d4e5f6"
 
 
 def subs(**kw: Any) -> BrazeDestination:
@@ -316,9 +317,16 @@ def test_subscription_other_states_are_invalid() -> None:
 
 def test_subscription_group_column_and_email_identifier() -> None:
     d = subs(subscription=SubscriptionSpec(state="s", group_id_column="g"), identifier=Identifier("email", "e"))
-    got = item(d.prepare(added({"id": 1, "e": "a@b.io", "s": True, "g": "grp-2"})))
-    assert got.channel == "POST /subscription/status/set grp-2 subscribed email"
+    got = item(d.prepare(added({"id": 1, "e": "a@b.io", "s": True, "g": GROUP2})))
+    assert got.channel == f"POST /subscription/status/set {GROUP2} subscribed email"
     assert got.item_json == '"a@b.io"'
+    assert d.prepare(added({"id": 1, "e": "a@b.io", "s": True, "g": "grp-2"})) == Invalid(
+        "g: 'grp-2' is not a subscription group id (a UUID from the Braze dashboard)")
+
+
+def test_subscription_constant_group_must_be_a_uuid() -> None:
+    with pytest.raises(SpecError, match="is not a subscription group id"):
+        subs(subscription=SubscriptionSpec(state="opt_in", group_id="newsletter"))
 
 
 def test_subscription_changed_only_when_state_changed_and_removed_skipped() -> None:

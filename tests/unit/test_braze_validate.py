@@ -39,8 +39,13 @@ def users(field: str, value: Any) -> object:
     ("nickname", "x" * 256, "nickname: string of 256 characters is longer than 255"),
     ("$nick", "x", "attribute name '$nick' must not start with $" + RENAME),
     ("n" * 256, "x", f"attribute name '{'n' * 38}… is longer than 255 characters" + RENAME),
-    ("prefs", {"a.b": 1}, "prefs: nested key 'a.b' must not contain '.' or '$'"),
-    ("prefs", {"a": {"$x": 1}}, "prefs.a: nested key '$x' must not contain '.' or '$'"),
+    ("prefs", {"a.b": 1}, "prefs: nested key 'a.b' must not contain '.', '$' or spaces"),
+    ("prefs", {"a": {"$x": 1}}, "prefs.a: nested key '$x' must not contain '.', '$' or spaces"),
+    ("prefs", {"my key": 1}, "prefs: nested key 'my key' must not contain '.', '$' or spaces"),
+    ("tags", ["a", ["b"]], "tags[1]: arrays must not contain arrays"),
+    ("blob", {"k": ["x" * 200] * 600}, "blob: 121,807 bytes of JSON; Braze allows at most 100 KB"),
+    ("first_name", 12, "first_name: 12 is not a string"),
+    ("phone", "call me", "phone: 'call me' is not a valid phone number (E.164 recommended, e.g. '+15555550123')"),
     ("prefs", {"a": ["ok", "y" * 256]}, "prefs.a[1]: string of 256 characters is longer than 255"),
 ])
 def test_attribute_rules(field: str, value: Any, reason: str) -> None:
@@ -50,7 +55,7 @@ def test_attribute_rules(field: str, value: Any, reason: str) -> None:
 @pytest.mark.parametrize(("field", "value"), [
     ("email", "ada.lovelace+x@mail.example.co.uk"), ("country", "GB"), ("language", "pt"), ("dob", "1990-02-28"),
     ("gender", "P"), ("email_subscribe", "opted_in"), ("push_subscribe", "unsubscribed"),
-    ("nickname", "x" * 255), ("prefs", {"$time": "2020-05-28"}), ("gender", None),
+    ("nickname", "x" * 255), ("prefs", {"$time": "2020-05-28"}), ("gender", None), ("phone", "+1 (555) 555-0123"),
 ])
 def test_valid_standard_values_pass(field: str, value: Any) -> None:
     assert isinstance(users(field, value), Item)
@@ -64,6 +69,7 @@ def test_valid_standard_values_pass(field: str, value: Any) -> None:
      "x (alias_name): alias_name is 237 bytes; Braze allows at most 236"),
     (Identifier("email", "x"), "nope", "x: 'nope' is not a valid email address"),
     (Identifier("braze_id", "x"), 1.5, "x: 1.5 is not a string"),
+    (Identifier("phone", "x"), "12", "x: '12' is not a valid phone number (E.164 recommended, e.g. '+15555550123')"),
 ])
 def test_identifier_rules(ident: Identifier, value: Any, reason: str) -> None:
     got = dest(identifier=ident, fields={"first_name": "n"}).prepare(PlanRow("k", "added", {"id": 1, "x": value}))
@@ -97,6 +103,7 @@ PURCHASE = {"id": 1, "u": "c1", "sku": "b", "cur": "EUR", "price": 1.5, "q": 3, 
 @pytest.mark.parametrize(("values", "reason"), [
     ({"sku": None}, "product_id: is null; Braze requires it"),
     ({"cur": "eur"}, "currency: 'eur' is not an ISO-4217 currency code (3 uppercase letters, e.g. 'USD')"),
+    ({"cur": "ABC"}, "currency: 'ABC' is not an ISO-4217 currency code (3 uppercase letters, e.g. 'USD')"),
     ({"price": "1.5"}, "price: '1.5' is not a number"),
     ({"price": True}, "price: True is not a number"),
     ({"q": 101}, "quantity: 101 is not an integer from 1 to 100"),

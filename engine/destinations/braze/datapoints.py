@@ -1,9 +1,12 @@
-"""Data points (Braze billing) a payload object costs; the sandbox counts the same way.
+"""Data points (Braze billing) a payload object costs, by the same rules as the sandbox's counter
+(engine/sandbox/datapoints.py; a test checks that both agree).
 
-/users/track attributes object: +1 per attribute key sent, except keys that cost nothing
-(identifiers, flags, subscription states, push tokens); `email`/`phone` cost nothing when they
-are the lookup identifier (no primary identifier in the object).
-    dict value         1 + every key at every depth      {"a": {"b": 1, "c": 2}} → 3
+/users/track attributes object: each attribute sent costs by its value, except keys that cost nothing
+(identifiers, flags, subscription states, push tokens); `email`/`phone` cost nothing when they are the
+lookup identifier (no primary identifier in the object).
+    scalar             1
+    dict value         1 per key at every depth (dicts in dicts; lists are not entered):
+                       {"a": {"b": 1, "c": 2}} → 3
     list of scalars    1
     list with dicts    keys (all depths) of each dict, at least 1
     {"add"/"remove"}   1 per value
@@ -25,7 +28,7 @@ PRIMARY_IDENTIFIERS = ("external_id", "user_alias", "braze_id")
 
 
 def attributes_object(obj: Mapping[str, Any]) -> int:
-    lookup_by_secondary = not any(key in obj for key in PRIMARY_IDENTIFIERS)
+    lookup_by_secondary = not any(obj.get(key) is not None for key in PRIMARY_IDENTIFIERS)
     total = 0
     for key, value in obj.items():
         if key in FREE_KEYS:
@@ -42,7 +45,7 @@ def attribute_value(value: Any) -> int:
             return 1
         if value and set(value) <= {"add", "remove"} and all(isinstance(v, list) for v in value.values()):
             return sum(len(v) for v in value.values())
-        return 1 + count_keys(value)
+        return count_keys(value)
     if isinstance(value, list):
         if any(isinstance(item, Mapping) for item in value):
             return max(1, sum(count_keys(item) for item in value if isinstance(item, Mapping)))
@@ -50,13 +53,9 @@ def attribute_value(value: Any) -> int:
     return 1
 
 
-def count_keys(value: Any) -> int:
-    """Keys of a dict at every depth (dicts inside lists included)."""
-    if isinstance(value, Mapping):
-        return sum(1 + count_keys(item) for item in value.values())
-    if isinstance(value, list):
-        return sum(count_keys(item) for item in value)
-    return 0
+def count_keys(value: Mapping[str, Any]) -> int:
+    """Keys of a dict at every depth of nested dicts (lists inside are not entered)."""
+    return sum(1 + (count_keys(item) if isinstance(item, Mapping) else 0) for item in value.values())
 
 
 def event_object(obj: Mapping[str, Any]) -> int:

@@ -392,9 +392,10 @@ class SubscriptionPayloads:
             problems.add("destination", "subscription_groups need a subscription: section (state, group_id)")
         elif not (spec.group_id or spec.group_id_column):
             problems.add("destination.subscription", "set subscription.group_id or subscription.group_id_column")
-        elif spec.group_id and not _SAFE_TOKEN.match(spec.group_id):
-            problems.add("destination.subscription.group_id",
-                         f"{spec.group_id!r} is not a subscription group id (a UUID from the Braze dashboard)")
+        elif spec.group_id:
+            problem = validate.subscription_group_id("group_id", spec.group_id)
+            if problem:
+                problems.add("destination.subscription.group_id", problem)
 
     def prepare(self, row: PlanRow) -> Result:
         if row.op == REMOVED:
@@ -409,8 +410,9 @@ class SubscriptionPayloads:
         if problem:
             return Invalid(problem)
         group = spec.group_id or values.get(spec.group_id_column or "")
-        if not (isinstance(group, str) and _SAFE_TOKEN.match(group)):
-            return Invalid(f"{spec.group_id_column}: {validate.show(group)} is not a subscription group id")
+        problem = validate.subscription_group_id(spec.group_id_column or "group_id", group)
+        if problem:
+            return Invalid(problem)
         state = values.get(spec.state)
         if state is True or state == "subscribed":
             text = "subscribed"

@@ -4,6 +4,7 @@ the field and what is wrong with its value, e.g. "email: 'not-an-email' is not a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,10 @@ from typing import Any
 EXTERNAL_ID_MAX_BYTES = 987
 ALIAS_MAX_BYTES = 236
 STRING_MAX_CHARS = 255
+NESTED_MAX_BYTES = 100 * 1024
+# Standard profile fields that take a string.
+STRING_FIELDS = frozenset({"first_name", "last_name", "home_city", "phone", "time_zone", "date_of_first_session",
+                           "date_of_last_session", "marked_email_as_spam_at"})
 NAME_MAX_CHARS = 255
 CATALOG_ID_MAX_CHARS = 250
 CATALOG_VALUE_MAX_CHARS = 5000
@@ -35,6 +40,17 @@ ng nl nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se
 su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu
 """.split())
 
+# ISO 4217 alphabetic currency codes (active, plus funds and precious-metal codes).
+CURRENCIES = frozenset("""
+AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD CAD CDF
+CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD
+GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP
+LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN
+PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS
+TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD
+XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW ZWL
+""".split())
+
 GENDERS = frozenset({"M", "F", "O", "N", "P"})
 SUBSCRIBE_STATES = frozenset({"opted_in", "subscribed", "unsubscribed"})
 RESERVED_EVENT_PROPERTIES = frozenset({"time", "event_name"})
@@ -42,7 +58,8 @@ RESERVED_EVENT_PROPERTIES = frozenset({"time", "event_name"})
 _EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\]\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.:]\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_PHONE = re.compile(r"^\+?[0-9 ().-]{5,30}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CATALOG_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -70,6 +87,20 @@ def identifier_value(kind: str, value: Any, field: str) -> str | None:
         return f"{field}: alias_name is {_utf8_len(value)} bytes; Braze allows at most {ALIAS_MAX_BYTES}"
     if kind == "email":
         return email(field, value)
+    if kind == "phone":
+        return phone(field, value)
+    return None
+
+
+def phone(field: str, value: str) -> str | None:
+    if not (_PHONE.match(value) and sum(c.isdigit() for c in value) >= 5):
+        return f"{field}: {show(value)} is not a valid phone number (E.164 recommended, e.g. '+15555550123')"
+    return None
+
+
+def subscription_group_id(field: str, value: Any) -> str | None:
+    if not (isinstance(value, str) and _UUID.match(value)):
+        return f"{field}: {show(value)} is not a subscription group id (a UUID from the Braze dashboard)"
     return None
 
 
@@ -100,8 +131,8 @@ def nested(field: str, value: Any, max_chars: int = STRING_MAX_CHARS) -> str | N
         for key, item in value.items():
             if not isinstance(key, str) or not key:
                 return f"{field}: nested key {show(key)} is empty or not a string"
-            if key != "$time" and ("." in key or "$" in key):
-                return f"{field}: nested key {show(key)} must not contain '.' or '$'"
+            if key != "$time" and ("." in key or "$" in key or " " in key):
+                return f"{field}: nested key {show(key)} must not contain '.', '$' or spaces"
             if len(key) > NAME_MAX_CHARS:
                 return f"{field}: nested key {show(key)} is longer than {NAME_MAX_CHARS} characters"
             problem = nested(f"{field}.{key}", item, max_chars)
@@ -110,6 +141,8 @@ def nested(field: str, value: Any, max_chars: int = STRING_MAX_CHARS) -> str | N
         return None
     if isinstance(value, list):
         for i, item in enumerate(value):
+            if isinstance(item, list):
+                return f"{field}[{i}]: arrays must not contain arrays"
             problem = nested(f"{field}[{i}]", item, max_chars)
             if problem:
                 return problem
@@ -122,7 +155,12 @@ def standard_attribute(field: str, value: Any) -> str | None:
         return None
     if field == "email":
         return email(field, value) if isinstance(value, str) else f"email: {show(value)} is not a string"
-    if field == "country":
+    if field in STRING_FIELDS:
+        if not isinstance(value, str):
+            return f"{field}: {show(value)} is not a string"
+        if field == "phone":
+            return phone(field, value)
+    elif field == "country":
         if not (isinstance(value, str) and value in COUNTRIES):
             return f"country: {show(value)} is not an ISO-3166-1 alpha-2 country code (e.g. 'US', 'DE')"
     elif field == "language":
@@ -144,7 +182,18 @@ def attribute(field: str, value: Any) -> str | None:
     problem = name("attribute", field)
     if problem:
         return problem
-    return standard_attribute(field, value) or nested(field, value)
+    problem = standard_attribute(field, value) or nested(field, value)
+    if problem is None and isinstance(value, dict | list):
+        return size(field, value)
+    return problem
+
+
+def size(field: str, value: Any) -> str | None:
+    """Nested objects, arrays of objects and event properties: at most 100 KB of JSON."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if len(text) > NESTED_MAX_BYTES // 4 and len(text.encode("utf-8")) > NESTED_MAX_BYTES:
+        return f"{field}: {len(text.encode('utf-8')):,} bytes of JSON; Braze allows at most 100 KB"
+    return None
 
 
 def properties(what: str, props: Mapping[str, Any], *, event: bool) -> str | None:
@@ -157,7 +206,7 @@ def properties(what: str, props: Mapping[str, Any], *, event: bool) -> str | Non
         problem = nested(f"properties.{key}", value)
         if problem:
             return problem
-    return None
+    return size("properties", props)
 
 
 def time(field: str, value: Any) -> str | None:
@@ -179,7 +228,7 @@ def required_string(field: str, value: Any, max_chars: int = STRING_MAX_CHARS) -
 
 
 def currency(value: Any) -> str | None:
-    if not (isinstance(value, str) and _CURRENCY.match(value)):
+    if not (isinstance(value, str) and value in CURRENCIES):
         return f"currency: {show(value)} is not an ISO-4217 currency code (3 uppercase letters, e.g. 'USD')"
     return None
 
