@@ -13,8 +13,8 @@ from engine.destinations.braze import datapoints, make_destination
 from engine.destinations.braze.destination import USER_AGENT, BrazeDestination
 from engine.destinations.braze.endpoints import channel_info
 from engine.errors import DestinationError, ProjectError
-from engine.sandbox import datapoints as sandbox_datapoints
 from engine.project import ConnectionConfig
+from engine.sandbox import datapoints as sandbox_datapoints
 from engine.specs import DestinationSpec, EventSpec, Identifier, SyncSpec
 
 USERS = SyncSpec("s", "m", ("id",), DestinationSpec("braze", "users", identifier=Identifier("external_id", "id")))
