@@ -368,19 +368,19 @@ def column_refs(spec: SyncSpec) -> list[tuple[str, str]]:
         sub = "user_alias.alias_name" if d.identifier.kind == "user_alias" else d.identifier.kind
         refs.append((f"destination.identifier.{sub}", d.identifier.column))
     for attr, column in (d.fields or {}).items():
-        refs.append((f"destination.fields.{attr}", column))
+        refs.append((dotted(("destination", "fields", attr)), column))
     if d.event is not None:
         refs.append(("destination.event.time", d.event.time))
         if d.event.name_column:
             refs.append(("destination.event.name_column", d.event.name_column))
-        refs += [(f"destination.event.properties.{k}", v) for k, v in d.event.properties.items()]
+        refs += [(dotted(("destination", "event", "properties", k)), v) for k, v in d.event.properties.items()]
     if d.purchase is not None:
         p = d.purchase
         for key in ("product_id", "currency", "price", "quantity", "time"):
             column = getattr(p, key)
             if column:
                 refs.append((f"destination.purchase.{key}", column))
-        refs += [(f"destination.purchase.properties.{k}", v) for k, v in p.properties.items()]
+        refs += [(dotted(("destination", "purchase", "properties", k)), v) for k, v in p.properties.items()]
     if d.item_id:
         refs.append(("destination.item_id", d.item_id))
     if d.subscription is not None:

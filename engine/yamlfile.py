@@ -95,6 +95,8 @@ def dotted(path: Iterable[Key]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not part or part != part.strip() or any(c in part for c in ".[]'\n"):
+            out += "[" + show(part) + "]"  # keys that would read ambiguously
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -456,7 +458,7 @@ def _explain(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> li
     if kind == "type":
         expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in expected)
-        shown = show(value)
+        shown = show(value) if value is not None else ""
         return [doc.problem(path, f"expected {words}, got {type_name(value)}{' ' + shown if shown else ''}")]
     if kind == "enum":
         options = ", ".join(show(v) for v in err.validator_value)

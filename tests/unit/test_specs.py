@@ -619,3 +619,15 @@ def test_scaffold_copy_of_minimal_is_independent(tmp_path: Path) -> None:
         "syncs/braze_users.yml:4:15: destination.connection: unknown connection 'nope'; "
         "reflow_project.yml defines: braze"
     ]
+
+
+def test_check_columns_locates_dotted_attribute_names(tmp_path: Path) -> None:
+    make_project(tmp_path, {"users.yml": USERS + "  fields: {'a.b': ab, Favorite Color: colour}\n"})
+    specs = load_syncs(load_project(tmp_path))
+    with pytest.raises(SpecError) as info:
+        check_columns(specs, lambda spec: ["customer_id", "color"])
+    assert [str(p) for p in info.value.problems] == [
+        "syncs/users.yml:7:12: destination.fields['a.b']: column 'ab' is not returned by model 'braze_users'",
+        "syncs/users.yml:7:23: destination.fields.Favorite Color: column 'colour' is not returned by model "
+        "'braze_users' (did you mean 'color'?)",
+    ]

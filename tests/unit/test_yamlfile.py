@@ -162,3 +162,21 @@ def test_helpers() -> None:
     assert schema_path("sync.schema.json").name == "sync.schema.json"
     assert schema_path("sync.schema.json").parent.name == "schemas"
     assert load_schema("project.schema.json")["title"].startswith("Reflow project file")
+
+
+def test_null_and_boolean_values_in_type_errors() -> None:
+    schema = {"type": "object", "properties": {"a": {"description": "a", "type": "string"},
+                                               "b": {"description": "b", "type": "integer"}}}
+    doc, _ = parse_yaml("a:\nb: yes\n", "f.yml")
+    assert doc is not None
+    assert [str(p) for p in validate(doc, schema)] == [
+        "f.yml:1:3: a: expected string, got null",
+        "f.yml:2:4: b: expected integer, got boolean true",
+    ]
+
+
+def test_dotted_quotes_ambiguous_keys() -> None:
+    assert dotted(("fields", "")) == "fields['']"
+    assert dotted(("fields", "a.b")) == "fields['a.b']"
+    assert dotted(("fields", "Favorite Color")) == "fields.Favorite Color"
+    assert dotted(("x", " y")) == "x[' y']"
