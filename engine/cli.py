@@ -22,6 +22,9 @@ Handler = Callable[[argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # --project-dir/--debug are accepted before or after the command (shared, SUPPRESSed actions)
+    args.project_dir = getattr(args, "project_dir", None)
+    args.debug = getattr(args, "debug", False)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -54,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reflow", parents=[common],
         description="Declarative reverse ETL: keep Braze in step with your warehouse.")
     parser.add_argument("--version", action="version", version=f"reflow {__version__}")
-    parser.set_defaults(project_dir=None, debug=False, handler=None)
+    parser.set_defaults(handler=None)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def cmd(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:

@@ -1,0 +1,70 @@
+"""Shared fixtures: the example project copied to tmp_path, and the Braze sandbox on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTS_CATALOG = None  # set lazily from engine.demo
+
+
+@pytest.fixture
+def example_project(tmp_path: Path) -> Path:
+    """A copy of the repository's example project with its warehouse built."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    shutil.copy(ROOT / "reflow_project.yml", dest / "reflow_project.yml")
+    shutil.copytree(ROOT / "models", dest / "models")
+    shutil.copytree(ROOT / "syncs", dest / "syncs")
+    from engine.example import build_warehouse
+
+    build_warehouse(dest / "warehouse.duckdb", customers=300)
+    return dest
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Any]:
+    from engine.sandbox.testing import running_sandbox
+
+    with running_sandbox() as handle:
+        yield handle
+
+
+@pytest.fixture
+def braze_env(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Point the example connection at the sandbox, with its catalog created as a user would."""
+    import requests
+
+    from engine.demo import PRODUCTS_CATALOG
+
+    monkeypatch.setenv("BRAZE_REST_ENDPOINT", sandbox.url)
+    monkeypatch.setenv("BRAZE_API_KEY", sandbox.api_key)
+    r = requests.post(f"{sandbox.url}/catalogs", json=PRODUCTS_CATALOG, headers=sandbox.headers, timeout=10)
+    assert r.status_code == 201, r.text
+    return sandbox
+
+
+class Cli:
+    """Runs `reflow ...` in-process like a user would, returning (exit code, stdout, stderr)."""
+
+    def __init__(self, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.project = project
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--project-dir", str(self.project), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cli(example_project: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(example_project, capsys)
