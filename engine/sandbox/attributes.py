@@ -67,12 +67,12 @@ def _apply_custom(target: dict[str, Any], key: str, value: Any, merge: bool, opt
         target[key] = value[:MAX_STRING]
         return
     if isinstance(value, list):
-        if any(isinstance(v, Mapping) for v in value):
+        if any(isinstance(v, dict) for v in value):
             target[key] = [_truncated(v) for v in value]
         else:
             target[key] = _capped(_dedup([_truncated(v) for v in value]), options)
         return
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         target[key] = value
         return
     keys = set(value)
@@ -119,15 +119,15 @@ def _deep_merge(current: dict[str, Any], update: Mapping[str, Any]) -> dict[str,
     for key, value in update.items():
         if value is None:
             merged.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), dict) and set(value) != {"$time"}:
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict) and set(value) != {"$time"}:
             merged[key] = _deep_merge(merged[key], value)
         else:
-            merged[key] = _copied(value) if isinstance(value, Mapping) else value
+            merged[key] = _copied(value) if isinstance(value, dict) else value
     return merged
 
 
 def _copied(value: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (_copied(v) if isinstance(v, Mapping) else v) for k, v in value.items()}
+    return {k: (_copied(v) if isinstance(v, dict) else v) for k, v in value.items()}
 
 
 def _dedup(items: list[Any]) -> list[Any]:

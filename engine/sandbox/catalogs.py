@@ -48,7 +48,7 @@ def _not_found(name: str) -> Response:
 
 def create_catalog(app: Sandbox, request: Request) -> Response:
     catalogs = request.body.get("catalogs")
-    if not isinstance(catalogs, list) or len(catalogs) != 1 or not isinstance(catalogs[0], Mapping):
+    if not isinstance(catalogs, list) or len(catalogs) != 1 or not isinstance(catalogs[0], dict):
         return catalog_errors(400, [catalog_error("catalog-array-invalid",
                                                   "'catalogs' must be an array holding exactly one catalog object")])
     spec = catalogs[0]
@@ -85,7 +85,7 @@ def create_catalog(app: Sandbox, request: Request) -> Response:
 
 def _field_errors(fields: Any) -> list[dict[str, Any]]:
     if not isinstance(fields, list) or not fields or not all(
-        isinstance(f, Mapping) and isinstance(f.get("name"), str) and isinstance(f.get("type"), str) for f in fields
+        isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("type"), str) for f in fields
     ):
         return [catalog_error("invalid-fields", "'fields' must be an array of objects with 'name' and 'type'",
                               ["fields"], [])]
@@ -176,7 +176,7 @@ def _patch(stored: dict[str, Any], item: Mapping[str, Any]) -> None:
     for key, value in item.items():
         if key == "id":
             continue
-        if isinstance(value, Mapping) and value and set(value) <= {"$add", "$remove"}:
+        if isinstance(value, dict) and value and set(value) <= {"$add", "$remove"}:
             current = list(stored.get(key) or [])
             removed = value.get("$remove", [])
             current = [v for v in current if v not in removed] + list(value.get("$add", []))
@@ -187,7 +187,7 @@ def _patch(stored: dict[str, Any], item: Mapping[str, Any]) -> None:
 
 def item_errors(items: Any, catalog: Catalog, mode: str) -> list[dict[str, Any]]:
     """Every rule of braze-api.md §5.2 that the request breaks."""
-    if not isinstance(items, list) or not items or not all(isinstance(i, Mapping) for i in items):
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
         return [catalog_error("item-array-invalid", "'items' must be a non-empty array of objects", ["items"], [])]
     if len(items) > MAX_ITEMS:
         return [catalog_error("request-includes-too-many-items", "Your request includes too many items. "
@@ -247,7 +247,7 @@ def _value_problem(key: str, value: Any, types: dict[str, str], mode: str) -> st
     if value is None:
         return None
     field_type = types[key]
-    if isinstance(value, Mapping) and value and set(value) <= {"$add", "$remove"}:
+    if isinstance(value, dict) and value and set(value) <= {"$add", "$remove"}:
         ok = mode == "PATCH" and field_type == "array" and all(isinstance(v, list) for v in value.values())
         return None if ok else "unable-to-coerce-value"
     if isinstance(value, Mapping | list):
@@ -271,16 +271,16 @@ def _coercible(value: Any, field_type: str) -> bool:
     if field_type == "time":
         return parse_time(value) is not None
     if field_type == "geo":
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             return set(value) == {"latitude", "longitude"} and all(is_number(v) for v in value.values())
         return isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value)
     if field_type == "object":
-        return isinstance(value, Mapping)
+        return isinstance(value, dict)
     return isinstance(value, list)
 
 
 def _bad_keys(value: Any) -> bool:
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return any("." in k or "$" in k or _bad_keys(v) for k, v in value.items())
     if isinstance(value, list):
         return any(_bad_keys(v) for v in value)
@@ -288,7 +288,7 @@ def _bad_keys(value: Any) -> bool:
 
 
 def _depth(value: Any) -> int:
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)

@@ -42,7 +42,7 @@ def attributes_cost(obj: Mapping[str, Any]) -> int:
 
 
 def value_cost(value: Any) -> int:
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         keys = set(value)
         if keys == {"inc"}:
             return 1
@@ -50,14 +50,14 @@ def value_cost(value: Any) -> int:
             return sum(len(value[k]) for k in keys)
         return count_keys(value)
     if isinstance(value, list):
-        if any(isinstance(v, Mapping) for v in value):
-            return max(1, sum(count_keys(v) for v in value if isinstance(v, Mapping)))
+        if any(isinstance(v, dict) for v in value):
+            return max(1, sum(count_keys(v) for v in value if isinstance(v, dict)))
         return 1
     return 1
 
 
 def count_keys(value: Mapping[str, Any]) -> int:
-    return sum(1 + (count_keys(v) if isinstance(v, Mapping) else 0) for v in value.values())
+    return sum(1 + (count_keys(v) if isinstance(v, dict) else 0) for v in value.values())
 
 
 def event_cost(obj: Mapping[str, Any]) -> int:
@@ -66,4 +66,4 @@ def event_cost(obj: Mapping[str, Any]) -> int:
 
 def purchase_cost(obj: Mapping[str, Any]) -> int:
     properties = obj.get("properties")
-    return 1 + (len(properties) if isinstance(properties, Mapping) else 0)
+    return 1 + (len(properties) if isinstance(properties, dict) else 0)

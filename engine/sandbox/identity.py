@@ -172,7 +172,7 @@ def _check_delete_entries(kind: str, entries: list[Any]) -> str | None:
             "'user_aliases' must be an array of objects with 'alias_name' and 'alias_label'"
     key = "email" if kind == "email_addresses" else "phone"
     for entry in entries:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get(key), str) or not entry[key]:
+        if not isinstance(entry, dict) or not isinstance(entry.get(key), str) or not entry[key]:
             return f"each of '{kind}' must be an object with '{key}' and 'prioritization'"
         problem = check_prioritization(entry.get("prioritization"))
         if problem:
@@ -239,7 +239,7 @@ def alias_update(app: Sandbox, request: Request) -> Response:
         return message(400, MAX_IDS)
     keys = ("alias_label", "old_alias_name", "new_alias_name")
     for update in updates:
-        if not isinstance(update, Mapping) or not all(isinstance(update.get(k), str) and update[k] for k in keys):
+        if not isinstance(update, dict) or not all(isinstance(update.get(k), str) and update[k] for k in keys):
             return message(400, "each of 'alias_updates' must have 'alias_label', 'old_alias_name' and 'new_alias_name'")
     store = app.store
     with store.lock:
@@ -284,7 +284,7 @@ def identify(app: Sandbox, request: Request) -> Response:
 
 
 def _check_identify_entry(kind: str, entry: Any) -> str | None:
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("external_id"), str) or not entry["external_id"]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("external_id"), str) or not entry["external_id"]:
         return f"each of '{kind}' must be an object with an 'external_id' string"
     if kind == "aliases_to_identify":
         return None if alias_ok(entry.get("user_alias")) else "'user_alias' must have 'alias_name' and 'alias_label'"

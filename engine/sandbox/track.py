@@ -53,7 +53,7 @@ def users_track(app: Sandbox, request: Request) -> Response:
         accepted[name] = []
         for index, obj in enumerate(arrays[name]):
             try:
-                if not isinstance(obj, Mapping):
+                if not isinstance(obj, dict):
                     raise Invalid("INVALID_OBJECT", f"Each element of '{name}' must be an object")
                 check(obj, options)
             except Invalid as problem:

@@ -82,7 +82,7 @@ def is_integer(value: object) -> bool:
 
 
 def alias_ok(alias: object) -> bool:
-    if not isinstance(alias, Mapping):
+    if not isinstance(alias, dict):
         return False
     for key in ("alias_name", "alias_label"):
         value = alias.get(key)
@@ -178,12 +178,12 @@ def _check_standard(key: str, value: Any, options: SandboxOptions) -> None:
         if not isinstance(value, bool):
             raise Invalid(f"BAD_{key.upper()}", f"'{key}' must be a boolean")
     elif key == "current_location":
-        if not (isinstance(value, Mapping) and set(value) == {"longitude", "latitude"}
+        if not (isinstance(value, dict) and set(value) == {"longitude", "latitude"}
                 and is_number(value["longitude"]) and is_number(value["latitude"])):
             raise Invalid("BAD_LOCATION_UPDATE", "'current_location' must be {\"longitude\": n, \"latitude\": n}")
     elif key == "push_tokens":
         _check_push_tokens(value)
-    elif key in ("facebook", "twitter") and not isinstance(value, Mapping):
+    elif key in ("facebook", "twitter") and not isinstance(value, dict):
         raise Invalid(f"BAD_{key.upper()}", f"'{key}' must be an object")
 
 
@@ -191,7 +191,7 @@ def _check_subscription_groups(value: Any, options: SandboxOptions) -> None:
     if not isinstance(value, list):
         raise Invalid("BAD_SUBSCRIPTION_GROUP_ARRAY", "'subscription_groups' must be an array")
     for group in value:
-        if not isinstance(group, Mapping) or "subscription_group_id" not in group or "subscription_state" not in group:
+        if not isinstance(group, dict) or "subscription_group_id" not in group or "subscription_state" not in group:
             raise Invalid("BAD_SUBSCRIPTION_GROUP_HASH", "each subscription group must be an object with "
                           "'subscription_group_id' and 'subscription_state'")
         if not subscription_group_known(group["subscription_group_id"], options):
@@ -210,7 +210,7 @@ def _check_push_tokens(value: Any) -> None:
     if not isinstance(value, list):
         raise Invalid("BAD_PUSH_TOKEN_ARRAY", "'push_tokens' must be an array")
     for token in value:
-        if not (isinstance(token, Mapping) and isinstance(token.get("app_id"), str)
+        if not (isinstance(token, dict) and isinstance(token.get("app_id"), str)
                 and isinstance(token.get("token"), str) and token["token"]):
             raise Invalid("BAD_PUSH_TOKEN_HASH", "each push token must be an object with 'app_id' and 'token'")
         device = token.get("device_id")
@@ -230,7 +230,7 @@ def _check_custom(key: str, value: Any, merge: bool, options: SandboxOptions) ->
         _check_string(key, value, options)
     elif isinstance(value, list):
         _check_array(key, value, options)
-    elif isinstance(value, Mapping):
+    elif isinstance(value, dict):
         _check_object_value(key, value, merge, options)
     else:
         raise Invalid("BAD_ATTRIBUTE_VALUE", f"'{key}' has an unsupported value type")
@@ -243,7 +243,7 @@ def _check_string(key: str, value: str, options: SandboxOptions) -> None:
 
 def _check_array(key: str, value: list[Any], options: SandboxOptions) -> None:
     for element in value:
-        if isinstance(element, Mapping):
+        if isinstance(element, dict):
             _check_nested(key, element, options)
         elif isinstance(element, list):
             raise Invalid("BAD_ATTRIBUTE_VALUE", f"'{key}' must not contain nested arrays")
@@ -260,7 +260,7 @@ def _check_object_value(key: str, value: Mapping[str, Any], merge: bool, options
         return
     if keys and keys <= {"add", "remove"}:
         for op in keys:
-            if not isinstance(value[op], list) or any(isinstance(v, list | Mapping) for v in value[op]):
+            if not isinstance(value[op], list) or any(isinstance(v, list | dict) for v in value[op]):
                 raise Invalid("BAD_ARRAY_OPERATION", f"'{key}': '{op}' must be an array of values")
             for element in value[op]:
                 if isinstance(element, str):
@@ -282,7 +282,7 @@ def _check_object_array_ops(key: str, value: Mapping[str, Any], merge: bool, opt
         if not isinstance(entries, list):
             raise bad
         for entry in entries:
-            if not isinstance(entry, Mapping):
+            if not isinstance(entry, dict):
                 raise bad
             if op == "$add":
                 _check_nested(key, entry, options)
@@ -292,7 +292,7 @@ def _check_object_array_ops(key: str, value: Mapping[str, Any], merge: bool, opt
             if op == "$update":
                 if not merge:
                     raise Invalid("BAD_ARRAY_OF_OBJECTS_OPERATION", f"'{key}': '$update' requires '_merge_objects': true")
-                if not isinstance(entry.get("$new_object"), Mapping):
+                if not isinstance(entry.get("$new_object"), dict):
                     raise bad
                 _check_nested(key, entry["$new_object"], options)
     _check_nested_size(key, value)
@@ -305,7 +305,7 @@ def _check_nested(key: str, value: Mapping[str, Any], options: SandboxOptions, d
     for name, inner in value.items():
         if not name or len(name) > MAX_STRING or "." in name or "$" in name or " " in name:
             raise Invalid("BAD_NESTED_KEY", f"'{key}': nested keys must not be empty, contain spaces, '.' or '$'")
-        if isinstance(inner, Mapping):
+        if isinstance(inner, dict):
             if set(inner) == {"$time"}:
                 if parse_time(inner["$time"]) is None:
                     raise Invalid("BAD_NESTED_TIME", f"'{key}': '$time' must be a valid date")
@@ -313,7 +313,7 @@ def _check_nested(key: str, value: Mapping[str, Any], options: SandboxOptions, d
             _check_nested(key, inner, options, depth + 1)
         elif isinstance(inner, list):
             for element in inner:
-                if isinstance(element, Mapping):
+                if isinstance(element, dict):
                     _check_nested(key, element, options, depth + 1)
                 elif isinstance(element, str):
                     _check_string(key, element, options)
@@ -371,7 +371,7 @@ def _check_properties(obj: Mapping[str, Any], options: SandboxOptions) -> None:
     if "properties" not in obj or obj["properties"] is None:
         return
     properties = obj["properties"]
-    if not isinstance(properties, Mapping):
+    if not isinstance(properties, dict):
         raise Invalid("BAD_PROPERTIES", "'properties' must be an object")
     for name, value in properties.items():
         if not name or len(name) > MAX_STRING or name.startswith("$"):
@@ -381,11 +381,11 @@ def _check_properties(obj: Mapping[str, Any], options: SandboxOptions) -> None:
             raise Invalid("RESERVED_PROPERTY_NAME", f"'{name}' is a reserved property name")
         if isinstance(value, str) and len(value) > MAX_STRING:
             raise Invalid("PROPERTY_VALUE_TOO_LARGE", f"property '{name}' must be at most 255 characters")
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             _check_nested(name, value, options)
         elif isinstance(value, list):
             for element in value:
-                if isinstance(element, Mapping):
+                if isinstance(element, dict):
                     _check_nested(name, element, options)
                 elif isinstance(element, str) and len(element) > MAX_STRING:
                     raise Invalid("PROPERTY_VALUE_TOO_LARGE", f"property '{name}' must be at most 255 characters")
