@@ -130,7 +130,8 @@ def test_removed_ignore_skips() -> None:
 def test_removed_unset_nulls_every_mapped_field() -> None:
     d = dest(on_removed="unset", fields={"first_name": "first_name", "plan": "plan"})
     got = item(d.prepare(PlanRow("k", "removed", USER)))
-    assert got.item_json == '{"external_id":"c_1","first_name":null,"plan":null}'
+    # update-only: unsetting a removed row never creates a profile (e.g. one a user-deletes sync removed)
+    assert got.item_json == '{"external_id":"c_1","_update_existing_only":true,"first_name":null,"plan":null}'
     assert got.data_points == 2
     assert d.capabilities.sends_removed is True
 

@@ -227,8 +227,11 @@ class UsersPayloads:
             if problem:
                 return Invalid(problem)
         obj = ident
-        if self.flag is not None:
-            obj["_update_existing_only"] = self.flag
+        # unsetting a removed row's attributes must never create a profile (e.g. one that a
+        # user-deletes sync just deleted): removals are always update-only
+        flag = True if row.op == REMOVED else self.flag
+        if flag is not None:
+            obj["_update_existing_only"] = flag
         obj.update(attrs)
         return _item(self.channel, obj, datapoints.attributes_object(obj))
 
