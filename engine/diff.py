@@ -216,6 +216,17 @@ def stream_rows(con: duckdb.DuckDBPyConnection, count: int, chunk: int = 5000) -
         ]
 
 
+def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, sync: str, seq: int,
+                   status: str) -> int:
+    """Write every delta row to the plan as recorded-not-sent, in SQL; returns the next seq."""
+    con.execute(
+        f"""INSERT INTO {table} SELECT ?, ?, ? + rn - 1, key, op, ?, false, []::VARCHAR[], new_hash, new_row,
+               old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS}""",
+        [plan_id, sync, seq, status])
+    row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
+    return seq + (int(row[0]) if row else 0)
+
+
 def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")

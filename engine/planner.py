@@ -123,10 +123,15 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     seq = state.next_seq()
     seq_min = seq
     done = 0
+    if baseline:
+        # first_run: baseline records every row as sent without building payloads: all in SQL
+        seq = diff.write_baseline(con, f"{DB}.plan_rows", plan_id, sync.name, seq, BASELINE)
+        acc.added = acc.baseline = acc.not_sent = n
+        n = 0
     for chunk in diff.stream_rows(con, n):
         out: list[tuple[Any, ...]] = []
         for row in chunk:
-            status, changed, item, reason = _classify(row, destination, acc, pending, baseline)
+            status, changed, item, reason = _classify(row, destination, acc, pending)
             out.append((plan_id, sync.name, seq, row.key, row.op, status, row.key in pending and status != INVALID,
                         list(changed), row.new_hash, row.new_row_json, row.old_row_json,
                         item.channel if item else None, item.item_json if item else None,
@@ -165,8 +170,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     )
 
 
-def _classify(row: diff.DeltaRow, destination: Destination, acc: _Acc, pending: set[str],
-              baseline: bool) -> tuple[str, tuple[str, ...], Item | None, str | None]:
+def _classify(row: diff.DeltaRow, destination: Destination, acc: _Acc,
+              pending: set[str]) -> tuple[str, tuple[str, ...], Item | None, str | None]:
     new, old = row.new_row or {}, row.old_row or {}
     changed: tuple[str, ...] = ()
     if row.op == "changed":
@@ -175,11 +180,6 @@ def _classify(row: diff.DeltaRow, destination: Destination, acc: _Acc, pending: 
             acc.rehash += 1
             return REHASH, (), None, None
     retry = row.key in pending
-    if baseline and row.op == "added":
-        acc.baseline += 1
-        acc.not_sent += 1
-        acc.added += 1
-        return BASELINE, (), None, "first_run: baseline"
     values = old if row.op == "removed" else new
     result = destination.prepare(PlanRow(key=row.key, op=row.op, values=values,
                                          old_values=old if row.op == "changed" else None, changed=changed))
