@@ -43,6 +43,7 @@ class DeltaCounts:
 
 @dataclass(frozen=True)
 class DeltaRow:
+    rn: int
     key: str
     op: str                              # added | changed | removed
     new_hash: int | None
@@ -50,6 +51,7 @@ class DeltaRow:
     new_row_json: str | None
     old_row: dict[str, Any] | None
     old_row_json: str | None
+    changed: tuple[str, ...] = ()        # changed model columns (changed rows only)
 
 
 def quote(name: str) -> str:
@@ -87,6 +89,15 @@ def normalized(col: Column) -> str:
     return c
 
 
+def sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def json_path(name: str) -> str:
+    """A JSON path literal selecting one top-level key, whatever characters it has."""
+    return sql_str("$." + json.dumps(name))
+
+
 def key_expr(primary_key: Sequence[str]) -> str:
     if len(primary_key) == 1:
         return f"{quote(primary_key[0])}::VARCHAR"
@@ -107,7 +118,7 @@ def rehash_expr(columns: Sequence[tuple[str, str]]) -> str:
     ordered = sorted(cols, key=lambda c: c.name)
     parts = [f"'{len(ordered)}'"]
     for col in ordered:
-        path = "'$." + quote(col.name).replace("'", "''") + "'"
+        path = json_path(col.name)
         norm_type = _normalized_type(col.type)
         if norm_type == "JSON":
             parts.append(f"json_extract(row_json, {path})")
@@ -184,15 +195,28 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     return DeltaCounts(total=total, added=int(row[0]), candidates=int(row[1]), removed=int(row[2]))
 
 
-def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snapshot: str) -> int:
-    """Phase 2: join the delta to the old full rows; render new rows as JSON; number them by key."""
+def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snapshot: str,
+                 old_columns: Sequence[str] = ()) -> int:
+    """Phase 2: join the delta to the old full rows; render new rows as JSON; list the changed
+    columns (a column added to or dropped from the model counts as changed); number rows by key.
+
+    The result keeps the normalised model columns too, so destinations can build payloads in SQL."""
     struct = ", ".join(f"{quote(c.name)} := d.{quote(c.name)}" for c in columns)
     new_row = f"CASE WHEN d.__op <> 'removed' THEN to_json(struct_pack({struct}))::VARCHAR END" if columns else "'{}'"
+    flags = []
+    names = [c.name for c in columns]
+    for name in names + [c for c in old_columns if c not in names]:
+        new = f"coalesce(to_json(d.{quote(name)})::VARCHAR, 'null')" if name in names else "'null'"
+        old = f"coalesce(json_extract(s.row_json, {json_path(name)})::VARCHAR, 'null')"
+        flags.append(f"CASE WHEN {new} <> {old} THEN {sql_str(name)} END")
+    changed = (f"CASE WHEN d.__op = 'changed' THEN list_filter([{', '.join(flags)}], lambda x: x IS NOT NULL) "
+               "ELSE []::VARCHAR[] END") if flags else "[]::VARCHAR[]"
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")
     con.execute(
         f"""CREATE TABLE {ROWS} AS
-        SELECT row_number() OVER (ORDER BY d.__k) AS rn, d.__k AS key, d.__op AS op, d.__hash AS new_hash,
-               {new_row} AS new_row, s.row_json AS old_row
+        SELECT row_number() OVER (ORDER BY d.__k) AS __rn, d.__k AS __key, d.__op AS __op, d.__hash AS __hash,
+               {new_row} AS __new_row, s.row_json AS __old_row, {changed} AS __changed,
+               d.* EXCLUDE (__k, __op, __hash)
         FROM {DELTA} AS d
         LEFT JOIN {snapshot} AS s ON d.__op <> 'added' AND s.key = d.__k"""
     )
@@ -201,17 +225,20 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
     return int(row[0]) if row else 0
 
 
-def stream_rows(con: duckdb.DuckDBPyConnection, count: int, chunk: int = 5000) -> Iterator[list[DeltaRow]]:
-    """Delta rows in key order, `chunk` at a time (never the whole delta in Python)."""
+def stream_rows(con: duckdb.DuckDBPyConnection, count: int, *, where: str = "true",
+                chunk: int = 5000) -> Iterator[list[DeltaRow]]:
+    """Delta rows matching `where`, in key order, `chunk` at a time (never the whole delta in Python)."""
     for start in range(1, count + 1, chunk):
         rows = con.execute(
-            f"SELECT key, op, new_hash, new_row, old_row FROM {ROWS} WHERE rn >= ? AND rn < ? ORDER BY rn",
+            f"SELECT __rn, __key, __op, __hash, __new_row, __old_row, __changed FROM {ROWS} AS r "
+            f"WHERE __rn >= ? AND __rn < ? AND ({where}) ORDER BY __rn",
             [start, start + chunk],
         ).fetchall()
         yield [
-            DeltaRow(key=r[0], op=r[1], new_hash=r[2],
-                     new_row=json.loads(r[3]) if r[3] is not None else None, new_row_json=r[3],
-                     old_row=json.loads(r[4]) if r[4] is not None else None, old_row_json=r[4])
+            DeltaRow(rn=r[0], key=r[1], op=r[2], new_hash=r[3],
+                     new_row=json.loads(r[4]) if r[4] is not None else None, new_row_json=r[4],
+                     old_row=json.loads(r[5]) if r[5] is not None else None, old_row_json=r[5],
+                     changed=tuple(r[6] or ()))
             for r in rows
         ]
 
@@ -220,8 +247,8 @@ def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, syn
                    status: str) -> int:
     """Write every delta row to the plan as recorded-not-sent, in SQL; returns the next seq."""
     con.execute(
-        f"""INSERT INTO {table} SELECT ?, ?, ? + rn - 1, key, op, ?, false, []::VARCHAR[], new_hash, new_row,
-               old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS}""",
+        f"""INSERT INTO {table} SELECT ?, ?, ? + __rn - 1, __key, __op, ?, false, []::VARCHAR[], __hash,
+               __new_row, __old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS}""",
         [plan_id, sync, seq, status])
     row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
     return seq + (int(row[0]) if row else 0)
@@ -230,24 +257,6 @@ def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, syn
 def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")
-
-
-def changed_fields(new: dict[str, Any], old: dict[str, Any]) -> tuple[str, ...]:
-    """Model columns whose value differs (a column added or dropped counts as a change)."""
-    out = []
-    for name in list(new) + [k for k in old if k not in new]:
-        a, b = new.get(name), old.get(name)
-        if not _same(a, b):
-            out.append(name)
-    return tuple(out)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict | list):
-        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    return bool(a == b)
 
 
 def _first_line(exc: Exception) -> str:

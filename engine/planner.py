@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from engine import diff
-from engine.destinations.base import Destination, Invalid, Item, PlanRow, Skip
+from engine.destinations.base import Destination, Invalid, PlanRow, Skip, SqlItems
+from engine.diff import ROWS
 from engine.errors import PlanError
 from engine.plan import BASELINE, INVALID, REHASH, SEND, SKIP, Counts, FieldStat, GuardResult, Plan, SyncPlan
 from engine.project import Project
@@ -24,7 +25,6 @@ Progress = Callable[[str, int, int], None]
 SAMPLES_PER_OP = 3
 SAMPLES_PER_FIELD = 3
 INVALID_SAMPLES = 20
-WRITE_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -75,24 +75,6 @@ def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, wareho
     return plan
 
 
-@dataclass
-class _Acc:
-    """Running tallies while streaming one sync's delta."""
-
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    retry: int = 0
-    invalid: int = 0
-    not_sent: int = 0
-    baseline: int = 0
-    rehash: int = 0
-    fields: dict[str, list[Any]] = field(default_factory=dict)     # field -> [rows, nulled, samples]
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    invalid_samples: list[tuple[str, str]] = field(default_factory=list)
-    channels: dict[str, list[int]] = field(default_factory=dict)    # channel -> [items, data points]
-
-
 def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse: Warehouse,
               destination: Destination, plan_id: str, progress: Progress | None) -> SyncPlan:
     sync = rendered.sync
@@ -105,6 +87,10 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
         loc = sync.where("primary_key")
         raise PlanError(f"{loc.file}:{loc.line}:{loc.col}: primary_key: column(s) {', '.join(missing)} not "
                         f"returned by model '{sync.model}' (it returns {', '.join(sorted(names))})")
+    reserved = sorted(n for n in names if n.startswith("__"))
+    if reserved:
+        raise PlanError(f"model '{sync.model}' returns column(s) {', '.join(reserved)}: names starting with "
+                        "'__' are reserved by Reflow; rename them in the model")
     total = diff.check_keys(con, relation, sync.primary_key, sync=sync.name)
 
     st = state.ensure_sync(sync.name)
@@ -116,112 +102,175 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     caps = destination.capabilities
     counts = diff.compute_delta(con, relation, columns, sync.primary_key, st.table, total=total,
                                 include_removed=not caps.append_only)
-    n = diff.prepare_rows(con, columns, st.table)
-    pending = state.pending_keys(sync.name)
-
-    acc = _Acc()
-    seq = state.next_seq()
-    seq_min = seq
-    done = 0
+    n = diff.prepare_rows(con, columns, st.table, [c for c, _ in st.columns])
+    seq_min = state.next_seq()
+    rows = PlanRows(con, plan_id, sync.name, seq_min)
     if baseline:
         # first_run: baseline records every row as sent without building payloads: all in SQL
-        seq = diff.write_baseline(con, f"{DB}.plan_rows", plan_id, sync.name, seq, BASELINE)
-        acc.added = acc.baseline = acc.not_sent = n
-        n = 0
-    for chunk in diff.stream_rows(con, n):
-        out: list[tuple[Any, ...]] = []
-        for row in chunk:
-            status, changed, item, reason = _classify(row, destination, acc, pending)
-            out.append((plan_id, sync.name, seq, row.key, row.op, status, row.key in pending and status != INVALID,
-                        list(changed), row.new_hash, row.new_row_json, row.old_row_json,
-                        item.channel if item else None, item.item_json if item else None,
-                        item.data_points if item else 0, reason))
-            seq += 1
-        _write_rows(con, out)
-        done += len(chunk)
-        if progress:
-            progress(sync.name, done, n)
+        diff.write_baseline(con, f"{DB}.plan_rows", plan_id, sync.name, seq_min, BASELINE)
+    else:
+        rows.write_sql(sync.name, n, getattr(destination, "sql_items", lambda cols: None)(columns))
+        done = 0
+        for chunk in diff.stream_rows(con, n, where=rows.python_rows):
+            rows.write_python(chunk, destination)
+            done += len(chunk)
+            if progress:
+                progress(sync.name, done, n)
     diff.drop_scratch(con)
     state.set_columns(sync.name, [(c.name, c.type) for c in columns])
-
-    estimate = destination.estimate({ch: (v[0], v[1]) for ch, v in acc.channels.items()})
-    unchanged = total - (counts.added + counts.candidates - acc.rehash)
-    result_counts = Counts(total=total, added=acc.added, changed=acc.changed, removed=acc.removed,
-                           unchanged=unchanged, retry=acc.retry, invalid=acc.invalid,
-                           not_sent=acc.not_sent, baseline=acc.baseline)
-    guards = evaluate_guards(sync, result_counts, snapshot_rows, estimate.data_points, caps.append_only)
-    fields = tuple(
-        FieldStat(f, v[0], v[1], tuple(v[2])) for f, v in sorted(acc.fields.items(), key=lambda kv: -kv[1][0])
-    )
-    notes = []
-    if baseline:
-        notes.append("first run with first_run: baseline: rows are recorded as sent, nothing is sent")
-    if caps.append_only and acc.changed:
-        notes.append(f"{acc.changed} already-sent row(s) changed; {sync.destination.object} are append-only, "
-                     "changes are reported, not re-sent")
-    return SyncPlan(
-        name=sync.name, model=sync.model, object=sync.destination.object,
-        connection=sync.destination.connection, counts=result_counts,
-        requests=dict(estimate.requests), data_points=estimate.data_points, seconds=estimate.seconds,
-        guards=guards, fields=fields, samples=acc.samples, invalid_samples=tuple(acc.invalid_samples),
-        snapshot_version=st.version, snapshot_rows=snapshot_rows,
-        fingerprint=fingerprint(project, sync, rendered.sql), seq_min=seq_min, seq_max=seq - 1,
-        first_run=first_run, notes=tuple(notes),
-    )
+    return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
+                          baseline, seq_min + n - 1)
 
 
-def _classify(row: diff.DeltaRow, destination: Destination, acc: _Acc,
-              pending: set[str]) -> tuple[str, tuple[str, ...], Item | None, str | None]:
-    new, old = row.new_row or {}, row.old_row or {}
-    changed: tuple[str, ...] = ()
-    if row.op == "changed":
-        changed = diff.changed_fields(new, old)
-        if not changed:
-            acc.rehash += 1
-            return REHASH, (), None, None
-    retry = row.key in pending
-    values = old if row.op == "removed" else new
-    result = destination.prepare(PlanRow(key=row.key, op=row.op, values=values,
-                                         old_values=old if row.op == "changed" else None, changed=changed))
-    if isinstance(result, Invalid):
-        acc.invalid += 1
-        if len(acc.invalid_samples) < INVALID_SAMPLES:
-            acc.invalid_samples.append((row.key, result.reason))
-        return INVALID, changed, None, result.reason
-    if retry:
-        acc.retry += 1
-    else:
-        setattr(acc, row.op, getattr(acc, row.op) + 1)
-    for f in changed:
-        stat = acc.fields.setdefault(f, [0, 0, []])
-        stat[0] += 1
-        if new.get(f) is None:
-            stat[1] += 1
-        if len(stat[2]) < SAMPLES_PER_FIELD:
-            stat[2].append((row.key, old.get(f), new.get(f)))
-    if isinstance(result, Skip):
-        acc.not_sent += 1
-        _sample(acc, row, changed, None, result.reason)
-        return SKIP, changed, None, result.reason
-    assert isinstance(result, Item)
-    ch = acc.channels.setdefault(result.channel, [0, 0])
-    ch[0] += 1
-    ch[1] += result.data_points
-    _sample(acc, row, changed, result, None)
-    return SEND, changed, result, None
+class PlanRows:
+    """Writes one sync's plan rows (SQL fast path first, then Python for the rest) and summarises
+    them with SQL, so a plan of millions of rows never sits in Python."""
+
+    def __init__(self, con: Any, plan_id: str, sync: str, seq_min: int) -> None:
+        self.con = con
+        self.plan_id = plan_id
+        self.sync = sync
+        self.seq_min = seq_min
+        self.python_rows = "true"
+
+    def _pending(self) -> str:
+        return f"(SELECT key FROM {DB}.pending WHERE sync = {diff.sql_str(self.sync)})"
+
+    def write_sql(self, sync: str, n: int, fast: SqlItems | None) -> None:
+        """Rows whose hash moved but no value did are recorded only; a destination's SQL payloads
+        cover the rows it can prove valid; everything else goes through prepare() in Python."""
+        base = (f"SELECT ?, ?, ? + r.__rn - 1, r.__key, r.__op, {{status}}, r.__key IN {self._pending()}, "
+                f"r.__changed, r.__hash, r.__new_row, r.__old_row, {{channel}}, {{item}}, {{points}}, {{reason}} "
+                f"FROM {ROWS} AS r WHERE {{where}}")
+        params = [self.plan_id, sync, self.seq_min]
+        rehash = "r.__op = 'changed' AND len(r.__changed) = 0"
+        self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
+            status=f"'{REHASH}'", channel="NULL", item="NULL", points="0", reason="NULL", where=rehash), params)
+        self.python_rows = f"NOT ({rehash})"
+        if fast is not None:
+            self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
+                status=f"'{SEND}'", channel=diff.sql_str(fast.channel), item=f"({fast.item})",
+                points=f"({fast.data_points})", reason="NULL", where=f"NOT ({rehash}) AND ({fast.eligible})"),
+                params)
+            self.python_rows = f"NOT ({rehash}) AND NOT coalesce(({fast.eligible}), false)"
+
+    def write_python(self, chunk: list[diff.DeltaRow], destination: Destination) -> None:
+        pending = self._pending_keys(chunk)
+        out: list[tuple[Any, ...]] = []
+        for row in chunk:
+            old = row.old_row or {}
+            values = old if row.op == "removed" else (row.new_row or {})
+            result = destination.prepare(PlanRow(key=row.key, op=row.op, values=values,
+                                                 old_values=old if row.op == "changed" else None,
+                                                 changed=row.changed))
+            if isinstance(result, Invalid):
+                status, item, reason = INVALID, None, result.reason
+            elif isinstance(result, Skip):
+                status, item, reason = SKIP, None, result.reason
+            else:
+                status, item, reason = SEND, result, None
+            out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, row.key, row.op, status,
+                        row.key in pending, list(row.changed), row.new_hash, row.new_row_json,
+                        row.old_row_json, item.channel if item else None, item.item_json if item else None,
+                        item.data_points if item else 0, reason))
+        _write_rows(self.con, out)
+
+    def _pending_keys(self, chunk: list[diff.DeltaRow]) -> set[str]:
+        keys = [r.key for r in chunk]
+        found = self.con.execute(f"SELECT key FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))",
+                                 [self.sync, keys]).fetchall()
+        return {k for (k,) in found}
+
+    def _where(self) -> tuple[str, list[Any]]:
+        return "plan_id = ? AND sync = ? AND seq >= ?", [self.plan_id, self.sync, self.seq_min]
+
+    def summarise(self, project: Project, rendered: RenderedSync, destination: Destination,
+                  delta: diff.DeltaCounts, version: int, snapshot_rows: int, first_run: bool, baseline: bool,
+                  seq_max: int) -> SyncPlan:
+        sync = rendered.sync
+        where, params = self._where()
+        live = f"status NOT IN ('{INVALID}', '{REHASH}')"
+        row = self.con.execute(
+            f"""SELECT count(*) FILTER (WHERE op = 'added' AND NOT retry AND {live}),
+                       count(*) FILTER (WHERE op = 'changed' AND NOT retry AND {live}),
+                       count(*) FILTER (WHERE op = 'removed' AND NOT retry AND {live}),
+                       count(*) FILTER (WHERE retry AND {live}),
+                       count(*) FILTER (WHERE status = '{INVALID}'),
+                       count(*) FILTER (WHERE status IN ('{SKIP}', '{BASELINE}')),
+                       count(*) FILTER (WHERE status = '{BASELINE}'),
+                       count(*) FILTER (WHERE status = '{REHASH}')
+                FROM {DB}.plan_rows WHERE {where}""", params).fetchone() or (0,) * 8
+        added, changed, removed, retry, invalid, not_sent, baselined, rehash = (int(x) for x in row)
+        unchanged = delta.total - (delta.added + delta.candidates - rehash)
+        counts = Counts(total=delta.total, added=added, changed=changed, removed=removed, unchanged=unchanged,
+                        retry=retry, invalid=invalid, not_sent=not_sent, baseline=baselined)
+        channels = self.con.execute(
+            f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {DB}.plan_rows "
+            f"WHERE {where} AND status = '{SEND}' GROUP BY channel", params).fetchall()
+        estimate = destination.estimate({ch: (int(c), int(dp)) for ch, c, dp in channels})
+        caps = destination.capabilities
+        guards = evaluate_guards(sync, counts, snapshot_rows, estimate.data_points, caps.append_only)
+        notes = []
+        if baseline:
+            notes.append("first run with first_run: baseline: rows are recorded as sent, nothing is sent")
+        if caps.append_only and changed:
+            notes.append(f"{changed} already-sent row(s) changed; {sync.destination.object} are append-only, "
+                         "changes are reported, not re-sent")
+        invalid_samples = tuple((k, r) for k, r in self.con.execute(
+            f"SELECT key, reason FROM {DB}.plan_rows WHERE {where} AND status = '{INVALID}' ORDER BY seq "
+            f"LIMIT {INVALID_SAMPLES}", params).fetchall())
+        return SyncPlan(
+            name=sync.name, model=sync.model, object=sync.destination.object,
+            connection=sync.destination.connection, counts=counts,
+            requests=dict(estimate.requests), data_points=estimate.data_points, seconds=estimate.seconds,
+            guards=guards, fields=self._fields(), samples=self._samples(), invalid_samples=invalid_samples,
+            snapshot_version=version, snapshot_rows=snapshot_rows,
+            fingerprint=fingerprint(project, sync, rendered.sql), seq_min=self.seq_min, seq_max=seq_max,
+            first_run=first_run, notes=tuple(notes),
+        )
+
+    def _fields(self) -> tuple[FieldStat, ...]:
+        """Per changed column: rows, how many became null, a few samples old → new (all in SQL)."""
+        where, params = self._where()
+        new = "json_extract(new_row, '$.' || to_json(f)::VARCHAR)"
+        old = "json_extract(old_row, '$.' || to_json(f)::VARCHAR)"
+        rows = self.con.execute(
+            f"""WITH c AS (
+                  SELECT unnest(changed) AS f, seq, key, new_row, old_row FROM {DB}.plan_rows
+                  WHERE {where} AND op = 'changed' AND status IN ('{SEND}', '{SKIP}')),
+                stats AS (SELECT f, count(*) AS n,
+                                 count(*) FILTER (WHERE coalesce({new}::VARCHAR, 'null') = 'null') AS nulled
+                          FROM c GROUP BY f),
+                samples AS (SELECT f, list([key, {old}::VARCHAR, {new}::VARCHAR] ORDER BY seq) AS s
+                            FROM (SELECT *, row_number() OVER (PARTITION BY f ORDER BY seq) AS i FROM c)
+                            WHERE i <= {SAMPLES_PER_FIELD} GROUP BY f)
+                SELECT stats.f, n, nulled, s FROM stats JOIN samples USING (f) ORDER BY n DESC, stats.f""",
+            params).fetchall()
+        return tuple(
+            FieldStat(f, int(n), int(nulled), tuple((k, _loads(o), _loads(v)) for k, o, v in s))
+            for f, n, nulled, s in rows)
+
+    def _samples(self) -> dict[str, list[dict[str, Any]]]:
+        where, params = self._where()
+        rows = self.con.execute(
+            f"""SELECT op, key, changed, new_row, old_row, item, reason FROM (
+                  SELECT *, row_number() OVER (PARTITION BY op ORDER BY seq) AS i FROM {DB}.plan_rows
+                  WHERE {where} AND status IN ('{SEND}', '{SKIP}'))
+                WHERE i <= {SAMPLES_PER_OP} ORDER BY op, seq""", params).fetchall()
+        samples: dict[str, list[dict[str, Any]]] = {}
+        for op, key, changed, new_row, old_row, item, reason in rows:
+            new, old = _loads(new_row) or {}, _loads(old_row) or {}
+            if op == "changed":
+                values = {f: {"old": old.get(f), "new": new.get(f)} for f in changed}
+            else:
+                values = dict(new if op == "added" else old)
+            samples.setdefault(op, []).append(
+                {"key": key, "values": values, "payload": _loads(item), "note": reason})
+        return samples
 
 
-def _sample(acc: _Acc, row: diff.DeltaRow, changed: tuple[str, ...], item: Item | None, note: str | None) -> None:
-    bucket = acc.samples.setdefault(row.op, [])
-    if len(bucket) >= SAMPLES_PER_OP:
-        return
-    new, old = row.new_row or {}, row.old_row or {}
-    if row.op == "changed":
-        values = {f: {"old": old.get(f), "new": new.get(f)} for f in changed}
-    else:
-        values = dict(new if row.op == "added" else old)
-    bucket.append({"key": row.key, "values": values, "payload": json.loads(item.item_json) if item else None,
-                   "note": note})
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
 
 
 def _write_rows(con: Any, rows: list[tuple[Any, ...]]) -> None:

@@ -76,6 +76,21 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class SqlItems:
+    """Payloads a destination builds in DuckDB for the rows it can prove valid (the fast path).
+
+    Each field is a SQL expression over the planner's delta rows, aliased `r`: the normalised model
+    columns by name, `r.__op` ('added' | 'changed' | 'removed') and `r.__changed` (VARCHAR[]).
+    Rows where `eligible` is true get `item` (VARCHAR JSON) and `data_points` (INTEGER) on `channel`;
+    they must be exactly what prepare() would return for them. Every other row goes through prepare()."""
+
+    channel: str
+    item: str
+    data_points: str
+    eligible: str
+
+
+@dataclass(frozen=True)
 class Batch:
     channel: str
     keys: tuple[str, ...]
@@ -105,6 +120,8 @@ class Destination(Protocol):
 
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         """Build and validate the payload for one plan row (no network)."""
+
+    # optional: def sql_items(self, columns: Sequence[Column]) -> SqlItems | None
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""
