@@ -45,9 +45,10 @@ def test_changed_rows_send_only_changed_fields(cli, braze_env, example_project):
     con = duckdb.connect(str(example_project / "warehouse.duckdb"))
     con.execute("update customers set loyalty_tier = 'platinum' where customer_id = 'c_00002'")
     con.close()
-    code, out, _ = cli("plan", "--select", "braze_users")
+    code, out, _ = cli("plan", "--select", "braze_users", "--json")
     assert code == 0
-    assert "loyalty_tier: 1 row(s)" in out
+    [users] = json.loads(out)["syncs"]
+    assert [(f["field"], f["rows"]) for f in users["fields"]] == [("loyalty_tier", 1)]
     code, out, err = cli("show", "--sync", "braze_users", "--op", "changed", "--format", "json")
     rows = json.loads(out)
     if sandbox.user("c_00002")["custom_attributes"]["loyalty_tier"] != "platinum":
