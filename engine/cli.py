@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("plan", _plan, "compute and save a plan: what would be sent, field by field")
     _select(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON (schemas/plan.schema.json)")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default=None,
+                   help="text (default), json (same as --json), or markdown for a pull-request comment")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report of the plan to FILE")
     p = cmd("apply", _apply, "send exactly a saved plan (the latest by default)")
     p.add_argument("plan_id", nargs="?")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -85,23 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-guard", action="append", default=[], metavar="NAME")
     p.add_argument("--json", action="store_true", help="print the plan and outcome as JSON")
     cmd("status", _status, "per sync: last run, rows in the snapshot, pending retries")
-    p = cmd("history", _history, "recent runs")
+    p = cmd("history", _history, "recent runs: counts, duration, data points and outcome")
     p.add_argument("sync", nargs="?")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
     p.add_argument("--limit", type=int, default=20)
     p = cmd("errors", _errors, "rows Braze rejected, with its reason and the payload sent")
     p.add_argument("sync", nargs="?")
     p.add_argument("--run", dest="run_id")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="same as --format json")
+    p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default=None)
     p = cmd("show", _show, "browse a plan's rows and their exact payloads")
     p.add_argument("plan_id", nargs="?")
     p.add_argument("--sync")
     p.add_argument("--op", choices=["added", "changed", "removed", "invalid", "retry"])
     p.add_argument("--key")
-    p.add_argument("--field")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--format", choices=["table", "json", "jsonl"], default="table")
+    p.add_argument("--field", help="rows whose value of this field changed")
+    p.add_argument("--limit", type=int, default=20, help="rows to show (0: all, for exports)")
+    p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report of the plan to FILE")
     p = cmd("reset", _reset, "forget a sync's snapshot: the next plan sends every row as added")
     p.add_argument("sync")
     p.add_argument("--yes", action="store_true")
@@ -273,13 +278,31 @@ def _plan(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     syncs = ctx.syncs(args.select)
+    fmt = "json" if args.json else (args.format or "text")
     with ctx.state("plan") as state:
-        plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False))
-    if args.json:
+        with console.progress("planning") as progress:
+            plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False),
+                              progress=progress)
+        if args.html:
+            _write_html(state, plan, Path(args.html))
+    if fmt == "json":
         console.print_json(plan.to_json())
+    elif fmt == "markdown":
+        from engine.report_markdown import plan_markdown
+
+        console.print_text(plan_markdown(plan))
     else:
         console.print_plan(plan)
     return 0
+
+
+def _write_html(state: Any, plan: Any, path: Path, **filters: Any) -> None:
+    from engine import console
+    from engine.report_html import write_report
+
+    info = write_report(path, state, plan, **filters)
+    note = "" if info["embedded"] == info["matching"] else f" (first {info['embedded']:,} of {info['matching']:,})"
+    console.note(f"wrote {path}: {info['embedded']:,} row(s){note}")
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -324,9 +347,9 @@ def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any]) -> int:
     from engine.runner import apply_plan
 
     stop = threading.Event()
-    with _interrupts(stop):
+    with _interrupts(stop), console.progress("sending") as progress:
         result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=True), stop=stop,
-                            progress=_progress_printer())
+                            progress=progress)
     console.print_apply(result)
     return result.exit_code
 
@@ -341,7 +364,9 @@ def _run(args: argparse.Namespace) -> int:
     syncs = ctx.syncs(args.select)
     by_name = {s.name: s for s in syncs}
     with ctx.state("run") as state:
-        plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False))
+        with console.progress("planning") as progress:
+            plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False),
+                              progress=progress)
         if args.json:
             console.print_json(plan.to_json())
         else:
@@ -385,26 +410,6 @@ class _interrupts:
             signal.signal(sig, handler)
 
 
-def _progress_printer() -> Callable[[str, int, int, int], None] | None:
-    if not sys.stderr.isatty():
-        return None
-    last = {"t": 0.0}
-
-    def show(sync: str, done: int, total: int, requests: int) -> None:
-        import time
-
-        t = time.monotonic()
-        if t - last["t"] < 0.2 and done < total:
-            return
-        last["t"] = t
-        sys.stderr.write(f"\r{sync}: {done:,}/{total:,} rows, {requests:,} requests   ")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
-
-
 def _status(args: argparse.Namespace) -> int:
     from engine import console
 
@@ -432,13 +437,9 @@ def _history(args: argparse.Namespace) -> int:
     with ctx.state("history", read_only=True) as state:
         runs = state.runs(args.sync, limit=args.limit)
     if args.json:
-        console.print_json(runs)
+        console.print_json([console.run_json(r) for r in runs])
         return 0
-    rows = [{**r, "started": f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
-             "duration": console.duration((r["finished_at"] - r["started_at"]).total_seconds())
-             if r["finished_at"] else "-"} for r in runs]
-    console.print_lines(console.table(rows, ["run_id", "sync", "started", "duration", "status", "acknowledged",
-                                             "rejected", "not_attempted", "requests", "data_points"]))
+    console.print_table(console.history_rows(runs), console.HISTORY_COLUMNS)
     return 0
 
 
@@ -449,41 +450,43 @@ def _errors(args: argparse.Namespace) -> int:
     ctx = Context(args)
     with ctx.state("errors", read_only=True) as state:
         rows = errors(state, args.sync, args.run_id, args.limit)
-    if args.json:
-        console.print_json(rows)
-        return 0
-    if not rows:
-        console.print_lines(["No rejected rows."])
-        return 0
-    for r in rows:
-        console.print_lines([f"{r['sync']} {r['key']} (run {r['run_id']}): {r['reason']}", f"  sent: {r['item']}"])
+    fmt = "json" if args.json else (args.format or "table")
+    if fmt == "json":
+        console.print_json([console.error_json(r) for r in rows])
+    elif fmt == "jsonl":
+        console.print_jsonl(console.error_json(r) for r in rows)
+    elif fmt == "csv":
+        console.print_csv(("run_id", "sync", "key", "reason", "payload", "at"),
+                          ([r["run_id"], r["sync"], r["key"], r["reason"], r["item"] or "",
+                            console.error_json(r)["at"]] for r in rows))
+    else:
+        console.print_blocks(console.errors_blocks(rows, args.limit))
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     from engine import console
     from engine.planner import load_plan
-    from engine.show import plan_rows
+    from engine.show import CSV_COLUMNS, count_rows, csv_record, iter_plan_rows, json_record
 
     ctx = Context(args)
+    filters = {"sync": args.sync, "op": args.op, "key": args.key, "field": args.field}
     with ctx.state("show", read_only=True) as state:
         plan = load_plan(state, args.plan_id)
-        rows = plan_rows(state, plan, sync=args.sync, op=args.op, key=args.key, field=args.field, limit=args.limit)
-    if args.format == "json":
-        console.print_json(rows)
-    elif args.format == "jsonl":
-        import json
-
-        for r in rows:
-            sys.stdout.write(json.dumps(r, default=str) + "\n")
-    else:
-        for r in rows:
-            console.print_lines([f"{r['sync']} {r['op']} {r['key']} [{r['status']}]"
-                                 + (f" changed: {', '.join(r['changed'])}" if r["changed"] else "")
-                                 + (f" reason: {r['reason']}" if r["reason"] else ""),
-                                 f"  payload: {r['payload_json'] or '-'}"])
-        if not rows:
-            console.print_lines(["(no rows match)"])
+        if args.html:
+            _write_html(state, plan, Path(args.html), **filters)
+            return 0
+        rows = iter_plan_rows(state, plan, limit=args.limit or None, **filters)
+        if args.format == "json":
+            console.print_json([json_record(r) for r in rows])
+        elif args.format == "jsonl":
+            console.print_jsonl(json_record(r) for r in rows)
+        elif args.format == "csv":
+            console.print_csv(CSV_COLUMNS, (csv_record(r) for r in rows))
+        else:
+            shown = list(rows)
+            matching = count_rows(state, plan, **filters) if len(shown) >= (args.limit or 0) else len(shown)
+            console.print_blocks(console.show_blocks(plan.plan_id, shown, matching))
     return 0
 
 

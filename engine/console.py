@@ -1,17 +1,25 @@
 """Everything printed for people. The core never prints; the CLI calls these.
 
-Colour only on a terminal (rich decides); plain, stable text otherwise, so logs and
-golden files read the same."""
+Colour, tables and progress bars only on a terminal (rich decides); plain, stable text
+otherwise, so logs and golden files read the same. A plan is first laid out as blocks
+(styled lines and tables); `plan_text` renders them as plain text, `print_plan` with rich.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
 from engine.plan import Plan, SyncPlan
 from engine.runner import ApplyResult
@@ -19,9 +27,25 @@ from engine.runner import ApplyResult
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+OPS = ("added", "changed", "removed")
+INVALID_SHOWN = 5
+OP_STYLE = {"added": "green", "changed": "yellow", "removed": "red", "retry": "cyan", "invalid": "magenta"}
+
+
+# ------------------------------------------------------------------------------------------ numbers
+
 
 def n(value: int | float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def compact(value: float) -> str:
+    """1234 → 1.2k, 9_600_000 → 9.6M: for one-line summaries."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            text = f"{value / size:.1f}".removesuffix(".0")
+            return text + unit
+    return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
 
 
 def short(value: Any, width: int = 40) -> str:
@@ -34,61 +58,122 @@ def duration(seconds: float) -> str:
         return f"{seconds * 1000:.0f} ms" if seconds else "0 s"
     if seconds < 120:
         return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
-def plan_text(plan: Plan) -> list[str]:
-    lines = [f"Plan {plan.plan_id}"]
+def plural(count: int, word: str) -> str:
+    return f"{n(count)} {word}" + ("" if count == 1 else "s")
+
+
+# ------------------------------------------------------------------------------------------ blocks
+
+
+@dataclass(frozen=True)
+class TableBlock:
+    """A table: plain text aligns columns with spaces; a terminal gets a rich Table."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    right: tuple[bool, ...]              # right-align this column (numbers)
+    indent: int = 2
+
+
+Block = Text | TableBlock
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    text = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            text.append(part[0], style=part[1])
+        else:
+            text.append(part)
+    return text
+
+
+def plan_blocks(plan: Plan) -> list[Block]:
     if not plan.has_changes:
-        lines.append("No changes. Braze is in step with every selected model.")
-        return lines
+        rows = sum(s.counts.total for s in plan.syncs)
+        return [_line(("No changes", "bold green"),
+                      f" (plan {plan.plan_id}): Braze is in step with {plural(len(plan.syncs), 'sync')}, "
+                      f"{plural(rows, 'row')} compared.")]
+    blocks: list[Block] = [_line(("Plan ", "bold"), (plan.plan_id, "bold"))]
     for s in plan.syncs:
-        lines += [""] + sync_text(s)
+        blocks.append(Text(""))
+        blocks += sync_blocks(s)
+    blocks.append(Text(""))
+    totals = [s.to_json() for s in plan.syncs]
+    to_send = sum(t["to_send"] - t["invalid"] for t in totals)
+    blocks.append(_line(
+        "Total: ", f"{plural(max(0, to_send), 'row')} to send in {plural(sum(t['requests'] for t in totals), 'request')}, "
+        f"~{n(sum(t['data_points'] for t in totals))} data points, "
+        f"~{duration(sum(s.seconds for s in plan.syncs))} at the rate limit."))
     blocked = plan.blocked
-    lines.append("")
     if blocked:
-        lines.append(f"Guards blocked {len(blocked)} check(s); `reflow apply` refuses this plan unless "
-                     "you pass --allow-guard NAME.")
+        names = " ".join(sorted({f"--allow-guard {g.name}" for _, g in blocked}))
+        blocks.append(_line((f"Blocked by {plural(len(blocked), 'guard')}", "bold red"),
+                            f": `reflow apply` refuses this plan unless you pass {names}."))
     else:
-        lines.append(f"Saved. Apply exactly this plan with `reflow apply {plan.plan_id}`.")
-    return lines
+        blocks.append(_line(f"Saved. Review rows with `reflow show {plan.plan_id}`; apply exactly this plan with "
+                            f"`reflow apply {plan.plan_id}`."))
+    return blocks
 
 
-def sync_text(s: SyncPlan) -> list[str]:
+def _counts_parts(s: SyncPlan) -> list[str | tuple[str, str]]:
     c = s.counts
-    head = (f"{s.name} → {s.object} ({s.connection}): "
-            f"+{n(c.added)} added  ~{n(c.changed)} changed  -{n(c.removed)} removed  "
-            f"={n(c.unchanged)} unchanged  ↻{n(c.retry)} retry  ✗{n(c.invalid)} invalid")
-    lines = [head]
+    parts: list[str | tuple[str, str]] = []
+    for sign, label, value in (("+", "added", c.added), ("~", "changed", c.changed), ("-", "removed", c.removed),
+                               ("=", "unchanged", c.unchanged), ("↻", "retry", c.retry),
+                               ("✗", "invalid", c.invalid)):
+        style = OP_STYLE.get(label, "dim") if value else "dim"
+        parts += [(f"{sign}{n(value)} {label}", style), "  "]
+    return parts[:-1]
+
+
+def sync_blocks(s: SyncPlan) -> list[Block]:
+    c = s.counts
+    head: list[str | tuple[str, str]] = [(s.name, "bold"), f" → {s.object} ({s.connection}): "]
     if not s.has_changes:
-        lines.append("  No changes.")
-        return lines
-    reqs = ", ".join(f"{k}: {n(v)}" for k, v in sorted(s.requests.items())) or "none"
-    lines.append(f"  Braze: {n(s.total_requests)} request(s) ({reqs}); ~{n(s.data_points)} data points; "
-                 f"~{duration(s.seconds)} at the rate limit")
+        return [_line(*head, ("no changes", "green"), f" ({plural(c.total, 'row')})")]
+    head += _counts_parts(s)
+    head += [f"  | {plural(s.total_requests, 'request')}, ~{n(s.data_points)} data points, "
+             f"~{duration(s.seconds)} at the rate limit"]
+    blocks: list[Block] = [_line(*head)]
+    if len(s.requests) > 1:
+        blocks.append(_line("  requests: " + ", ".join(f"{k}: {n(v)}" for k, v in sorted(s.requests.items()))))
     if c.not_sent:
-        lines.append(f"  {n(c.not_sent)} row(s) in the plan send nothing (recorded only)")
+        blocks.append(_line(f"  {plural(c.not_sent, 'row')} in the plan send nothing (recorded only)"))
     for note in s.notes:
-        lines.append(f"  note: {note}")
+        blocks.append(_line(("  note: ", "yellow"), note))
     if s.fields:
-        lines.append("  changed fields:")
+        rows = []
         for f in s.fields:
             sample = ""
             if f.samples:
                 key, old, new = f.samples[0]
-                sample = f"  e.g. {key}: {short(old)} → {short(new)}"
-            nulled = f", {n(f.nulled)} became null" if f.nulled else ""
-            lines.append(f"    {f.field}: {n(f.rows)} row(s){nulled}{sample}")
-    for op in ("added", "changed", "removed"):
+                sample = f"{key}: {short(old, 30)} → {short(new, 30)}"
+            rows.append((f.field, n(f.rows), n(f.nulled), sample))
+        blocks.append(TableBlock(("field", "rows changed", "became null", "e.g. old → new"), tuple(rows),
+                                 (False, True, True, False)))
+    for op in OPS:
         for row in s.samples.get(op, []):
-            lines.append(f"  {op} {row['key']}: {_sample_values(op, row)}")
-    for key, reason in s.invalid_samples[:5]:
-        lines.append(f"  invalid {key}: {reason}")
-    if len(s.invalid_samples) > 5 or c.invalid > len(s.invalid_samples[:5]):
-        lines.append(f"  … {n(c.invalid)} invalid row(s) in all; `reflow show --op invalid` lists them")
+            blocks.append(_line("  ", (op, OP_STYLE[op]), f" {row['key']}: {_sample_values(op, row)}"))
+    for key, reason in s.invalid_samples[:INVALID_SHOWN]:
+        blocks.append(_line("  ", ("invalid", OP_STYLE["invalid"]), f" {key}: {reason}"))
+    if c.invalid > min(len(s.invalid_samples), INVALID_SHOWN):
+        blocks.append(_line(f"  … {plural(c.invalid, 'invalid row')} in all; "
+                            f"`reflow show --sync {s.name} --op invalid` lists them"))
     for g in s.guards:
-        lines.append(f"  guard {g.describe()}")
-    return lines
+        verdict = ("BLOCKED", "bold red") if g.blocked else ("passed", "green")
+        unit = "%" if g.name.endswith("_pct") else ""
+        blocks.append(_line(f"  guard {g.name}: {_num(g.actual)}{unit} (limit {_num(g.limit)}{unit}) ", verdict))
+    return blocks
+
+
+def _num(value: float) -> str:
+    return f"{value:,.1f}" if not float(value).is_integer() else f"{int(value):,}"
 
 
 def _sample_values(op: str, row: dict[str, Any]) -> str:
@@ -105,9 +190,52 @@ def _sample_values(op: str, row: dict[str, Any]) -> str:
     return text
 
 
+def blocks_text(blocks: Sequence[Block]) -> list[str]:
+    lines: list[str] = []
+    for b in blocks:
+        if isinstance(b, TableBlock):
+            lines += _plain_table(b)
+        else:
+            lines.append(b.plain)
+    return lines
+
+
+def _plain_table(t: TableBlock) -> list[str]:
+    widths = [max(len(c), *(len(r[i]) for r in t.rows)) for i, c in enumerate(t.columns)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        out_cells = [c.rjust(w) if right else c.ljust(w) for c, w, right in zip(cells, widths, t.right, strict=True)]
+        return (" " * t.indent + "  ".join(out_cells)).rstrip()
+
+    return [fmt(t.columns)] + [fmt(r) for r in t.rows]
+
+
+def print_blocks(blocks: Sequence[Block], console: Console | None = None) -> None:
+    console = console or out
+    if not console.is_terminal:
+        for line in blocks_text(blocks):
+            console.file.write(line + "\n")
+        console.file.flush()
+        return
+    for b in blocks:
+        if isinstance(b, TableBlock):
+            table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, header_style="bold dim")
+            for col, right in zip(b.columns, b.right, strict=True):
+                table.add_column(col, justify="right" if right else "left", overflow="fold")
+            for r in b.rows:
+                table.add_row(*r)
+            console.print(Padding(table, (0, 0, 0, b.indent)))
+        else:
+            console.print(b)
+
+
+def plan_text(plan: Plan) -> list[str]:
+    """The plan as plain text: what a log or a non-terminal shows (golden-tested)."""
+    return blocks_text(plan_blocks(plan))
+
+
 def print_plan(plan: Plan) -> None:
-    for line in plan_text(plan):
-        out.print(escape(line))
+    print_blocks(plan_blocks(plan))
 
 
 def print_json(data: Any) -> None:
@@ -115,25 +243,50 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def apply_text(result: ApplyResult) -> list[str]:
-    lines = []
+def print_text(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------------------------ apply
+
+
+def apply_blocks(result: ApplyResult) -> list[Block]:
+    blocks: list[Block] = []
     for s in result.syncs:
-        line = (f"{s.name}: {n(s.acknowledged)} acknowledged, {n(s.rejected)} rejected, "
-                f"{n(s.not_attempted + s.invalid)} pending; {n(s.requests)} request(s), "
-                f"{n(s.data_points)} data points, {duration(s.seconds)}")
-        lines.append(line)
+        pending = s.not_attempted + s.invalid
+        blocks.append(_line(
+            (s.name, "bold"), ": ",
+            (f"{n(s.acknowledged)} acknowledged", "green" if s.acknowledged else "dim"), ", ",
+            (f"{n(s.rejected)} rejected", "red" if s.rejected else "dim"), ", ",
+            (f"{n(pending)} pending", "yellow" if pending else "dim"),
+            f"; {plural(s.requests, 'request')}, {n(s.data_points)} data points, {duration(s.seconds)}"
+            + (f" ({n(s.acknowledged / s.seconds)} rows/s)" if s.seconds >= 1 and s.acknowledged else "")))
+        if s.skipped:
+            blocks.append(_line(f"  {plural(s.skipped, 'row')} recorded without sending"))
+        if s.invalid:
+            blocks.append(_line(f"  {plural(s.invalid, 'invalid row')} not sent; `reflow show --op invalid` "
+                                "lists them with the rule each breaks"))
         if s.error:
-            lines.append(f"  stopped: {s.error}")
+            blocks.append(_line(("  stopped: ", "bold red"), s.error))
     if result.interrupted:
-        lines.append("Interrupted: batches in flight were recorded; the rest stays pending for the next plan.")
+        blocks.append(_line(("Interrupted", "bold yellow"),
+                            ": batches in flight were recorded; the rest stays pending for the next plan."))
     elif any(s.rejected for s in result.syncs):
-        lines.append("Some rows were rejected; `reflow errors` shows Braze's reasons. They are retried next run.")
-    return lines
+        blocks.append(_line("Some rows were rejected; `reflow errors` shows Braze's reasons and the payloads sent. "
+                            "They are retried next run."))
+    return blocks
+
+
+def apply_text(result: ApplyResult) -> list[str]:
+    return blocks_text(apply_blocks(result))
 
 
 def print_apply(result: ApplyResult) -> None:
-    for line in apply_text(result):
-        out.print(escape(line))
+    print_blocks(apply_blocks(result))
+
+
+# ------------------------------------------------------------------------------------------ lines, tables
 
 
 def print_lines(lines: Sequence[str]) -> None:
@@ -153,15 +306,245 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[str]:
     if not rows:
         return ["(none)"]
     widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    numeric = {c: all(isinstance(r.get(c), int | float) or r.get(c) is None for r in rows) for c in columns}
+
+    def fmt(cells: dict[str, str]) -> str:
+        return "  ".join(cells[c].rjust(widths[c]) if numeric[c] else cells[c].ljust(widths[c])
+                         for c in columns).rstrip()
+
+    lines = [fmt({c: c for c in columns})]
     for r in rows:
-        lines.append("  ".join(_cell(r.get(c)).ljust(widths[c]) for c in columns).rstrip())
+        lines.append(fmt({c: _cell(r.get(c)) for c in columns}))
     return lines
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, int):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
         return n(value)
     return str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        print_lines(["(none)"])
+        return
+    numeric = {c: all(isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool) or r.get(c) is None
+                      for r in rows) for c in columns}
+    print_blocks([TableBlock(tuple(columns), tuple(tuple(_cell(r.get(c)) for c in columns) for r in rows),
+                             tuple(numeric[c] for c in columns), indent=0)])
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+PlanProgress = Callable[[str, int, int], None]               # sync, rows done, rows total
+ApplyProgress = Callable[[str, int, int, int], None]         # sync, rows done, rows total, requests
+
+
+@dataclass
+class LineProgress:
+    """Quiet progress for logs (stderr not a terminal): one line every `every` seconds, or at each
+    10% step once the work has run for `after` seconds. Short runs print nothing."""
+
+    verb: str
+    every: float = 10.0
+    after: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    write: Callable[[str], None] = field(default_factory=lambda: _write_stderr)
+    _start: dict[str, float] = field(default_factory=dict)
+    _last: dict[str, float] = field(default_factory=dict)
+    _decile: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, sync: str, done: int, total: int, requests: int | None = None) -> None:
+        now = self.clock()
+        start = self._start.setdefault(sync, now)
+        last = self._last.setdefault(sync, start)
+        decile = (10 * done // total) if total else 10
+        new_step = decile > self._decile.get(sync, 0)
+        if not (now - last >= self.every or (new_step and now - start >= self.after)):
+            return
+        self._last[sync] = now
+        self._decile[sync] = decile
+        self.write(progress_line(self.verb, sync, done, total, requests, now - start) + "\n")
+
+
+def _write_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def progress_line(verb: str, sync: str, done: int, total: int, requests: int | None, elapsed: float) -> str:
+    pct = f" ({100 * done // total}%)" if total else ""
+    parts = [f"{verb} {sync}: {n(done)}/{n(total)} rows{pct}"]
+    if requests is not None:
+        parts.append(plural(requests, "request"))
+    if elapsed > 0 and done:
+        rate = done / elapsed
+        parts.append(f"{n(round(rate))} rows/s")
+        if total > done:
+            parts.append(f"ETA {duration((total - done) / rate)}")
+    return ", ".join(parts)
+
+
+@contextmanager
+def progress(verb: str) -> Iterator[Callable[..., None]]:
+    """A progress callback for planning (sync, done, total) or applying (sync, done, total, requests):
+    rich bars on a terminal, a line now and then in logs."""
+    if not err.is_terminal:
+        yield LineProgress(verb)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[extra]}"), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+    tasks: dict[str, TaskID] = {}
+    started: dict[str, float] = {}
+
+    def update(sync: str, done: int, total: int, requests: int | None = None) -> None:
+        if sync not in tasks:
+            tasks[sync] = bars.add_task(f"{verb} {sync}", total=total or None, extra="", rate="")
+            started[sync] = time.monotonic()
+        elapsed = time.monotonic() - started[sync]
+        rate = f"{n(round(done / elapsed))} rows/s" if elapsed > 0.2 and done else ""
+        extra = plural(requests, "request") if requests is not None else ""
+        bars.update(tasks[sync], completed=done, total=total or None, extra=extra, rate=rate)
+
+    with bars:
+        yield update
+
+
+# ------------------------------------------------------------------------------------------ show, errors, history
+
+
+def row_summary(row: dict[str, Any], width: int = 48) -> str:
+    """What a plan row changes, in one line: field old → new for changed rows, its values otherwise."""
+    if row.get("diff"):
+        return ", ".join(f"{f} {short(v['old'], width // 2)} → {short(v['new'], width // 2)}"
+                         for f, v in row["diff"].items())
+    values = row.get("old") if row.get("op") == "removed" else row.get("new")
+    if not values:
+        return ""
+    parts = [f"{k}={short(v, width // 2)}" for k, v in list(values.items())[:5]]
+    return ", ".join(parts) + (", …" if len(values) > 5 else "")
+
+
+def show_blocks(plan_id: str, rows: Sequence[dict[str, Any]], matching: int) -> list[Block]:
+    if not rows:
+        return [_line(f"Plan {plan_id}: no rows match.")]
+    blocks: list[Block] = [_line(("Plan ", "bold"), (plan_id, "bold"),
+                                 f": {plural(len(rows), 'row')} of {n(matching)} matching")]
+    for r in rows:
+        kind = r["kind"]
+        blocks.append(_line((r["sync"], "bold"), " ", (kind, OP_STYLE.get(kind, "")), f" {r['key']}: ",
+                            row_summary(r)))
+        if r.get("reason"):
+            blocks.append(_line(("  reason: ", "magenta" if kind == "invalid" else "dim"), r["reason"]))
+        payload = r.get("payload_json")
+        blocks.append(_line(("  payload: ", "dim"), payload if payload else f"(nothing sent: {r['status']})"))
+    return blocks
+
+
+def errors_blocks(rows: Sequence[dict[str, Any]], limit: int) -> list[Block]:
+    if not rows:
+        return [_line(("No rejected rows.", "green"))]
+    reasons: dict[str, int] = {}
+    for r in rows:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    more = " (the most recent; --limit N shows more)" if len(rows) >= limit else ""
+    blocks: list[Block] = [_line((plural(len(rows), "rejected row"), "bold red"), more)]
+    blocks.append(TableBlock(("reason", "rows"), tuple((k, n(v)) for k, v in
+                                                      sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+                             (False, True)))
+    for r in rows:
+        blocks.append(_line((r["sync"], "bold"), f" {r['key']} (run {r['run_id']}, {_when(r.get('at'))}): ",
+                            (r["reason"], "red")))
+        blocks.append(_line(("  sent: ", "dim"), r["item"] or "-"))
+    return blocks
+
+
+def history_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs as table rows: duration, pending, and a plain outcome."""
+    out_rows = []
+    for r in runs:
+        finished = r.get("finished_at")
+        seconds = (finished - r["started_at"]).total_seconds() if finished else None
+        out_rows.append({
+            "run": r["run_id"], "sync": r["sync"], "started": _when(r["started_at"]),
+            "duration": duration(seconds) if seconds is not None else "-",
+            "outcome": r["status"], "acknowledged": r["acknowledged"], "rejected": r["rejected"],
+            "pending": r["not_attempted"], "recorded": r["skipped"], "requests": r["requests"],
+            "data points": r["data_points"],
+        })
+    return out_rows
+
+
+HISTORY_COLUMNS = ("run", "sync", "started", "duration", "outcome", "acknowledged", "rejected", "pending",
+                   "recorded", "requests", "data points")
+
+
+def _when(value: Any) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if hasattr(value, "strftime") else str(value or "-")
+
+
+# ------------------------------------------------------------------------------------------ machine forms
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat(timespec="seconds")) + "Z"
+    return str(value)
+
+
+def run_json(r: dict[str, Any]) -> dict[str, Any]:
+    """One run for `reflow history --json`: the stored columns, times as ISO 8601 UTC, plus duration."""
+    finished = r.get("finished_at")
+    seconds = (finished - r["started_at"]).total_seconds() if finished and r.get("started_at") else None
+    return {**r, "started_at": _iso(r.get("started_at")), "finished_at": _iso(finished),
+            "duration_seconds": round(seconds, 3) if seconds is not None else None,
+            "pending": r.get("not_attempted", 0)}
+
+
+def error_json(r: dict[str, Any]) -> dict[str, Any]:
+    """One rejected row for `reflow errors --json`: the payload sent, parsed, next to its text."""
+    item = r.get("item")
+    try:
+        payload = json.loads(item) if item else None
+    except ValueError:
+        payload = None
+    return {"run_id": r["run_id"], "sync": r["sync"], "key": r["key"], "reason": r["reason"],
+            "payload": payload, "payload_json": item, "at": _iso(r.get("at"))}
+
+
+def print_jsonl(records: Iterable[Any]) -> None:
+    for record in records:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_csv(header: Sequence[str], records: Iterable[Sequence[Any]]) -> None:
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(header)
+    for record in records:
+        writer.writerow(record)
+    sys.stdout.flush()
+
+
+def note(message: str) -> None:
+    """A side remark (e.g. a file written) on stderr, so stdout stays the command's output."""
+    err.print(escape(message), style="dim" if err.is_terminal else None)

@@ -14,6 +14,8 @@ SKIP = "skip"            # part of the plan, sends nothing (e.g. a changed, alre
 REHASH = "rehash"        # hash differs but no value did (column order, DuckDB upgrade): record only
 BASELINE = "baseline"    # first_run: baseline records the row without sending
 
+PLAN_FORMAT_VERSION = 1  # of Plan.to_json; bumped only if a key changes meaning or goes away
+
 
 @dataclass(frozen=True)
 class Counts:
@@ -91,6 +93,31 @@ class SyncPlan:
     def counts_json(self) -> str:
         return json.dumps(asdict(self.counts))
 
+    def to_json(self) -> dict[str, Any]:
+        """One sync of `Plan.to_json` (schemas/plan.schema.json, `$defs/sync`)."""
+        c = self.counts
+        return {
+            "name": self.name, "model": self.model, "object": self.object, "connection": self.connection,
+            "added": c.added, "changed": c.changed, "removed": c.removed,
+            "unchanged": c.unchanged, "retry": c.retry, "invalid": c.invalid,
+            "not_sent": c.not_sent, "baseline": c.baseline, "total": c.total, "to_send": c.to_send,
+            "has_changes": self.has_changes,
+            "requests": self.total_requests, "requests_by_endpoint": dict(self.requests),
+            "data_points": self.data_points, "estimated_seconds": round(self.seconds, 3),
+            "first_run": self.first_run,
+            "fields": [{"field": f.field, "rows": f.rows, "nulled": f.nulled,
+                        "samples": [{"key": k, "old": old, "new": new} for k, old, new in f.samples]}
+                       for f in self.fields],
+            "guards": [asdict(g) for g in self.guards],
+            "blocked": bool(self.blocked),
+            "samples": {op: list(rows) for op, rows in self.samples.items()},
+            "invalid_samples": [{"key": k, "reason": r} for k, r in self.invalid_samples],
+            "notes": list(self.notes),
+            "snapshot_version": self.snapshot_version,
+            "snapshot_rows": self.snapshot_rows,
+            "fingerprint": self.fingerprint,
+        }
+
     def info_json(self) -> str:
         return json.dumps({
             "model": self.model, "object": self.object, "connection": self.connection,
@@ -115,28 +142,21 @@ class Plan:
         return tuple((s.name, g) for s in self.syncs for g in s.blocked)
 
     def to_json(self) -> dict[str, Any]:
-        """The stable, documented machine form (schemas/plan.schema.json)."""
+        """The stable, documented machine form (schemas/plan.schema.json). Keys are only ever added."""
+        syncs = [s.to_json() for s in self.syncs]
         return {
+            "format_version": PLAN_FORMAT_VERSION,
             "plan_id": self.plan_id,
             "created_at": self.created_at.isoformat(timespec="seconds") + "Z",
             "status": self.status,
             "has_changes": self.has_changes,
-            "syncs": [
-                {
-                    "name": s.name, "model": s.model, "object": s.object, "connection": s.connection,
-                    "added": s.counts.added, "changed": s.counts.changed, "removed": s.counts.removed,
-                    "unchanged": s.counts.unchanged, "retry": s.counts.retry, "invalid": s.counts.invalid,
-                    "not_sent": s.counts.not_sent, "total": s.counts.total,
-                    "requests": s.total_requests, "requests_by_endpoint": dict(s.requests),
-                    "data_points": s.data_points, "estimated_seconds": round(s.seconds, 3),
-                    "first_run": s.first_run,
-                    "fields": [{"field": f.field, "rows": f.rows, "nulled": f.nulled} for f in s.fields],
-                    "guards": [asdict(g) for g in s.guards],
-                    "snapshot_version": s.snapshot_version,
-                    "fingerprint": s.fingerprint,
-                }
-                for s in self.syncs
-            ],
+            "blocked": [{"sync": name, "guard": g.name} for name, g in self.blocked],
+            "totals": {
+                key: sum(s[key] for s in syncs)
+                for key in ("added", "changed", "removed", "unchanged", "retry", "invalid", "requests",
+                            "data_points")
+            } | {"estimated_seconds": round(sum(s.seconds for s in self.syncs), 3)},
+            "syncs": syncs,
         }
 
 

@@ -1,43 +1,194 @@
-"""Browsing a saved plan's rows and their exact payloads (read-only)."""
+"""Browsing a saved plan's rows and their exact payloads (read-only).
+
+A plan's rows live in `plan_rows`, one per delta row, numbered by `seq`; each sync owns a
+contiguous seq range (`SyncPlan.seq_min..seq_max`). Queries scan that range in growing
+windows, so `show --limit 20` on a plan of millions of rows reads a few row groups, not the
+whole table. Rows whose hash changed but no value did (`rehash`) are counted as unchanged
+and never shown.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from engine.plan import Plan
+from engine.errors import UserError
+from engine.plan import INVALID, REHASH, Plan, SyncPlan
 from engine.state import DB, State
 
+KINDS = ("added", "changed", "removed", "invalid", "retry")
+FIRST_WINDOW = 4096
+EXPORT_CHUNK = 10_000
+COLUMNS = "sync, seq, key, op, status, retry, changed, new_row, old_row, channel, item, data_points, reason"
 
-def plan_rows(state: State, plan: Plan, *, sync: str | None = None, op: str | None = None,
-              key: str | None = None, field: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    clauses = ["plan_id = ?"]
-    params: list[Any] = [plan.plan_id]
-    if sync:
-        clauses.append("sync = ?")
-        params.append(sync)
+
+def kind_of(op: str, status: str, retry: bool) -> str:
+    """The review category of a plan row: invalid, retry, or its op."""
+    if status == INVALID:
+        return "invalid"
+    if retry:
+        return "retry"
+    return op
+
+
+def _filters(op: str | None, key: str | None, field: str | None) -> tuple[list[str], list[Any]]:
+    clauses = [f"status <> '{REHASH}'"]
+    params: list[Any] = []
     if op == "invalid":
-        clauses.append("status = 'invalid'")
+        clauses.append(f"status = '{INVALID}'")
     elif op == "retry":
-        clauses.append("retry")
+        clauses.append(f"retry AND status <> '{INVALID}'")
     elif op:
-        clauses.append("op = ? AND NOT retry AND status <> 'invalid'")
+        clauses.append(f"op = ? AND NOT retry AND status <> '{INVALID}'")
         params.append(op)
-    if key:
+    if key is not None:
         clauses.append("key = ?")
         params.append(key)
     if field:
         clauses.append("list_contains(changed, ?)")
         params.append(field)
-    cur = state.con.execute(
-        f"SELECT sync, key, op, status, retry, changed, new_row, old_row, channel, item, data_points, reason "
-        f"FROM {DB}.plan_rows WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT {int(limit)}", params)
-    out = []
-    for r in cur.fetchall():
-        out.append({
-            "sync": r[0], "key": r[1], "op": r[2], "status": r[3], "retry": r[4], "changed": list(r[5] or []),
-            "new": json.loads(r[6]) if r[6] else None, "old": json.loads(r[7]) if r[7] else None,
-            "channel": r[8], "payload": json.loads(r[9]) if r[9] else None, "payload_json": r[9],
-            "data_points": r[10], "reason": r[11],
-        })
-    return out
+    return clauses, params
+
+
+def select_syncs(plan: Plan, sync: str | None) -> list[SyncPlan]:
+    if sync is None:
+        return list(plan.syncs)
+    chosen = [s for s in plan.syncs if s.name == sync]
+    if not chosen:
+        names = ", ".join(s.name for s in plan.syncs) or "none"
+        raise UserError(f"--sync: plan {plan.plan_id} has no sync '{sync}' (it has: {names})")
+    return chosen
+
+
+def check_op(op: str | None) -> None:
+    if op is not None and op not in KINDS:
+        raise UserError(f"--op must be one of {', '.join(KINDS)}, not '{op}'")
+
+
+def iter_plan_rows(state: State, plan: Plan, *, sync: str | None = None, op: str | None = None,
+                   key: str | None = None, field: str | None = None,
+                   limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """Plan rows matching the filters, in plan order (sync by sync, seq order), at most `limit`."""
+    check_op(op)
+    if state.empty:
+        return
+    clauses, params = _filters(op, key, field)
+    where = " AND ".join(clauses)
+    remaining = limit if limit is not None and limit > 0 else None
+    for sp in select_syncs(plan, sync):
+        if sp.seq_max < sp.seq_min:
+            continue
+        start, window = sp.seq_min, FIRST_WINDOW
+        while start <= sp.seq_max:
+            if remaining is not None and remaining <= 0:
+                return
+            end = min(sp.seq_max + 1, start + window)
+            cap = remaining if remaining is not None else EXPORT_CHUNK
+            cur = state.con.execute(
+                f"SELECT {COLUMNS} FROM {DB}.plan_rows WHERE seq >= ? AND seq < ? AND plan_id = ? AND sync = ? "
+                f"AND {where} ORDER BY seq LIMIT {int(cap)}",
+                [start, end, plan.plan_id, sp.name, *params])
+            batch = cur.fetchall()
+            for r in batch:
+                yield row_dict(r)
+            if remaining is not None:
+                remaining -= len(batch)
+            if len(batch) == cap and (remaining is None or remaining > 0):
+                start = int(batch[-1][1]) + 1          # the window had more: continue after the last row
+                continue
+            start = end
+            window = min(window * 8, 1 << 22) if remaining is not None else max(window, EXPORT_CHUNK * 4)
+
+
+def plan_rows(state: State, plan: Plan, *, sync: str | None = None, op: str | None = None,
+              key: str | None = None, field: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """Up to `limit` rows (0: all) matching the filters, with the exact payload each sends."""
+    return list(iter_plan_rows(state, plan, sync=sync, op=op, key=key, field=field, limit=limit or None))
+
+
+def count_rows(state: State, plan: Plan, *, sync: str | None = None, op: str | None = None,
+               key: str | None = None, field: str | None = None) -> int:
+    check_op(op)
+    if state.empty:
+        return 0
+    clauses, params = _filters(op, key, field)
+    total = 0
+    for sp in select_syncs(plan, sync):
+        row = state.con.execute(
+            f"SELECT count(*) FROM {DB}.plan_rows WHERE seq >= ? AND seq <= ? AND plan_id = ? AND sync = ? AND "
+            + " AND ".join(clauses), [sp.seq_min, sp.seq_max, plan.plan_id, sp.name, *params]).fetchone()
+        total += int(row[0]) if row else 0
+    return total
+
+
+def row_dict(r: Sequence[Any]) -> dict[str, Any]:
+    sync, _seq, key, op, status, retry, changed, new_row, old_row, channel, item, data_points, reason = r
+    new = json.loads(new_row) if new_row else None
+    old = json.loads(old_row) if old_row else None
+    changed = list(changed or [])
+    return {
+        "sync": sync, "key": key, "kind": kind_of(op, status, bool(retry)), "op": op, "status": status,
+        "retry": bool(retry), "changed": changed,
+        "diff": {f: {"old": (old or {}).get(f), "new": (new or {}).get(f)} for f in changed},
+        "new": new, "old": old, "channel": channel,
+        "payload": json.loads(item) if item else None, "payload_json": item,
+        "data_points": data_points, "reason": reason,
+    }
+
+
+# ------------------------------------------------------------------------------------------ export
+
+CSV_COLUMNS = ("sync", "key", "kind", "op", "status", "changed", "diff", "channel", "payload", "data_points", "reason")
+
+
+def csv_record(row: dict[str, Any]) -> list[str]:
+    """One row as CSV cells: lists joined with ';', objects as compact JSON, the payload exactly as sent."""
+    return [
+        row["sync"], row["key"], row["kind"], row["op"], row["status"], ";".join(row["changed"]),
+        json.dumps(row["diff"], ensure_ascii=False, separators=(",", ":"), default=str) if row["diff"] else "",
+        row["channel"] or "", row["payload_json"] or "", str(row["data_points"] or 0), row["reason"] or "",
+    ]
+
+
+def json_record(row: dict[str, Any]) -> dict[str, Any]:
+    """One row for --format json/jsonl (everything but the duplicate payload text)."""
+    return {k: v for k, v in row.items() if k != "payload_json"}
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def numeric_deltas(state: State, plan: Plan, sp: SyncPlan, field: str, bins: int = 20) -> dict[str, Any] | None:
+    """Distribution of new − old for a numeric field over the sync's changed rows, computed in DuckDB.
+
+    None when fewer than two rows changed between numbers (e.g. a text field, or null ↔ number)."""
+    if state.empty or sp.seq_max < sp.seq_min:
+        return None
+    path = "$." + json.dumps(field)
+    numeric = "('BIGINT', 'UBIGINT', 'DOUBLE')"
+    deltas = (
+        f"SELECT json_extract(new_row, $path)::DOUBLE - json_extract(old_row, $path)::DOUBLE AS v "
+        f"FROM {DB}.plan_rows WHERE seq >= $lo AND seq <= $hi AND plan_id = $plan AND sync = $sync "
+        f"AND status <> '{REHASH}' AND list_contains(changed, $field) "
+        f"AND json_type(new_row, $path) IN {numeric} AND json_type(old_row, $path) IN {numeric}")
+    params = {"path": path, "lo": sp.seq_min, "hi": sp.seq_max, "plan": plan.plan_id, "sync": sp.name,
+              "field": field}
+    head = state.con.execute(
+        f"SELECT count(v), min(v), max(v), median(v), avg(v), count(v) FILTER (WHERE v > 0), "
+        f"count(v) FILTER (WHERE v < 0), count(v) FILTER (WHERE v <> floor(v)) FROM ({deltas})", params).fetchone()
+    if head is None or head[0] < 2:
+        return None
+    count, low, high, median, mean, up, down, fractional = head
+    if not fractional and high - low < bins:
+        bins = int(high - low) + 1             # whole-number deltas over a small range: one bar per value
+        width = 1.0
+    else:
+        width = (high - low) / bins if high > low else 1.0
+    counts = [0] * bins
+    for b, c in state.con.execute(
+            f"SELECT least(floor((v - $low) / $width)::BIGINT, {bins - 1}) AS b, count(*) FROM ({deltas}) "
+            "GROUP BY b", {**params, "low": low, "width": width}).fetchall():
+        counts[int(b)] += int(c)
+    return {"field": field, "count": int(count), "min": low, "max": high, "median": median, "mean": mean,
+            "increased": int(up), "decreased": int(down), "bin_width": width, "whole": not fractional and width == 1.0, "bins": counts}

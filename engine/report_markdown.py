@@ -1,0 +1,135 @@
+"""A plan as compact Markdown, for a pull-request or CI comment (`reflow plan --format markdown`).
+
+    this change would update `loyalty_tier` for 4,812 Braze users, ~9.6k data points
+"""
+
+from __future__ import annotations
+
+from engine.plan import Plan, SyncPlan
+
+FIELDS_NAMED = 3
+
+# object -> (noun for its rows, verb for added rows)
+NOUNS = {
+    "users": ("Braze users", "create"),
+    "events": ("events", "send"),
+    "purchases": ("purchases", "send"),
+    "catalog_items": ("catalog items", "add"),
+    "subscription_groups": ("subscription states", "set"),
+    "user_deletes": ("Braze users", "delete"),
+}
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _compact(value: float) -> str:
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f}".removesuffix(".0") + unit
+    return f"{value:,.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _code_list(names: list[str]) -> str:
+    quoted = [f"`{x}`" for x in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def sync_sentence(s: SyncPlan) -> str:
+    """What one sync would do, in words: "update `loyalty_tier` for 4,812 Braze users, ~9.6k data points"."""
+    noun, add_verb = NOUNS.get(s.object, (f"{s.object} rows", "add"))
+    c = s.counts
+    parts = []
+    if c.changed:
+        named = [f.field for f in s.fields[:FIELDS_NAMED]]
+        more = len(s.fields) - len(named)
+        fields = _code_list(named) if named else "values"
+        if more:
+            fields += f" (+{more} more field{'s' if more > 1 else ''})"
+        parts.append(f"update {fields} for {_n(c.changed)} {noun}")
+    if c.added:
+        parts.append(f"{add_verb} {_n(c.added)} {noun}" if s.object != "user_deletes" else
+                     f"delete {_n(c.added)} {noun}")
+    if c.removed:
+        parts.append(f"remove {_n(c.removed)} {noun}")
+    if c.retry:
+        parts.append(f"retry {_n(c.retry)} rejected row{'s' if c.retry != 1 else ''}")
+    if c.invalid:
+        parts.append(f"hold back {_n(c.invalid)} invalid row{'s' if c.invalid != 1 else ''}")
+    text = ", ".join(parts) if parts else "no changes"
+    if s.data_points:
+        text += f", ~{_compact(s.data_points)} data points"
+    if c.not_sent:
+        text += f" ({_n(c.not_sent)} recorded without sending)"
+    return text
+
+
+def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
+    lines = [f"### Reflow plan `{plan.plan_id}`", ""]
+    if not plan.has_changes:
+        total = sum(s.counts.total for s in plan.syncs)
+        lines.append(f"No changes: Braze is in step with {len(plan.syncs)} sync(s) ({_n(total)} rows compared).")
+        return "\n".join(lines) + "\n"
+    blocked = plan.blocked
+    if blocked:
+        lines.append("> [!CAUTION]")
+        lines.append("> Blocked by " + ", ".join(f"`{name}.{g.name}` ({g.describe()})" for name, g in blocked)
+                     + ". `reflow apply` refuses it without `--allow-guard`.")
+        lines.append("")
+    changed = [s for s in plan.syncs if s.has_changes]
+    lines.append("This change would:")
+    lines.append("")
+    for s in changed:
+        lines.append(f"- **{s.name}**: {sync_sentence(s)}")
+    quiet = [s.name for s in plan.syncs if not s.has_changes]
+    if quiet:
+        lines.append(f"- no changes: {', '.join(quiet)}")
+    lines.append("")
+    dp = sum(s.data_points for s in plan.syncs)
+    reqs = sum(s.total_requests for s in plan.syncs)
+    secs = sum(s.seconds for s in plan.syncs)
+    lines.append(f"Braze cost: **~{_compact(dp)} data points** ({_n(dp)}), {_n(reqs)} request(s), "
+                 f"~{_duration(secs)} at the rate limit.")
+    lines.append("")
+    lines.append("| sync | object | added | changed | removed | unchanged | retry | invalid | requests | data points |")
+    lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for s in plan.syncs:
+        c = s.counts
+        lines.append(f"| {s.name} | {s.object} | {_n(c.added)} | {_n(c.changed)} | {_n(c.removed)} | "
+                     f"{_n(c.unchanged)} | {_n(c.retry)} | {_n(c.invalid)} | {_n(s.total_requests)} | "
+                     f"{_n(s.data_points)} |")
+    fields = [(s, f) for s in changed for f in s.fields]
+    if fields:
+        lines += ["", "<details><summary>Changed fields</summary>", "",
+                  "| sync | field | rows | became null | e.g. |", "|---|---|--:|--:|---|"]
+        for s, f in fields:
+            sample = ""
+            if f.samples:
+                key, old, new = f.samples[0]
+                sample = f"`{key}`: {_cell(old)} → {_cell(new)}"
+            lines.append(f"| {s.name} | `{f.field}` | {_n(f.rows)} | {_n(f.nulled)} | {sample} |")
+        lines += ["", "</details>"]
+    guards = [(s.name, g) for s in plan.syncs for g in s.guards]
+    if guards:
+        passed = sum(1 for _, g in guards if not g.blocked)
+        lines += ["", f"Guards: {passed} of {len(guards)} passed."]
+    lines += ["", f"Review rows and payloads: `{show_command} {plan.plan_id}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > 40:
+        text = text[:39] + "…"
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
