@@ -152,13 +152,18 @@ class RenderedModel:
 
 
 def _scan(project: Project) -> dict[str, list[Path]]:
+    from engine.dbt_project import dbt_model_dirs
+
     root = project.root / MODELS_DIR
     found: dict[str, list[Path]] = {}
     if not root.is_dir():
         return found
+    dbt_dirs = dbt_model_dirs(project)      # a dbt project's models are relations, not Reflow models
     for path in sorted(root.rglob("*.sql")):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if dbt_dirs and any(path.resolve().is_relative_to(d) for d in dbt_dirs):
             continue
         found.setdefault(path.stem, []).append(path)
     return found
@@ -233,6 +238,12 @@ class _ModelRenderer:
 
     def render(self, name: str, stack: tuple[str, ...]) -> tuple[Path, str, dict[str, object]]:
         paths = self.models.get(name)
+        if not paths and not stack and self.relation_for is not None:
+            from engine.dbt_project import dbt_model_files
+
+            dbt_file = dbt_model_files(self.project).get(name)
+            if dbt_file is not None:         # a sync reading a dbt model: read the relation dbt built
+                return dbt_file, f"select * from {self.relation_for(name)}", {}
         if not paths:
             raise RenderError(f"no model '{name}' in {MODELS_DIR}/ (expected {MODELS_DIR}/{name}.sql)")
         path = _unique(self.project, name, paths)
@@ -259,6 +270,12 @@ class _ModelRenderer:
             raise  # from a ref()'d model (already located), or from relation_for/source_for
         except TemplateSyntaxError as exc:
             raise RenderError(f"{rel}:{exc.lineno}: template syntax error: {exc.message}") from None
+        except UndefinedError as exc:
+            compile_inline = getattr(getattr(self.relation_for, "__self__", None), "compile_inline", None)
+            if compile_inline is None:         # a dbt warehouse compiles what needs dbt (macros, adapter.*)
+                line = _template_line(exc, filename)
+                raise RenderError(f"{f'{rel}:{line}' if line else rel}: {exc.message}") from None
+            text = compile_inline(source, rel)
         except Exception as exc:  # a user template can fail in any way
             line = _template_line(exc, filename)
             where = f"{rel}:{line}" if line else rel

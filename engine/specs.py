@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from engine.dbt_project import dbt_model_files
 from engine.errors import Problem, RenderError, SpecError, UserError
 from engine.project import PROJECT_FILE, Project
 from engine.render import find_model, list_models
@@ -157,10 +158,75 @@ def load_syncs(project: Project, *, select: Sequence[str] | None = None) -> list
         problems += invalid + _rules(doc)
         if not found and not invalid:
             specs.append(_build(doc))
+    for doc, found in dbt_meta_syncs(project):
+        problems += found
+        if doc is None:
+            continue
+        docs.append(doc)
+        invalid = validate(doc, schema)
+        problems += invalid + _rules(doc)
+        if not found and not invalid:
+            specs.append(_build(doc))
     problems += _cross_checks(project, docs)
     if problems:
         raise SpecError(problems)
-    return _select(specs, select) if select else specs
+    return select_syncs(specs, select) if select else specs
+
+
+META_KEY = "reflow"
+
+
+def dbt_meta_syncs(project: Project) -> list[tuple[Document | None, list[Problem]]]:
+    """Syncs declared in dbt YAML as `models: [{name: m, config: {meta: {reflow: {...}}}}]`.
+
+    Each becomes a Document of its own (model: m and name: m filled in), located in the dbt file."""
+    from engine.dbt_project import dbt_yaml_files
+
+    out: list[tuple[Document | None, list[Problem]]] = []
+    for file in dbt_yaml_files(project):
+        try:
+            display = file.relative_to(project.root).as_posix()
+        except ValueError:
+            display = str(file)
+        text = file.read_text(encoding="utf-8", errors="replace") if file.stat().st_size < 1_000_000 else ""
+        if META_KEY not in text:
+            continue                      # most dbt YAML files declare no sync: skip the careful parse
+        doc, problems = read_yaml(file, display, kind="dbt properties")
+        if doc is None or not isinstance(doc.data, dict) or not isinstance(doc.data.get("models"), list):
+            out += [(None, problems)] if problems else []
+            continue
+        for i, model in enumerate(doc.data["models"]):
+            config = model.get("config") if isinstance(model, dict) else None
+            meta = config.get("meta") if isinstance(config, dict) else None
+            if not isinstance(meta, dict) or META_KEY not in meta:
+                continue
+            out.append(_meta_document(doc, ("models", i, "config", "meta", META_KEY), str(model.get("name", "")),
+                                      problems))
+            problems = []
+    return out
+
+
+def _meta_document(doc: Document, prefix: tuple[str | int, ...], model: str,
+                   problems: list[Problem]) -> tuple[Document | None, list[Problem]]:
+    block = doc.data
+    for part in prefix:
+        block = block[part]
+    if not isinstance(block, dict):
+        return None, [*problems, doc.problem(prefix, "the reflow sync must be a mapping (the same keys as syncs/*.yml)")]
+    n = len(prefix)
+    keys = {path[n:]: mark for path, mark in doc.keys.items() if path[:n] == prefix}
+    values = {path[n:]: mark for path, mark in doc.values.items() if path[:n] == prefix}
+    data = dict(block)
+    if "model" in data and data["model"] != model:
+        problems = [*problems, Problem(doc.file, *doc.value_mark((*prefix, "model")), "model",
+                                       f"a sync declared on dbt model '{model}' reads that model; remove model:")]
+    data["model"] = model
+    data.setdefault("name", model)
+    where = doc.key_mark(prefix)
+    for key in ("model", "name"):
+        keys.setdefault((key,), where)
+        values.setdefault((key,), where)
+    return Document(doc.file, data, keys, values), problems
 
 
 def _name_of(doc: Document) -> tuple[str, Location]:
@@ -188,14 +254,14 @@ def _cross_checks(project: Project, docs: Sequence[Document]) -> list[Problem]:
         model = data.get("model")
         if isinstance(model, str) and _NAME.match(model):
             try:
-                path = find_model(project, model)
+                path = find_model(project, model) or dbt_model_files(project).get(model)
             except RenderError as exc:
                 problems.append(doc.problem(("model",), exc.message))
                 path = Path()
             if path is None:
                 if model_names is None:
                     try:
-                        model_names = list(list_models(project))
+                        model_names = [*list_models(project), *dbt_model_files(project)]
                     except RenderError:
                         model_names = []
                 problems.append(doc.problem(
@@ -332,10 +398,25 @@ def _float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
-def _select(specs: Sequence[SyncSpec], select: Sequence[str]) -> list[SyncSpec]:
+ReadsFrom = Callable[[SyncSpec, str], bool]
+
+
+def select_syncs(specs: Sequence[SyncSpec], select: Sequence[str] | None, *,
+                 reads_from: ReadsFrom | None = None) -> list[SyncSpec]:
+    """The syncs matching any selector (all of them when `select` is empty):
+
+        name / glob       sync names (shell-style wildcards)
+        tag:TAG           syncs tagged TAG
+        model:NAME        syncs whose model is NAME (wildcards allowed)
+        MODEL+            syncs reading MODEL or anything built from it; `reads_from(spec, model)`
+                          decides (a dbt warehouse walks dbt's graph), else the sync's own model
+        syncs/x.yml, dir  syncs declared in that file or folder
+    """
+    if not select:
+        return list(specs)
     chosen: set[str] = set()
     for selector in select:
-        matched = [s for s in specs if _matches(s, selector)]
+        matched = [s for s in specs if _matches(s, selector, reads_from)]
         if not matched:
             hint = did_you_mean(selector, [s.name for s in specs])
             known = ", ".join(s.name for s in specs) or "none"
@@ -344,9 +425,21 @@ def _select(specs: Sequence[SyncSpec], select: Sequence[str]) -> list[SyncSpec]:
     return [s for s in specs if s.name in chosen]
 
 
-def _matches(spec: SyncSpec, selector: str) -> bool:
+_select = select_syncs
+
+
+def is_graph_selector(selector: str) -> bool:
+    return selector.endswith("+") and ":" not in selector and len(selector) > 1
+
+
+def _matches(spec: SyncSpec, selector: str, reads_from: ReadsFrom | None = None) -> bool:
     if selector.startswith("tag:"):
         return selector[4:] in spec.tags
+    if selector.startswith("model:"):
+        return fnmatch.fnmatchcase(spec.model, selector[6:])
+    if is_graph_selector(selector):
+        model = selector[:-1]
+        return reads_from(spec, model) if reads_from is not None else spec.model == model
     if "/" in selector or selector.endswith((".yml", ".yaml")):
         wanted = selector.removeprefix("./").rstrip("/")
         return spec.path == wanted or spec.path.startswith(wanted + "/")

@@ -1,0 +1,425 @@
+"""The warehouse of a dbt project's profile: models run where dbt builds them.
+
+The only module that imports dbt, and only lazily (`reflow --help` and non-dbt projects never
+pay the ~2 s import). dbt *commands* (parse, build, compile --inline) run as subprocesses into
+a private target path (`<target-path>/reflow/<target>`), so the user's artifacts are never
+overwritten and dbt's global state and the DuckDB file lock stay out of this process.
+
+    dbt-duckdb    the target's DuckDB file is attached read-only to the planner's connection
+                  (catalog = the profile's database, i.e. the file stem); the diff reads it there
+    dbt-postgres  the adapter's psycopg2 connection streams the model through a named
+                  (server-side) cursor into memory.main.reflow_landed, batch by batch
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from engine.dbt_project import DbtProject, fingerprint, load_dbt_project
+from engine.errors import ProjectError, RenderError, WarehouseError, scrub
+from engine.project import PROJECT_FILE, Project
+from engine.warehouse.manifest import REFABLE, Manifest, Node, read_manifest
+
+if TYPE_CHECKING:
+    from engine.specs import SyncSpec
+
+INSTALL_HINT = ("this project reads a dbt project (warehouse.type: dbt) but dbt-core is not installed; "
+                "install reflow[dbt] (`pip install 'reflow[dbt]'`, plus reflow[postgres] for dbt-postgres)")
+LANDED = "memory.main.reflow_landed"
+BATCH = 20_000
+STAMP = "reflow_fingerprint.txt"
+COMPILED = "reflow_compiled.json"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STAMPED = re.compile(r"^\d\d:\d\d:\d\d\s+")
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def dbt_installed() -> bool:
+    return importlib.util.find_spec("dbt") is not None and importlib.util.find_spec("dbt.cli") is not None
+
+
+def _dbt_output(text: str, limit: int = 25) -> str:
+    """dbt's console output without colours and timestamps, the last `limit` meaningful lines."""
+    lines = [_STAMPED.sub("", _ANSI.sub("", line)).rstrip() for line in text.splitlines()]
+    lines = [line for line in lines if line.strip()]
+    return "\n".join(lines[-limit:])
+
+
+class DbtWarehouse:
+    """Warehouse protocol (engine/warehouse/base.py) over a dbt project's target."""
+
+    def __init__(self, project: Project) -> None:
+        if not dbt_installed():
+            raise ProjectError(INSTALL_HINT)
+        self.project = project
+        self.dbt: DbtProject = load_dbt_project(project)
+        self.name = self.dbt.target
+        self.parse_seconds: float | None = None       # how long the last `dbt parse` took (None: up to date)
+        self._manifest: Manifest | None = None
+        self._config: Any = None
+        self._adapter: Any = None
+        self._handle: Any = None
+        self._cursors = 0
+
+    # ------------------------------------------------------------------ dbt commands (subprocess)
+
+    def _command(self, command: Sequence[str]) -> list[str]:
+        private = self.dbt.private_dir
+        return [sys.executable, "-m", "dbt.cli.main", "--no-use-colors", *command,
+                "--project-dir", str(self.dbt.root), "--profiles-dir", str(self.dbt.profiles_dir),
+                "--target", self.dbt.target, "--target-path", str(private),
+                "--log-path", str(private / "logs"), "--no-send-anonymous-usage-stats"]
+
+    def _run(self, command: Sequence[str], *, what: str, timeout: float | None = None) -> str:
+        self.dbt.private_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+        try:
+            done = subprocess.run(self._command(command), cwd=self.dbt.root, env=env, capture_output=True,
+                                  text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise WarehouseError(f"`dbt {what}` did not finish within {timeout:.0f} s") from None
+        except OSError as exc:
+            raise WarehouseError(f"cannot run dbt: {exc}") from None
+        if done.returncode != 0:
+            raise WarehouseError(scrub(f"`dbt {what}` failed (exit {done.returncode}) for target "
+                                       f"'{self.dbt.target}':\n{_dbt_output(done.stdout + done.stderr)}"))
+        return done.stdout
+
+    def _exclude(self) -> tuple[Path, ...]:
+        root = self.project.root
+        return (root / "syncs", root / PROJECT_FILE, self.project.state_path.parent, root / ".reflow")
+
+    def manifest(self) -> Manifest:
+        """The target's manifest, re-parsed (`dbt parse`, subprocess) only when project files changed."""
+        if self._manifest is not None:
+            return self._manifest
+        private = self.dbt.private_dir
+        path, stamp = private / "manifest.json", private / STAMP
+        current = fingerprint(self.dbt, exclude=self._exclude())
+        fresh = path.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == current
+        if not fresh:
+            started = time.monotonic()
+            self._run(["parse", "--quiet"], what="parse", timeout=1800)
+            self.parse_seconds = time.monotonic() - started
+            stamp.write_text(current + "\n", encoding="utf-8")
+        self._manifest = read_manifest(path)
+        return self._manifest
+
+    def build(self, models: Iterable[str]) -> float:
+        """`dbt build --select +<model> ...` on this target (subprocess); WarehouseError if dbt fails."""
+        selected = sorted(set(models))
+        if not selected:
+            return 0.0
+        started = time.monotonic()
+        self._run(["build", "--select", *[f"+{m}" for m in selected]], what=f"build --select +{' +'.join(selected)}")
+        self._manifest = None
+        (self.dbt.private_dir / STAMP).write_text(fingerprint(self.dbt, exclude=self._exclude()) + "\n",
+                                                  encoding="utf-8")
+        return time.monotonic() - started
+
+    def compile_inline(self, template: str, where: str) -> str:
+        """A template that needs dbt (macros, adapter, packages) compiled by `dbt compile --inline`."""
+        import hashlib
+
+        self.manifest()
+        cache_file = self.dbt.private_dir / COMPILED
+        key = hashlib.sha256((fingerprint(self.dbt, exclude=self._exclude()) + "\0" + template).encode()).hexdigest()
+        try:
+            cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file.is_file() else {}
+        except (OSError, ValueError):
+            cache = {}
+        if key in cache:
+            return str(cache[key])
+        try:
+            out = self._run(["compile", "--inline", template, "--no-populate-cache", "--no-introspect",
+                             "--quiet", "--output", "json"], what="compile --inline", timeout=600)
+            compiled = json.loads(out[out.index("{"):])["compiled"]
+        except WarehouseError as exc:
+            raise RenderError(f"{where}: compiled through dbt, which failed: {exc.message}") from None
+        except (ValueError, KeyError):
+            raise RenderError(f"{where}: unexpected output from `dbt compile --inline`: {out[:300]}") from None
+        cache[key] = compiled
+        cache_file.write_text(json.dumps(dict(list(cache.items())[-200:])), encoding="utf-8")
+        return str(compiled)
+
+    # ------------------------------------------------------------------ names
+
+    def relation_for(self, table: str) -> str:
+        manifest = self.manifest()
+        node = manifest.ref(table)
+        if node is None:
+            from engine.yamlfile import did_you_mean
+
+            raise RenderError(f"ref('{table}'): no dbt model, seed or snapshot named '{table}' in dbt project "
+                              f"'{manifest.project_name}'{did_you_mean(table, manifest.names())}")
+        if not node.relation_name:
+            raise RenderError(f"ref('{table}'): dbt model '{table}' is {node.materialized or 'not materialized'}; "
+                              "Reflow reads built relations: materialize it as a view or a table")
+        return node.relation_name
+
+    def source_for(self, schema: str, table: str) -> str:
+        node = self.manifest().source(schema, table)
+        if node is None or not node.relation_name:
+            raise RenderError(f"source('{schema}', '{table}'): not declared in the dbt project's sources")
+        return node.relation_name
+
+    def reads(self, project: Project, spec: SyncSpec) -> list[Node]:
+        """The dbt models, seeds, snapshots and sources a sync reads (from its rendered SQL)."""
+        from engine.render import render_model
+
+        sql = render_model(project, spec.model, relation_for=self.relation_for, source_for=self.source_for).sql
+        return self.manifest().relations_in(sql)
+
+    def downstream_of(self, model: str) -> set[str] | None:
+        """unique_ids of a dbt model and everything built from it; None if there is no such model."""
+        manifest = self.manifest()
+        node = manifest.ref(model)
+        return None if node is None else manifest.downstream([node.unique_id])
+
+    # ------------------------------------------------------------------ profile / adapter (in-process dbt)
+
+    def _runtime_config(self) -> Any:
+        if self._config is not None:
+            return self._config
+        from argparse import Namespace
+
+        try:
+            from dbt.config.runtime import RuntimeConfig  # noqa: TID251 - the one dbt owner
+            from dbt.flags import set_from_args  # noqa: TID251
+            from dbt_common.context import set_invocation_context
+        except ImportError:
+            raise ProjectError(INSTALL_HINT) from None
+        set_invocation_context(os.environ)      # without it env_var() in profiles.yml stays unrendered
+        args = Namespace(project_dir=str(self.dbt.root), profiles_dir=str(self.dbt.profiles_dir),
+                         target=self.dbt.target, profile=None, threads=None, vars={})
+        try:
+            set_from_args(args, {})
+            self._config = RuntimeConfig.from_args(args)
+        except Exception as exc:  # dbt's profile/project errors; their text never holds the password
+            first = str(exc).strip().splitlines()
+            raise WarehouseError(scrub(f"dbt profile '{self.dbt.profile}' target '{self.dbt.target}' "
+                                       f"({self.dbt.profiles_dir}): {' '.join(first[:4])}")) from None
+        return self._config
+
+    @property
+    def adapter_type(self) -> str:
+        return str(self._runtime_config().credentials.type)
+
+    def _duckdb_files(self) -> list[tuple[str, Path]]:
+        creds = self._runtime_config().credentials
+        files = []
+        for alias, path in [(creds.database, creds.path),
+                            *[(a.alias or Path(a.path).stem, a.path) for a in (getattr(creds, "attach", None) or [])]]:
+            if not path or path == ":memory:" or ":" in str(path).split("/")[0]:
+                if alias == creds.database:
+                    raise WarehouseError(f"dbt target '{self.dbt.target}' uses DuckDB path '{path}'; "
+                                         "Reflow reads a DuckDB file (set path: to a file in profiles.yml)")
+                continue
+            file = Path(str(path)).expanduser()
+            files.append((str(alias), file if file.is_absolute() else self.dbt.root / file))
+        return files
+
+    def _pg_handle(self) -> Any:
+        if self._handle is not None:
+            return self._handle
+        try:
+            from dbt.adapters.factory import get_adapter, register_adapter, reset_adapters  # noqa: TID251
+            from dbt.mp_context import get_mp_context  # noqa: TID251
+            from dbt_common.events.base_types import EventLevel
+        except ImportError:
+            raise ProjectError(INSTALL_HINT) from None
+        config = self._runtime_config()
+        try:
+            reset_adapters()
+            register_adapter(config, get_mp_context(), adapter_registered_log_level=EventLevel.DEBUG)
+            self._adapter = get_adapter(config)
+            self._handle = self._adapter.acquire_connection("reflow").handle
+        except Exception as exc:  # connection refused, auth, missing adapter plugin
+            self._adapter = None
+            first = str(exc).strip().splitlines()
+            raise WarehouseError(scrub(f"cannot connect to dbt target '{self.dbt.target}': "
+                                       f"{' '.join(first[:3])}")) from None
+        return self._handle
+
+    # ------------------------------------------------------------------ Warehouse protocol
+
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self.adapter_type != "duckdb":
+            return
+        attached = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+        for alias, file in self._duckdb_files():
+            if alias in attached:
+                continue
+            if not file.exists():
+                raise WarehouseError(f"the DuckDB file of dbt target '{self.dbt.target}' ({file}) does not exist; "
+                                     "build the dbt project first (`dbt build`, or pass --dbt-build)")
+            try:
+                con.execute(f"ATTACH '{str(file).replace(chr(39), chr(39) * 2)}' AS {quote(alias)} (READ_ONLY)")
+            except duckdb.Error as exc:
+                raise WarehouseError(f"cannot open {file}: {str(exc).splitlines()[0]} "
+                                     "(is dbt writing to it right now?)") from exc
+
+    def relation(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> str:
+        built = [n for n in self.manifest().relations_in(sql) if n.resource_type in REFABLE]
+        if self.adapter_type == "duckdb":
+            self.attach(con)
+            self._check_built(built, self._duckdb_exists(con))
+            return f"(\n{sql}\n)"
+        if self.adapter_type != "postgres":
+            raise WarehouseError(f"dbt adapter '{self.adapter_type}' is not supported yet "
+                                 "(supported: duckdb, postgres)")
+        handle = self._pg_handle()
+        self._check_built(built, self._postgres_exists(handle))
+        land(con, handle, sql, model=model, target=self.dbt.target)
+        return LANDED
+
+    def _check_built(self, nodes: Sequence[Node], exists: Callable[[Node], bool]) -> None:
+        missing = [n for n in nodes if not exists(n)]
+        if missing:
+            names = " ".join(n.name for n in missing)
+            raise WarehouseError(
+                f"dbt {'model' if len(missing) == 1 else 'models'} {', '.join(repr(n.name) for n in missing)} "
+                f"not built on target '{self.dbt.target}' ({', '.join(str(n.relation_name) for n in missing)}): "
+                f"run `dbt build --select {names}` or pass `--dbt-build`")
+
+    @staticmethod
+    def _duckdb_exists(con: duckdb.DuckDBPyConnection) -> Callable[[Node], bool]:
+        rows = con.execute("SELECT database_name, schema_name, table_name FROM duckdb_tables() UNION ALL "
+                           "SELECT database_name, schema_name, view_name FROM duckdb_views()").fetchall()
+        present = {tuple(str(x).lower() for x in r) for r in rows}
+        return lambda n: (str(n.database).lower(), str(n.schema).lower(), str(n.alias).lower()) in present
+
+    @staticmethod
+    def _postgres_exists(handle: Any) -> Callable[[Node], bool]:
+        def exists(node: Node) -> bool:
+            cur = handle.cursor()
+            try:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{quote(str(node.schema))}.{quote(str(node.alias))}"])
+                row = cur.fetchone()
+            finally:
+                cur.close()
+                if not handle.autocommit:
+                    handle.rollback()
+            return bool(row and row[0])
+
+        return exists
+
+    def close(self) -> None:
+        if self._adapter is not None:
+            try:
+                self._adapter.release_connection()
+                self._adapter.cleanup_connections()
+            except Exception:  # noqa: BLE001 - closing must not mask the real outcome
+                pass
+        self._adapter = self._handle = None
+
+
+# ------------------------------------------------------------------ PostgreSQL → DuckDB landing
+
+# PostgreSQL type OIDs -> (DuckDB type, converter for the Python value psycopg2 returns)
+_FLOAT: Callable[[Any], Any] = float
+_PG: dict[int, tuple[str, Callable[[Any], Any] | None]] = {
+    16: ("BOOLEAN", None), 17: ("BLOB", bytes), 20: ("BIGINT", None), 21: ("SMALLINT", None),
+    23: ("INTEGER", None), 26: ("BIGINT", None), 25: ("VARCHAR", None), 1042: ("VARCHAR", None),
+    1043: ("VARCHAR", None), 19: ("VARCHAR", None), 18: ("VARCHAR", None),
+    700: ("DOUBLE", _FLOAT), 701: ("DOUBLE", _FLOAT), 1700: ("DOUBLE", _FLOAT),
+    1082: ("DATE", None), 1083: ("TIME", None), 1114: ("TIMESTAMP", None), 1184: ("TIMESTAMPTZ", None),
+    1186: ("INTERVAL", None), 114: ("JSON", None), 3802: ("JSON", None), 2950: ("VARCHAR", str),
+}
+_PG_ARRAYS: dict[int, tuple[str, Callable[[Any], Any] | None]] = {
+    1000: ("BOOLEAN", None), 1005: ("SMALLINT", None), 1007: ("INTEGER", None), 1016: ("BIGINT", None),
+    1009: ("VARCHAR", None), 1015: ("VARCHAR", None), 1014: ("VARCHAR", None), 2951: ("VARCHAR", str),
+    1021: ("DOUBLE", _FLOAT), 1022: ("DOUBLE", _FLOAT), 1231: ("DOUBLE", _FLOAT),
+    1182: ("DATE", None), 1115: ("TIMESTAMP", None), 1185: ("TIMESTAMPTZ", None),
+}
+_JSON_ARRAYS = (199, 3807)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _landing_type(oid: int) -> tuple[str, str, Callable[[Any], Any] | None]:
+    """(DuckDB column type, type the Python list binds as, per-value converter) for a PostgreSQL OID."""
+    if oid in _PG:
+        duck, conv = _PG[oid]
+        return duck, ("VARCHAR" if duck == "JSON" else duck), conv
+    if oid in _PG_ARRAYS:
+        elem, conv = _PG_ARRAYS[oid]
+        item = None if conv is None else (lambda v, c=conv: [None if x is None else c(x) for x in v])
+        return f"{elem}[]", f"{elem}[]", item
+    if oid in _JSON_ARRAYS:
+        return "JSON", "VARCHAR", lambda v: json.dumps(v, default=str)
+    return "VARCHAR", "VARCHAR", _text
+
+
+def _column(values: Iterable[Any], conv: Callable[[Any], Any] | None) -> list[Any]:
+    if conv is None:
+        return list(values)
+    return [None if v is None else conv(v) for v in values]
+
+
+def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, target: str,
+         batch: int = BATCH) -> int:
+    """Stream `sql` from PostgreSQL through a named cursor into LANDED; returns the row count.
+
+    Memory stays flat: `batch` rows at a time cross into DuckDB as one list per column."""
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    raw_json = ext.new_type((114, 3802), "REFLOW_RAW_JSON", lambda value, cur: value)
+    cur = handle.cursor(name=f"reflow_{os.getpid()}_{id(con)}", withhold=bool(handle.autocommit))
+    cur.itersize = batch
+    ext.register_type(raw_json, cur)
+    count = 0
+    try:
+        cur.execute(sql)
+        rows = cur.fetchmany(batch)
+        columns = [(d.name, *_landing_type(d.type_code)) for d in cur.description]
+        con.execute(f"DROP TABLE IF EXISTS {LANDED}")
+        con.execute(f"CREATE TABLE {LANDED} ("
+                    + ", ".join(f"{quote(name)} {duck}" for name, duck, _, _ in columns) + ")")
+        select = ", ".join(
+            f"unnest(?::{bind}[])" + ("::JSON" if duck == "JSON" else "") for _, duck, bind, _ in columns)
+        while rows:
+            values = [_column(col, conv) for col, (_, _, _, conv) in zip(zip(*rows, strict=True), columns, strict=True)]
+            con.execute(f"INSERT INTO {LANDED} SELECT {select}", values)
+            count += len(rows)
+            rows = cur.fetchmany(batch)
+    except psycopg2.Error as exc:
+        text = (exc.pgerror or str(exc)).strip().splitlines()
+        raise WarehouseError(scrub(f"model '{model}' failed on dbt target '{target}': "
+                                   f"{text[0] if text else type(exc).__name__}")) from None
+    except duckdb.Error as exc:
+        raise WarehouseError(f"model '{model}': cannot land its rows in DuckDB: {str(exc).splitlines()[0]}") from None
+    finally:
+        try:
+            cur.close()
+        except psycopg2.Error:
+            pass
+        if not handle.autocommit:
+            handle.rollback()
+    return count
+
+
+def dbt_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dbt-core")
+    except PackageNotFoundError:
+        return ""
