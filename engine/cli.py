@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --project-dir/--debug are accepted before or after the command (shared, SUPPRESSed actions)
     args.project_dir = getattr(args, "project_dir", None)
     args.debug = getattr(args, "debug", False)
+    args.target = getattr(args, "target", None)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder holding reflow_project.yml (default: found from the current folder up)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks for errors")
+    common.add_argument("--target", default=argparse.SUPPRESS, metavar="NAME",
+                        help="dbt projects: the profile target to read (default: as dbt chooses)")
     parser = argparse.ArgumentParser(
         prog="reflow", parents=[common],
         description="Declarative reverse ETL: keep Braze in step with your warehouse.")
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _select(p)
     p = cmd("plan", _plan, "compute and save a plan: what would be sent, field by field")
     _select(p)
+    _dbt_build_flag(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON (schemas/plan.schema.json)")
     p.add_argument("--format", choices=["text", "json", "markdown"], default=None,
                    help="text (default), json (same as --json), or markdown for a pull-request comment")
@@ -85,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply although guard NAME blocked the plan (repeatable)")
     p = cmd("run", _run, "plan, check guards, apply: for schedulers (never asks)")
     _select(p)
+    _dbt_build_flag(p)
     p.add_argument("--allow-guard", action="append", default=[], metavar="NAME")
     p.add_argument("--json", action="store_true", help="print the plan and outcome as JSON")
     cmd("status", _status, "per sync: last run, rows in the snapshot, pending retries")
@@ -116,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build", "mutate"])
     p.add_argument("--customers", type=int, default=2000)
     p.add_argument("--step", type=int, default=1)
+    p = cmd("dbt", _dbt_help, "dbt projects: generate lineage for dbt (`reflow dbt exposures`)")
+    dbt_sub = p.add_subparsers(title="dbt commands", metavar="DBT_COMMAND")
+    q = dbt_sub.add_parser("exposures", parents=[common], help="one dbt exposure per sync, so dbt docs shows Braze")
+    q.set_defaults(handler=_dbt_exposures)
+    q.add_argument("--write", action="store_true",
+                   help="write models/_reflow/_reflow__exposures.yml in the dbt project (default: print it)")
     p = cmd("demo", _demo, "the main job: build the example, sync it to a local sandbox, mutate, sync again")
     p.add_argument("--keep", action="store_true", help="keep the state and warehouse afterwards")
     return parser
@@ -123,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", "-s", nargs="+", default=None, metavar="SELECTOR",
-                   help="sync names, tag:TAG or model:NAME")
+                   help="sync names, tag:TAG, model:NAME, MODEL+ (syncs downstream of a dbt model) or a sync file")
+
+
+def _dbt_build_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dbt-build", action="store_true",
+                   help="dbt projects: first `dbt build` the models the selected syncs read (stops if dbt fails)")
 
 
 def _sandbox_args(p: argparse.ArgumentParser) -> None:
@@ -147,6 +163,14 @@ class Context:
         self.args = args
         self.root = find_project(args.project_dir)
         self.project = load_project(self.root)
+        self._warehouse: Any = None
+        if getattr(args, "target", None):
+            import dataclasses
+
+            if self.project.warehouse.type != "dbt":
+                raise UserError("--target chooses a dbt profile target; this project's warehouse is not dbt")
+            self.project = dataclasses.replace(
+                self.project, warehouse=dataclasses.replace(self.project.warehouse, target=args.target))
         for w in getattr(self.project, "warnings", ()):
             console.warning(w)
 
@@ -154,12 +178,45 @@ class Context:
         from engine.specs import load_syncs
 
         syncs = load_syncs(self.project)
-        return select_syncs(syncs, select)
+        return select_syncs(syncs, select, reads_from=self._reads_from(select))
+
+    def _reads_from(self, select: Sequence[str] | None) -> Callable[[Any, str], bool] | None:
+        """For `MODEL+` selectors on a dbt project: does a sync read MODEL or anything built from it?"""
+        from engine.specs import is_graph_selector
+
+        if self.project.warehouse.type != "dbt" or not any(is_graph_selector(s) for s in select or ()):
+            return None
+        warehouse = self.warehouse()
+
+        def reads_from(sync: Any, model: str) -> bool:
+            below = warehouse.downstream_of(model)
+            if below is None:
+                raise UserError(f"--select {model}+: no dbt model named '{model}'")
+            return any(n.unique_id in below for n in warehouse.reads(self.project, sync))
+
+        return reads_from
 
     def warehouse(self) -> Any:
         from engine.warehouse import open_warehouse
 
-        return open_warehouse(self.project)
+        if self._warehouse is None:
+            import weakref
+
+            self._warehouse = open_warehouse(self.project)
+            weakref.finalize(self, self._warehouse.close)
+        return self._warehouse
+
+    def dbt_build(self, syncs: Sequence[Any]) -> None:
+        """`--dbt-build`: build (with their parents) the dbt models the syncs read, before planning."""
+        from engine import console
+
+        if self.project.warehouse.type != "dbt":
+            raise UserError("--dbt-build needs a dbt project (warehouse: {type: dbt} in reflow_project.yml)")
+        warehouse = self.warehouse()
+        models = sorted({n.name for s in syncs for n in warehouse.reads(self.project, s)
+                         if n.resource_type in ("model", "seed", "snapshot")})
+        seconds = warehouse.build(models)
+        console.note(f"dbt build --select {' '.join('+' + m for m in models)}: ok ({seconds:.1f} s)")
 
     def destination_for(self, *, need_key: bool) -> Callable[[Any], Any]:
         from engine.destinations.braze import make_destination
@@ -179,34 +236,11 @@ class Context:
                           read_only=read_only)
 
 
-def select_syncs(syncs: list[Any], select: Sequence[str] | None) -> list[Any]:
-    if not select:
-        return syncs
-    chosen = []
-    for s in syncs:
-        for sel in select:
-            if sel.startswith("tag:") and sel[4:] in s.tags:
-                chosen.append(s)
-                break
-            if sel.startswith("model:") and sel[6:] == s.model:
-                chosen.append(s)
-                break
-            if sel == s.name:
-                chosen.append(s)
-                break
-    known = {s.name for s in syncs}
-    unknown = [x for x in select if ":" not in x and x not in known]
-    if unknown:
-        import difflib
+def select_syncs(syncs: list[Any], select: Sequence[str] | None, *,
+                 reads_from: Callable[[Any, str], bool] | None = None) -> list[Any]:
+    from engine.specs import select_syncs as select_specs
 
-        hints = []
-        for u in unknown:
-            close = difflib.get_close_matches(u, sorted(known), n=1)
-            hints.append(f"'{u}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise UserError(f"--select: no sync named {', '.join(hints)}; `reflow ls` lists them")
-    if not chosen:
-        raise UserError(f"--select {' '.join(select)} matched no sync; `reflow ls` lists them")
-    return chosen
+    return select_specs(syncs, select, reads_from=reads_from)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -278,6 +312,8 @@ def _plan(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     syncs = ctx.syncs(args.select)
+    if args.dbt_build:
+        ctx.dbt_build(syncs)
     fmt = "json" if args.json else (args.format or "text")
     with ctx.state("plan") as state:
         with console.progress("planning") as progress:
@@ -362,6 +398,8 @@ def _run(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     syncs = ctx.syncs(args.select)
+    if args.dbt_build:
+        ctx.dbt_build(syncs)
     by_name = {s.name: s for s in syncs}
     with ctx.state("run") as state:
         with console.progress("planning") as progress:
@@ -527,6 +565,28 @@ def _example(args: argparse.Namespace) -> int:
         summary = mutate_warehouse(path, step=args.step)
         console.print_lines([f"mutated {ctx.project.warehouse.path}: "
                              + ", ".join(f"{k} {v:,}" for k, v in summary.items())])
+    return 0
+
+
+def _dbt_help(args: argparse.Namespace) -> int:
+    build_parser().parse_args(["dbt", "--help"])
+    return 2
+
+
+def _dbt_exposures(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.dbt_exposures import exposures_yaml, write_exposures
+
+    ctx = Context(args)
+    if ctx.project.warehouse.type != "dbt":
+        raise UserError("`reflow dbt exposures` needs a dbt project (warehouse: {type: dbt} in reflow_project.yml)")
+    syncs = ctx.syncs()
+    warehouse = ctx.warehouse()
+    if args.write:
+        path = write_exposures(ctx.project, syncs, warehouse)
+        console.note(f"wrote {path} ({len(syncs)} exposure(s))")
+    else:
+        sys.stdout.write(exposures_yaml(ctx.project, syncs, warehouse))
     return 0
 
 
