@@ -8,7 +8,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import engine
-from engine.destinations.base import Batch, Capabilities, Estimate, Invalid, Item, PlanRow, RowResult, Skip
+from engine.destinations.base import (
+    Batch,
+    Capabilities,
+    Estimate,
+    Invalid,
+    Item,
+    PlanRow,
+    RowResult,
+    Skip,
+    SqlItems,
+)
 from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import (
     MAX_BODY_BYTES,
@@ -19,7 +29,8 @@ from engine.destinations.braze.endpoints import (
     rate_groups,
     resolve_base_url,
 )
-from engine.destinations.braze.payloads import build_payloads
+from engine.destinations.braze.payloads import UsersPayloads, build_payloads
+from engine.destinations.braze.sql_users import UsersSql
 from engine.errors import DestinationError, register_secret
 from engine.project import ConnectionConfig, Secret
 from engine.specs import SyncSpec
@@ -70,6 +81,12 @@ class BrazeDestination:
     # -- planning (no network, no key) -----------------------------------------------------------
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         return self._payloads.prepare(row)
+
+    def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
+        """DuckDB-built payloads for the rows SQL can prove valid (users attributes only)."""
+        if isinstance(self._payloads, UsersPayloads):
+            return UsersSql(self._payloads).items([(c.name, c.type) for c in columns])
+        return None
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         requests: dict[str, int] = {}

@@ -1,0 +1,223 @@
+"""The fast path for `users`: /users/track attributes objects built by DuckDB.
+
+For added and changed rows whose values SQL can prove valid by Braze's rules, DuckDB renders
+the same object `UsersPayloads.prepare` would build (same keys, same values, same data points).
+The checks here are deliberately at least as strict as `validate.py`: a row that fails any of
+them is not rejected here, it simply goes through the Python path, which stays authoritative.
+Removed rows, unusual types (MAP, JSON, lists of objects) and rows with nothing to send also go
+through Python. A property test (tests/unit/test_braze_sql_users.py) checks both paths agree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.destinations.base import SqlItems
+from engine.destinations.braze import datapoints, validate
+from engine.destinations.braze.payloads import UsersPayloads
+
+# SQL mirrors of validate.py's patterns, stricter where the regex engines differ (ASCII only).
+_EMAIL = (r"^[!#-'*+\-./0-9=?A-Z^_`a-z{|}~]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_PHONE = r"^\+?[0-9 ().-]{5,30}$"
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_SCALAR_STRING = ("VARCHAR", "TIMESTAMP", "DATE", "TIME", "INTERVAL", "UUID", "BIT", "ENUM", "BLOB")
+_NUMBER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+           "FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT", "DECIMAL")
+_STANDARD = (frozenset({"email", "country", "language", "dob", "gender", "email_subscribe", "push_subscribe"})
+             | validate.STRING_FIELDS)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What a column's normalised value is: 'string' | 'number' | 'bool' | 'object' | 'list' | None
+    (None: not for the fast path); for objects, how many data points one value costs."""
+
+    name: str | None
+    points: int = 1
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _q(name: str) -> str:
+    return 'r."' + name.replace('"', '""') + '"'
+
+
+def _in(values: frozenset[str]) -> str:
+    return "(" + ", ".join(_lit(v) for v in sorted(values)) + ")"
+
+
+def split_top(text: str) -> list[str]:
+    """Split a DuckDB type list on commas that are not nested in () or []."""
+    parts, depth, start, quoted = [], 0, 0, False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "([":
+            depth += 1
+        elif not quoted and ch in ")]":
+            depth -= 1
+        elif not quoted and ch == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def struct_fields(type_text: str) -> list[tuple[str, str]] | None:
+    inner = type_text[type_text.index("(") + 1: type_text.rindex(")")]
+    fields = []
+    for part in split_top(inner):
+        if part.startswith('"'):
+            end = part.index('"', 1)
+            while end + 1 < len(part) and part[end + 1] == '"':          # "" escapes a quote
+                end = part.index('"', end + 2)
+            name, rest = part[1:end].replace('""', '"'), part[end + 1:].strip()
+        else:
+            name, _, rest = part.partition(" ")
+        if not rest:
+            return None
+        fields.append((name, rest.strip()))
+    return fields
+
+
+def kind_of(type_text: str) -> _Kind:
+    t = type_text.strip().upper()
+    if t.endswith("]"):
+        inner = type_text.strip()[: type_text.strip().rindex("[")]
+        element = kind_of(inner)
+        # lists of scalars cost 1; lists of objects or of lists go through Python
+        return _Kind("list") if element.name in ("string", "number", "bool") else _Kind(None)
+    if t.startswith("STRUCT("):
+        points = _struct_points(type_text)
+        return _Kind("object", points) if points is not None else _Kind(None)
+    if t.startswith(("MAP", "UNION", "JSON")):
+        return _Kind(None)
+    if t == "BOOLEAN":
+        return _Kind("bool")
+    if t.startswith(_NUMBER):
+        return _Kind("number")
+    if t.startswith(_SCALAR_STRING):
+        return _Kind("string")
+    return _Kind(None)
+
+
+def _struct_points(type_text: str) -> int | None:
+    """Data points of one STRUCT value (1 per key, nested STRUCTs entered), or None when its keys
+    break Braze's nested-key rules or it holds something only the Python path handles."""
+    fields = struct_fields(type_text)
+    if not fields:
+        return None
+    total = 0
+    for name, sub in fields:
+        if not name or name != name.strip() or "." in name or "$" in name or " " in name or len(name) > 255:
+            return None
+        kind = kind_of(sub)
+        if kind.name is None or kind.name == "object":      # a null inner object costs differently
+            return None
+        total += 1
+    return total
+
+
+class UsersSql:
+    def __init__(self, payloads: UsersPayloads) -> None:
+        self.p = payloads
+
+    def items(self, columns: Sequence[tuple[str, str]]) -> SqlItems | None:
+        types = dict(columns)
+        ident = self.p.ident
+        if types.get(ident.column) is None or kind_of(types[ident.column]).name != "string":
+            return None
+        pairs = self.p.fields.pairs(dict.fromkeys(types))
+        if isinstance(pairs, str) or any(col not in types for _, col in pairs):
+            return None
+        unset = self.p.nulls == "unset"
+        secondary = ident.kind in ("email", "phone")
+        parts = [self._ident_json()]
+        if self.p.flag is not None:
+            parts.append(_lit('"_update_existing_only":' + json.dumps(self.p.flag)))
+        checks = [self._ident_check()]
+        points = []
+        includes = []
+        for field, column in pairs:
+            kind = kind_of(types[column])
+            if kind.name is None or field in datapoints.FREE_KEYS - {"email_subscribe", "push_subscribe"}:
+                return None
+            v = _q(column)
+            include = (f"(CASE WHEN r.__op = 'added' THEN {v} IS NOT NULL "
+                       f"ELSE list_contains(r.__changed, {_lit(column)})"
+                       f"{'' if unset else f' AND {v} IS NOT NULL'} END)")
+            includes.append(include)
+            key = json.dumps(field, ensure_ascii=False) + ":"
+            parts.append(f"CASE WHEN {include} THEN {_lit(key)} || coalesce(to_json({v})::VARCHAR, 'null') END")
+            checks.append(f"(NOT {include} OR {v} IS NULL OR ({self._value_check(field, v, kind)}))")
+            free = field in ("email_subscribe", "push_subscribe") or (secondary and field in ("email", "phone"))
+            cost = "0" if free else (f"(CASE WHEN {v} IS NULL THEN 1 ELSE {kind.points} END)"
+                                     if kind.name == "object" else "1")
+            points.append(f"(CASE WHEN {include} THEN {cost} ELSE 0 END)")
+        if not includes:
+            return None
+        item = "'{' || array_to_string(list_filter([" + ", ".join(parts) + "], lambda x: x IS NOT NULL), ',') || '}'"
+        eligible = " AND ".join(
+            ["r.__op IN ('added', 'changed')", "(" + " OR ".join(includes) + ")", *checks])
+        return SqlItems(channel=self.p.channel, item=item, data_points=" + ".join(points), eligible=eligible)
+
+    def _ident_json(self) -> str:
+        ident = self.p.ident
+        v = _q(ident.column)
+        if ident.kind == "user_alias":
+            label = json.dumps(ident.alias_label, ensure_ascii=False)
+            return f"""'"user_alias":{{"alias_name":' || to_json({v})::VARCHAR || {_lit(',"alias_label":' + label + '}')}"""
+        return f"{_lit(json.dumps(ident.kind) + ':')} || to_json({v})::VARCHAR"
+
+    def _ident_check(self) -> str:
+        ident = self.p.ident
+        v = _q(ident.column)
+        base = f"{v} IS NOT NULL AND regexp_matches({v}, '[A-Za-z0-9]')"
+        if ident.kind == "external_id":
+            return f"({base} AND strlen({v}) <= {validate.EXTERNAL_ID_MAX_BYTES})"
+        if ident.kind == "user_alias":
+            return f"({base} AND strlen({v}) <= {validate.ALIAS_MAX_BYTES})"
+        if ident.kind == "email":
+            return f"({base} AND {self._email(v)})"
+        if ident.kind == "phone":
+            return f"({base} AND {self._phone(v)})"
+        return f"({base})"
+
+    @staticmethod
+    def _email(v: str) -> str:
+        return f"regexp_full_match({v}, {_lit(_EMAIL)}) AND strlen({v}) <= {validate.STRING_MAX_CHARS}"
+
+    @staticmethod
+    def _phone(v: str) -> str:
+        return (f"regexp_full_match({v}, {_lit(_PHONE)}) "
+                f"AND length(regexp_replace({v}, '[^0-9]', '', 'g')) >= 5")
+
+    def _value_check(self, field: str, v: str, kind: _Kind) -> str:
+        if field in _STANDARD:
+            if kind.name != "string":
+                return "false"
+            if field == "email":
+                return self._email(v)
+            if field == "phone":
+                return self._phone(v)
+            if field == "country":
+                return f"{v} IN {_in(validate.COUNTRIES)}"
+            if field == "language":
+                return f"{v} IN {_in(validate.LANGUAGES)}"
+            if field == "gender":
+                return f"{v} IN {_in(validate.GENDERS)}"
+            if field in ("email_subscribe", "push_subscribe"):
+                return f"{v} IN {_in(validate.SUBSCRIBE_STATES)}"
+            if field == "dob":
+                return (f"regexp_full_match({v}, {_lit(_DATE)}) AND {v} >= '0001-01-01' "
+                        f"AND try_strptime({v}, '%Y-%m-%d') IS NOT NULL")
+            return f"strlen({v}) <= {validate.STRING_MAX_CHARS}"
+        if kind.name in ("number", "bool"):
+            return "true"
+        # strings, and nested values rendered as JSON: short enough that no string inside can be long
+        return f"strlen({v}::VARCHAR) <= {validate.STRING_MAX_CHARS}"
