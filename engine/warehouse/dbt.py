@@ -52,6 +52,14 @@ def dbt_installed() -> bool:
     return importlib.util.find_spec("dbt") is not None and importlib.util.find_spec("dbt.cli") is not None
 
 
+def dbt_executable() -> list[str]:
+    """The `dbt` of this Python environment (its console script, else dbt's click entry point)."""
+    script = Path(sys.executable).parent / "dbt"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from dbt.cli.main import cli; sys.exit(cli())"]
+
+
 def _dbt_output(text: str, limit: int = 25) -> str:
     """dbt's console output without colours and timestamps, the last `limit` meaningful lines."""
     lines = [_STAMPED.sub("", _ANSI.sub("", line)).rstrip() for line in text.splitlines()]
@@ -79,7 +87,7 @@ class DbtWarehouse:
 
     def _command(self, command: Sequence[str]) -> list[str]:
         private = self.dbt.private_dir
-        return [sys.executable, "-m", "dbt.cli.main", "--no-use-colors", *command,
+        return [*dbt_executable(), "--no-use-colors", *command,
                 "--project-dir", str(self.dbt.root), "--profiles-dir", str(self.dbt.profiles_dir),
                 "--target", self.dbt.target, "--target-path", str(private),
                 "--log-path", str(private / "logs"), "--no-send-anonymous-usage-stats"]
