@@ -66,9 +66,9 @@ def describe(con: duckdb.DuckDBPyConnection, relation: str, *, model: str) -> li
     return [Column(r[0], r[1]) for r in rows]
 
 
-def normalized(col: Column) -> str:
+def normalized(col: Column, table: str = "") -> str:
     """SQL that renders one column as the value Braze will see, stable across runs."""
-    c = quote(col.name)
+    c = table + quote(col.name)
     t = col.type.upper()
     if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
         return f"strftime(timezone('UTC', {c}), '{ISO}')"
@@ -76,7 +76,7 @@ def normalized(col: Column) -> str:
         return f"strftime({c}::TIMESTAMP, '{ISO}')"
     if t == "DATE":
         return f"strftime({c}, '%Y-%m-%d')"
-    if t in ("FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL") or t in ("HUGEINT", "UHUGEINT"):
+    if _is_float(t):
         return f"CASE WHEN isfinite({c}::DOUBLE) THEN {c}::DOUBLE + 0.0 END"
     if t in ("TIME", "INTERVAL", "UUID", "BIT") or t.startswith("ENUM") or t.startswith("TIME "):
         return f"{c}::VARCHAR"
@@ -87,6 +87,29 @@ def normalized(col: Column) -> str:
     if t.endswith("]") or t.startswith(NESTED):
         return f"to_json({c})"
     return c
+
+
+def hashable(col: Column) -> str:
+    """A cheap typed form of a column for hashing, equal exactly when `normalized` is equal
+    (timestamps in UTC to the millisecond, numbers as finite doubles, maps sorted, JSON minified):
+    formatting strings is left to the delta rows only."""
+    c = quote(col.name)
+    t = col.type.upper()
+    if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
+        return f"date_trunc('millisecond', timezone('UTC', {c}))"
+    if t.startswith("TIMESTAMP"):
+        return f"date_trunc('millisecond', {c}::TIMESTAMP)"
+    if _is_float(t):
+        return f"CASE WHEN isfinite({c}::DOUBLE) THEN {c}::DOUBLE + 0.0 END"
+    if t.startswith("MAP"):
+        return f"map_from_entries(list_sort(map_entries({c})))"
+    if t == "JSON":
+        return f"to_json({c})"
+    return c
+
+
+def _is_float(t: str) -> bool:
+    return t in ("FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT") or t.startswith("DECIMAL")
 
 
 def sql_str(value: str) -> str:
@@ -107,35 +130,9 @@ def key_expr(primary_key: Sequence[str]) -> str:
 
 
 def hash_expr(columns: Sequence[Column]) -> str:
-    """Row hash over the normalised columns, in name order (reordering columns is no change)."""
+    """Row hash over the columns in name order (reordering columns is no change)."""
     ordered = sorted(columns, key=lambda c: c.name)
-    return "hash(" + ", ".join([f"'{len(ordered)}'"] + [normalized(c) for c in ordered]) + ")"
-
-
-def rehash_expr(columns: Sequence[tuple[str, str]]) -> str:
-    """The same hash recomputed from stored `row_json` (after a DuckDB upgrade)."""
-    cols = [Column(n, t) for n, t in columns]
-    ordered = sorted(cols, key=lambda c: c.name)
-    parts = [f"'{len(ordered)}'"]
-    for col in ordered:
-        path = json_path(col.name)
-        norm_type = _normalized_type(col.type)
-        if norm_type == "JSON":
-            parts.append(f"json_extract(row_json, {path})")
-        else:
-            parts.append(f"json_extract_string(row_json, {path})::{norm_type}")
-    return "hash(" + ", ".join(parts) + ")"
-
-
-def _normalized_type(t: str) -> str:
-    t = t.upper()
-    if t.startswith(("TIMESTAMP", "DATE", "TIME", "INTERVAL", "UUID", "BIT", "ENUM", "BLOB")) or t == "VARCHAR":
-        return "VARCHAR"
-    if t in ("FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT") or t.startswith("DECIMAL"):
-        return "DOUBLE"
-    if t.endswith("]") or t.startswith(NESTED) or t.startswith("MAP"):
-        return "JSON"
-    return t
+    return "hash(" + ", ".join([f"'{len(ordered)}'"] + [hashable(c) for c in ordered]) + ")"
 
 
 def check_keys(con: duckdb.DuckDBPyConnection, relation: str, primary_key: Sequence[str], *,
@@ -177,13 +174,14 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     Append-only syncs (events, purchases) pass include_removed=False: a sent event that leaves
     the model is history, not a removal; its key stays in the snapshot so it is never re-sent."""
     removed_filter = "" if include_removed else " AND n.__key IS NOT NULL"
-    cols = ", ".join(f"{normalized(c)} AS {quote(c.name)}" for c in columns)
+    # values are rendered (ISO timestamps, JSON) after the join, for the delta rows only
+    cols = "".join(f", {normalized(c, 'n.')} AS {quote(c.name)}" for c in columns)
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     con.execute(
         f"""CREATE TABLE {DELTA} AS
         SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN n.__key IS NULL THEN 'removed' ELSE 'changed' END AS __op,
-               coalesce(n.__key, s.key) AS __k, n.__hash, n.* EXCLUDE (__key, __hash)
-        FROM (SELECT {key_expr(primary_key)} AS __key, {hash_expr(columns)} AS __hash, {cols}
+               coalesce(n.__key, s.key) AS __k, n.__hash{cols}
+        FROM (SELECT {key_expr(primary_key)} AS __key, {hash_expr(columns)} AS __hash, m.*
               FROM {relation} AS m) AS n
         FULL JOIN (SELECT key, row_hash FROM {snapshot}) AS s ON n.__key = s.key
         WHERE n.__hash IS DISTINCT FROM s.row_hash{removed_filter}"""

@@ -94,8 +94,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     total = diff.check_keys(con, relation, sync.primary_key, sync=sync.name)
 
     st = state.ensure_sync(sync.name)
-    if st.columns and state.rehash_if_needed(sync.name, diff.rehash_expr(st.columns)):
-        st = state.ensure_sync(sync.name)
+    state.invalidate_hashes_if_needed(sync.name)
     snapshot_rows = state.snapshot_rows(sync.name)
     first_run = st.version == 0 and snapshot_rows == 0
     baseline = first_run and sync.first_run == "baseline"

@@ -36,7 +36,7 @@ import duckdb
 from engine.errors import LockError, StateError
 
 SCHEMA_VERSION = 1
-HASH_RECIPE = "duckdb-hash/v1"
+HASH_RECIPE = "duckdb-hash/v2"
 DB = "rstate.main"
 
 _MIGRATIONS: dict[int, str] = {
@@ -261,15 +261,16 @@ class State:
         self.con.execute("COMMIT")
         return dropped
 
-    def rehash_if_needed(self, sync: str, recompute: str) -> bool:
-        """After a DuckDB upgrade, recompute row hashes from the stored rows (never re-send).
+    def invalidate_hashes_if_needed(self, sync: str) -> bool:
+        """After a DuckDB upgrade (or a new hash recipe), hashes are not comparable: forget them.
 
-        `recompute` is a SQL expression over `row_json` giving the new hash."""
+        The next diff then compares every row with its stored values, field by field; rows whose
+        values did not change are recorded with their new hash, never re-sent."""
         st = self.sync(sync)
         if st is None or (st.duckdb_version == duckdb.__version__ and st.hash_recipe == HASH_RECIPE):
             return False
         self.con.execute("BEGIN")
-        self.con.execute(f"UPDATE {st.table} SET row_hash = {recompute}")
+        self.con.execute(f"UPDATE {st.table} SET row_hash = NULL")
         self.con.execute(f"UPDATE {DB}.syncs SET duckdb_version = ?, hash_recipe = ? WHERE name = ?",
                          [duckdb.__version__, HASH_RECIPE, sync])
         self.con.execute("COMMIT")

@@ -263,3 +263,30 @@ def test_stop_event_finishes_in_flight_and_leaves_the_rest(lab):
     assert result.interrupted and result.exit_code == 130
     acked = result.syncs[0].acknowledged
     assert 0 < acked < 1000 and len(lab.snapshot()) == acked
+
+
+def test_a_duckdb_upgrade_rehashes_from_stored_rows_without_resending(lab, run_once):
+    lab.insert_people(40)
+    sync = lab.sync()
+    run_once(sync, MemoryDestination())
+    with State.open(lab.project.state_path, command="t") as state:   # as if written by another DuckDB
+        state.con.execute("update rstate.main.syncs set duckdb_version = '0.0.1', "
+                          "hash_recipe = 'old'; update rstate.main.snap_1 set row_hash = row_hash + 1")
+    lab.sql("update people_raw set tier = 'new' where id = 'p00003'")
+    dest = MemoryDestination()
+    plan, _ = run_once(sync, dest)
+    c = plan.syncs[0].counts
+    assert (c.changed, c.unchanged) == (1, 39)
+    assert [i["key"] for i in dest.sent_items] == ["p00003"]
+    dest = MemoryDestination()
+    plan, _ = run_once(sync, dest)           # hashes were recorded: back to a plain no-change plan
+    assert not plan.has_changes and dest.received == []
+
+
+def test_sub_millisecond_and_timezone_noise_is_no_change(lab, run_once):
+    lab.insert_people(5)
+    sync = lab.sync()
+    run_once(sync, MemoryDestination())
+    lab.sql("update people_raw set joined = joined + interval 300 microseconds")
+    plan, _ = run_once(sync, MemoryDestination())
+    assert not plan.has_changes
