@@ -261,7 +261,7 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
             (f"{n(s.rejected)} rejected", "red" if s.rejected else "dim"), ", ",
             (f"{n(pending)} pending", "yellow" if pending else "dim"),
             f"; {plural(s.requests, 'request')}, {n(s.data_points)} data points, {duration(s.seconds)}"
-            + (f" ({n(s.acknowledged / s.seconds)} rows/s)" if s.seconds >= 1 and s.acknowledged else "")))
+            + (f" ({n(round(s.acknowledged / s.seconds))} rows/s)" if s.seconds >= 1 and s.acknowledged else "")))
         if s.skipped:
             blocks.append(_line(f"  {plural(s.skipped, 'row')} recorded without sending"))
         if s.invalid:

@@ -341,7 +341,8 @@ function js(v){return v===undefined?'null':JSON.stringify(v);}
 function cut(s,n){return s.length>n?s.slice(0,n-1)+'\u2026':s;}
 function change(r){
   if(r.o==='changed'||(r.c&&r.c.length)){
-    return r.c.map(function(f){var d=r.v[f]||{};return esc(f)+' <span class="old">'+esc(cut(js(d.old),28))+
+    var cs=r.c.slice(), pick=ff.value, at=cs.indexOf(pick); if(at>0){cs.splice(at,1);cs.unshift(pick);}
+    return cs.map(function(f){var d=r.v[f]||{};return esc(f)+' <span class="old">'+esc(cut(js(d.old),28))+
       '</span> \u2192 <span class="new">'+esc(cut(js(d.new),28))+'</span>';}).join(', ');}
   var v=r.v||{};return esc(cut(Object.keys(v).map(function(k){return k+'='+js(v[k]);}).join(', '),160));
 }

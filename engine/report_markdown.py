@@ -9,14 +9,14 @@ from engine.plan import Plan, SyncPlan
 
 FIELDS_NAMED = 3
 
-# object -> (noun for its rows, verb for added rows)
+# object -> (noun for one row, for several, verb for added rows)
 NOUNS = {
-    "users": ("Braze users", "create"),
-    "events": ("events", "send"),
-    "purchases": ("purchases", "send"),
-    "catalog_items": ("catalog items", "add"),
-    "subscription_groups": ("subscription states", "set"),
-    "user_deletes": ("Braze users", "delete"),
+    "users": ("Braze user", "Braze users", "create"),
+    "events": ("event", "events", "send"),
+    "purchases": ("purchase", "purchases", "send"),
+    "catalog_items": ("catalog item", "catalog items", "add"),
+    "subscription_groups": ("subscription state", "subscription states", "set"),
+    "user_deletes": ("Braze user", "Braze users", "delete"),
 }
 
 
@@ -46,7 +46,11 @@ def _code_list(names: list[str]) -> str:
 
 def sync_sentence(s: SyncPlan) -> str:
     """What one sync would do, in words: "update `loyalty_tier` for 4,812 Braze users, ~9.6k data points"."""
-    noun, add_verb = NOUNS.get(s.object, (f"{s.object} rows", "add"))
+    one, many, add_verb = NOUNS.get(s.object, (f"{s.object} row", f"{s.object} rows", "add"))
+
+    def rows(count: int) -> str:
+        return f"{_n(count)} {one if count == 1 else many}"
+
     c = s.counts
     parts = []
     if c.changed:
@@ -55,12 +59,11 @@ def sync_sentence(s: SyncPlan) -> str:
         fields = _code_list(named) if named else "values"
         if more:
             fields += f" (+{more} more field{'s' if more > 1 else ''})"
-        parts.append(f"update {fields} for {_n(c.changed)} {noun}")
+        parts.append(f"update {fields} for {rows(c.changed)}")
     if c.added:
-        parts.append(f"{add_verb} {_n(c.added)} {noun}" if s.object != "user_deletes" else
-                     f"delete {_n(c.added)} {noun}")
+        parts.append(f"{add_verb} {rows(c.added)}")
     if c.removed:
-        parts.append(f"remove {_n(c.removed)} {noun}")
+        parts.append(f"remove {rows(c.removed)}")
     if c.retry:
         parts.append(f"retry {_n(c.retry)} rejected row{'s' if c.retry != 1 else ''}")
     if c.invalid:
