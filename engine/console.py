@@ -406,7 +406,7 @@ def progress(verb: str) -> Iterator[Callable[..., None]]:
         TimeRemainingColumn,
     )
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    bars = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                     TextColumn("{task.fields[extra]}"), TextColumn("{task.fields[rate]}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
     tasks: dict[str, TaskID] = {}
