@@ -158,6 +158,8 @@ class State:
             try:
                 state._migrate(read_only=read_only)
                 yield state
+            except (duckdb.IOException, duckdb.TransactionException) as exc:
+                raise _io_problem(path, exc) from exc
             finally:
                 con.close()
         finally:
@@ -362,14 +364,35 @@ def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDB
         text = str(exc)
         if "lock" in text.lower():
             raise LockError(f"the state file {path} is in use by another process") from exc
-        raise StateError(f"cannot open the state file {path}: {text.splitlines()[0]}") from exc
+        raise _io_problem(path, exc) from exc
     except duckdb.Error as exc:
         con.close()
-        raise StateError(
-            f"the state file {path} is unreadable ({str(exc).splitlines()[0]}); it may be corrupt or "
-            "truncated. Restore a backup (`reflow state restore`) or move it away to start over"
-        ) from exc
+        raise _unreadable(path, exc) from exc
     return con
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _unreadable(path: Path, exc: BaseException) -> StateError:
+    return StateError(
+        f"the state file {path} is unreadable ({_first_line(exc)}); it may be corrupt or "
+        "truncated. Restore a backup (`reflow state restore`) or move it away to start over"
+    )
+
+
+def _io_problem(path: Path, exc: BaseException) -> StateError:
+    """DuckDB I/O failures on the state file: unreadable (corrupt, truncated) or unwritable (disk full,
+    read-only). Rows whose outcome could not be recorded are simply planned again."""
+    text = _first_line(exc)
+    low = text.lower()
+    if "could not read" in low or "not a valid duckdb" in low or "corrupt" in low or "checksum" in low:
+        return _unreadable(path, exc)
+    return StateError(
+        f"cannot write the state file {path} ({text}); free disk space or fix the folder's permissions, then "
+        "run again. Nothing is lost: rows whose outcome was not recorded are planned again"
+    )
 
 
 def _sql_str(value: str) -> str:
