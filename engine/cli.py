@@ -115,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("reset", _reset, "forget a sync's snapshot: the next plan sends every row as added")
     p.add_argument("sync")
     p.add_argument("--yes", action="store_true")
+    p = cmd("state", _state_help, "back up or restore the state file (`reflow state backup|restore`)")
+    state_sub = p.add_subparsers(title="state commands", metavar="STATE_COMMAND")
+    q = state_sub.add_parser("backup", parents=[common], help="a consistent copy of the state file, taken under its lock")
+    q.set_defaults(handler=_state_backup)
+    q.add_argument("file", nargs="?", help="where to write it (default: next to the state file, timestamped)")
+    q = state_sub.add_parser("restore", parents=[common],
+                             help="put a backup in place of the state file (the old one is kept as .bak)")
+    q.set_defaults(handler=_state_restore)
+    q.add_argument("file")
+    q.add_argument("--yes", action="store_true")
     p = cmd("sandbox", _sandbox, "serve the local Braze emulator")
     _sandbox_args(p)
     p = cmd("example", _example, "build or mutate the example project's sample warehouse")
@@ -542,6 +552,41 @@ def _reset(args: argparse.Namespace) -> int:
     with ctx.state("reset") as state:
         dropped = state.reset(sync.name)
     console.print_lines([f"{sync.name}: forgot {dropped:,} snapshot row(s); the next plan sends every row."])
+    return 0
+
+
+def _state_help(args: argparse.Namespace) -> int:
+    raise UserError("reflow state needs a command: `reflow state backup [FILE]` or `reflow state restore FILE`")
+
+
+def _state_backup(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.state_backup import backup_state
+
+    ctx = Context(args)
+    done = backup_state(ctx.project.state_path, Path(args.file) if args.file else None,
+                        memory_limit=ctx.project.memory_limit)
+    console.print_lines([f"backed up {ctx.project.state_path} to {done.path} ({done.bytes:,} bytes, "
+                         f"state schema {done.schema_version}); it holds customer data: store it like the state file"])
+    return 0
+
+
+def _state_restore(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.state_backup import restore_state
+
+    ctx = Context(args)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError("restore needs confirmation: pass --yes (no terminal to ask on)")
+        answer = input(f"Replace {ctx.project.state_path} with {args.file}? Type 'yes': ")
+        if answer.strip().lower() != "yes":
+            return 1
+    done = restore_state(ctx.project.state_path, Path(args.file))
+    kept = f"; the previous state file is kept as {done.replaced}" if done.replaced else ""
+    console.print_lines([f"restored {args.file} to {done.path} (state schema {done.schema_version}){kept}. "
+                         "Run `reflow plan`: rows delivered since the backup are planned again (events and "
+                         "purchases among them would reach Braze twice)."])
     return 0
 
 
