@@ -1,0 +1,39 @@
+"""Chaos fixtures (helpers live in faulty_sandbox.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faulty_sandbox import (
+    CLIENT_TIMEOUT,
+    CONCURRENCY,
+    MAX_RETRIES,
+    SHORT_WINDOWS,
+    FaultySandbox,
+    tune_connection,
+)
+
+from engine.sandbox.testing import running_sandbox
+
+
+@pytest.fixture
+def chaos_project(example_project: Path) -> Path:
+    tune_connection(example_project, timeout=CLIENT_TIMEOUT, max_retries=MAX_RETRIES, concurrency=CONCURRENCY)
+    return example_project
+
+
+@pytest.fixture
+def faulty(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultySandbox]:
+    """A sandbox with the products catalog created, env vars pointing the example at it, faults off."""
+    import requests
+
+    from engine.demo import PRODUCTS_CATALOG
+
+    with running_sandbox(seed=7, bucket_limits=SHORT_WINDOWS) as handle:
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", handle.url)
+        monkeypatch.setenv("BRAZE_API_KEY", handle.api_key)
+        r = requests.post(f"{handle.url}/catalogs", json=PRODUCTS_CATALOG, headers=handle.headers, timeout=10)
+        assert r.status_code == 201, r.text
+        yield FaultySandbox(handle)

@@ -1,0 +1,164 @@
+"""Interrupting `reflow apply` for real (a subprocess against the sandbox): Ctrl-C, Ctrl-C twice, kill -9.
+
+Ctrl-C stops taking batches, waits for those in flight, records them, releases the lock and exits
+130: everything Braze received is in the snapshot and the next plan holds exactly the rest.
+A second Ctrl-C exits at once; kill -9 at random moments: the next runs finish the job and extra
+copies of events stay within what was in flight (2 x concurrency requests of at most 75 rows).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from braze_checks import assert_in_step, model_rows, plan_json
+from faulty_sandbox import run_until_clean, tune_connection
+
+from engine.state import State
+
+pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
+
+CONCURRENCY = 2
+LATENCY_MS = 250
+TRACK_LIMIT = 75
+
+
+@pytest.fixture
+def slow_project(example_project: Path) -> Path:
+    tune_connection(example_project, timeout=10, max_retries=2, concurrency=CONCURRENCY)
+    return example_project
+
+
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)
+
+
+def start(project: Path, *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "--project-dir", str(project), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _started.append(proc)
+    return proc
+
+
+def wait_for_requests(sandbox: Any, n: int, proc: subprocess.Popen[str], limit: float = 60) -> bool:
+    """Wait until the sandbox has answered n requests in total; False if the process ended first."""
+    deadline = time.monotonic() + limit
+    while sandbox.stats()["requests_total"] < n:
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, "the apply never reached the sandbox"
+        time.sleep(0.01)
+    return True
+
+
+def snapshot_keys(project: Path, sync: str) -> set[str]:
+    with State.open(project / ".reflow" / "state.duckdb", command="test", read_only=True) as state:
+        st = state.sync(sync)
+        return {r[0] for r in state.con.execute(f"select key from {st.table}").fetchall()} if st else set()
+
+
+def test_ctrl_c_finishes_in_flight_batches_records_them_and_exits_130(cli, slow_project, faulty):
+    faulty.set(latency_ms=LATENCY_MS)
+    assert cli("plan")[0] == 0
+    proc = start(slow_project, "apply", "--yes")
+    assert wait_for_requests(faulty, 25, proc), proc.communicate()   # well into order_events
+    sent_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    stopped_after = time.monotonic() - sent_at
+    assert proc.returncode == 130, out + err
+    assert "finishing the batches in flight" in err and "Traceback" not in err, err
+    assert stopped_after < 10 * LATENCY_MS / 1000, f"took {stopped_after:.1f}s to stop"
+
+    code, out, err = cli("status")                 # the lock was released
+    assert code == 0, err
+    runs = json.loads(cli("history", "--json")[1])
+    interrupted = [r for r in runs if r["status"] == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["acknowledged"] > 0, runs
+
+    # everything Braze received was recorded, and nothing more
+    received = {e["properties"]["order_id"] for e in faulty.events()}
+    assert received and received == snapshot_keys(slow_project, "order_events")
+    lines = Counter(p["properties"]["order_id"] for p in faulty.purchases())
+    assert Counter(k.rsplit("-", 1)[0] for k in snapshot_keys(slow_project, "purchases")) == lines
+    # the next plan holds exactly the rest
+    plan = {s["name"]: s for s in plan_json(cli)["syncs"]}
+    events = {r["order_id"] for r in model_rows(slow_project, "order_events")}
+    assert plan["order_events"]["added"] == len(events - received) > 0
+    assert not plan["braze_users"]["has_changes"]
+    faulty.set()
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    assert_in_step(slow_project, faulty)           # exactly once: nothing was sent twice
+
+
+def test_second_ctrl_c_exits_at_once_and_is_still_safe(cli, slow_project, faulty):
+    faulty.set(latency_ms=LATENCY_MS * 4)
+    assert cli("plan")[0] == 0
+    proc = start(slow_project, "apply", "--yes")
+    assert wait_for_requests(faulty, 20, proc), proc.communicate()
+    sent_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "second interrupt: exiting now" in err and "Traceback" not in err, err
+    assert time.monotonic() - sent_at < LATENCY_MS * 4 / 1000, "the second Ctrl-C did not exit at once"
+
+    assert cli("status")[0] == 0                   # the OS released the lock
+    faulty.set()
+    run_until_clean(cli)
+    extras = assert_in_step(slow_project, faulty, exactly_once=False)
+    assert extras.total <= 2 * CONCURRENCY * TRACK_LIMIT, extras
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_nothing(cli, slow_project, faulty, record_property):
+    trials = 8
+    rng = random.Random(2024)
+    faulty.set(latency_ms=60)
+    killed_mid_apply = 0
+    outcomes: list[int] = []
+    for trial in range(trials):
+        if trial:
+            assert cli("example", "mutate", "--step", str(trial))[0] == 0
+        assert cli("plan")[0] == 0
+        before = faulty.stats()["requests_total"]
+        proc = start(slow_project, "apply", "--yes")
+        if wait_for_requests(faulty, before + rng.randint(1, 12), proc):
+            time.sleep(rng.uniform(0, 0.1))
+            if proc.poll() is None:
+                killed_mid_apply += 1
+            proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        outcomes.append(proc.returncode)
+        assert cli("status")[0] == 0               # no stale lock
+    assert killed_mid_apply >= trials // 2, f"only {killed_mid_apply} kills landed mid-apply: {outcomes}"
+    faulty.set()
+    run_until_clean(cli)
+    extras = assert_in_step(slow_project, faulty, exactly_once=False)
+    bound = killed_mid_apply * 2 * CONCURRENCY * TRACK_LIMIT
+    measured = {"kills_mid_apply": killed_mid_apply, "extra_copies": extras.total, "bound": bound}
+    record_property("kill9", json.dumps(measured))
+    print("kill9", json.dumps(measured))
+    assert extras.total <= bound, measured
