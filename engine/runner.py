@@ -10,10 +10,11 @@ bounded by the batches in flight plus those waiting for the checkpoint.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,17 +167,10 @@ class _Row:
     data_points: int
 
 
-def _channels(state: State, plan_id: str, sync: str) -> list[str]:
-    rows = state.con.execute(
-        f"SELECT DISTINCT channel FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
-        "ORDER BY channel", [plan_id, sync]).fetchall()
-    return [r[0] for r in rows]
-
-
-def _read(state: State, plan_id: str, sp: SyncPlan, channel: str, rows: dict[str, _Row]) -> Iterator[tuple[str, str]]:
+def _read(con: Any, plan_id: str, sp: SyncPlan, channel: str, rows: dict[str, _Row]) -> Iterator[tuple[str, str]]:
     """Stored payloads of one channel, in seq order, a chunk at a time."""
     for start in range(sp.seq_min, sp.seq_max + 1, READ_CHUNK):
-        chunk = state.con.execute(
+        chunk = con.execute(
             f"SELECT key, op, new_hash, new_row, item, data_points FROM {DB}.plan_rows "
             f"WHERE seq >= ? AND seq < ? AND plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ? "
             "ORDER BY seq", [start, start + READ_CHUNK, plan_id, sp.name, channel]).fetchall()
@@ -185,49 +179,103 @@ def _read(state: State, plan_id: str, sp: SyncPlan, channel: str, rows: dict[str
             yield key, item
 
 
+class _Checkpointer(threading.Thread):
+    """Owns the state connection during a send: takes completed batches as they finish and records
+    them in group commits (everything waiting goes into one transaction), so that sending never
+    waits for the disk. A batch holds a slot from submit until its outcome is committed: at most
+    `concurrency` batches are ever in flight or acknowledged-but-unrecorded (the duplicate bound)."""
+
+    def __init__(self, state: State, sync: str, outcome: SyncOutcome, rows: dict[str, _Row], slots: int,
+                 progress: ApplyProgress | None, total: int) -> None:
+        super().__init__(name="reflow-checkpoint", daemon=True)
+        self.state, self.sync, self.outcome, self.rows = state, sync, outcome, rows
+        self.slots = threading.BoundedSemaphore(slots)
+        self.queue: queue.SimpleQueue[tuple[Batch, Sequence[RowResult]] | None] = queue.SimpleQueue()
+        self.fatal: DestinationError | None = None
+        self.failure: BaseException | None = None
+        self.progress, self.total, self.done = progress, total, 0
+
+    def stopping(self, stop: threading.Event) -> bool:
+        return stop.is_set() or self.fatal is not None or self.failure is not None
+
+    def wait_for_slot(self, stop: threading.Event) -> bool:
+        """Block until a batch may be submitted; False when sending must stop instead."""
+        while not self.slots.acquire(timeout=0.2):
+            if self.stopping(stop):
+                return False
+        if self.stopping(stop):
+            self.slots.release()
+            return False
+        return True
+
+    def finished(self, batch: Batch, fut: Future[Sequence[RowResult]]) -> None:
+        try:
+            results: Sequence[RowResult] = fut.result()
+        except DestinationError as exc:
+            self.fatal = self.fatal or exc
+            results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in batch.keys]
+        except BaseException as exc:  # noqa: BLE001 - recorded as not attempted, raised after the send
+            self.failure = self.failure or exc
+            results = [RowResult(k, NOT_ATTEMPTED, f"unexpected error: {exc!r}") for k in batch.keys]
+        self.queue.put((batch, results))
+
+    def run(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            group = [first]
+            end = False
+            while True:
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    end = True
+                    break
+                group.append(nxt)
+            try:
+                _checkpoint(self.state, self.sync, self.outcome, group, self.rows)
+            except BaseException as exc:  # noqa: BLE001 - e.g. a full disk: stop sending, report it
+                self.failure = self.failure or exc
+            for _ in group:
+                self.slots.release()
+            self.done += sum(len(b.keys) for b, _ in group)
+            if self.progress:
+                self.progress(self.sync, self.done, self.total, self.outcome.requests)
+            if end:
+                return
+
+
 def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, outcome: SyncOutcome,
           stop: threading.Event, progress: ApplyProgress | None) -> None:
-    total = sp.counts.to_send - sp.counts.invalid if sp.counts.to_send > sp.counts.invalid else 0
     concurrency = max(1, destination.capabilities.default_concurrency)
     rows: dict[str, _Row] = {}
-    done = 0
-    fatal: DestinationError | None = None
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reflow-send") as pool:
-        inflight: dict[Future[Sequence[RowResult]], Batch] = {}
-
-        def drain(block: bool) -> None:
-            nonlocal done, fatal
-            if not inflight:
-                return
-            finished, _ = wait(list(inflight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
-            completed: list[tuple[Batch, Sequence[RowResult]]] = []
-            for fut in finished:
-                batch = inflight.pop(fut)
-                try:
-                    completed.append((batch, fut.result()))
-                except DestinationError as exc:
-                    fatal = fatal or exc
-                    completed.append((batch, [RowResult(k, NOT_ATTEMPTED, exc.message) for k in batch.keys]))
-            _checkpoint(state, sp.name, outcome, completed, rows)
-            done += sum(len(b.keys) for b, _ in completed)
-            if progress:
-                progress(sp.name, done, total, outcome.requests)
-
-        for channel in _channels(state, plan_id, sp.name):
-            for batch in destination.batches(channel, _read(state, plan_id, sp, channel, rows)):
-                if stop.is_set() or fatal:
+    reader = state.con.cursor()
+    writer = _Checkpointer(state, sp.name, outcome, rows, concurrency, progress, sp.counts.to_send)
+    writer.start()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reflow-send") as pool:
+            channels = [r[0] for r in reader.execute(
+                f"SELECT DISTINCT channel FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
+                "ORDER BY channel", [plan_id, sp.name]).fetchall()]
+            for channel in channels:
+                for batch in destination.batches(channel, _read(reader, plan_id, sp, channel, rows)):
+                    if not writer.wait_for_slot(stop):
+                        break
+                    fut = pool.submit(destination.send, batch)
+                    fut.add_done_callback(lambda f, b=batch: writer.finished(b, f))
+                if writer.stopping(stop):
                     break
-                while len(inflight) >= concurrency:
-                    drain(block=True)
-                inflight[pool.submit(destination.send, batch)] = batch
-                if len(inflight) > 1:
-                    drain(block=False)
-            if stop.is_set() or fatal:
-                break
-        while inflight:
-            drain(block=True)
-    if fatal:
-        raise fatal
+    finally:
+        writer.queue.put(None)
+        writer.join()
+        reader.close()
+    if writer.failure:
+        raise writer.failure
+    if writer.fatal:
+        raise writer.fatal
 
 
 def _checkpoint(state: State, sync: str, outcome: SyncOutcome,
