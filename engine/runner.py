@@ -10,6 +10,7 @@ bounded by the batches in flight plus those waiting for the checkpoint.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -265,7 +266,7 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
                     if not writer.wait_for_slot(stop):
                         break
                     fut = pool.submit(destination.send, batch)
-                    fut.add_done_callback(lambda f, b=batch: writer.finished(b, f))
+                    fut.add_done_callback(functools.partial(writer.finished, batch))
                 if writer.stopping(stop):
                     break
     finally:
