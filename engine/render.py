@@ -232,6 +232,10 @@ class _ModelRenderer:
         self.models = _scan(project)
         self.relation_for = relation_for
         self.source_for = source_for
+        # a dbt warehouse names its own target ({name, type}); anything else it lacks goes to dbt compile
+        owner_target = getattr(getattr(relation_for, "__self__", None), "target_context", None)
+        self.target = owner_target() if callable(owner_target) else {"name": "reflow", "type": "duckdb",
+                                                                       "schema": "main"}
         self.env = _environment()
         self.refs: list[str] = []
         self.sources: list[tuple[str, str]] = []
@@ -259,7 +263,7 @@ class _ModelRenderer:
             "env_var": env_var,
             "config": config,
             "is_incremental": lambda: False,
-            "target": {"name": "reflow", "type": "duckdb", "schema": "main"},
+            "target": self.target,
         }
         filename = str(path.resolve())
         try:

@@ -8,6 +8,7 @@ every problem at once as `file:line:col: path: message`.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -184,10 +185,7 @@ def dbt_meta_syncs(project: Project) -> list[tuple[Document | None, list[Problem
 
     out: list[tuple[Document | None, list[Problem]]] = []
     for file in dbt_yaml_files(project):
-        try:
-            display = file.relative_to(project.root).as_posix()
-        except ValueError:
-            display = str(file)
+        display = Path(os.path.relpath(file, project.root)).as_posix()
         text = file.read_text(encoding="utf-8", errors="replace") if file.stat().st_size < 1_000_000 else ""
         if META_KEY not in text:
             continue                      # most dbt YAML files declare no sync: skip the careful parse

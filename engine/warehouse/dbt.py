@@ -185,6 +185,10 @@ class DbtWarehouse:
             raise RenderError(f"source('{schema}', '{table}'): not declared in the dbt project's sources")
         return node.relation_name
 
+    def target_context(self) -> dict[str, str]:
+        """`target` in Reflow's own templates: the dbt target's name and adapter type."""
+        return {"name": self.dbt.target, "type": self.manifest().adapter_type, "profile_name": self.dbt.profile}
+
     def reads(self, project: Project, spec: SyncSpec) -> list[Node]:
         """The dbt models, seeds, snapshots and sources a sync reads (from its rendered SQL)."""
         from engine.render import render_model

@@ -95,11 +95,18 @@ def side_project(shop: Path, model_sql: str) -> Path:
 
 def test_reflow_model_refs_resolve_to_dbt_relations_without_dbt_compile(shop: Path, capsys) -> None:
     side = side_project(shop, "select customer_id, email from {{ ref('dim_braze_customers') }} "
-                              "where orders_count >= {{ var('min', 3) }}\n")
-    code, out, err = ShopCli(side, capsys)("compile", "vip")
+                              "where orders_count >= {{ var('min', 3) }}"
+                              "{% if target.type == 'duckdb' %} and '{{ target.name }}' = 'dev'{% endif %}\n")
+    cli = ShopCli(side, capsys)
+    code, out, err = cli("compile", "vip")
     assert code == 0, err
-    assert out.strip() == 'select customer_id, email from "shop"."main"."dim_braze_customers" where orders_count >= 3'
+    assert out.strip() == ('select customer_id, email from "shop"."main"."dim_braze_customers" '
+                           "where orders_count >= 3 and 'dev' = 'dev'")
     assert not (shop / "target" / "reflow" / "dev" / "reflow_compiled.json").exists()
+    # the dbt project's meta-declared sync belongs to this Reflow project too, located from here
+    code, out, err = cli("ls")
+    assert code == 0, err
+    assert any(line.split()[0] == "order_events" and "../models/marts/_marts.yml" in line for line in out.splitlines())
 
 
 def test_templates_needing_dbt_are_compiled_by_dbt(shop: Path, capsys) -> None:
