@@ -101,7 +101,7 @@ def check_rejections_listed(cli: Any, project: Any, sandbox: FaultySandbox, reje
     by_sync: dict[str, set[str]] = {}
     for r in listed:
         assert r["reason"] == BLACKLIST_MESSAGE, r
-        assert json.loads(r["item"]), r                           # the exact payload that was sent
+        assert r["payload"] and r["payload_json"], r                # the exact payload that was sent
         by_sync.setdefault(r["sync"], set()).add(r["key"])
     assert by_sync.get("braze_users", set()) >= set(rejected)
     orders = {r["order_id"] for r in model_rows(project, "order_events") if r["customer_id"] in rejected}
