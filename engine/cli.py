@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=2000)
     p.add_argument("--step", type=int, default=1)
     p = cmd("dbt", _dbt_help, "dbt projects: generate lineage for dbt (`reflow dbt exposures`)")
+    p.set_defaults(dbt_parser=p)
     dbt_sub = p.add_subparsers(title="dbt commands", metavar="DBT_COMMAND")
     q = dbt_sub.add_parser("exposures", parents=[common], help="one dbt exposure per sync, so dbt docs shows Braze")
     q.set_defaults(handler=_dbt_exposures)
@@ -614,7 +615,7 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _dbt_help(args: argparse.Namespace) -> int:
-    build_parser().parse_args(["dbt", "--help"])
+    args.dbt_parser.print_help(sys.stderr)
     return 2
 
 
