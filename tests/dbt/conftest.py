@@ -5,7 +5,6 @@ PostgreSQL tests skip only when no server is configured outside CI; in CI (CI=tr
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -15,11 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from shop import copy_shop, drop_schemas, load_postgres  # noqa: E402
-
-from engine.cli import main  # noqa: E402
-
-pytestmark = pytest.mark.dbt
+from dbtshop import copy_shop, drop_schemas, load_postgres, pg_dsn  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -29,43 +24,9 @@ def _dbt_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DO_NOT_TRACK", "1")
 
 
-class ShopCli:
-    """`reflow ...` in-process on a dbt_shop copy: (exit code, stdout, stderr)."""
-
-    def __init__(self, project: Path, capsys: pytest.CaptureFixture[str], target: str | None = None) -> None:
-        self.project = project
-        self.capsys = capsys
-        self.target = target
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        extra = ["--target", self.target] if self.target else []
-        code = main(["--project-dir", str(self.project), *extra, *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-
 @pytest.fixture
 def shop(tmp_path: Path) -> Path:
     return copy_shop(tmp_path / "dbt_shop")
-
-
-def pg_dsn() -> str:
-    dsn = os.environ.get("REFLOW_TEST_PG")
-    in_ci = os.environ.get("CI", "").lower() == "true"
-    if not dsn:
-        if in_ci:
-            pytest.fail("REFLOW_TEST_PG is not set in CI (.ci/run starts PostgreSQL and sets it)")
-        pytest.skip("no PostgreSQL configured: set REFLOW_TEST_PG (see .ci/run)")
-    try:
-        import psycopg2
-
-        psycopg2.connect(dsn, connect_timeout=5).close()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable server
-        if in_ci:
-            pytest.fail(f"PostgreSQL at REFLOW_TEST_PG is unreachable in CI: {exc}")
-        pytest.skip(f"PostgreSQL at REFLOW_TEST_PG is unreachable: {exc}")
-    return dsn
 
 
 @pytest.fixture

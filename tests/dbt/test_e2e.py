@@ -9,8 +9,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import ShopCli
-from shop import load_postgres, mutate
+from dbtshop import ShopCli, load_postgres, mutate
 
 pytestmark = [pytest.mark.dbt, pytest.mark.e2e]
 

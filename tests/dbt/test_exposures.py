@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ShopCli
+from dbtshop import ShopCli
 
 from engine.warehouse.dbt import dbt_executable
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import pg_dsn
+from dbtshop import pg_dsn
 
 from engine.errors import WarehouseError
 from engine.warehouse.dbt import LANDED, land

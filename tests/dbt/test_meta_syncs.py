@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ShopCli
+from dbtshop import ShopCli
 
 from engine.errors import SpecError
 from engine.project import load_project

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ShopCli
+from dbtshop import ShopCli
 
 from engine.dbt_project import load_dbt_project
 from engine.errors import ProjectError, RenderError, WarehouseError

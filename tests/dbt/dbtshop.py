@@ -1,14 +1,15 @@
-"""The dbt_shop fixture: a copy with raw data, on DuckDB or loaded into PostgreSQL."""
+"""The dbt_shop fixture: a copy with raw data, on DuckDB or loaded into PostgreSQL; the CLI on it."""
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import duckdb
+import pytest
 
+from engine.cli import main
 from engine.example import TABLES, build_warehouse, mutate_warehouse
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "dbt_shop"
@@ -68,5 +69,35 @@ def drop_schemas(dsn: str, *schemas: str) -> None:
         pg.close()
 
 
-def rows_of(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
+class ShopCli:
+    """`reflow ...` in-process on a dbt_shop copy: (exit code, stdout, stderr)."""
+
+    def __init__(self, project: Path, capsys: pytest.CaptureFixture[str], target: str | None = None) -> None:
+        self.project = project
+        self.capsys = capsys
+        self.target = target
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        extra = ["--target", self.target] if self.target else []
+        code = main(["--project-dir", str(self.project), *extra, *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+
+def pg_dsn() -> str:
+    dsn = os.environ.get("REFLOW_TEST_PG")
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    if not dsn:
+        if in_ci:
+            pytest.fail("REFLOW_TEST_PG is not set in CI (.ci/run starts PostgreSQL and sets it)")
+        pytest.skip("no PostgreSQL configured: set REFLOW_TEST_PG (see .ci/run)")
+    try:
+        import psycopg2
+
+        psycopg2.connect(dsn, connect_timeout=5).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable server
+        if in_ci:
+            pytest.fail(f"PostgreSQL at REFLOW_TEST_PG is unreachable in CI: {exc}")
+        pytest.skip(f"PostgreSQL at REFLOW_TEST_PG is unreachable: {exc}")
+    return dsn
