@@ -177,3 +177,19 @@ def test_missing_duckdb_file_says_build_first(shop: Path) -> None:
             warehouse.relation(con, 'select * from "shop"."main"."dim_braze_customers"', model="m")
     finally:
         con.close()
+
+
+def test_a_broken_dbt_project_reports_dbt_parse_errors(shop: Path, capsys) -> None:
+    model = shop / "models" / "staging" / "stg_shop__orders.sql"
+    model.write_text(model.read_text() + "{{ ref('missing_model') }}\n")
+    code, _, err = ShopCli(shop, capsys)("plan")
+    assert code == 1
+    assert "`dbt parse` failed" in err and "missing_model" in err and "Traceback" not in err
+
+
+def test_ephemeral_models_are_refused_with_a_reason(shop: Path, capsys) -> None:
+    marts = shop / "models" / "marts" / "dim_braze_customers.sql"
+    marts.write_text("{{ config(materialized='ephemeral') }}\n" + marts.read_text())
+    code, _, err = ShopCli(shop, capsys)("compile", "braze_customers")
+    assert code == 1
+    assert "dbt model 'dim_braze_customers' is ephemeral" in err and "materialize it as a view or a table" in err
