@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -434,29 +435,58 @@ def _run(args: argparse.Namespace) -> int:
 
 class _interrupts:
     """First SIGINT/SIGTERM: stop taking new batches, finish and record those in flight.
-    Second: exit at once (safe: unrecorded rows are simply planned again)."""
+    Second: exit at once with 130 (safe: unrecorded rows are simply planned again).
+
+    Python runs signal handlers in the main thread only, and merges two signals that arrive while
+    it sits in a long C call. So the handlers here do nothing; Python's wakeup fd gets one byte per
+    signal, whatever thread took it, and a watcher thread counts them."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
         self.saved: dict[int, Any] = {}
+        self.pipe: tuple[int, int] | None = None
+        self.old_fd = -1
 
     def __enter__(self) -> _interrupts:
         if threading.current_thread() is not threading.main_thread():
             return self
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.saved[sig] = signal.signal(sig, self._handle)
+        self.pipe = os.pipe()
+        os.set_blocking(self.pipe[1], False)
+        self.old_fd = signal.set_wakeup_fd(self.pipe[1], warn_on_full_buffer=False)
+        for sig in self.SIGNALS:
+            self.saved[sig] = signal.signal(sig, lambda signum, frame: None)
+        threading.Thread(target=self._watch, args=(self.pipe[0],), name="reflow-signals", daemon=True).start()
         return self
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop.is_set():
-            sys.stderr.write("\nsecond interrupt: exiting now; unrecorded rows will be planned again\n")
-            os._exit(130)
-        self.stop.set()
-        sys.stderr.write("\ninterrupt: finishing the batches in flight (press again to exit at once)\n")
+    def _watch(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 64)
+            except OSError:
+                return
+            if not data:                        # closed by __exit__: the apply ended normally
+                return
+            for sig in data:
+                if sig not in self.SIGNALS:
+                    continue
+                if self.stop.is_set():
+                    os.write(2, b"\nsecond interrupt: exiting now; unrecorded rows will be planned again\n")
+                    with contextlib.suppress(Exception):
+                        sys.stdout.flush()
+                    os._exit(130)
+                self.stop.set()
+                os.write(2, b"\ninterrupt: finishing the batches in flight (press again to exit at once)\n")
 
     def __exit__(self, *exc: object) -> None:
+        if self.pipe is None or self.stop.is_set():
+            return      # interrupted: the watcher stays, so a second Ctrl-C while we wrap up still exits 130
+        signal.set_wakeup_fd(self.old_fd)
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
+        os.close(self.pipe[1])
+        self.pipe = None
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -112,9 +112,12 @@ def test_ctrl_c_finishes_in_flight_batches_records_them_and_exits_130(cli, slow_
 
 def test_second_ctrl_c_exits_at_once_and_is_still_safe(cli, slow_project, faulty):
     faulty.set(latency_ms=LATENCY_MS * 4)
-    assert cli("plan")[0] == 0
+    # one big sync, so both signals land mid-send (not between syncs, where the first alone ends it)
+    assert cli("plan", "--select", "purchases")[0] == 0
     proc = start(slow_project, "apply", "--yes")
     assert wait_for_requests(faulty, 20, proc), proc.communicate()
+    # requests go out and come back in lockstep; half a latency later, both slots are mid-request
+    time.sleep(LATENCY_MS * 4 / 2000)
     sent_at = time.monotonic()
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)
