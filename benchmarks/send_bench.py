@@ -106,13 +106,17 @@ def main() -> int:
         con.close()
         plan_wall, plan_cpu, _ = reflow("plan", "--json", env=env)
         apply_wall, apply_cpu, out = reflow("apply", "--yes", env=env)
+        # the fixed cost of a command (interpreter, imports, project, state): a no-change plan + apply
+        _, idle_plan_cpu, _ = reflow("plan", "--json", env=env)
+        _, idle_apply_cpu, _ = reflow("apply", "--yes", env=env)
         import urllib.request
 
         with urllib.request.urlopen(f"{url}/_sandbox/stats", timeout=30) as resp:
             stats = json.loads(resp.read())
     finally:
         sandbox.terminate()
-        sandbox.wait(timeout=30)
+        _, _, sandbox_usage = os.wait4(sandbox.pid, 0)
+    sandbox_cpu = sandbox_usage.ru_utime + sandbox_usage.ru_stime
     requests = sum(sum(codes.values()) for route, codes in stats["requests"].items() if "users/track" in route)
     result = {
         "users": args.users, "latency_ms": args.latency_ms, "rate_limit": args.rate,
@@ -123,6 +127,10 @@ def main() -> int:
         "pct_of_limit": round(100 * requests / apply_wall / args.rate, 1),
         "cpu_ms_per_request_apply": round(1000 * apply_cpu / max(requests, 1), 3),
         "cpu_ms_per_request_plan_and_apply": round(1000 * (plan_cpu + apply_cpu) / max(requests, 1), 3),
+        "fixed_cpu_seconds_per_command": round((idle_plan_cpu + idle_apply_cpu) / 2, 2),
+        "cpu_ms_per_request_send_path": round(
+            1000 * (plan_cpu + apply_cpu - idle_plan_cpu - idle_apply_cpu) / max(requests, 1), 3),
+        "sandbox_cpu_ms_per_request": round(1000 * sandbox_cpu / max(requests, 1), 3),
         "sandbox_data_points": stats.get("data_points"),
     }
     print(json.dumps(result, indent=2))
