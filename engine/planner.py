@@ -205,7 +205,7 @@ class PlanRows:
                         retry=retry, invalid=invalid, not_sent=not_sent, baseline=baselined)
         channels = self.con.execute(
             f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {DB}.plan_rows "
-            f"WHERE {where} AND status = '{SEND}' GROUP BY channel", params).fetchall()
+            f"WHERE {where} AND status = '{SEND}' GROUP BY channel ORDER BY channel", params).fetchall()
         estimate = destination.estimate({ch: (int(c), int(dp)) for ch, c, dp in channels})
         caps = destination.capabilities
         guards = evaluate_guards(sync, counts, snapshot_rows, estimate.data_points, caps.append_only)

@@ -44,15 +44,16 @@ TABLE = """create table people_raw (id varchar, email varchar, country varchar, 
            tags varchar[], prefs struct(channel varchar, n integer), seen_at timestamptz, born date)"""
 
 VARIANTS = {
-    "explicit": dict(identifier=Identifier("external_id", "id"),
+    "explicit": dict(identifier=Identifier("external_id", "id"), on_removed="unset",
                      fields={"email": "email", "country": "country", "dob": "dob", "gender": "gender",
                              "first_name": "first_name", "phone": "phone", "email_subscribe": "email_subscribe",
                              "score": "score", "visits": "visits", "vip": "vip", "tags": "tags", "prefs": "prefs",
                              "seen_at": "seen_at", "born": "born"}),
-    "auto-update-skip": dict(identifier=Identifier("external_id", "id"), mode="update", nulls="skip"),
+    "auto-update-skip": dict(identifier=Identifier("external_id", "id"), mode="update", nulls="skip",
+                             on_removed="unset"),
     "alias": dict(identifier=Identifier("user_alias", "id", alias_label="crm"), fields={"email": "email",
                   "score": "score", "prefs": "prefs", "tags": "tags", "first_name": "first_name"}),
-    "email-identifier": dict(identifier=Identifier("email", "email"),
+    "email-identifier": dict(identifier=Identifier("email", "email"), on_removed="unset",
                              fields={"phone": "phone", "first_name": "first_name", "country": "country"}),
 }
 
@@ -146,3 +147,31 @@ def test_struct_types_are_parsed() -> None:
     assert kind_of("INTEGER[][]").name is None
     assert kind_of("MAP(VARCHAR, INTEGER)").name is None
     assert kind_of("DECIMAL(10,2)").name == "number" and kind_of("TIMESTAMP WITH TIME ZONE").name == "string"
+
+
+def test_removed_rows_take_the_fast_path_too(tmp_path_factory: pytest.TempPathFactory) -> None:
+    rows = [{"id": f"c_{i}", "email": f"u{i}@example.com", "country": "US", "dob": None, "gender": None,
+             "first_name": "Ann", "phone": None, "email_subscribe": None, "score": 1.0, "visits": i, "vip": None,
+             "tags": None, "prefs": None} for i in range(20)]
+    for variant in ("explicit", "auto-update-skip"):
+        root = tmp_path_factory.mktemp(variant)
+        (root / "models").mkdir()
+        (root / "models" / "people.sql").write_text("select * from {{ ref('people_raw') }}")
+        _load(root, rows)
+        _plan_rows(root, VARIANTS[variant], True)          # the first sync, recorded as applied
+        _load(root, rows[:5])
+        project = _project(root, "fast")
+        sync = SyncSpec(name="people", model="people", primary_key=("id",), path="syncs/p.yml", raw={},
+                        destination=DestinationSpec(connection="braze", object="users", **VARIANTS[variant]))
+        dest = make_destination(project.connections["braze"], None, sync)
+        calls: list[Any] = []
+        original = dest.prepare
+        dest.prepare = lambda row, o=original, c=calls: c.append(row) or o(row)  # type: ignore[method-assign]
+        with State.open(project.state_path, command="test") as state:
+            plan = build_plan(project, [sync], state, DuckDBWarehouse(project), lambda s, d=dest: d)
+            items = state.con.execute(f"select item from {DB}.plan_rows where plan_id = ? and op = 'removed'",
+                                      [plan.plan_id]).fetchall()
+        assert plan.syncs[0].counts.removed == 15 and calls == [], variant
+        first = json.loads(items[0][0])
+        assert first["_update_existing_only"] is True and set(first) - {"external_id", "_update_existing_only"}
+        assert all(v is None for k, v in first.items() if k not in ("external_id", "_update_existing_only"))

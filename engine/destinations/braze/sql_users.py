@@ -164,19 +164,45 @@ class UsersSql:
         item = "'{' || array_to_string(list_filter([" + ", ".join(parts) + "], lambda x: x IS NOT NULL), ',') || '}'"
         eligible = " AND ".join(
             ["r.__op IN ('added', 'changed')", "(" + " OR ".join(includes) + ")", *checks])
+        removed = self._removed(pairs, list(types), secondary)
+        if removed is not None:
+            r_item, r_points, r_eligible = removed
+            item = f"CASE WHEN r.__op = 'removed' THEN {r_item} ELSE {item} END"
+            points = [f"CASE WHEN r.__op = 'removed' THEN {r_points} ELSE {' + '.join(points)} END"]
+            eligible = f"(({eligible}) OR ({r_eligible}))"
         return SqlItems(channel=self.p.channel, item=item, data_points=" + ".join(points), eligible=eligible)
 
-    def _ident_json(self) -> str:
+    def _removed(self, pairs: list[tuple[str, str]], columns: list[str],
+                 secondary: bool) -> tuple[str, str, str] | None:
+        """`on_removed: unset`: every mapped field null, update-only, identified from the old row.
+        With fields mapped automatically, only rows whose old row has today's columns qualify."""
+        if self.p.on_removed != "unset" or not pairs:
+            return None
         ident = self.p.ident
-        v = _q(ident.column)
+        path = _lit("$." + json.dumps(ident.column))
+        old = f"json_extract_string(r.__old_row, {path})"
+        parts = [self._ident_json(old), _lit('"_update_existing_only":true')]
+        parts += [_lit(json.dumps(field, ensure_ascii=False) + ":null") for field, _ in pairs]
+        item = "'{' || " + " || ',' || ".join(parts) + " || '}'"
+        free = {"email_subscribe", "push_subscribe"} | ({"email", "phone"} if secondary else set())
+        points = str(sum(0 if field in free else 1 for field, _ in pairs))
+        checks = ["r.__op = 'removed'", f"json_type(r.__old_row, {path}) = 'VARCHAR'", self._ident_check(old)]
+        if self.p.fields.explicit is None:
+            keys = "[" + ", ".join(_lit(c) for c in columns) + "]"
+            checks.append(f"json_keys(r.__old_row) = {keys}")
+        return item, points, " AND ".join(checks)
+
+    def _ident_json(self, value: str | None = None) -> str:
+        ident = self.p.ident
+        v = value or _q(ident.column)
         if ident.kind == "user_alias":
             label = json.dumps(ident.alias_label, ensure_ascii=False)
             return f"""'"user_alias":{{"alias_name":' || to_json({v})::VARCHAR || {_lit(',"alias_label":' + label + '}')}"""
         return f"{_lit(json.dumps(ident.kind) + ':')} || to_json({v})::VARCHAR"
 
-    def _ident_check(self) -> str:
+    def _ident_check(self, value: str | None = None) -> str:
         ident = self.p.ident
-        v = _q(ident.column)
+        v = value or _q(ident.column)
         base = f"{v} IS NOT NULL AND regexp_matches({v}, '[A-Za-z0-9]')"
         if ident.kind == "external_id":
             return f"({base} AND strlen({v}) <= {validate.EXTERNAL_ID_MAX_BYTES})"
