@@ -297,9 +297,16 @@ def load_project(root: Path) -> Project:
         vars=dict(data.get("vars", {})),
         connections=connections,
         owner=dict(data.get("owner", {})),
-        memory_limit=data.get("memory_limit", "1GB"),
+        memory_limit=data.get("memory_limit", default_memory_limit(warehouse)),
         warnings=tuple(warnings),
     )
+
+
+def default_memory_limit(warehouse: WarehouseConfig) -> str:
+    """DuckDB's memory limit for planning when the project file sets none. A dbt project's process
+    already holds dbt and its adapter (~200 MB) and lands remote rows in DuckDB, so its planner gets
+    256MB (a 1M-row PostgreSQL model then plans under 450 MB peak); the embedded warehouse gets 1GB."""
+    return "256MB" if warehouse.type == "dbt" else "1GB"
 
 
 def resolve_api_key(connection: ConnectionConfig, *, required: bool) -> str | None:

@@ -353,3 +353,13 @@ def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 PROJECT_FILE_NAME = "reflow_project.yml"
+
+
+def test_memory_limit_defaults_by_warehouse(tmp_path: Path) -> None:
+    conn = "connections: {braze: {type: braze, endpoint: 'https://rest.iad-01.braze.com', api_key: x}}\n"
+    (tmp_path / "reflow_project.yml").write_text("name: a\nwarehouse: {type: dbt}\n" + conn)
+    assert load_project(tmp_path).memory_limit == "256MB"
+    (tmp_path / "reflow_project.yml").write_text("name: a\n" + conn)
+    assert load_project(tmp_path).memory_limit == "1GB"
+    (tmp_path / "reflow_project.yml").write_text("name: a\nwarehouse: {type: dbt}\nmemory_limit: 2GB\n" + conn)
+    assert load_project(tmp_path).memory_limit == "2GB"
