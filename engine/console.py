@@ -254,7 +254,7 @@ def print_text(text: str) -> None:
 def apply_blocks(result: ApplyResult) -> list[Block]:
     blocks: list[Block] = []
     for s in result.syncs:
-        pending = s.not_attempted + s.invalid
+        pending = s.not_attempted + s.invalid + s.held_back
         blocks.append(_line(
             (s.name, "bold"), ": ",
             (f"{n(s.acknowledged)} acknowledged", "green" if s.acknowledged else "dim"), ", ",
@@ -267,6 +267,10 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
         if s.invalid:
             blocks.append(_line(f"  {plural(s.invalid, 'invalid row')} not sent; `reflow show --op invalid` "
                                 "lists them with the rule each breaks"))
+        if s.held_back:
+            blocks.append(_line(f"  {plural(s.held_back, 'row')} held back: their Braze profile was not delivered "
+                                "in this run (subscription states for unknown users are dropped by Braze); "
+                                "sent once the profile lands"))
         if s.error:
             blocks.append(_line(("  stopped: ", "bold red"), s.error))
     if result.interrupted:

@@ -11,6 +11,7 @@ bounded by the batches in flight plus those waiting for the checkpoint.
 from __future__ import annotations
 
 import functools
+import json
 import queue
 import threading
 import time
@@ -42,6 +43,7 @@ class SyncOutcome:
     not_attempted: int = 0
     skipped: int = 0
     invalid: int = 0
+    held_back: int = 0          # waiting for a profile that was not delivered in this apply
     requests: int = 0
     data_points: int = 0
     seconds: float = 0.0
@@ -49,7 +51,7 @@ class SyncOutcome:
 
     @property
     def pending(self) -> int:
-        return self.rejected + self.not_attempted + self.invalid
+        return self.rejected + self.not_attempted + self.invalid + self.held_back
 
 
 @dataclass
@@ -105,7 +107,9 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
     stop = stop or threading.Event()
     result = ApplyResult(plan.plan_id)
     state.set_plan_status(plan.plan_id, "applying")
-    for sp in plan.syncs:
+    # profiles first, deletes last; subscription states wait for the profiles they need
+    held: dict[str, set[str]] = {}      # identifier kind -> ids of new profiles not delivered in this apply
+    for sp in sorted(plan.syncs, key=lambda s: APPLY_ORDER.get(s.object, 2)):
         if stop.is_set():
             result.interrupted = True
             break
@@ -117,7 +121,10 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             destination = destination_for(specs[sp.name])
             try:
                 _record_local(state, plan.plan_id, sp, destination.capabilities.append_only, outcome)
-                _send(state, plan.plan_id, sp, destination, outcome, stop, progress)
+                hold = _held_back(specs[sp.name], held)
+                _send(state, plan.plan_id, sp, destination, outcome, stop, progress, hold)
+                if sp.object == "users":
+                    _undelivered_profiles(state, plan.plan_id, specs[sp.name], held)
             finally:
                 destination.close()
         except DestinationError as exc:
@@ -132,6 +139,44 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             break
     state.set_plan_status(plan.plan_id, "applied")
     return result
+
+
+# the order syncs are applied in, by destination object (others: 2)
+APPLY_ORDER = {"users": 0, "catalog_items": 1, "subscription_groups": 3, "user_deletes": 4}
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """Rows of a sync to hold back: those whose identifier (a column of the new row) is in `ids`."""
+
+    column: str
+    ids: frozenset[str]
+
+
+def _held_back(spec: SyncSpec, held: dict[str, set[str]]) -> _Hold | None:
+    """Braze accepts a subscription state for an unknown user and keeps nothing: a state for a
+    profile whose creation failed in this apply would be recorded as delivered and lost. Such rows
+    are held back (left pending) until the profile is delivered."""
+    ident = spec.destination.identifier
+    if spec.destination.object != "subscription_groups" or ident is None or not held.get(ident.kind):
+        return None
+    return _Hold(ident.column, frozenset(held[ident.kind]))
+
+
+def _undelivered_profiles(state: State, plan_id: str, spec: SyncSpec, held: dict[str, set[str]]) -> None:
+    """Identifier values of profiles this users sync should have created but Braze did not acknowledge
+    (rejected, invalid, or left pending)."""
+    ident = spec.destination.identifier
+    st = state.sync(spec.name)
+    if ident is None or ident.kind == "user_alias" or st is None:
+        return
+    path = "'$." + json.dumps(ident.column).replace("'", "''") + "'"
+    rows = state.con.execute(
+        f"""SELECT json_extract_string(p.new_row, {path}) FROM {DB}.plan_rows AS p
+            LEFT JOIN {st.table} AS s ON s.key = p.key
+            WHERE p.plan_id = ? AND p.sync = ? AND p.op = 'added' AND p.status IN ('{SEND}', 'invalid')
+              AND s.row_hash IS DISTINCT FROM p.new_hash""", [plan_id, spec.name]).fetchall()
+    held.setdefault(ident.kind, set()).update(v for (v,) in rows if v is not None)
 
 
 def _record_local(state: State, plan_id: str, sp: SyncPlan, append_only: bool, outcome: SyncOutcome) -> None:
@@ -168,14 +213,18 @@ class _Row:
     data_points: int
 
 
-def _read(con: Any, plan_id: str, sp: SyncPlan, channel: str, rows: dict[str, _Row]) -> Iterator[tuple[str, str]]:
-    """Stored payloads of one channel, in seq order, a chunk at a time."""
+def _read(con: Any, plan_id: str, sp: SyncPlan, channel: str, rows: dict[str, _Row],
+          hold: _Hold | None, outcome: SyncOutcome) -> Iterator[tuple[str, str]]:
+    """Stored payloads of one channel, in seq order, a chunk at a time (held-back rows skipped)."""
     for start in range(sp.seq_min, sp.seq_max + 1, READ_CHUNK):
         chunk = con.execute(
             f"SELECT key, op, new_hash, new_row, item, data_points FROM {DB}.plan_rows "
             f"WHERE seq >= ? AND seq < ? AND plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ? "
             "ORDER BY seq", [start, start + READ_CHUNK, plan_id, sp.name, channel]).fetchall()
         for key, op, new_hash, new_row, item, dp in chunk:
+            if hold is not None and new_row and json.loads(new_row).get(hold.column) in hold.ids:
+                outcome.held_back += 1              # stays pending: the next plan sends it again
+                continue
             rows[key] = _Row(op, new_hash, new_row, item, dp)
             yield key, item
 
@@ -250,7 +299,7 @@ class _Checkpointer(threading.Thread):
 
 
 def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, outcome: SyncOutcome,
-          stop: threading.Event, progress: ApplyProgress | None) -> None:
+          stop: threading.Event, progress: ApplyProgress | None, hold: _Hold | None = None) -> None:
     concurrency = max(1, destination.capabilities.default_concurrency)
     rows: dict[str, _Row] = {}
     reader = state.con.cursor()
@@ -262,7 +311,7 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
                 f"SELECT DISTINCT channel FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
                 "ORDER BY channel", [plan_id, sp.name]).fetchall()]
             for channel in channels:
-                for batch in destination.batches(channel, _read(reader, plan_id, sp, channel, rows)):
+                for batch in destination.batches(channel, _read(reader, plan_id, sp, channel, rows, hold, outcome)):
                     if not writer.wait_for_slot(stop):
                         break
                     fut = pool.submit(destination.send, batch)

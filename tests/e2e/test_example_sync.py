@@ -56,3 +56,30 @@ def test_changed_rows_send_only_changed_fields(cli, braze_env, example_project):
     code, out, err = cli("apply", "--yes")
     assert code == 0, err
     assert sandbox.user("c_00002")["custom_attributes"]["loyalty_tier"] == "platinum"
+
+
+def test_subscription_states_wait_for_profiles_that_did_not_land(cli, example_project, monkeypatch):
+    """Braze drops a subscription state for an unknown user: Reflow holds it back until the profile lands."""
+    import dataclasses
+
+    import requests
+
+    from engine.demo import PRODUCTS_CATALOG
+    from engine.sandbox.testing import running_sandbox
+
+    with running_sandbox(reject_external_ids="c_00002") as sandbox:
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", sandbox.url)
+        monkeypatch.setenv("BRAZE_API_KEY", sandbox.api_key)
+        requests.post(f"{sandbox.url}/catalogs", json=PRODUCTS_CATALOG, headers=sandbox.headers, timeout=10)
+        code, out, err = cli("run")
+        assert code == 3, out + err                     # the rejected profile leaves the run unfinished
+        assert "held back" in out
+        assert sandbox.user("c_00002") is None
+        code, out, _ = cli("plan", "--json")
+        subs = next(s for s in json.loads(out)["syncs"] if s["name"] == "newsletter_subscriptions")
+        assert subs["added"] == 1                       # still pending, not lost
+        sandbox.sandbox.options = dataclasses.replace(sandbox.sandbox.options, reject_external_ids=frozenset())
+        code, out, err = cli("run")
+        assert code == 0, out + err
+        group = "5b7b9a4e-1c43-4e7a-9f3b-2d5f0c8e1a11"
+        assert group in (sandbox.user("c_00002") or {}).get("subscription_groups", {})
