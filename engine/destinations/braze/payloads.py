@@ -272,14 +272,9 @@ class EventsPayloads:
         if problem:
             return Invalid(problem)
         obj["time"] = values[spec.time]
-        props = collect_properties(spec.properties, values)
-        if props:
-            problem = validate.properties("event", props, event=True)
-            if problem:
-                return Invalid(problem)
-            obj["properties"] = props
-        if self.flag is not None:
-            obj["_update_existing_only"] = self.flag
+        problem = finish_track_object(obj, "event", spec.properties, values, self.flag)
+        if problem:
+            return Invalid(problem)
         return _item(self.channel, obj, datapoints.event_object(obj))
 
 
@@ -322,14 +317,9 @@ class PurchasesPayloads:
         obj["price"] = values[spec.price]
         obj["quantity"] = quantity
         obj["time"] = values[spec.time]
-        props = collect_properties(spec.properties, values)
-        if props:
-            problem = validate.properties("purchase", props, event=False)
-            if problem:
-                return Invalid(problem)
-            obj["properties"] = props
-        if self.flag is not None:
-            obj["_update_existing_only"] = self.flag
+        problem = finish_track_object(obj, "purchase", spec.properties, values, self.flag)
+        if problem:
+            return Invalid(problem)
         return _item(self.channel, obj, datapoints.purchase_object(obj))
 
 
@@ -437,6 +427,20 @@ class UserDeletesPayloads:
         if row.op == REMOVED:
             return Skip("left the delete model; nothing to send")
         return self.ident.delete_item(row.values)
+
+
+def finish_track_object(obj: dict[str, Any], what: str, mapping: Mapping[str, str], values: Mapping[str, Any],
+                        flag: bool | None) -> str | None:
+    """Add an event's or purchase's properties (validated) and `_update_existing_only`; a reason if invalid."""
+    props = collect_properties(mapping, values)
+    if props:
+        problem = validate.properties(what, props, event=what == "event")
+        if problem:
+            return problem
+        obj["properties"] = props
+    if flag is not None:
+        obj["_update_existing_only"] = flag
+    return None
 
 
 def collect_properties(mapping: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, Any]:
