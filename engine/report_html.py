@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from engine.console import duration as _duration
 from engine.errors import UserError
 from engine.plan import Plan, SyncPlan
 from engine.show import count_rows, iter_plan_rows, numeric_deltas, select_syncs
@@ -96,14 +97,6 @@ def _e(value: Any) -> str:
 
 def _n(value: float) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}".rstrip("0").rstrip(".")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
 
 
 # ------------------------------------------------------------------------------------------ sections

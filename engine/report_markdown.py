@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from engine.console import duration as _duration
 from engine.plan import Plan, SyncPlan
 
 FIELDS_NAMED = 3
@@ -29,14 +30,6 @@ def _compact(value: float) -> str:
         if abs(value) >= size:
             return f"{value / size:.1f}".removesuffix(".0") + unit
     return f"{value:,.0f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
 
 
 def _code_list(names: list[str]) -> str:
