@@ -64,6 +64,7 @@ class Spiked:
     status: int
     events: Counter[str]              # order_id -> events of that order in the request
     purchases: Counter[str]           # order_id -> purchase lines of that order in the request
+    items: frozenset[str] = frozenset()   # catalog item ids the request carried
 
 
 class FaultySandbox:
@@ -135,7 +136,8 @@ def _spiked(status: int, body: bytes | None) -> Spiked:
         data = {}
     events = Counter(e.get("properties", {}).get("order_id") for e in data.get("events") or [])
     purchases = Counter(p.get("properties", {}).get("order_id") for p in data.get("purchases") or [])
-    return Spiked(status, events, purchases)
+    items = frozenset(str(i.get("id")) for i in data.get("items") or [] if isinstance(i, dict))
+    return Spiked(status, events, purchases, items)
 
 
 def run_until_clean(cli: Any, max_runs: int = 8) -> list[int]:
