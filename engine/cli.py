@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
 import sys
 import threading
 import traceback
@@ -16,6 +13,7 @@ from typing import Any
 
 from engine import __version__
 from engine.errors import ReflowError, UserError, scrub
+from engine.interrupts import Interrupts
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -395,7 +393,7 @@ def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any]) -> int:
     from engine.runner import apply_plan
 
     stop = threading.Event()
-    with _interrupts(stop), console.progress("sending") as progress:
+    with Interrupts(stop), console.progress("sending") as progress:
         result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=True), stop=stop,
                             progress=progress)
     console.print_apply(result)
@@ -431,62 +429,6 @@ def _run(args: argparse.Namespace) -> int:
             state.set_plan_status(plan.plan_id, "applied")
             return 0
         return _send(ctx, state, plan, by_name)
-
-
-class _interrupts:
-    """First SIGINT/SIGTERM: stop taking new batches, finish and record those in flight.
-    Second: exit at once with 130 (safe: unrecorded rows are simply planned again).
-
-    Python runs signal handlers in the main thread only, and merges two signals that arrive while
-    it sits in a long C call. So the handlers here do nothing; Python's wakeup fd gets one byte per
-    signal, whatever thread took it, and a watcher thread counts them."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
-        self.saved: dict[int, Any] = {}
-        self.pipe: tuple[int, int] | None = None
-        self.old_fd = -1
-
-    def __enter__(self) -> _interrupts:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        self.pipe = os.pipe()
-        os.set_blocking(self.pipe[1], False)
-        self.old_fd = signal.set_wakeup_fd(self.pipe[1], warn_on_full_buffer=False)
-        for sig in self.SIGNALS:
-            self.saved[sig] = signal.signal(sig, lambda signum, frame: None)
-        threading.Thread(target=self._watch, args=(self.pipe[0],), name="reflow-signals", daemon=True).start()
-        return self
-
-    def _watch(self, fd: int) -> None:
-        while True:
-            try:
-                data = os.read(fd, 64)
-            except OSError:
-                return
-            if not data:                        # closed by __exit__: the apply ended normally
-                return
-            for sig in data:
-                if sig not in self.SIGNALS:
-                    continue
-                if self.stop.is_set():
-                    os.write(2, b"\nsecond interrupt: exiting now; unrecorded rows will be planned again\n")
-                    with contextlib.suppress(Exception):
-                        sys.stdout.flush()
-                    os._exit(130)
-                self.stop.set()
-                os.write(2, b"\ninterrupt: finishing the batches in flight (press again to exit at once)\n")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pipe is None or self.stop.is_set():
-            return      # interrupted: the watcher stays, so a second Ctrl-C while we wrap up still exits 130
-        signal.set_wakeup_fd(self.old_fd)
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-        os.close(self.pipe[1])
-        self.pipe = None
 
 
 def _status(args: argparse.Namespace) -> int:
