@@ -239,6 +239,7 @@ class _Checkpointer(threading.Thread):
                  progress: ApplyProgress | None, total: int) -> None:
         super().__init__(name="reflow-checkpoint", daemon=True)
         self.state, self.sync, self.outcome, self.rows = state, sync, outcome, rows
+        self.snapshot = state.ensure_sync(sync).table
         self.slots = threading.BoundedSemaphore(slots)
         self.queue: queue.SimpleQueue[tuple[Batch, Sequence[RowResult]] | None] = queue.SimpleQueue()
         self.fatal: DestinationError | None = None
@@ -286,7 +287,7 @@ class _Checkpointer(threading.Thread):
                     break
                 group.append(nxt)
             try:
-                _checkpoint(self.state, self.sync, self.outcome, group, self.rows)
+                _checkpoint(self.state, self.sync, self.snapshot, self.outcome, group, self.rows)
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk: stop sending, report it
                 self.failure = self.failure or exc
             for _ in group:
@@ -328,10 +329,11 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
         raise writer.fatal
 
 
-def _checkpoint(state: State, sync: str, outcome: SyncOutcome,
+def _checkpoint(state: State, sync: str, snapshot: str, outcome: SyncOutcome,
                 completed: list[tuple[Batch, Sequence[RowResult]]], rows: dict[str, _Row]) -> None:
     """One transaction: record outcomes and advance the snapshot for exactly the acknowledged rows."""
     acked: list[str] = []
+    replaced: list[str] = []
     upsert: tuple[list[str], list[int | None], list[str | None]] = ([], [], [])
     rejected: list[tuple[str, str, str]] = []
     not_attempted = 0
@@ -345,6 +347,8 @@ def _checkpoint(state: State, sync: str, outcome: SyncOutcome,
                 continue
             if r.outcome == ACKNOWLEDGED:
                 acked.append(r.key)
+                if row.op != "added":           # an added key is not in the snapshot (the plan is not stale)
+                    replaced.append(r.key)
                 data_points += row.data_points
                 if row.op != "removed":
                     upsert[0].append(r.key)
@@ -354,14 +358,14 @@ def _checkpoint(state: State, sync: str, outcome: SyncOutcome,
                 rejected.append((r.key, r.reason or "rejected", row.item))
             else:
                 not_attempted += 1
-    st = state.ensure_sync(sync)
     con = state.con
     run = outcome.run_id
     con.execute("BEGIN")
     if acked:
-        con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT unnest(?))", [acked])
+        if replaced:
+            con.execute(f"DELETE FROM {snapshot} WHERE key IN (SELECT unnest(?))", [replaced])
         if upsert[0]:
-            con.execute(f"INSERT INTO {st.table} SELECT unnest(?), unnest(?), unnest(?)", list(upsert))
+            con.execute(f"INSERT INTO {snapshot} SELECT unnest(?), unnest(?), unnest(?)", list(upsert))
         con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))", [sync, acked])
     if rejected:
         keys = [r[0] for r in rejected]

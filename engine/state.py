@@ -142,6 +142,7 @@ class State:
         self.con = con
         self.path = path
         self._lock = lock
+        self._has_tables = False
 
     # ---------------------------------------------------------------- opening
 
@@ -201,10 +202,15 @@ class State:
 
     @property
     def empty(self) -> bool:
+        """No Reflow tables yet (a read-only look at a missing or blank file). Once they exist they stay,
+        so a True answer is re-checked and a False one is kept: catalog queries cost milliseconds."""
+        if getattr(self, "_has_tables", False):
+            return False
         row = self.con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'rstate' AND table_name = 'syncs'"
         ).fetchone()
-        return not (row and row[0])
+        self._has_tables = bool(row and row[0])
+        return not self._has_tables
 
     # ---------------------------------------------------------------- syncs and snapshots
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.state import State
+
 WORKER = Path(__file__).with_name("crash_worker.py")
 TRIALS = 20
 
@@ -59,6 +61,9 @@ def test_sigkill_during_apply_loses_nothing(lab):
                 break
     snap = lab.snapshot()
     assert set(snap) == expected, "every row reached the snapshot"
+    with State.open(lab.project.state_path, command="test", read_only=True) as state:
+        total, distinct = state.con.execute("select count(*), count(distinct key) from rstate.main.snap_1").fetchone()
+    assert total == distinct, "a key is in the snapshot once"
     sends = Counter(log.read_text().splitlines())                  # (key, exact payload) -> times sent
     assert {line.split("\t")[0] for line in sends} == expected, "every row was delivered at least once"
     # the snapshot holds the model's current values (nothing stale, nothing unacknowledged)
