@@ -241,6 +241,17 @@ def stream_rows(con: duckdb.DuckDBPyConnection, count: int, *, where: str = "tru
         ]
 
 
+MARKED_TABLE = "memory.main.reflow_marked_rows"
+MARKED = f"__rn IN (SELECT __rn FROM {MARKED_TABLE})"
+
+
+def mark_rows(con: duckdb.DuckDBPyConnection, where: str) -> int:
+    """Evaluate a (possibly costly) condition over the delta rows once; `MARKED` then selects them."""
+    con.execute(f"CREATE OR REPLACE TABLE {MARKED_TABLE} AS SELECT __rn FROM {ROWS} AS r WHERE {where}")
+    row = con.execute(f"SELECT count(*) FROM {MARKED_TABLE}").fetchone()
+    return int(row[0]) if row else 0
+
+
 def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, sync: str, seq: int,
                    status: str) -> int:
     """Write every delta row to the plan as recorded-not-sent, in SQL; returns the next seq."""
@@ -253,8 +264,8 @@ def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, syn
 
 
 def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"DROP TABLE IF EXISTS {DELTA}")
-    con.execute(f"DROP TABLE IF EXISTS {ROWS}")
+    for table in (DELTA, ROWS, MARKED_TABLE):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _first_line(exc: Exception) -> str:

@@ -110,11 +110,12 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     else:
         rows.write_sql(sync.name, n, getattr(destination, "sql_items", lambda cols: None)(columns))
         done = 0
-        for chunk in diff.stream_rows(con, n, where=rows.python_rows):
+        left = diff.mark_rows(con, rows.python_rows)      # rows that need the Python path, numbered once
+        for chunk in diff.stream_rows(con, n if left else 0, where=diff.MARKED):
             rows.write_python(chunk, destination)
             done += len(chunk)
             if progress:
-                progress(sync.name, done, n)
+                progress(sync.name, done, left)
     diff.drop_scratch(con)
     state.set_columns(sync.name, [(c.name, c.type) for c in columns])
     return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
