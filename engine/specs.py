@@ -148,18 +148,8 @@ def load_syncs(project: Project, *, select: Sequence[str] | None = None) -> list
     problems: list[Problem] = []
     docs: list[Document] = []
     specs: list[SyncSpec] = []
-    for file in sync_files(project.root):
-        display = file.relative_to(project.root).as_posix()
-        doc, found = read_yaml(file, display, kind="sync")
-        problems += found
-        if doc is None:
-            continue
-        docs.append(doc)
-        invalid = validate(doc, schema)
-        problems += invalid + _rules(doc)
-        if not found and not invalid:
-            specs.append(_build(doc))
-    for doc, found in dbt_meta_syncs(project):
+    files = [read_yaml(f, f.relative_to(project.root).as_posix(), kind="sync") for f in sync_files(project.root)]
+    for doc, found in files + dbt_meta_syncs(project):     # syncs/*.yml, then `config: meta: reflow:`
         problems += found
         if doc is None:
             continue

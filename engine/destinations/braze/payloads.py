@@ -252,17 +252,11 @@ class EventsPayloads:
             check_properties(spec.properties, problems, "destination.event.properties", event=True)
 
     def prepare(self, row: PlanRow) -> Result:
-        if row.op == CHANGED:
-            return Skip("event already sent; changes are not re-sent")
-        if row.op == REMOVED:
-            return Skip("events are append-only; removed rows are not sent")
         assert self.spec is not None
         spec, values = self.spec, row.values
-        obj, problem = self.ident.track(values)
-        if problem:
-            return Invalid(problem)
-        if spec.app_id:
-            obj["app_id"] = spec.app_id
+        obj = start_track_object(row, "event", self.ident, spec.app_id)
+        if not isinstance(obj, dict):
+            return obj
         name = spec.name if spec.name else values.get(spec.name_column or "")
         problem = validate.required_string("name", name)
         if problem:
@@ -291,17 +285,11 @@ class PurchasesPayloads:
             check_properties(self.spec.properties, problems, "destination.purchase.properties", event=False)
 
     def prepare(self, row: PlanRow) -> Result:
-        if row.op == CHANGED:
-            return Skip("purchase already sent; changes are not re-sent")
-        if row.op == REMOVED:
-            return Skip("purchases are append-only; removed rows are not sent")
         assert self.spec is not None
         spec, values = self.spec, row.values
-        obj, problem = self.ident.track(values)
-        if problem:
-            return Invalid(problem)
-        if spec.app_id:
-            obj["app_id"] = spec.app_id
+        obj = start_track_object(row, "purchase", self.ident, spec.app_id)
+        if not isinstance(obj, dict):
+            return obj
         product_id = _as_id(values.get(spec.product_id))
         quantity = values.get(spec.quantity) if spec.quantity else None
         quantity = 1 if quantity is None else quantity
@@ -427,6 +415,20 @@ class UserDeletesPayloads:
         if row.op == REMOVED:
             return Skip("left the delete model; nothing to send")
         return self.ident.delete_item(row.values)
+
+
+def start_track_object(row: PlanRow, what: str, ident: IdentifierRule, app_id: str | None) -> dict[str, Any] | Result:
+    """The identifier (and app_id) part of an append-only event or purchase; a Skip or Invalid instead."""
+    if row.op == CHANGED:
+        return Skip(f"{what} already sent; changes are not re-sent")
+    if row.op == REMOVED:
+        return Skip(f"{what}s are append-only; removed rows are not sent")
+    obj, problem = ident.track(row.values)
+    if problem:
+        return Invalid(problem)
+    if app_id:
+        obj["app_id"] = app_id
+    return obj
 
 
 def finish_track_object(obj: dict[str, Any], what: str, mapping: Mapping[str, str], values: Mapping[str, Any],
