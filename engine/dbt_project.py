@@ -48,9 +48,6 @@ class DbtProject:
         """Reflow's own dbt artifacts for this target (manifest, partial parse, logs)."""
         return self.root / self.target_path / "reflow" / self.target
 
-    def model_dirs(self) -> list[Path]:
-        return [(self.root / p).resolve() for p in self.model_paths]
-
 
 def _load(path: Path, what: str) -> dict[str, Any]:
     try:

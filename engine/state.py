@@ -284,11 +284,6 @@ class State:
         self.con.execute("COMMIT")
         return True
 
-    def pending_keys(self, sync: str) -> set[str]:
-        if self.empty:
-            return set()
-        return {r[0] for r in self.con.execute(f"SELECT key FROM {DB}.pending WHERE sync = ?", [sync]).fetchall()}
-
     def pending_count(self, sync: str) -> int:
         if self.empty:
             return 0
@@ -305,12 +300,6 @@ class State:
         if self.empty:
             return None
         row = self.con.execute(f"SELECT plan_id FROM {DB}.plans ORDER BY created_at DESC LIMIT 1").fetchone()
-        return row[0] if row else None
-
-    def plan_status(self, plan_id: str) -> str | None:
-        if self.empty:
-            return None
-        row = self.con.execute(f"SELECT status FROM {DB}.plans WHERE plan_id = ?", [plan_id]).fetchone()
         return row[0] if row else None
 
     def set_plan_status(self, plan_id: str, status: str) -> None:
