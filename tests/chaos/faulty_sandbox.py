@@ -75,6 +75,9 @@ class FaultySandbox:
         self.spike_rate = 0.0
         self.spiked: list[Spiked] = []
         self.row_errors: list[tuple[str, str]] = []        # (path, Braze's message) of 2xx per-row errors
+        # per-row rejections the client received (not those in answers it had stopped waiting for):
+        # ("attributes", external_id) or ("events"/"purchases", order_id)
+        self.seen_rejections: set[tuple[str, str]] = set()
         # external ids whose subscription state Braze accepted while it had no profile for them:
         # Braze answers success and keeps nothing (see README, "Delivery guarantee")
         self.orphaned_subscriptions: set[str] = set()
@@ -110,8 +113,11 @@ class FaultySandbox:
         if isinstance(faults, SpikyFaults) and faults.local.spiked:
             self.spiked.append(_spiked(response.status, body))
         if 200 <= response.status < 300 and target.startswith("/users/track"):
-            for err in (json.loads(response.encoded()) or {}).get("errors") or []:
+            errors = (json.loads(response.encoded()) or {}).get("errors") or []
+            for err in errors:
                 self.row_errors.append((target, str(err.get("type"))))
+            if errors and not (isinstance(faults, SpikyFaults) and faults.local.spiked):
+                self.seen_rejections |= _rejected_rows(body, errors)
         return response
 
     def _unknown_subscribers(self, target: str, body: bytes | None) -> set[str]:
@@ -127,6 +133,19 @@ class FaultySandbox:
 
     def applied_spikes(self) -> list[Spiked]:
         return [s for s in self.spiked if 200 <= s.status < 300]
+
+
+def _rejected_rows(body: bytes | None, errors: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    data = json.loads(body or b"{}")
+    rows: set[tuple[str, str]] = set()
+    for err in errors:
+        array, index = err.get("input_array"), err.get("index")
+        obj = (data.get(array) or [])[index] if isinstance(index, int) else None
+        if not isinstance(obj, dict):
+            continue
+        key = obj.get("external_id") if array == "attributes" else (obj.get("properties") or {}).get("order_id")
+        rows.add((str(array), str(key)))
+    return rows
 
 
 def _spiked(status: int, body: bytes | None) -> Spiked:
