@@ -1,15 +1,18 @@
 """Applying a plan: stored payloads → batches → destination → checkpoint.
 
-The snapshot is what the destination acknowledged. After each group of completed
-batches, ONE DuckDB transaction records the outcome and advances the snapshot for
-exactly the acknowledged rows; rejected rows go to `pending` (retried by the next
-plan) and `row_errors` (for `reflow errors`). A crash at any moment loses nothing:
-rows whose acknowledgement was not committed are planned again. Duplicates are
-bounded by the batches in flight plus those waiting for the checkpoint.
+The snapshot is what the destination acknowledged. Payloads are grouped into requests
+in DuckDB. After each group of completed batches, ONE DuckDB transaction records the
+outcome: the acknowledged plan rows go to `acks` (and advance the snapshot when the
+sync's send ends, or when the next writer opens the state after a crash), rejected
+rows go to `pending` (retried by the next plan) and `row_errors` (for `reflow
+errors`). A crash at any moment loses nothing: rows whose acknowledgement was not
+committed are planned again. Duplicates are bounded by the batches in flight plus
+those waiting for the checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import queue
@@ -20,7 +23,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, Batch, Destination, RowResult
+from engine.destinations.base import (
+    ACKNOWLEDGED,
+    NOT_ATTEMPTED,
+    REJECTED,
+    AllAcknowledged,
+    Batch,
+    Destination,
+    RowResult,
+)
+from engine.diff import json_path
 from engine.errors import DestinationError, GuardError, Interrupted, PlanError
 from engine.plan import BASELINE, REHASH, SEND, SKIP, Plan, SyncPlan
 from engine.specs import SyncSpec
@@ -122,7 +134,13 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             try:
                 _record_local(state, plan.plan_id, sp, destination.capabilities.append_only, outcome)
                 hold = _held_back(specs[sp.name], held)
-                _send(state, plan.plan_id, sp, destination, outcome, stop, progress, hold)
+                try:
+                    _send(state, plan.plan_id, sp, destination, outcome, stop, progress, hold)
+                except BaseException:
+                    with contextlib.suppress(Exception):    # else the next writer folds them
+                        state.fold_acks(sp.name)
+                    raise
+                state.fold_acks(sp.name)
                 if sp.object == "users":
                     _undelivered_profiles(state, plan.plan_id, specs[sp.name], held)
             finally:
@@ -205,28 +223,61 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, append_only: bool, o
 
 
 @dataclass(frozen=True)
-class _Row:
-    op: str
-    new_hash: int | None
-    new_row: str | None
-    item: str
-    data_points: int
+class _Sent:
+    """A batch and the runner's bookkeeping for it: plan-row numbers and data points, by position."""
+
+    batch: Batch
+    seqs: Sequence[int]
+    points: Sequence[int]
 
 
-def _read(con: Any, plan_id: str, sp: SyncPlan, channel: str, rows: dict[str, _Row],
-          hold: _Hold | None, outcome: SyncOutcome) -> Iterator[tuple[str, str]]:
-    """Stored payloads of one channel, in seq order, a chunk at a time (held-back rows skipped)."""
+def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: Destination,
+             hold: _Hold | None, outcome: SyncOutcome) -> Iterator[_Sent]:
+    """Stored payloads of one channel grouped into requests in DuckDB, in seq order, a window of
+    plan rows at a time: Python sees one row per request, not one per plan row. A group over the
+    byte budget is split by the destination; held-back rows are counted and left out."""
+    limit, budget = destination.batch_limits(channel)
+    where = f"plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ?"
+    params: list[Any] = [plan_id, sp.name, channel]
+    if hold is not None:
+        held = f"coalesce(json_extract_string(new_row, {json_path(hold.column)}) IN (SELECT unnest(?)), false)"
+        row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE {where} AND {held}",
+                          [*params, sorted(hold.ids)]).fetchone()
+        outcome.held_back += int(row[0]) if row else 0       # stay pending: the next plan sends them again
+        where += f" AND NOT {held}"
+        params.append(sorted(hold.ids))
+    carry: tuple[list[str], list[int], list[str], list[int], int] | None = None
     for start in range(sp.seq_min, sp.seq_max + 1, READ_CHUNK):
-        chunk = con.execute(
-            f"SELECT key, op, new_hash, new_row, item, data_points FROM {DB}.plan_rows "
-            f"WHERE seq >= ? AND seq < ? AND plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ? "
-            "ORDER BY seq", [start, start + READ_CHUNK, plan_id, sp.name, channel]).fetchall()
-        for key, op, new_hash, new_row, item, dp in chunk:
-            if hold is not None and new_row and json.loads(new_row).get(hold.column) in hold.ids:
-                outcome.held_back += 1              # stays pending: the next plan sends it again
+        offset = len(carry[0]) if carry else 0
+        groups = con.execute(
+            f"""SELECT list(key ORDER BY seq), list(seq ORDER BY seq), list(item ORDER BY seq),
+                       list(data_points ORDER BY seq), sum(strlen(item)) + count(*)
+                FROM (SELECT key, seq, item, data_points, (row_number() OVER (ORDER BY seq) - 1 + ?) // {int(limit)} AS b
+                      FROM {DB}.plan_rows WHERE seq >= ? AND seq < ? AND {where})
+                GROUP BY b ORDER BY b""", [offset, start, start + READ_CHUNK, *params]).fetchall()
+        for i, (keys, seqs, items, points, size) in enumerate(groups):
+            if carry is not None:       # the previous window's last, partial group comes first
+                keys, seqs, items, points, size = (carry[0] + keys, carry[1] + seqs, carry[2] + items,
+                                                   carry[3] + points, carry[4] + size)
+                carry = None
+            if i == len(groups) - 1 and len(keys) < limit:
+                carry = (keys, seqs, items, points, int(size))
                 continue
-            rows[key] = _Row(op, new_hash, new_row, item, dp)
-            yield key, item
+            yield from _fit(channel, keys, seqs, items, points, int(size), budget, destination)
+    if carry is not None:
+        yield from _fit(channel, *carry, budget, destination)
+
+
+def _fit(channel: str, keys: list[str], seqs: list[int], items: list[str], points: list[int], size: int,
+         budget: int, destination: Destination) -> Iterator[_Sent]:
+    if size <= budget:
+        yield _Sent(Batch(channel, tuple(keys), tuple(items)), seqs, points)
+        return
+    at = 0
+    for batch in destination.batches(channel, zip(keys, items, strict=True)):
+        n = len(batch.keys)
+        yield _Sent(batch, seqs[at:at + n], points[at:at + n])
+        at += n
 
 
 class _Checkpointer(threading.Thread):
@@ -235,13 +286,12 @@ class _Checkpointer(threading.Thread):
     waits for the disk. A batch holds a slot from submit until its outcome is committed: at most
     `concurrency` batches are ever in flight or acknowledged-but-unrecorded (the duplicate bound)."""
 
-    def __init__(self, state: State, sync: str, outcome: SyncOutcome, rows: dict[str, _Row], slots: int,
+    def __init__(self, state: State, plan_id: str, sync: str, outcome: SyncOutcome, slots: int,
                  progress: ApplyProgress | None, total: int) -> None:
         super().__init__(name="reflow-checkpoint", daemon=True)
-        self.state, self.sync, self.outcome, self.rows = state, sync, outcome, rows
-        self.snapshot = state.ensure_sync(sync).table
+        self.state, self.plan_id, self.sync, self.outcome = state, plan_id, sync, outcome
         self.slots = threading.BoundedSemaphore(slots)
-        self.queue: queue.SimpleQueue[tuple[Batch, Sequence[RowResult]] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[_Sent, Sequence[RowResult]] | None] = queue.SimpleQueue()
         self.fatal: DestinationError | None = None
         self.failure: BaseException | None = None
         self.progress, self.total, self.done = progress, total, 0
@@ -259,16 +309,19 @@ class _Checkpointer(threading.Thread):
             return False
         return True
 
-    def finished(self, batch: Batch, fut: Future[Sequence[RowResult]]) -> None:
+    def finished(self, sent: _Sent, fut: Future[Sequence[RowResult]]) -> None:
+        keys = sent.batch.keys
         try:
             results: Sequence[RowResult] = fut.result()
+            if len(results) != len(keys):
+                raise RuntimeError(f"destination returned {len(results)} results for {len(keys)} rows")
         except DestinationError as exc:
             self.fatal = self.fatal or exc
-            results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in batch.keys]
+            results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in keys]
         except BaseException as exc:  # noqa: BLE001 - recorded as not attempted, raised after the send
             self.failure = self.failure or exc
-            results = [RowResult(k, NOT_ATTEMPTED, f"unexpected error: {exc!r}") for k in batch.keys]
-        self.queue.put((batch, results))
+            results = [RowResult(k, NOT_ATTEMPTED, f"unexpected error: {exc!r}") for k in keys]
+        self.queue.put((sent, results))
 
     def run(self) -> None:
         while True:
@@ -287,12 +340,12 @@ class _Checkpointer(threading.Thread):
                     break
                 group.append(nxt)
             try:
-                _checkpoint(self.state, self.sync, self.snapshot, self.outcome, group, self.rows)
+                _checkpoint(self.state, self.plan_id, self.sync, self.outcome, group)
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk: stop sending, report it
                 self.failure = self.failure or exc
             for _ in group:
                 self.slots.release()
-            self.done += sum(len(b.keys) for b, _ in group)
+            self.done += sum(len(s.batch.keys) for s, _ in group)
             if self.progress:
                 self.progress(self.sync, self.done, self.total, self.outcome.requests)
             if end:
@@ -302,9 +355,8 @@ class _Checkpointer(threading.Thread):
 def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, outcome: SyncOutcome,
           stop: threading.Event, progress: ApplyProgress | None, hold: _Hold | None = None) -> None:
     concurrency = max(1, destination.capabilities.default_concurrency)
-    rows: dict[str, _Row] = {}
     reader = state.con.cursor()
-    writer = _Checkpointer(state, sp.name, outcome, rows, concurrency, progress, sp.counts.to_send)
+    writer = _Checkpointer(state, plan_id, sp.name, outcome, concurrency, progress, sp.counts.to_send)
     writer.start()
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reflow-send") as pool:
@@ -312,11 +364,11 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
                 f"SELECT DISTINCT channel FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
                 "ORDER BY channel", [plan_id, sp.name]).fetchall()]
             for channel in channels:
-                for batch in destination.batches(channel, _read(reader, plan_id, sp, channel, rows, hold, outcome)):
+                for sent in _batches(reader, plan_id, sp, channel, destination, hold, outcome):
                     if not writer.wait_for_slot(stop):
                         break
-                    fut = pool.submit(destination.send, batch)
-                    fut.add_done_callback(functools.partial(writer.finished, batch))
+                    fut = pool.submit(destination.send, sent.batch)
+                    fut.add_done_callback(functools.partial(writer.finished, sent))
                 if writer.stopping(stop):
                     break
     finally:
@@ -329,44 +381,35 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
         raise writer.fatal
 
 
-def _checkpoint(state: State, sync: str, snapshot: str, outcome: SyncOutcome,
-                completed: list[tuple[Batch, Sequence[RowResult]]], rows: dict[str, _Row]) -> None:
-    """One transaction: record outcomes and advance the snapshot for exactly the acknowledged rows."""
-    acked: list[str] = []
-    replaced: list[str] = []
-    upsert: tuple[list[str], list[int | None], list[str | None]] = ([], [], [])
+def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
+                completed: list[tuple[_Sent, Sequence[RowResult]]]) -> None:
+    """One transaction: record outcomes; the acknowledged rows go to `acks` as plan-row numbers
+    (`State.fold_acks` advances the snapshot from them), rejected rows to `pending` and `row_errors`."""
+    acked: list[int] = []
     rejected: list[tuple[str, str, str]] = []
     not_attempted = 0
     data_points = 0
-    for _batch, results in completed:
+    for sent, results in completed:
+        if isinstance(results, AllAcknowledged):
+            outcome.requests += 1
+            acked.extend(sent.seqs)
+            data_points += sum(sent.points)
+            continue
         if any(r.outcome != NOT_ATTEMPTED for r in results):
             outcome.requests += 1
-        for r in results:
-            row = rows.pop(r.key, None)
-            if row is None:
-                continue
+        for i, r in enumerate(results):
             if r.outcome == ACKNOWLEDGED:
-                acked.append(r.key)
-                if row.op != "added":           # an added key is not in the snapshot (the plan is not stale)
-                    replaced.append(r.key)
-                data_points += row.data_points
-                if row.op != "removed":
-                    upsert[0].append(r.key)
-                    upsert[1].append(row.new_hash)
-                    upsert[2].append(row.new_row)
+                acked.append(sent.seqs[i])
+                data_points += sent.points[i]
             elif r.outcome == REJECTED:
-                rejected.append((r.key, r.reason or "rejected", row.item))
+                rejected.append((sent.batch.keys[i], r.reason or "rejected", sent.batch.items[i]))
             else:
                 not_attempted += 1
     con = state.con
     run = outcome.run_id
     con.execute("BEGIN")
     if acked:
-        if replaced:
-            con.execute(f"DELETE FROM {snapshot} WHERE key IN (SELECT unnest(?))", [replaced])
-        if upsert[0]:
-            con.execute(f"INSERT INTO {snapshot} SELECT unnest(?), unnest(?), unnest(?)", list(upsert))
-        con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))", [sync, acked])
+        con.execute(f"INSERT INTO {DB}.acks SELECT ?, ?, unnest(?)", [plan_id, sync, acked])
     if rejected:
         keys = [r[0] for r in rejected]
         reasons = [r[1] for r in rejected]

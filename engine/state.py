@@ -15,6 +15,12 @@ Tables (all in `rstate.main`):
     runs(run_id, plan_id, sync, …)           one per sync per apply
     pending(sync, key, reason, run_id, at)   rejected rows not yet acknowledged
     row_errors(run_id, sync, key, reason, item, at)   every rejection, for `reflow errors`
+    acks(plan_id, sync, seq)                 acknowledged plan rows not yet folded into the snapshot
+
+Acknowledgements are recorded per group of batches as plan-row numbers (`acks`), cheap to write
+whatever the snapshot's size; `fold_acks` then advances the snapshot from the plan rows in one
+bulk transaction per sync: at the end of each sync's send, and when a writer opens the state
+after a crash. Until then the snapshot is the last folded one plus `acks`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import duckdb
 
 from engine.errors import LockError, StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 HASH_RECIPE = "duckdb-hash/v2"
 DB = "rstate.main"
 
@@ -63,6 +69,7 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE {DB}.row_errors (
         run_id VARCHAR, sync VARCHAR, key VARCHAR, reason VARCHAR, item VARCHAR, at_time TIMESTAMP);
     """,
+    2: f"CREATE TABLE {DB}.acks (plan_id VARCHAR, sync VARCHAR, seq BIGINT);",
 }
 
 
@@ -158,6 +165,8 @@ class State:
             state = cls(con, path, lock)
             try:
                 state._migrate(read_only=read_only)
+                if not read_only:
+                    state.fold_acks()           # what a crashed apply recorded but did not fold
                 yield state
             except (duckdb.IOException, duckdb.TransactionException) as exc:
                 raise _io_problem(path, exc) from exc
@@ -244,11 +253,42 @@ class State:
         return created
 
     def snapshot_rows(self, sync: str) -> int:
+        """Rows in the snapshot, counting acknowledged rows not yet folded in (a read-only look)."""
         st = self.sync(sync)
         if st is None:
             return 0
-        row = self.con.execute(f"SELECT count(*) FROM {st.table}").fetchone()
+        row = self.con.execute(
+            f"""SELECT (SELECT count(*) FROM {st.table})
+                       + (SELECT coalesce(count(*) FILTER (WHERE p.op = 'added') - count(*) FILTER (WHERE p.op = 'removed'), 0)
+                          FROM {DB}.acks AS a JOIN {DB}.plan_rows AS p ON p.plan_id = a.plan_id AND p.seq = a.seq
+                          WHERE a.sync = ?)""", [sync]).fetchone()
         return int(row[0]) if row else 0
+
+    def fold_acks(self, sync: str | None = None) -> int:
+        """Advance the snapshot for the acknowledged rows recorded in `acks`: delete the keys they
+        replace or remove, insert their new rows, clear them from `pending`; one transaction per sync.
+        Idempotent: a crash before COMMIT leaves `acks` in place for the next fold."""
+        if self.empty:
+            return 0
+        where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
+        names = [r[0] for r in self.con.execute(f"SELECT DISTINCT sync FROM {DB}.acks {where}", params).fetchall()]
+        folded = 0
+        for name in names:
+            st = self.sync(name)
+            acked = (f"FROM {DB}.plan_rows AS p JOIN {DB}.acks AS a ON p.plan_id = a.plan_id AND p.seq = a.seq "
+                     "WHERE a.sync = ?")
+            con = self.con
+            con.execute("BEGIN")
+            if st is not None:
+                con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT p.key {acked} AND p.op <> 'added')", [name])
+                con.execute(f"INSERT INTO {st.table} SELECT p.key, p.new_hash, p.new_row {acked} AND p.op <> 'removed'",
+                            [name])
+            con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT p.key {acked})", [name, name])
+            row = con.execute(f"SELECT count(*) FROM {DB}.acks WHERE sync = ?", [name]).fetchone()
+            con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [name])
+            con.execute("COMMIT")
+            folded += int(row[0]) if row else 0
+        return folded
 
     def set_columns(self, sync: str, columns: Sequence[tuple[str, str]]) -> None:
         self.con.execute(
@@ -264,6 +304,7 @@ class State:
         self.con.execute("BEGIN")
         self.con.execute(f"DELETE FROM {st.table}")
         self.con.execute(f"DELETE FROM {DB}.pending WHERE sync = ?", [sync])
+        self.con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [sync])
         self.con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?",
                          [now(), sync])
         self.con.execute("COMMIT")
@@ -311,7 +352,8 @@ class State:
         """Drop the rows of old plans (their summaries stay) so the state file stays small."""
         self.con.execute(
             f"""DELETE FROM {DB}.plan_rows WHERE plan_id NOT IN (
-                SELECT plan_id FROM {DB}.plans ORDER BY created_at DESC LIMIT {int(keep)})"""
+                SELECT plan_id FROM {DB}.plans ORDER BY created_at DESC LIMIT {int(keep)})
+              AND plan_id NOT IN (SELECT plan_id FROM {DB}.acks)"""
         )
 
     # ---------------------------------------------------------------- runs

@@ -6,14 +6,19 @@ runner groups stored items into batches by `channel` and hands batches to `send`
 which returns one outcome per row. A destination never touches state or diff.
 
     plan row ──prepare()──► Item(channel, item_json, data_points) | Invalid(reason)
-    items ──batches()──► Batch(keys, request) ──send()──► [RowResult(key, outcome, reason)]
+    items ──(runner, in SQL, by batch_limits())──► Batch(keys, items) ──send()──► [RowResult(key, outcome, reason)]
+
+The runner groups stored items in DuckDB by `batch_limits(channel)` (objects per request and
+bytes of the comma-joined items); a group over the byte budget is split by `batches()`.
+`send` returns one result per batch position; `AllAcknowledged(keys)` says "every row
+acknowledged" without building a result object per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 ADDED = "added"
 CHANGED = "changed"
@@ -104,6 +109,35 @@ class RowResult:
     reason: str | None = None
 
 
+class AllAcknowledged(Sequence[RowResult]):
+    """The results of a batch every row of which was acknowledged (the common case, kept cheap)."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> RowResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[RowResult]: ...
+
+    def __getitem__(self, index: int | slice) -> RowResult | Sequence[RowResult]:
+        if isinstance(index, slice):
+            return [RowResult(k, ACKNOWLEDGED) for k in self.keys[index]]
+        return RowResult(self.keys[index], ACKNOWLEDGED)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"AllAcknowledged({len(self.keys)} rows)"
+
+
 @dataclass(frozen=True)
 class Estimate:
     requests: Mapping[str, int] = field(default_factory=dict)   # endpoint -> requests
@@ -126,10 +160,14 @@ class Destination(Protocol):
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""
 
+    def batch_limits(self, channel: str) -> tuple[int, int]:
+        """(objects per request, bytes of the items joined with commas) for one channel."""
+
     def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
         """Group (key, item_json) rows of one channel into requests within the limits."""
 
     def send(self, batch: Batch) -> Sequence[RowResult]:
-        """Send one batch; one result per key. Raises DestinationError for fatal refusals."""
+        """Send one batch; one result per position of `batch.keys` (`AllAcknowledged` when every
+        row was). Raises DestinationError for fatal refusals."""
 
     def close(self) -> None: ...

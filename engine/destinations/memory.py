@@ -92,6 +92,9 @@ class MemoryDestination:
         return Estimate(requests=requests, data_points=sum(points for _, points in items.values()),
                         seconds=total / self.capabilities.requests_per_second)
 
+    def batch_limits(self, channel: str) -> tuple[int, int]:
+        return self.capabilities.max_objects_per_request, self.capabilities.max_body_bytes
+
     def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
         limit = self.capabilities.max_objects_per_request
         keys: list[str] = []

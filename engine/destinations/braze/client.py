@@ -25,7 +25,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
 
-from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, RowResult
+from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, AllAcknowledged, RowResult
 from engine.destinations.braze.endpoints import ChannelInfo
 from engine.errors import DestinationError, register_secret
 from engine.project import Secret
@@ -241,15 +241,15 @@ class BrazeClient:
             session.close()
 
     # -- sending --------------------------------------------------------------------------------
-    def send(self, info: ChannelInfo, keys: Sequence[str], items: Sequence[str]) -> list[RowResult]:
+    def send(self, info: ChannelInfo, keys: Sequence[str], items: Sequence[str]) -> Sequence[RowResult]:
         return self._send(info, list(keys), list(items), resend=True)
 
-    def _send(self, info: ChannelInfo, keys: list[str], items: list[str], *, resend: bool) -> list[RowResult]:
+    def _send(self, info: ChannelInfo, keys: list[str], items: list[str], *, resend: bool) -> Sequence[RowResult]:
         body = (info.prefix + ",".join(items) + info.suffix).encode("utf-8")
         verdict = self._exchange(info, body)
         if verdict.kind == OK:
             if not verdict.errors:
-                return [RowResult(key, ACKNOWLEDGED) for key in keys]
+                return AllAcknowledged(keys)
             reasons = self._reasons(info, verdict.errors, len(keys))
             return [RowResult(key, REJECTED, reasons[i]) if i in reasons else RowResult(key, ACKNOWLEDGED)
                     for i, key in enumerate(keys)]
@@ -270,8 +270,8 @@ class BrazeClient:
             if len(keys) == 1:
                 return [RowResult(keys[0], REJECTED, verdict.message)]
             half = len(keys) // 2
-            return (self._send(info, keys[:half], items[:half], resend=resend)
-                    + self._send(info, keys[half:], items[half:], resend=resend))
+            return [*self._send(info, keys[:half], items[:half], resend=resend),
+                    *self._send(info, keys[half:], items[half:], resend=resend)]
         raise DestinationError(verdict.message)
 
     @staticmethod

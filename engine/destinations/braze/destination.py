@@ -101,10 +101,12 @@ class BrazeDestination:
         seconds = max((n / self._rates[group] for group, n in per_group.items()), default=0.0)
         return Estimate(requests=requests, data_points=data_points, seconds=seconds)
 
-    def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
+    def batch_limits(self, channel: str) -> tuple[int, int]:
         info = channel_info(channel)
-        limit = info.limit
-        budget = MAX_BODY_BYTES - len(info.prefix.encode("utf-8")) - len(info.suffix)
+        return info.limit, MAX_BODY_BYTES - len(info.prefix.encode("utf-8")) - len(info.suffix)
+
+    def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
+        limit, budget = self.batch_limits(channel)
         keys: list[str] = []
         items: list[str] = []
         size = 0
