@@ -167,12 +167,26 @@ def check_keys(con: duckdb.DuckDBPyConnection, relation: str, primary_key: Seque
 
 
 def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[Column],
-                  primary_key: Sequence[str], snapshot: str, *, total: int,
+                  primary_key: Sequence[str], snapshot: str, *, sync: str,
                   include_removed: bool = True) -> DeltaCounts:
-    """Phase 1: keep only keys that are new, gone, or whose hash differs.
+    """Phase 1: keep only keys that are new, gone, or whose hash differs (with the snapshot row's
+    rowid, so phase 2 fetches old rows without scanning the snapshot again).
 
     Append-only syncs (events, purchases) pass include_removed=False: a sent event that leaves
-    the model is history, not a removal; its key stays in the snapshot so it is never re-sent."""
+    the model is history, not a removal; its key stays in the snapshot so it is never re-sent.
+
+    Null and duplicate keys stop the sync. With removed rows in the delta this costs no extra pass:
+    the snapshot's keys are unique, so the model's matched rows (all rows but the added ones) must
+    number exactly the snapshot's matched keys (all but the removed ones), and the added keys must
+    be distinct and not null; only a mismatch runs the full check, which names the keys."""
+    if not include_removed:
+        total = check_keys(con, relation, primary_key, sync=sync)
+    else:
+        try:
+            row = con.execute(f"SELECT count(*) FROM {relation} AS m").fetchone()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"sync '{sync}': model query failed: {_first_line(exc)}") from exc
+        total = int(row[0]) if row else 0
     removed_filter = "" if include_removed else " AND n.__key IS NOT NULL"
     # values are rendered (ISO timestamps, JSON) after the join, for the delta rows only
     cols = "".join(f", {normalized(c, 'n.')} AS {quote(c.name)}" for c in columns)
@@ -180,43 +194,58 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     con.execute(
         f"""CREATE TABLE {DELTA} AS
         SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN n.__key IS NULL THEN 'removed' ELSE 'changed' END AS __op,
-               coalesce(n.__key, s.key) AS __k, n.__hash{cols}
+               coalesce(n.__key, s.key) AS __k, n.__hash, s.__rid{cols}
         FROM (SELECT {key_expr(primary_key)} AS __key, {hash_expr(columns)} AS __hash, m.*
               FROM {relation} AS m) AS n
-        FULL JOIN (SELECT key, row_hash FROM {snapshot}) AS s ON n.__key = s.key
+        FULL JOIN (SELECT key, row_hash, rowid AS __rid FROM {snapshot}) AS s ON n.__key = s.key
         WHERE n.__hash IS DISTINCT FROM s.row_hash{removed_filter}"""
     )
     row = con.execute(
-        f"SELECT count(*) FILTER (WHERE __op = 'added'), count(*) FILTER (WHERE __op = 'changed'), "
-        f"count(*) FILTER (WHERE __op = 'removed') FROM {DELTA}"
-    ).fetchone() or (0, 0, 0)
-    return DeltaCounts(total=total, added=int(row[0]), candidates=int(row[1]), removed=int(row[2]))
+        f"""SELECT count(*) FILTER (WHERE __op = 'added'), count(*) FILTER (WHERE __op = 'changed'),
+                   count(*) FILTER (WHERE __op = 'removed'), count(*) FILTER (WHERE __op = 'added' AND __k IS NULL),
+                   count(DISTINCT __k) FILTER (WHERE __op = 'added'), (SELECT count(*) FROM {snapshot})
+            FROM {DELTA}"""
+    ).fetchone() or (0, 0, 0, 0, 0, 0)
+    added, candidates, removed, null_keys, distinct_added, snapshot_rows = (int(x) for x in row)
+    if include_removed and (null_keys or distinct_added != added - null_keys
+                            or total - added != snapshot_rows - removed):
+        check_keys(con, relation, primary_key, sync=sync)      # raises, naming the keys
+    return DeltaCounts(total=total, added=added, candidates=candidates, removed=removed)
 
 
 def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snapshot: str,
                  old_columns: Sequence[str] = ()) -> int:
     """Phase 2: join the delta to the old full rows; render new rows as JSON; list the changed
     columns (a column added to or dropped from the model counts as changed); number rows by key.
+    `__old_kept` is what a plan keeps of the old row: the old values of the changed fields of a
+    changed row, the whole old row of a removed one.
 
     The result keeps the normalised model columns too, so destinations can build payloads in SQL."""
     struct = ", ".join(f"{quote(c.name)} := d.{quote(c.name)}" for c in columns)
     new_row = f"CASE WHEN d.__op <> 'removed' THEN to_json(struct_pack({struct}))::VARCHAR END" if columns else "'{}'"
-    flags = []
     names = [c.name for c in columns]
-    for name in names + [c for c in old_columns if c not in names]:
-        new = f"coalesce(to_json(d.{quote(name)})::VARCHAR, 'null')" if name in names else "'null'"
-        old = f"coalesce(json_extract(s.row_json, {json_path(name)})::VARCHAR, 'null')"
-        flags.append(f"CASE WHEN {new} <> {old} THEN {sql_str(name)} END")
-    changed = (f"CASE WHEN d.__op = 'changed' THEN list_filter([{', '.join(flags)}], lambda x: x IS NOT NULL) "
-               "ELSE []::VARCHAR[] END") if flags else "[]::VARCHAR[]"
+    compared = names + [c for c in old_columns if c not in names]
+    # each old row is parsed once for all its fields (a list of paths); values compare as canonical JSON text
+    new_values = ", ".join(f"coalesce(to_json(d.{quote(n)})::VARCHAR, 'null')" if n in names else "'null'"
+                           for n in compared)
+    old_values = (f"list_transform(json_extract(s.row_json, [{', '.join(json_path(n) for n in compared)}]), "
+                  "lambda v: coalesce(v::VARCHAR, 'null'))")
+    pairs = (f"CASE WHEN d.__op = 'changed' THEN [{new_values}] END AS __nv, "
+             f"CASE WHEN d.__op = 'changed' THEN {old_values} END AS __ov") if compared else "NULL AS __nv, NULL AS __ov"
+    names_list = f"[{', '.join(sql_str(n) for n in compared)}]::VARCHAR[]"
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")
     con.execute(
         f"""CREATE TABLE {ROWS} AS
-        SELECT row_number() OVER (ORDER BY d.__k) AS __rn, d.__k AS __key, d.__op AS __op, d.__hash AS __hash,
-               {new_row} AS __new_row, s.row_json AS __old_row, {changed} AS __changed,
-               d.* EXCLUDE (__k, __op, __hash)
-        FROM {DELTA} AS d
-        LEFT JOIN {snapshot} AS s ON d.__op <> 'added' AND s.key = d.__k"""
+        SELECT row_number() OVER (ORDER BY __k) AS __rn, __k AS __key, __op, __hash, __new_row, __old_row,
+               CASE WHEN __op = 'changed' THEN list_filter({names_list}, lambda name, i: __nv[i] <> __ov[i])
+                    ELSE []::VARCHAR[] END AS __changed,
+               CASE WHEN __op = 'changed' THEN '{{' || array_to_string(list_transform(
+                    list_filter(range(1, {len(compared) + 1}), lambda i: __nv[i] <> __ov[i]),
+                    lambda i: to_json(({names_list})[i])::VARCHAR || ':' || __ov[i]), ',') || '}}'
+                    WHEN __op = 'removed' THEN __old_row END AS __old_kept,
+               * EXCLUDE (__k, __op, __hash, __rid, __nv, __ov, __new_row, __old_row)
+        FROM (SELECT d.*, {new_row} AS __new_row, s.row_json AS __old_row, {pairs}
+              FROM {DELTA} AS d LEFT JOIN {snapshot} AS s ON s.rowid = d.__rid)"""
     )
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()

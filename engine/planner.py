@@ -91,7 +91,6 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     if reserved:
         raise PlanError(f"model '{sync.model}' returns column(s) {', '.join(reserved)}: names starting with "
                         "'__' are reserved by Reflow; rename them in the model")
-    total = diff.check_keys(con, relation, sync.primary_key, sync=sync.name)
 
     st = state.ensure_sync(sync.name)
     state.invalidate_hashes_if_needed(sync.name)
@@ -99,7 +98,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     first_run = st.version == 0 and snapshot_rows == 0
     baseline = first_run and sync.first_run == "baseline"
     caps = destination.capabilities
-    counts = diff.compute_delta(con, relation, columns, sync.primary_key, st.table, total=total,
+    counts = diff.compute_delta(con, relation, columns, sync.primary_key, st.table, sync=sync.name,
                                 include_removed=not caps.append_only)
     n = diff.prepare_rows(con, columns, st.table, [c for c, _ in st.columns])
     seq_min = state.next_seq()
@@ -140,19 +139,21 @@ class PlanRows:
         """Rows whose hash moved but no value did are recorded only; a destination's SQL payloads
         cover the rows it can prove valid; everything else goes through prepare() in Python."""
         base = (f"SELECT ?, ?, ? + r.__rn - 1, r.__key, r.__op, {{status}}, r.__key IN {self._pending()}, "
-                f"r.__changed, r.__hash, r.__new_row, r.__old_row, {{channel}}, {{item}}, {{points}}, {{reason}} "
+                f"r.__changed, r.__hash, r.__new_row, r.__old_kept, {{channel}}, {{item}}, {{points}}, {{reason}} "
                 f"FROM {ROWS} AS r WHERE {{where}}")
         params = [self.plan_id, sync, self.seq_min]
         rehash = "r.__op = 'changed' AND len(r.__changed) = 0"
         self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
             status=f"'{REHASH}'", channel="NULL", item="NULL", points="0", reason="NULL", where=rehash), params)
-        self.python_rows = f"NOT ({rehash})"
         if fast is not None:
             self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
                 status=f"'{SEND}'", channel=diff.sql_str(fast.channel), item=f"({fast.item})",
                 points=f"({fast.data_points})", reason="NULL", where=f"NOT ({rehash}) AND ({fast.eligible})"),
                 params)
-            self.python_rows = f"NOT ({rehash}) AND NOT coalesce(({fast.eligible}), false)"
+        # the rest: delta rows not written yet (an anti-join, cheaper than evaluating `eligible` again)
+        self.python_rows = (f"r.__rn NOT IN (SELECT seq - {int(self.seq_min)} + 1 FROM {DB}.plan_rows "
+                            f"WHERE plan_id = {diff.sql_str(self.plan_id)} AND sync = {diff.sql_str(sync)} "
+                            f"AND seq >= {int(self.seq_min)})")
 
     def write_python(self, chunk: list[diff.DeltaRow], destination: Destination) -> None:
         pending = self._pending_keys(chunk)
@@ -171,7 +172,7 @@ class PlanRows:
                 status, item, reason = SEND, result, None
             out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, row.key, row.op, status,
                         row.key in pending, list(row.changed), row.new_hash, row.new_row_json,
-                        row.old_row_json, item.channel if item else None, item.item_json if item else None,
+                        _old_kept(row), item.channel if item else None, item.item_json if item else None,
                         item.data_points if item else 0, reason))
         _write_rows(self.con, out)
 
@@ -267,6 +268,14 @@ class PlanRows:
             samples.setdefault(op, []).append(
                 {"key": key, "values": values, "payload": _loads(item), "note": reason})
         return samples
+
+
+def _old_kept(row: diff.DeltaRow) -> str | None:
+    """What a plan keeps of the old row (see diff.prepare_rows): changed fields' old values, or all of a removed row."""
+    if row.op == "changed":
+        old = row.old_row or {}
+        return json.dumps({f: old.get(f) for f in row.changed}, ensure_ascii=False, separators=(",", ":"))
+    return row.old_row_json if row.op == "removed" else None
 
 
 def _loads(text: str | None) -> Any:

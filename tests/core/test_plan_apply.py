@@ -197,6 +197,44 @@ def test_null_and_duplicate_keys_stop_the_sync(lab):
     assert "Nothing was sent" in text
 
 
+@pytest.mark.parametrize("obj", ["users", "events"])
+@pytest.mark.parametrize("case", ["same_row_again", "changed_copy", "new_key_twice", "null_key"])
+def test_key_problems_after_a_first_run_stop_the_sync(lab, run_once, obj, case):
+    """With a snapshot in place the check comes from phase 1's counts (users) or its own pass
+    (append-only): an exact copy of an already-sent row has the snapshot's hash and would slip
+    through a check made only on the delta."""
+    lab.insert_people(20)
+    sync = lab.sync(object=obj, on_removed="ignore" if obj == "events" else "unset")
+    dest = MemoryDestination(append_only=obj == "events")
+    run_once(sync, dest)
+    statement = {
+        "same_row_again": "insert into people_raw select * from people_raw where id = 'p00003'",
+        "changed_copy": "insert into people_raw select * replace ('other' as name) from people_raw where id = 'p00004'",
+        "new_key_twice": "insert into people_raw (id, name) values ('p09999', 'a'), ('p09999', 'b')",
+        "null_key": "insert into people_raw (id, name) values (null, 'nobody')",
+    }[case]
+    lab.sql(statement)
+    with pytest.raises(KeyCheckError) as exc:
+        lab.plan(sync, MemoryDestination(append_only=obj == "events"))
+    expected = {"same_row_again": "1 duplicate primary key value(s) (id); e.g. 'p00003' ×2",
+                "changed_copy": "1 duplicate primary key value(s) (id); e.g. 'p00004' ×2",
+                "new_key_twice": "1 duplicate primary key value(s) (id); e.g. 'p09999' ×2",
+                "null_key": "1 row(s) have a null primary key (id)"}[case]
+    assert expected in exc.value.message
+
+
+def test_rows_leaving_and_arriving_are_not_mistaken_for_duplicates(lab, run_once):
+    lab.insert_people(30)
+    sync = lab.sync()
+    run_once(sync, MemoryDestination())
+    lab.sql("delete from people_raw where id in ('p00001', 'p00002', 'p00003')")
+    lab.insert_people(5, start=100)
+    lab.sql("update people_raw set tier = 'z' where id = 'p00010'")
+    plan = lab.plan(sync, MemoryDestination())
+    c = plan.syncs[0].counts
+    assert (c.total, c.added, c.changed, c.removed, c.unchanged) == (32, 5, 1, 3, 26)
+
+
 def test_second_process_cannot_take_the_lock(lab):
     lab.insert_people(1)
     with State.open(lab.project.state_path, command="apply"):
