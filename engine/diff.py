@@ -236,7 +236,7 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")
     con.execute(
         f"""CREATE TABLE {ROWS} AS
-        SELECT row_number() OVER (ORDER BY __k) AS __rn, __k AS __key, __op, __hash, __new_row, __old_row,
+        SELECT o.__rn, __k AS __key, __op, __hash, __new_row, __old_row,
                CASE WHEN __op = 'changed' THEN list_filter({names_list}, lambda name, i: __nv[i] <> __ov[i])
                     ELSE []::VARCHAR[] END AS __changed,
                CASE WHEN __op = 'changed' THEN '{{' || array_to_string(list_transform(
@@ -245,7 +245,11 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
                     WHEN __op = 'removed' THEN __old_row END AS __old_kept,
                * EXCLUDE (__k, __op, __hash, __rid, __nv, __ov, __new_row, __old_row)
         FROM (SELECT d.*, {new_row} AS __new_row, s.row_json AS __old_row, {pairs}
-              FROM {DELTA} AS d LEFT JOIN {snapshot} AS s ON s.rowid = d.__rid)"""
+              FROM {DELTA} AS d LEFT JOIN {snapshot} AS s ON s.rowid = d.__rid) AS x
+        -- numbered in key order by sorting the keys alone (a window over the wide rows costs more),
+        -- stored in that order so that plan rows are written in seq order
+        JOIN (SELECT __k AS __ok, row_number() OVER (ORDER BY __k) AS __rn FROM {DELTA}) AS o ON o.__ok = x.__k
+        ORDER BY o.__rn"""
     )
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
