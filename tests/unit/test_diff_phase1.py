@@ -1,0 +1,56 @@
+"""Phase 1 of the diff on a plain DuckDB connection: counts, the key check from its counts, and the
+optimizer setting it scopes to itself."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from engine import diff
+from engine.errors import KeyCheckError
+
+
+@pytest.fixture
+def con():
+    c = duckdb.connect(":memory:")
+    c.execute("CREATE TABLE snap (key VARCHAR, row_hash UBIGINT, row_json VARCHAR)")
+    c.execute("CREATE TABLE model AS SELECT 'k' || i AS id, i AS v FROM range(10) t(i)")
+    cols = diff.describe(c, "model", model="m")
+    c.execute(f"INSERT INTO snap SELECT id::VARCHAR, {diff.hash_expr(cols)}, '{{}}' FROM model")
+    yield c
+    c.close()
+
+
+def delta(con: duckdb.DuckDBPyConnection) -> diff.DeltaCounts:
+    cols = diff.describe(con, "model", model="m")
+    return diff.compute_delta(con, "model", cols, ["id"], "snap", sync="s")
+
+
+def test_counts_and_the_rowid_of_each_old_row(con):
+    con.execute("UPDATE model SET v = 100 WHERE id = 'k3'")
+    con.execute("DELETE FROM model WHERE id = 'k4'")
+    con.execute("INSERT INTO model VALUES ('k10', 10)")
+    counts = delta(con)
+    assert counts == diff.DeltaCounts(total=10, added=1, candidates=1, removed=1)
+    rows = con.execute(f"SELECT __op, __k, __rid FROM {diff.DELTA} ORDER BY __k").fetchall()
+    rowids = dict(con.execute("SELECT key, rowid FROM snap").fetchall())
+    assert rows == [("added", "k10", None), ("changed", "k3", rowids["k3"]), ("removed", "k4", rowids["k4"])]
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO model VALUES ('k5', 5)",                        # an exact copy: same hash as the snapshot
+    "INSERT INTO model VALUES ('k6', 60)",                       # a changed copy
+    "INSERT INTO model VALUES ('new', 1), ('new', 2)",           # a new key twice
+    "INSERT INTO model VALUES (NULL, 1)",                        # a null key
+    "DELETE FROM model WHERE id = 'k1'; INSERT INTO model VALUES ('k2', 2)",   # one gone, one doubled
+])
+def test_key_problems_are_found_from_the_counts(con, statement):
+    con.execute(statement)
+    with pytest.raises(KeyCheckError, match="Nothing was sent"):
+        delta(con)
+
+
+def test_the_build_side_setting_is_scoped_to_phase_1(con):
+    con.execute("SET disabled_optimizers = 'late_materialization'")
+    delta(con)
+    assert con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] == "late_materialization"
