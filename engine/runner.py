@@ -39,6 +39,7 @@ from engine.specs import SyncSpec
 from engine.state import DB, State, new_id, now
 
 READ_CHUNK = 10_000
+LINGER = 0.02       # seconds a group commit waits for more completed batches
 
 # exit codes
 OK = 0
@@ -282,15 +283,18 @@ def _fit(channel: str, keys: list[str], seqs: list[int], items: list[str], point
 
 class _Checkpointer(threading.Thread):
     """Owns the state connection during a send: takes completed batches as they finish and records
-    them in group commits (everything waiting goes into one transaction), so that sending never
-    waits for the disk. A batch holds a slot from submit until its outcome is committed: at most
-    `concurrency` batches are ever in flight or acknowledged-but-unrecorded (the duplicate bound)."""
+    them in group commits, so that sending never waits for the disk. A group is what arrives within
+    LINGER seconds of its first batch (or `concurrency` batches, whichever comes first): a commit
+    costs milliseconds of CPU whatever its size. A batch holds a slot from submit until its outcome
+    is committed; there are 2 x `concurrency` slots: at most `concurrency` batches in flight (the
+    worker threads) plus `concurrency` acknowledged-but-unrecorded (the duplicate bound)."""
 
-    def __init__(self, state: State, plan_id: str, sync: str, outcome: SyncOutcome, slots: int,
+    def __init__(self, state: State, plan_id: str, sync: str, outcome: SyncOutcome, concurrency: int,
                  progress: ApplyProgress | None, total: int) -> None:
         super().__init__(name="reflow-checkpoint", daemon=True)
         self.state, self.plan_id, self.sync, self.outcome = state, plan_id, sync, outcome
-        self.slots = threading.BoundedSemaphore(slots)
+        self.group_size = concurrency
+        self.slots = threading.BoundedSemaphore(2 * concurrency)
         self.queue: queue.SimpleQueue[tuple[_Sent, Sequence[RowResult]] | None] = queue.SimpleQueue()
         self.fatal: DestinationError | None = None
         self.failure: BaseException | None = None
@@ -330,9 +334,10 @@ class _Checkpointer(threading.Thread):
                 return
             group = [first]
             end = False
-            while True:
+            deadline = time.monotonic() + LINGER
+            while len(group) < self.group_size:
                 try:
-                    nxt = self.queue.get_nowait()
+                    nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -355,6 +360,8 @@ class _Checkpointer(threading.Thread):
 def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, outcome: SyncOutcome,
           stop: threading.Event, progress: ApplyProgress | None, hold: _Hold | None = None) -> None:
     concurrency = max(1, destination.capabilities.default_concurrency)
+    # the snapshot is about to move: any plan made before this send is stale from now on
+    state.con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
     reader = state.con.cursor()
     writer = _Checkpointer(state, plan_id, sp.name, outcome, concurrency, progress, sp.counts.to_send)
     writer.start()
@@ -423,8 +430,6 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
         f"UPDATE {DB}.runs SET acknowledged = acknowledged + ?, rejected = rejected + ?, "
         "not_attempted = not_attempted + ?, requests = ?, data_points = data_points + ? WHERE run_id = ?",
         [len(acked), len(rejected), not_attempted, outcome.requests, data_points, run])
-    if acked:
-        con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sync])
     con.execute("COMMIT")
     outcome.acknowledged += len(acked)
     outcome.rejected += len(rejected)
