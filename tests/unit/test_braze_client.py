@@ -1,15 +1,15 @@
-"""Sending to Braze: the HTTP outcome table (responses-mocked, no network), retries, splits, secrets."""
+"""Sending to Braze: the HTTP outcome table (a scripted server on 127.0.0.1), retries, splits, secrets."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
-import responses
+from scripted_http import RESET, TIMEOUT, ScriptedServer, reply
 
 from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, Batch
 from engine.destinations.braze.client import (
@@ -30,8 +30,7 @@ from engine.project import ConnectionConfig
 from engine.specs import DestinationSpec, Identifier, SyncSpec
 
 KEY = "sk-live-SECRET-0123456789"
-BASE = "https://rest.iad-01.braze.com"
-TRACK = BASE + "/users/track"
+TIMEOUT_S = 0.5
 ATTRS = "POST /users/track attributes"
 EPOCH = 1_700_000_000.0
 BAD_EMAIL = "The value provided for the 'email' field is not a valid email."
@@ -63,12 +62,33 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def destination(clock: FakeClock, obj: str = "users", max_retries: int = 3, **dest: Any) -> BrazeDestination:
-    conn = ConnectionConfig("braze", instance="iad-01", max_retries=max_retries, timeout=5)
+@pytest.fixture
+def braze() -> Any:
+    server = ScriptedServer([reply(201, {"message": "success"})], hang=TIMEOUT_S + 0.3)
+    yield server
+    for dest in OPENED:
+        dest.close()
+    OPENED.clear()
+    server.close()
+
+
+OPENED: list[BrazeDestination] = []
+
+
+BASE = ""          # the scripted server's URL, set per test by destination()
+
+
+def destination(clock: FakeClock, obj: str = "users", max_retries: int = 3, *, server: ScriptedServer,
+                **dest: Any) -> BrazeDestination:
+    global BASE
+    BASE = server.url
+    conn = ConnectionConfig("braze", endpoint=server.url, max_retries=max_retries, timeout=TIMEOUT_S)
     dest.setdefault("identifier", Identifier("external_id", "id") if obj != "catalog_items" else None)
     sync = SyncSpec("s", "m", ("id",), DestinationSpec("braze", obj, **dest))
-    return BrazeDestination(conn, KEY, sync, client_options={
+    dest_ = BrazeDestination(conn, KEY, sync, client_options={
         "sleep": clock.sleep, "monotonic": clock.monotonic, "clock": clock.time, "rng": lambda: 1.0})
+    OPENED.append(dest_)
+    return dest_
 
 
 def batch(*keys: str, channel: str = ATTRS) -> Batch:
@@ -79,16 +99,11 @@ def outcomes(results: Any) -> list[tuple[str, str, str | None]]:
     return [(r.key, r.outcome, r.reason) for r in results]
 
 
-def body_keys(request: Any) -> list[str]:
-    return [obj.get("external_id") or obj.get("id") for obj in next(iter(json.loads(request.body).values()))]
+def body_keys(call: Any) -> list[str]:
+    return [obj.get("external_id") or obj.get("id") for obj in next(iter(call.json().values()))]
 
 
 # -- the HTTP outcome table -------------------------------------------------------------------
-
-def reply(status: int, body: Any = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"status": status, "body": json.dumps(body if body is not None else {"message": "x"}),
-            "headers": headers or {}}
-
 
 SUCCESS = reply(201, {"message": "success", "attributes_processed": 3})
 A, B, C = "a", "b", "c"
@@ -126,160 +141,160 @@ TABLE: list[tuple[str, list[Any], list[tuple[str, str, str | None]], int, list[f
     ("503 until max_retries", [reply(503, {"message": "capacity"})],
      [(k, NOT_ATTEMPTED, "gave up after 3 retries: Braze answered 503: capacity") for k in (A, B, C)],
      4, [0.5, 1.0, 2.0]),
-    ("timeout then success", [requests.exceptions.ReadTimeout("read timed out"), SUCCESS],
+    ("timeout then success", [TIMEOUT, SUCCESS],
      [(A, ACKNOWLEDGED, None), (B, ACKNOWLEDGED, None), (C, ACKNOWLEDGED, None)], 2, [0.5]),
-    ("connection reset then success", [requests.exceptions.ConnectionError("Connection reset by peer"), SUCCESS],
+    ("connection closed without an answer, then success", [RESET, SUCCESS],
      [(A, ACKNOWLEDGED, None), (B, ACKNOWLEDGED, None), (C, ACKNOWLEDGED, None)], 2, [0.5]),
-    ("timeouts until max_retries", [requests.exceptions.ConnectTimeout("connect timed out")],
-     [(k, NOT_ATTEMPTED, "gave up after 3 retries: no answer from Braze within 5 s (ConnectTimeout)")
+    ("timeouts until max_retries", [TIMEOUT],
+     [(k, NOT_ATTEMPTED, "gave up after 3 retries: no answer from Braze within 0.5 s (TimeoutError)")
+      for k in (A, B, C)], 4, [0.5, 1.0, 2.0]),
+    ("resets until max_retries", [RESET],
+     [(k, NOT_ATTEMPTED, "gave up after 3 retries: connection to Braze failed (RemoteDisconnected)")
       for k in (A, B, C)], 4, [0.5, 1.0, 2.0]),
 ]
 
 
 @pytest.mark.parametrize(("name", "replies", "expected", "calls", "sleeps"), TABLE, ids=[t[0] for t in TABLE])
-@responses.activate
-def test_http_outcomes(clock: FakeClock, name: str, replies: list[Any], expected: list[Any], calls: int,
-                       sleeps: list[float]) -> None:
-    for r in replies:
-        if isinstance(r, Exception):
-            responses.add(responses.POST, TRACK, body=r)
-        else:
-            responses.add(responses.POST, TRACK, **r)
-    got = destination(clock).send(batch(A, B, C))
+def test_http_outcomes(clock: FakeClock, braze: ScriptedServer, name: str, replies: list[Any],
+                       expected: list[Any], calls: int, sleeps: list[float]) -> None:
+    braze.answer(*replies)
+    got = destination(clock, server=braze).send(batch(A, B, C))
     assert outcomes(got) == expected
-    assert len(responses.calls) == calls
+    assert len(braze.calls) == calls
+    assert all(c.method == "POST" and c.path == "/users/track" for c in braze.calls)
     assert clock.sleeps == pytest.approx(sleeps)
 
 
-def fatal_case(status: int, body: Any, obj: str = "users", channel: str = ATTRS, url: str = TRACK,
-               method: str = responses.POST, **dest: Any) -> str:
+def fatal_case(server: ScriptedServer, status: int, body: Any, obj: str = "users", channel: str = ATTRS,
+               **dest: Any) -> str:
     clock = FakeClock()
-    with responses.RequestsMock() as mock:
-        mock.add(method, url, status=status, json=body)
-        with pytest.raises(DestinationError) as err:
-            destination(clock, obj, **dest).send(batch("a", channel=channel))
-        assert len(mock.calls) == 1
+    server.answer(reply(status, body))
+    with pytest.raises(DestinationError) as err:
+        destination(clock, obj, server=server, **dest).send(batch("a", channel=channel))
+    assert len(server.calls) == 1
     message = str(err.value)
     assert KEY not in message and KEY[:12] not in message
     return message
 
 
-def test_401_names_key_and_instance() -> None:
-    assert fatal_case(401, {"message": f"Invalid API key: {KEY}"}) == (
-        "Braze rejected the API key (401) for connection 'braze' at https://rest.iad-01.braze.com: "
-        "check the key and the instance")
+def test_401_names_key_and_endpoint(braze: ScriptedServer) -> None:
+    assert fatal_case(braze, 401, {"message": f"Invalid API key: {KEY}"}) == (
+        f"Braze rejected the API key (401) for connection 'braze' at {braze.url}: check the key and the instance")
 
 
-def test_403_names_the_missing_permission() -> None:
-    assert "the API key lacks users.track" in fatal_case(403, {"message": "Access Denied"})
-    message = fatal_case(403, {"message": "Access Denied"}, "catalog_items", "PATCH /catalogs/products/items",
-                         BASE + "/catalogs/products/items", responses.PATCH, catalog="products", item_id="id")
+def test_403_names_the_missing_permission(braze: ScriptedServer) -> None:
+    assert "the API key lacks users.track" in fatal_case(braze, 403, {"message": "Access Denied"})
+    message = fatal_case(braze, 403, {"message": "Access Denied"}, "catalog_items", "PATCH /catalogs/products/items",
+                         catalog="products", item_id="id")
     assert "the API key lacks catalogs.update_items" in message
+    assert [(c.method, c.path) for c in braze.calls] == [("PATCH", "/catalogs/products/items")]
 
 
-def test_404_415_and_other_4xx_are_fatal() -> None:
-    assert "check the endpoint URL or instance" in fatal_case(404, {"message": "Not Found"})
-    assert "Content-Type (415)" in fatal_case(415, {"message": "Unsupported Media Type"})
-    assert "Braze answered 409" in fatal_case(409, {"message": "conflict"})
+def test_404_415_and_other_4xx_are_fatal(braze: ScriptedServer) -> None:
+    assert "check the endpoint URL or instance" in fatal_case(braze, 404, {"message": "Not Found"})
+    assert "Content-Type (415)" in fatal_case(braze, 415, {"message": "Unsupported Media Type"})
+    assert "Braze answered 409" in fatal_case(braze, 409, {"message": "conflict"})
 
 
-@responses.activate
-def test_400_without_row_info_is_isolated_by_splitting(clock: FakeClock) -> None:
-    url = BASE + "/catalogs/products/items"
-
-    def answer(request: Any) -> tuple[int, dict[str, str], str]:
-        if '"bad"' in request.body.decode():
-            return 400, {}, json.dumps({"message": "Invalid Request", "errors": [
+def test_400_without_row_info_is_isolated_by_splitting(clock: FakeClock, braze: ScriptedServer) -> None:
+    def answer(call: Any) -> dict[str, Any]:
+        if b'"bad"' in call.body:
+            return reply(400, {"message": "Invalid Request", "errors": [
                 {"id": "invalid-fields", "message": "Some of the fields given do not exist in the catalog",
                  "parameters": ["id"], "parameter_values": ["bad"]}]})
-        return 202, {}, json.dumps({"message": "success"})
+        return reply(202, {"message": "success"})
 
-    responses.add_callback(responses.POST, url, callback=answer)
-    dest = destination(clock, "catalog_items", catalog="products", item_id="id")
+    braze.answer(answer)
+    dest = destination(clock, "catalog_items", server=braze, catalog="products", item_id="id")
     items = ('{"id":"a"}', '{"id":"bad"}', '{"id":"c"}')
     got = dest.send(Batch("POST /catalogs/products/items", ("a", "bad", "c"), items))
     assert outcomes(got) == [
         ("a", ACKNOWLEDGED, None),
         ("bad", REJECTED, "invalid-fields: Some of the fields given do not exist in the catalog"),
         ("c", ACKNOWLEDGED, None)]
-    assert [body_keys(c.request) for c in responses.calls] == [["a", "bad", "c"], ["a"], ["bad", "c"], ["bad"], ["c"]]
+    assert [body_keys(c) for c in braze.calls] == [["a", "bad", "c"], ["a"], ["bad", "c"], ["bad"], ["c"]]
 
 
-@responses.activate
-def test_413_splits_until_bodies_fit(clock: FakeClock) -> None:
-    def answer(request: Any) -> tuple[int, dict[str, str], str]:
-        n = len(body_keys(request))
-        return (413, {}, "") if n > 2 else (201, {}, json.dumps({"message": "success"}))
-
-    responses.add_callback(responses.POST, TRACK, callback=answer)
-    got = destination(clock).send(batch("a", "b", "c", "d", "e"))
+def test_413_splits_until_bodies_fit(clock: FakeClock, braze: ScriptedServer) -> None:
+    braze.answer(lambda call: reply(413, {}) if len(body_keys(call)) > 2 else reply(201, {"message": "success"}))
+    got = destination(clock, server=braze).send(batch("a", "b", "c", "d", "e"))
     assert [r.outcome for r in got] == [ACKNOWLEDGED] * 5
-    assert [len(body_keys(c.request)) for c in responses.calls] == [5, 2, 3, 1, 2]
+    assert [len(body_keys(c)) for c in braze.calls] == [5, 2, 3, 1, 2]
 
 
-@responses.activate
-def test_single_row_413_is_rejected(clock: FakeClock) -> None:
-    responses.add(responses.POST, TRACK, status=413, body="")
-    assert outcomes(destination(clock).send(batch("a"))) == [
+def test_single_row_413_is_rejected(clock: FakeClock, braze: ScriptedServer) -> None:
+    braze.answer({"status": 413, "body": ""})
+    assert outcomes(destination(clock, server=braze).send(batch("a"))) == [
         ("a", REJECTED, "request body too large for Braze (413)")]
 
 
-@responses.activate
-def test_request_headers_and_body(clock: FakeClock) -> None:
-    responses.add(responses.POST, TRACK, status=201, json={"message": "success"})
-    destination(clock).send(batch("a", "b"))
-    request = responses.calls[0].request
-    assert request.headers["Authorization"] == f"Bearer {KEY}"
-    assert request.headers["Content-Type"] == "application/json"
-    assert request.headers["User-Agent"] == USER_AGENT
-    assert request.body == (b'{"attributes":[{"external_id": "a", "n": "a"},{"external_id": "b", "n": "b"}]}')
+def test_request_headers_and_body(clock: FakeClock, braze: ScriptedServer) -> None:
+    destination(clock, server=braze).send(batch("a", "b"))
+    call = braze.calls[0]
+    assert call.headers["Authorization"] == f"Bearer {KEY}"
+    assert call.headers["Content-Type"] == "application/json"
+    assert call.headers["User-Agent"] == USER_AGENT
+    assert call.body == (b'{"attributes":[{"external_id": "a", "n": "a"},{"external_id": "b", "n": "b"}]}')
 
 
-@responses.activate
-def test_other_channels_send_their_envelopes(clock: FakeClock) -> None:
-    responses.add(responses.POST, BASE + "/users/delete", status=201, json={"deleted": 2, "message": "success"})
-    responses.add(responses.POST, BASE + "/subscription/status/set", status=201, json={"message": "success"})
-    responses.add(responses.DELETE, BASE + "/catalogs/products/items", status=202, json={"message": "success"})
-    dest = destination(clock)
+def test_other_channels_send_their_envelopes(clock: FakeClock, braze: ScriptedServer) -> None:
+    dest = destination(clock, server=braze)
     dest.send(Batch("POST /users/delete external_ids", ("a", "b"), ('"a"', '"b"')))
     dest.send(Batch("POST /subscription/status/set g-1 subscribed email", ("a",), ('"a@b.io"',)))
     dest.send(Batch("DELETE /catalogs/products/items", ("p",), ('{"id":"p"}',)))
-    bodies = [json.loads(c.request.body or b"") for c in responses.calls]
-    assert bodies == [{"external_ids": ["a", "b"]},
-                      {"subscription_group_id": "g-1", "subscription_state": "subscribed", "email": ["a@b.io"]},
-                      {"items": [{"id": "p"}]}]
+    assert [(c.method, c.path) for c in braze.calls] == [
+        ("POST", "/users/delete"), ("POST", "/subscription/status/set"), ("DELETE", "/catalogs/products/items")]
+    assert [c.json() for c in braze.calls] == [
+        {"external_ids": ["a", "b"]},
+        {"subscription_group_id": "g-1", "subscription_state": "subscribed", "email": ["a@b.io"]},
+        {"items": [{"id": "p"}]}]
 
 
-@responses.activate
-def test_remaining_zero_pauses_the_next_request(clock: FakeClock) -> None:
-    responses.add(responses.POST, TRACK, status=201, json={"message": "success"},
-                  headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(EPOCH) + 4)})
-    dest = destination(clock)
+def test_remaining_zero_pauses_the_next_request(clock: FakeClock, braze: ScriptedServer) -> None:
+    braze.answer(reply(201, {"message": "success"},
+                       headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(EPOCH) + 4)}))
+    dest = destination(clock, server=braze)
     dest.send(batch("a"))
     assert clock.sleeps == []
     dest.send(batch("b"))
     assert clock.sleeps == pytest.approx([4.0])
 
 
-@responses.activate
-def test_many_429_without_headers_back_off_then_give_up(clock: FakeClock) -> None:
-    responses.add(responses.POST, TRACK, status=429, json={"message": "Rate Limited"})
-    got = destination(clock, max_retries=1).send(batch("a"))
+def test_many_429_without_headers_back_off_then_give_up(clock: FakeClock, braze: ScriptedServer) -> None:
+    braze.answer(reply(429, {"message": "Rate Limited"}))
+    got = destination(clock, max_retries=1, server=braze).send(batch("a"))
     assert got[0].outcome == NOT_ATTEMPTED and "rate limited (429)" in (got[0].reason or "")
-    assert len(responses.calls) == 21          # 429 waits do not use up max_retries, but are bounded
+    assert len(braze.calls) == 21          # 429 waits do not use up max_retries, but are bounded
 
 
-@responses.activate
-def test_concurrent_sends_reuse_one_session_per_thread(clock: FakeClock) -> None:
-    responses.add(responses.POST, TRACK, status=201, json={"message": "success"})
-    dest = destination(clock)
+def test_concurrent_sends_keep_one_connection_per_thread(clock: FakeClock, braze: ScriptedServer) -> None:
+    dest = destination(clock, server=braze)
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(dest.send, [batch(f"k{i}", f"j{i}") for i in range(40)]))
     assert all(r.outcome == ACKNOWLEDGED for rs in results for r in rs)
-    assert len(responses.calls) == 40
-    client = dest._get_client()
-    assert 1 <= len(client._sessions) <= 4
+    assert len(braze.calls) == 40
+    assert 1 <= braze.connections <= 4                    # keep-alive: no new connection per request
+    assert 1 <= dest._get_client()._transport.open_connections() <= 4
     dest.close()
+    assert dest._get_client()._transport.open_connections() == 0
+
+
+def test_an_idle_connection_closed_by_braze_is_replaced_without_a_retry(clock: FakeClock,
+                                                                       braze: ScriptedServer) -> None:
+    braze.answer({**reply(201, {"message": "success"}), "close": True})
+    dest = destination(clock, server=braze)
+    for key in ("a", "b", "c"):
+        assert dest.send(batch(key))[0].outcome == ACKNOWLEDGED
+        time.sleep(0.05)                     # the server's FIN arrives while the connection is idle
+    assert len(braze.calls) == 3 and braze.connections == 3 and clock.sleeps == []
+
+
+def test_a_connection_closed_by_braze_is_replaced(clock: FakeClock, braze: ScriptedServer) -> None:
+    braze.answer(reply(201, {"message": "success"}, headers={"Connection": "close"}))
+    dest = destination(clock, server=braze)
+    for key in ("a", "b", "c"):
+        assert dest.send(batch(key))[0].outcome == ACKNOWLEDGED
+    assert braze.connections == 3 and clock.sleeps == []
 
 
 # -- the sorting function, as a table ---------------------------------------------------------
@@ -319,14 +334,14 @@ def test_token_bucket_spaces_requests_at_the_rate(clock: FakeClock) -> None:
     assert clock.t == pytest.approx(2.0)
 
 
-def test_api_key_never_appears_in_errors_even_when_braze_echoes_it() -> None:
-    message = fatal_case(403, {"message": f"Access Denied for key {KEY}"})
+def test_api_key_never_appears_in_errors_even_when_braze_echoes_it(braze: ScriptedServer) -> None:
+    message = fatal_case(braze, 403, {"message": f"Access Denied for key {KEY}"})
     assert "Access Denied for key ***" in message
-    message = fatal_case(418, {"message": f"key {KEY} is a teapot"})
+    message = fatal_case(braze, 418, {"message": f"key {KEY} is a teapot"})
     assert KEY not in message and "***" in message
 
 
-def test_api_key_is_not_in_the_destination_repr(clock: FakeClock) -> None:
-    dest = destination(clock)
+def test_api_key_is_not_in_the_destination_repr(clock: FakeClock, braze: ScriptedServer) -> None:
+    dest = destination(clock, server=braze)
     assert KEY not in repr(dest.connection) and KEY not in repr(vars(dest))
     assert KEY not in repr(vars(dest._get_client()))

@@ -1,5 +1,5 @@
-"""HTTP to Braze: per-thread keep-alive sessions, a token bucket per rate-limit group, retries, and
-the one place where responses are sorted (`sort_response`).
+"""HTTP to Braze: per-thread keep-alive connections (`transport`), a token bucket per rate-limit
+group, retries, and the one place where responses are sorted (`sort_response`).
 
     2xx (+ errors[])             OK          listed rows rejected with Braze's text, the rest acknowledged
     400 with errors[input_array] ROW_ERRORS  listed rows rejected; unlisted rows re-sent once
@@ -13,7 +13,6 @@ the one place where responses are sorted (`sort_response`).
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -21,12 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from requests.models import PreparedRequest
-
 from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, AllAcknowledged, RowResult
 from engine.destinations.braze.endpoints import ChannelInfo
+from engine.destinations.braze.transport import Transport, TransportBroken, TransportTimeout, TransportTLS
 from engine.errors import DestinationError, register_secret
 from engine.project import Secret
 
@@ -203,42 +199,17 @@ class BrazeClient:
         register_secret(api_key.reveal())
         self._api_key = api_key
         self._headers = {"Content-Type": "application/json", "User-Agent": user_agent, "Accept": "application/json"}
-        self._pool_size = max(1, concurrency)
-        self._proxies = requests.utils.get_environ_proxies(base_url)
-        self._verify: bool | str = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._authorization = Secret(f"Bearer {api_key.reveal()}")       # repr never shows it
+        self._transport = Transport(base_url, timeout=timeout)
         self._sleep, self._monotonic, self._clock, self._rng = sleep, monotonic, clock, rng
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self._buckets = {name: TokenBucket(rate, monotonic=monotonic, sleep=sleep) for name, rate in rates.items()}
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
 
-    # -- sessions -------------------------------------------------------------------------------
-    def _transport(self) -> tuple[HTTPAdapter, dict[str, str]]:
-        """This thread's keep-alive connection pool and request headers (created once per thread).
-
-        Requests go straight to the session's adapter: Session.request would redo cookie, hook,
-        header and environment merging on every call (~0.3 ms of CPU), none of which Braze needs."""
-        transport: tuple[HTTPAdapter, dict[str, str]] | None = getattr(self._local, "transport", None)
-        if transport is None:
-            session = requests.Session()
-            session.trust_env = False
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            headers = dict(self._headers)
-            headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
-            transport = (adapter, headers)
-            self._local.transport = transport
-            with self._lock:
-                self._sessions.append(session)
-        return transport
+    def __repr__(self) -> str:
+        return f"BrazeClient(connection={self.connection!r}, base_url={self.base_url!r})"
 
     def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._transport.close()
 
     # -- sending --------------------------------------------------------------------------------
     def send(self, info: ChannelInfo, keys: Sequence[str], items: Sequence[str]) -> Sequence[RowResult]:
@@ -286,32 +257,27 @@ class BrazeClient:
         return reasons
 
     def _exchange(self, info: ChannelInfo, body: bytes) -> Verdict:
-        """POST one body until Braze gives an answer other than 429/5xx, or retries run out."""
-        adapter, base_headers = self._transport()
+        """Send one body until Braze gives an answer other than 429/5xx, or retries run out."""
         bucket = self._buckets[info.group]
-        url = self.base_url + info.path
-        headers = {**base_headers, "Content-Length": str(len(body))}
+        headers = {**self._headers, "Authorization": self._authorization.reveal(), "Content-Length": str(len(body))}
         failures = 0
         waits = 0
         while True:
             bucket.acquire()
-            request = PreparedRequest()
-            request.method, request.url, request.body = info.method, url, body
-            request.headers = headers.copy()  # type: ignore[assignment]  # urllib3 takes any mapping
             try:
-                response = adapter.send(request, timeout=self.timeout, verify=self._verify, proxies=self._proxies)
-            except requests.exceptions.SSLError as exc:
+                answer = self._transport.request(info.method, info.path, body, headers)
+            except TransportTLS as exc:
                 raise DestinationError(f"TLS error talking to {self.base_url} (connection '{self.connection}'): "
-                                       f"{type(exc).__name__}") from exc
-            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                verdict = Verdict(RETRY, message=_network_message(exc, self.timeout))
+                                       f"{exc}") from exc
+            except TransportTimeout as exc:
+                verdict = Verdict(RETRY, message=f"no answer from Braze within {self.timeout:g} s ({exc})")
+            except TransportBroken as exc:
+                verdict = Verdict(RETRY, message=f"connection to Braze failed ({exc})")
             else:
-                answer_headers = response.headers
-                verdict = sort_response(response.status_code, answer_headers, response.content, info,
+                verdict = sort_response(answer.status, answer.headers, answer.body, info,
                                         connection=self.connection, base_url=self.base_url, now=self._clock())
-                if verdict.kind != RATE_LIMITED and answer_headers.get("x-ratelimit-remaining") == "0":
-                    wait = rate_limit_wait(answer_headers, self._clock())
+                if verdict.kind != RATE_LIMITED and answer.headers.get("x-ratelimit-remaining") == "0":
+                    wait = rate_limit_wait(answer.headers, self._clock())
                     if wait:
                         bucket.pause_until(self._monotonic() + wait)
             if verdict.kind == RATE_LIMITED:
@@ -332,9 +298,3 @@ class BrazeClient:
     def _backoff(self, attempt: int) -> float:
         delay = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
         return delay * (0.5 + 0.5 * self._rng())
-
-
-def _network_message(exc: Exception, timeout: float) -> str:
-    if isinstance(exc, requests.exceptions.Timeout):
-        return f"no answer from Braze within {timeout:g} s ({type(exc).__name__})"
-    return f"connection to Braze failed ({type(exc).__name__})"
