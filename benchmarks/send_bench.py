@@ -1,13 +1,16 @@
 """Send benchmark: 100,000 changed users through `reflow apply` to the sandbox.
 
-    python benchmarks/send_bench.py [--users 100000] [--latency-ms 50] [--rate 1000] [--concurrency 64]
+    python benchmarks/send_bench.py [--users 100000] [--latency-ms 50] [--rate 1000] [--concurrency 64] [--pin]
 
 The sandbox runs in its own process with injected latency and no rate limit of its own; the
 client's rate limiter is set to `--rate` requests/s. The first sync is recorded with
 `first_run: baseline` (nothing sent); then every user changes one field, and `reflow plan` and
 `reflow apply --yes` run as separate processes. Reported: requests/s and rows/s achieved by
 apply, and the client's CPU milliseconds per request (user + system time of the plan and apply
-processes: payload building happens in plan, sending in apply), from os.wait4.
+processes: payload building happens in plan, sending in apply), from os.wait4. The send rate is
+given twice: over the apply process's life (start-up included) and over the sync's send (its run
+in `reflow history`). With --pin, the sandbox runs on CPU 1 and every reflow command on CPU 0, so
+that the client has exactly one core of its own and the sandbox does not compete for it.
 """
 
 from __future__ import annotations
@@ -60,10 +63,13 @@ def build(users: int) -> None:
     con.close()
 
 
+PIN: dict[str, list[str]] = {"client": [], "sandbox": []}
+
+
 def reflow(*args: str, env: dict[str, str]) -> tuple[float, float, str]:
     """Run one reflow command; return (wall seconds, CPU seconds, stdout)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "--project-dir", str(WORK), *args],
+    proc = subprocess.Popen([*PIN["client"], sys.executable, "-m", "engine", "--project-dir", str(WORK), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -80,7 +86,10 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--pin", action="store_true", help="client on CPU 0, sandbox on CPU 1 (taskset)")
     args = parser.parse_args()
+    if args.pin:
+        PIN["client"], PIN["sandbox"] = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
 
     shutil.rmtree(WORK, ignore_errors=True)
     (WORK / "models").mkdir(parents=True)
@@ -91,7 +100,7 @@ def main() -> int:
     build(args.users)
 
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "engine", "sandbox", "--port", "0", "--api-key", KEY,
+        [*PIN["sandbox"], sys.executable, "-m", "engine", "sandbox", "--port", "0", "--api-key", KEY,
          "--latency-ms", str(args.latency_ms), "--rate-limit", "100000000/1"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -106,6 +115,7 @@ def main() -> int:
         con.close()
         plan_wall, plan_cpu, _ = reflow("plan", "--json", env=env)
         apply_wall, apply_cpu, out = reflow("apply", "--yes", env=env)
+        send_seconds = float(json.loads(reflow("history", "--json", env=env)[2])[0]["duration_seconds"])
         # the fixed cost of a command (interpreter, imports, project, state): a no-change plan + apply
         _, idle_plan_cpu, _ = reflow("plan", "--json", env=env)
         _, idle_apply_cpu, _ = reflow("apply", "--yes", env=env)
@@ -122,9 +132,13 @@ def main() -> int:
         "users": args.users, "latency_ms": args.latency_ms, "rate_limit": args.rate,
         "concurrency": args.concurrency, "requests": requests,
         "plan_seconds": round(plan_wall, 2), "apply_seconds": round(apply_wall, 2),
+        "pinned": args.pin,
         "requests_per_second": round(requests / apply_wall, 1),
         "rows_per_second": round(args.users / apply_wall),
         "pct_of_limit": round(100 * requests / apply_wall / args.rate, 1),
+        "send_seconds": send_seconds,
+        "requests_per_second_during_send": round(requests / send_seconds, 1),
+        "pct_of_limit_during_send": round(100 * requests / send_seconds / args.rate, 1),
         "cpu_ms_per_request_apply": round(1000 * apply_cpu / max(requests, 1), 3),
         "cpu_ms_per_request_plan_and_apply": round(1000 * (plan_cpu + apply_cpu) / max(requests, 1), 3),
         "fixed_cpu_seconds_per_command": round((idle_plan_cpu + idle_apply_cpu) / 2, 2),

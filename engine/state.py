@@ -283,7 +283,8 @@ class State:
                 con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT p.key {acked} AND p.op <> 'added')", [name])
                 con.execute(f"INSERT INTO {st.table} SELECT p.key, p.new_hash, p.new_row {acked} AND p.op <> 'removed'",
                             [name])
-            con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT p.key {acked})", [name, name])
+            if self.pending_count(name):
+                con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT p.key {acked})", [name, name])
             row = con.execute(f"SELECT count(*) FROM {DB}.acks WHERE sync = ?", [name]).fetchone()
             con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [name])
             con.execute("COMMIT")
