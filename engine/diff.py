@@ -241,27 +241,32 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
     new_row = f"CASE WHEN d.__op <> 'removed' THEN to_json(struct_pack({struct}))::VARCHAR END" if columns else "'{}'"
     names = [c.name for c in columns]
     compared = names + [c for c in old_columns if c not in names]
-    # each old row is parsed once for all its fields (a list of paths); values compare as canonical JSON text
-    new_values = ", ".join(f"coalesce(to_json(d.{quote(n)})::VARCHAR, 'null')" if n in names else "'null'"
-                           for n in compared)
-    old_values = (f"list_transform(json_extract(s.row_json, [{', '.join(json_path(n) for n in compared)}]), "
-                  "lambda v: coalesce(v::VARCHAR, 'null'))")
+    n = len(compared)
+    # each old row is parsed once for all its fields (a list of paths); values compare as canonical JSON
+    # text; `__ci` lists the positions that differ, from which both the changed names and the kept
+    # old values are read
+    new_values = ", ".join(f"coalesce(to_json(d.{quote(c)})::VARCHAR, 'null')" if c in names else "'null'"
+                           for c in compared)
+    paths = ", ".join(json_path(c) for c in compared)
     pairs = (f"CASE WHEN d.__op = 'changed' THEN [{new_values}] END AS __nv, "
-             f"CASE WHEN d.__op = 'changed' THEN {old_values} END AS __ov") if compared else "NULL AS __nv, NULL AS __ov"
-    names_list = f"[{', '.join(sql_str(n) for n in compared)}]::VARCHAR[]"
+             f"CASE WHEN d.__op = 'changed' THEN json_extract(s.row_json, [{paths}]) END AS __oj") if n else \
+        "NULL::VARCHAR[] AS __nv, NULL::JSON[] AS __oj"
+    names_list = f"([{', '.join(sql_str(c) for c in compared)}]::VARCHAR[])"
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")
     con.execute(
         f"""CREATE TABLE {ROWS} AS
         SELECT o.__rn, __k AS __key, __op, __hash, __new_row, __old_row,
-               CASE WHEN __op = 'changed' THEN list_filter({names_list}, lambda name, i: __nv[i] <> __ov[i])
+               CASE WHEN __op = 'changed' THEN list_transform(__ci, lambda i: {names_list}[i])
                     ELSE []::VARCHAR[] END AS __changed,
-               CASE WHEN __op = 'changed' THEN '{{' || array_to_string(list_transform(
-                    list_filter(range(1, {len(compared) + 1}), lambda i: __nv[i] <> __ov[i]),
-                    lambda i: to_json(({names_list})[i])::VARCHAR || ':' || __ov[i]), ',') || '}}'
+               CASE WHEN __op = 'changed' THEN '{{' || array_to_string(list_transform(__ci,
+                        lambda i: to_json({names_list}[i])::VARCHAR || ':' || coalesce(__oj[i]::VARCHAR, 'null')), ',')
+                        || '}}'
                     WHEN __op = 'removed' THEN __old_row END AS __old_kept,
-               * EXCLUDE (__k, __op, __hash, __rid, __nv, __ov, __new_row, __old_row)
-        FROM (SELECT d.*, {new_row} AS __new_row, s.row_json AS __old_row, {pairs}
-              FROM {DELTA} AS d LEFT JOIN {snapshot} AS s ON s.rowid = d.__rid) AS x
+               * EXCLUDE (__k, __op, __hash, __rid, __nv, __oj, __ci, __new_row, __old_row)
+        FROM (SELECT *, CASE WHEN __op = 'changed' THEN list_filter(range(1, {n + 1}),
+                          lambda i: __nv[i] <> coalesce(__oj[i]::VARCHAR, 'null')) END AS __ci
+              FROM (SELECT d.*, {new_row} AS __new_row, s.row_json AS __old_row, {pairs}
+                    FROM {DELTA} AS d LEFT JOIN {snapshot} AS s ON s.rowid = d.__rid)) AS x
         -- numbered in key order by sorting the keys alone (a window over the wide rows costs more),
         -- stored in that order so that plan rows are written in seq order
         JOIN (SELECT __k AS __ok, row_number() OVER (ORDER BY __k) AS __rn FROM {DELTA}) AS o ON o.__ok = x.__k
