@@ -139,6 +139,7 @@ def main() -> int:
         "send_seconds": send_seconds,
         "requests_per_second_during_send": round(requests / send_seconds, 1),
         "pct_of_limit_during_send": round(100 * requests / send_seconds / args.rate, 1),
+        "cpu_seconds": {"plan": round(plan_cpu, 3), "apply": round(apply_cpu, 3), "idle_plan": round(idle_plan_cpu, 3), "idle_apply": round(idle_apply_cpu, 3)},
         "cpu_ms_per_request_apply": round(1000 * apply_cpu / max(requests, 1), 3),
         "cpu_ms_per_request_plan_and_apply": round(1000 * (plan_cpu + apply_cpu) / max(requests, 1), 3),
         "fixed_cpu_seconds_per_command": round((idle_plan_cpu + idle_apply_cpu) / 2, 2),

@@ -250,26 +250,33 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
     carry: tuple[list[str], list[int], list[str], list[int], int] | None = None
     for start in range(sp.seq_min, sp.seq_max + 1, READ_CHUNK):
         offset = len(carry[0]) if carry else 0
+        # plan-row numbers and data points come as lists only when they are not a plain run / constant
         groups = con.execute(
-            f"""SELECT list(key ORDER BY seq), list(seq ORDER BY seq), list(item ORDER BY seq),
-                       list(data_points ORDER BY seq), sum(strlen(item)) + count(*)
+            f"""SELECT list(key ORDER BY seq), min(seq),
+                       CASE WHEN max(seq) - min(seq) + 1 <> count(*) THEN list(seq ORDER BY seq) END,
+                       list(item ORDER BY seq), min(data_points),
+                       CASE WHEN min(data_points) <> max(data_points) THEN list(data_points ORDER BY seq) END,
+                       sum(strlen(item)) + count(*)
                 FROM (SELECT key, seq, item, data_points, (row_number() OVER (ORDER BY seq) - 1 + ?) // {int(limit)} AS b
                       FROM {DB}.plan_rows WHERE seq >= ? AND seq < ? AND {where})
                 GROUP BY b ORDER BY b""", [offset, start, start + READ_CHUNK, *params]).fetchall()
-        for i, (keys, seqs, items, points, size) in enumerate(groups):
+        last = len(groups) - 1
+        for i, (keys, first_seq, seq_list, items, points_one, points_list, size) in enumerate(groups):
+            seqs = seq_list if seq_list is not None else range(first_seq, first_seq + len(keys))
+            points = points_list if points_list is not None else [points_one] * len(keys)
             if carry is not None:       # the previous window's last, partial group comes first
-                keys, seqs, items, points, size = (carry[0] + keys, carry[1] + seqs, carry[2] + items,
+                keys, seqs, items, points, size = (carry[0] + keys, carry[1] + list(seqs), carry[2] + items,
                                                    carry[3] + points, carry[4] + size)
                 carry = None
-            if i == len(groups) - 1 and len(keys) < limit:
-                carry = (keys, seqs, items, points, int(size))
+            if i == last and len(keys) < limit:
+                carry = (keys, list(seqs), items, points, int(size))
                 continue
             yield from _fit(channel, keys, seqs, items, points, int(size), budget, destination)
     if carry is not None:
         yield from _fit(channel, *carry, budget, destination)
 
 
-def _fit(channel: str, keys: list[str], seqs: list[int], items: list[str], points: list[int], size: int,
+def _fit(channel: str, keys: list[str], seqs: Sequence[int], items: list[str], points: list[int], size: int,
          budget: int, destination: Destination) -> Iterator[_Sent]:
     if size <= budget:
         yield _Sent(Batch(channel, tuple(keys), tuple(items)), seqs, points)

@@ -49,9 +49,9 @@ class MemoryDestination:
                  reject_keys: Iterable[str] | Mapping[str, str] = (), fail_after_batches: int | None = None,
                  max_objects_per_request: int = 75, *, fail_batches: Collection[int] = (), latency: float = 0.0,
                  requests_per_second: float = 1000.0, default_concurrency: int = 4,
-                 invalid_keys: Mapping[str, str] | None = None) -> None:
+                 invalid_keys: Mapping[str, str] | None = None, max_body_bytes: int = 4_000_000) -> None:
         self.capabilities = Capabilities(
-            max_objects_per_request=max_objects_per_request, max_body_bytes=4_000_000,
+            max_objects_per_request=max_objects_per_request, max_body_bytes=max_body_bytes,
             default_concurrency=default_concurrency, requests_per_second=requests_per_second,
             append_only=append_only, sends_removed=sends_removed)
         if isinstance(reject_keys, Mapping):
@@ -96,15 +96,19 @@ class MemoryDestination:
         return self.capabilities.max_objects_per_request, self.capabilities.max_body_bytes
 
     def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
-        limit = self.capabilities.max_objects_per_request
+        """At most `max_objects_per_request` items whose comma-joined text fits `max_body_bytes`."""
+        limit, budget = self.batch_limits(channel)
         keys: list[str] = []
         items: list[str] = []
+        size = 0
         for key, item in rows:
+            n = len(item.encode("utf-8")) + 1
+            if keys and (len(keys) >= limit or size + n > budget):
+                yield Batch(channel, tuple(keys), tuple(items))
+                keys, items, size = [], [], 0
             keys.append(key)
             items.append(item)
-            if len(keys) >= limit:
-                yield Batch(channel, tuple(keys), tuple(items))
-                keys, items = [], []
+            size += n
         if keys:
             yield Batch(channel, tuple(keys), tuple(items))
 
