@@ -291,16 +291,15 @@ def _fit(channel: str, keys: list[str], seqs: Sequence[int], items: list[str], p
 class _Checkpointer(threading.Thread):
     """Owns the state connection during a send: takes completed batches as they finish and records
     them in group commits, so that sending never waits for the disk. A group is what arrives within
-    LINGER seconds of its first batch (or `concurrency` batches, whichever comes first): a commit
-    costs milliseconds of CPU whatever its size. A batch holds a slot from submit until its outcome
-    is committed; there are 2 x `concurrency` slots: at most `concurrency` batches in flight (the
-    worker threads) plus `concurrency` acknowledged-but-unrecorded (the duplicate bound)."""
+    LINGER seconds of its first batch: a commit costs milliseconds of CPU whatever its size. A batch
+    holds a slot from submit until its outcome is committed; there are 2 x `concurrency` slots: at
+    most `concurrency` batches in flight (the worker threads) plus `concurrency`
+    acknowledged-but-unrecorded (the duplicate bound)."""
 
     def __init__(self, state: State, plan_id: str, sync: str, outcome: SyncOutcome, concurrency: int,
                  progress: ApplyProgress | None, total: int) -> None:
         super().__init__(name="reflow-checkpoint", daemon=True)
         self.state, self.plan_id, self.sync, self.outcome = state, plan_id, sync, outcome
-        self.group_size = concurrency
         self.slots = threading.BoundedSemaphore(2 * concurrency)
         self.queue: queue.SimpleQueue[tuple[_Sent, Sequence[RowResult]] | None] = queue.SimpleQueue()
         self.fatal: DestinationError | None = None
@@ -341,10 +340,10 @@ class _Checkpointer(threading.Thread):
                 return
             group = [first]
             end = False
-            deadline = time.monotonic() + LINGER
-            while len(group) < self.group_size:
+            time.sleep(LINGER)          # let the group fill without waking up for every batch
+            while True:
                 try:
-                    nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    nxt = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
