@@ -234,9 +234,10 @@ class _Sent:
 
 def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: Destination,
              hold: _Hold | None, outcome: SyncOutcome) -> Iterator[_Sent]:
-    """Stored payloads of one channel grouped into requests in DuckDB, in seq order, a window of
-    plan rows at a time: Python sees one row per request, not one per plan row. A group over the
-    byte budget is split by the destination; held-back rows are counted and left out."""
+    """Stored payloads of one channel, in seq order, a window of plan rows at a time, cut into
+    requests of `batch_limits` objects (a window's last, partial request is completed from the
+    next window). A request over the byte budget is split by the destination; held-back rows are
+    counted and left out."""
     limit, budget = destination.batch_limits(channel)
     where = f"plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ?"
     params: list[Any] = [plan_id, sp.name, channel]
@@ -247,36 +248,33 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
         outcome.held_back += int(row[0]) if row else 0       # stay pending: the next plan sends them again
         where += f" AND NOT {held}"
         params.append(sorted(hold.ids))
-    carry: tuple[list[str], list[int], list[str], list[int], int] | None = None
+    keys: list[str] = []
+    items: list[str] = []
+    seqs: list[int] = []
+    points: list[int] = []
+    sizes: list[int] = []
     for start in range(sp.seq_min, sp.seq_max + 1, READ_CHUNK):
-        offset = len(carry[0]) if carry else 0
-        # plan-row numbers and data points come as lists only when they are not a plain run / constant
-        groups = con.execute(
-            f"""SELECT list(key ORDER BY seq), min(seq),
-                       CASE WHEN max(seq) - min(seq) + 1 <> count(*) THEN list(seq ORDER BY seq) END,
-                       list(item ORDER BY seq), min(data_points),
-                       CASE WHEN min(data_points) <> max(data_points) THEN list(data_points ORDER BY seq) END,
-                       sum(strlen(item)) + count(*)
-                FROM (SELECT key, seq, item, data_points, (row_number() OVER (ORDER BY seq) - 1 + ?) // {int(limit)} AS b
-                      FROM {DB}.plan_rows WHERE seq >= ? AND seq < ? AND {where})
-                GROUP BY b ORDER BY b""", [offset, start, start + READ_CHUNK, *params]).fetchall()
-        last = len(groups) - 1
-        for i, (keys, first_seq, seq_list, items, points_one, points_list, size) in enumerate(groups):
-            seqs = seq_list if seq_list is not None else range(first_seq, first_seq + len(keys))
-            points = points_list if points_list is not None else [points_one] * len(keys)
-            if carry is not None:       # the previous window's last, partial group comes first
-                keys, seqs, items, points, size = (carry[0] + keys, carry[1] + list(seqs), carry[2] + items,
-                                                   carry[3] + points, carry[4] + size)
-                carry = None
-            if i == last and len(keys) < limit:
-                carry = (keys, list(seqs), items, points, int(size))
-                continue
-            yield from _fit(channel, keys, seqs, items, points, int(size), budget, destination)
-    if carry is not None:
-        yield from _fit(channel, *carry, budget, destination)
+        rows = con.execute(
+            f"SELECT key, item, seq, data_points, strlen(item) + 1 FROM {DB}.plan_rows "
+            f"WHERE seq >= ? AND seq < ? AND {where} ORDER BY seq", [start, start + READ_CHUNK, *params]).fetchall()
+        if not rows:
+            continue
+        k, it, sq, pt, sz = zip(*rows, strict=True)
+        keys.extend(k)
+        items.extend(it)
+        seqs.extend(sq)
+        points.extend(pt)
+        sizes.extend(sz)
+        full = len(keys) - len(keys) % limit
+        for i in range(0, full, limit):
+            yield from _fit(channel, keys[i:i + limit], seqs[i:i + limit], items[i:i + limit],
+                            points[i:i + limit], sum(sizes[i:i + limit]), budget, destination)
+        del keys[:full], items[:full], seqs[:full], points[:full], sizes[:full]
+    if keys:
+        yield from _fit(channel, keys, seqs, items, points, sum(sizes), budget, destination)
 
 
-def _fit(channel: str, keys: list[str], seqs: Sequence[int], items: list[str], points: list[int], size: int,
+def _fit(channel: str, keys: list[str], seqs: list[int], items: list[str], points: list[int], size: int,
          budget: int, destination: Destination) -> Iterator[_Sent]:
     if size <= budget:
         yield _Sent(Batch(channel, tuple(keys), tuple(items)), seqs, points)
