@@ -1,7 +1,6 @@
 """Applying a plan: stored payloads → batches → destination → checkpoint.
 
-The snapshot is what the destination acknowledged. Payloads are grouped into requests
-in DuckDB. After each group of completed batches, ONE DuckDB transaction records the
+The snapshot is what the destination acknowledged. After each group of completed batches, ONE DuckDB transaction records the
 outcome: the acknowledged plan rows go to `acks` (and advance the snapshot when the
 sync's send ends, or when the next writer opens the state after a crash), rejected
 rows go to `pending` (retried by the next plan) and `row_errors` (for `reflow

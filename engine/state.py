@@ -265,8 +265,8 @@ class State:
         return int(row[0]) if row else 0
 
     def fold_acks(self, sync: str | None = None) -> int:
-        """Advance the snapshot for the acknowledged rows recorded in `acks`: delete the keys they
-        replace or remove, insert their new rows, clear them from `pending`; one transaction per sync.
+        """Advance the snapshot for the acknowledged rows recorded in `acks`: update changed rows in
+        place, delete removed ones, insert added ones, clear them from `pending`; one transaction per sync.
         Idempotent: a crash before COMMIT leaves `acks` in place for the next fold."""
         if self.empty:
             return 0

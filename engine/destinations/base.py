@@ -6,10 +6,11 @@ runner groups stored items into batches by `channel` and hands batches to `send`
 which returns one outcome per row. A destination never touches state or diff.
 
     plan row ──prepare()──► Item(channel, item_json, data_points) | Invalid(reason)
-    items ──(runner, in SQL, by batch_limits())──► Batch(keys, items) ──send()──► [RowResult(key, outcome, reason)]
+    items ──(runner, by batch_limits())──► Batch(keys, items) ──send()──► [RowResult(key, outcome, reason)]
 
-The runner groups stored items in DuckDB by `batch_limits(channel)` (objects per request and
-bytes of the comma-joined items); a group over the byte budget is split by `batches()`.
+The runner reads stored items in plan order and cuts them into requests of
+`batch_limits(channel)` (objects per request, bytes of the comma-joined items); a request over
+the byte budget is split by `batches()`.
 `send` returns one result per batch position; `AllAcknowledged(keys)` says "every row
 acknowledged" without building a result object per row.
 """
