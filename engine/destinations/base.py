@@ -110,6 +110,24 @@ class RowResult:
     reason: str | None = None
 
 
+def cut_batches(channel: str, rows: Iterable[tuple[str, str]], limit: int, budget: int) -> Iterator[Batch]:
+    """(key, item_json) rows in order → requests of at most `limit` items whose comma-joined UTF-8
+    text fits `budget` bytes (a single item over the budget still gets a request of its own)."""
+    keys: list[str] = []
+    items: list[str] = []
+    size = 0
+    for key, item in rows:
+        n = (len(item) if item.isascii() else len(item.encode("utf-8"))) + 1   # +1: the comma
+        if keys and (len(keys) >= limit or size + n > budget):
+            yield Batch(channel, tuple(keys), tuple(items))
+            keys, items, size = [], [], 0
+        keys.append(key)
+        items.append(item)
+        size += n
+    if keys:
+        yield Batch(channel, tuple(keys), tuple(items))
+
+
 class AllAcknowledged(Sequence[RowResult]):
     """The results of a batch every row of which was acknowledged (the common case, kept cheap)."""
 

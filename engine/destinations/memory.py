@@ -31,6 +31,7 @@ from engine.destinations.base import (
     PlanRow,
     RowResult,
     Skip,
+    cut_batches,
 )
 from engine.errors import DestinationError
 
@@ -96,21 +97,7 @@ class MemoryDestination:
         return self.capabilities.max_objects_per_request, self.capabilities.max_body_bytes
 
     def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
-        """At most `max_objects_per_request` items whose comma-joined text fits `max_body_bytes`."""
-        limit, budget = self.batch_limits(channel)
-        keys: list[str] = []
-        items: list[str] = []
-        size = 0
-        for key, item in rows:
-            n = len(item.encode("utf-8")) + 1
-            if keys and (len(keys) >= limit or size + n > budget):
-                yield Batch(channel, tuple(keys), tuple(items))
-                keys, items, size = [], [], 0
-            keys.append(key)
-            items.append(item)
-            size += n
-        if keys:
-            yield Batch(channel, tuple(keys), tuple(items))
+        return cut_batches(channel, rows, *self.batch_limits(channel))
 
     def send(self, batch: Batch) -> Sequence[RowResult]:
         with self._lock:

@@ -18,6 +18,7 @@ from engine.destinations.base import (
     RowResult,
     Skip,
     SqlItems,
+    cut_batches,
 )
 from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import (
@@ -106,20 +107,7 @@ class BrazeDestination:
         return info.limit, MAX_BODY_BYTES - len(info.prefix.encode("utf-8")) - len(info.suffix)
 
     def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
-        limit, budget = self.batch_limits(channel)
-        keys: list[str] = []
-        items: list[str] = []
-        size = 0
-        for key, item in rows:
-            n = (len(item) if item.isascii() else len(item.encode("utf-8"))) + 1   # +1: the comma
-            if keys and (len(keys) >= limit or size + n > budget):
-                yield Batch(channel, tuple(keys), tuple(items))
-                keys, items, size = [], [], 0
-            keys.append(key)
-            items.append(item)
-            size += n
-        if keys:
-            yield Batch(channel, tuple(keys), tuple(items))
+        return cut_batches(channel, rows, *self.batch_limits(channel))
 
     # -- sending ---------------------------------------------------------------------------------
     def send(self, batch: Batch) -> Sequence[RowResult]:
