@@ -294,10 +294,9 @@ class State:
                                 [name])
             if self.pending_count(name):
                 con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT p.key {acked})", [name, name])
-            row = con.execute(f"SELECT count(*) FROM {DB}.acks WHERE sync = ?", [name]).fetchone()
             con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [name])
             con.execute("COMMIT")
-            folded += int(row[0]) if row else 0
+            folded += sum(ops.values())
         return folded
 
     def set_columns(self, sync: str, columns: Sequence[tuple[str, str]]) -> None:

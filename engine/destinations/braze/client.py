@@ -186,7 +186,7 @@ class BrazeClient:
     """Sends one channel batch and returns one RowResult per key. Thread-safe."""
 
     def __init__(self, *, connection: str, base_url: str, api_key: Secret, user_agent: str, timeout: float,
-                 max_retries: int, concurrency: int, rates: Mapping[str, float],
+                 max_retries: int, rates: Mapping[str, float],
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, max_rate_limit_waits: int | None = None) -> None:
@@ -197,7 +197,6 @@ class BrazeClient:
         self.max_rate_limit_waits = max_rate_limit_waits if max_rate_limit_waits is not None else max(
             20, 4 * self.max_retries)
         register_secret(api_key.reveal())
-        self._api_key = api_key
         self._headers = {"Content-Type": "application/json", "User-Agent": user_agent, "Accept": "application/json"}
         self._authorization = Secret(f"Bearer {api_key.reveal()}")       # repr never shows it
         self._transport = Transport(base_url, timeout=timeout)

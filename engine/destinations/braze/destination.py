@@ -126,7 +126,7 @@ class BrazeDestination:
                     "connection": self.connection.name, "base_url": self.base_url, "api_key": self._api_key,
                     "user_agent": USER_AGENT, "timeout": self.connection.timeout,
                     "max_retries": self.connection.max_retries,
-                    "concurrency": self.capabilities.default_concurrency, "rates": self._rates,
+                    "rates": self._rates,
                 }
                 options.update(self._client_options)
                 self._client = BrazeClient(**options)
