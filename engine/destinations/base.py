@@ -25,9 +25,13 @@ ADDED = "added"
 CHANGED = "changed"
 REMOVED = "removed"
 
-ACKNOWLEDGED = "acknowledged"
-REJECTED = "rejected"
-NOT_ATTEMPTED = "not_attempted"
+ACKNOWLEDGED = "acknowledged"      # a parsed answer of the destination accepted the row
+REJECTED = "rejected"              # a parsed answer refused the row, with a reason
+NOT_ATTEMPTED = "not_attempted"    # the row certainly did not reach the destination (never sent, refused
+                                   # before processing: 429, connection refused, DNS, TLS)
+UNKNOWN = "unknown"                # the request may have been applied, but no usable answer came back
+                                   # (timeout, 5xx, connection lost after sending, an answer that is not
+                                   # the destination's): the snapshot must not trust its old values
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ class Batch:
 @dataclass(frozen=True)
 class RowResult:
     key: str
-    outcome: str                        # ACKNOWLEDGED | REJECTED | NOT_ATTEMPTED
+    outcome: str                        # ACKNOWLEDGED | REJECTED | NOT_ATTEMPTED | UNKNOWN
     reason: str | None = None
 
 
