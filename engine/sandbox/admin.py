@@ -1,14 +1,19 @@
-"""The inspection API under /_sandbox/ (outside Braze's namespace, no auth).
+"""The inspection API under /_sandbox/ (outside Braze's namespace).
 
     GET  /_sandbox/users[?external_id=|email=|phone=|braze_id=|alias_name=&alias_label=]
     GET  /_sandbox/events[?external_id=]      GET /_sandbox/purchases[?external_id=]
     GET  /_sandbox/stats                      GET /_sandbox/catalogs
     GET  /_sandbox/catalogs/{name}/items      POST /_sandbox/reset      POST /_sandbox/save
+    GET  /_sandbox/applied_then_failed        (requests applied, then answered 500/504 or dropped)
+
+It serves every profile. Without `admin_token` it needs no auth (bind to loopback only); with it,
+every path needs `Authorization: Bearer <admin_token>` and answers 401 otherwise.
 """
 
 from __future__ import annotations
 
 import copy
+import hmac
 from typing import TYPE_CHECKING, Any
 
 from .responses import Response, message
@@ -69,7 +74,17 @@ def catalog_items(store: Store, name: str) -> list[dict[str, Any]] | None:
     return None if catalog is None else copy.deepcopy(list(catalog.items.values()))
 
 
+def authorized(app: Sandbox, request: Request) -> bool:
+    token = app.options.admin_token
+    if token is None:
+        return True
+    sent = request.headers.get("Authorization") or request.headers.get("authorization") or ""
+    return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+
+
 def handle(app: Sandbox, request: Request, body: bytes | None) -> Response:
+    if not authorized(app, request):
+        return message(401, "the sandbox inspection API needs 'Authorization: Bearer <admin token>'")
     method, parts = request.method, request.path.strip("/").split("/")[1:]
     query = {k: v[0] for k, v in request.query.items() if v}
     store = app.store
@@ -98,4 +113,6 @@ def handle(app: Sandbox, request: Request, body: bytes | None) -> Response:
             return message(404, "catalog not found") if items is None else Response(200, {"items": items})
     if parts == ["stats"]:
         return Response(200, stats(app))
+    if parts == ["applied_then_failed"]:
+        return Response(200, {"requests": stats(app)["applied_then_failed"]})
     return message(404, "Not Found")

@@ -3,8 +3,10 @@
 Braze paths go through, in order:
     route (404) → dropped connection / latency / 5xx faults → auth (401) → permission (403)
     → forced 429 / rate limit (429) → Content-Type (415) → body size (413) → JSON (400) → handler
+    → process-then-fail (a 2xx of a writing route replaced by 500/504 or a dropped connection,
+      the store keeping what the handler applied; logged in the stats)
 Every Braze response carries the x-ratelimit-* headers of its bucket. Paths under /_sandbox/ are
-the inspection API: no auth, no faults, not counted in the stats.
+the inspection API: no faults, not counted in the stats, and no auth unless `admin_token` is set.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
 from . import admin
-from .faults import Faults
+from .faults import DROPPED, Faults
 from .options import SandboxOptions
 from .ratelimit import DEFAULT_LIMITS, RateLimiter
 from .responses import (
@@ -133,7 +135,15 @@ class Sandbox:
             if not isinstance(request.body, dict):
                 return self._with_headers(parse_error(), limit_headers)
         request.params = {k: unquote(v) for k, v in params.items()}
-        return self._with_headers(route.handler(self, request), limit_headers)
+        response = route.handler(self, request)
+        if route.writes and 200 <= response.status < 300:
+            failure = self.faults.process_then_fail()
+            if failure is not None:
+                self.stats.failed_after_apply(route.label, failure, request.body)
+                if failure == DROPPED:
+                    return Response(0, drop_connection=True)
+                response = server_error(failure)
+        return self._with_headers(response, limit_headers)
 
     @staticmethod
     def _with_headers(response: Response, headers: dict[str, str]) -> Response:

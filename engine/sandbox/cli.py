@@ -1,16 +1,33 @@
-"""`reflow sandbox`: the local Braze emulator as a command (the main CLI calls these two functions)."""
+"""`reflow sandbox`: the local Braze emulator as a command (the main CLI calls these two functions).
+
+Bound to anything but loopback, it warns on stderr: /_sandbox/ (the inspection API) serves every
+profile, without authentication unless --admin-token (or $REFLOW_SANDBOX_ADMIN_TOKEN) is set.
+"""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
+import os
 import signal
 import sys
 import threading
 from types import FrameType
 
 from .app import StateFileError
-from .options import API_KEY_ENV, OptionError, SandboxOptions, parse_list, parse_rate_limit
+from .options import (
+    ADMIN_TOKEN_ENV,
+    API_KEY_ENV,
+    CATALOG_POST_EXISTING,
+    DELETED_COUNTS,
+    PROCESS_THEN_FAIL_KINDS,
+    PROCESSED_COUNTS,
+    OptionError,
+    SandboxOptions,
+    parse_list,
+    parse_rate_limit,
+)
 from .server import SandboxServer, make_server, start_in_thread
 
 DEFAULT_PORT = 9700
@@ -39,6 +56,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--subscription-groups", default=None, metavar="ID,ID", help="known subscription group ids (default: any UUID)")
     add("--long-strings", choices=("reject", "truncate"), default="reject",
         help="custom attribute strings over 255 characters: reject the object (default) or truncate")
+    add("--process-then-fail-rate", type=float, default=0.0, metavar="F",
+        help="apply a request, then answer 500/504 or drop the connection, with probability F")
+    add("--process-then-fail-kind", choices=PROCESS_THEN_FAIL_KINDS, default="mixed",
+        help="what follows the apply: 500, 504, drop, or any of them (mixed, default)")
+    add("--visibility-delay-ms", type=int, default=0, metavar="N",
+        help="profiles created by /users/track stay unknown to other endpoints for N ms")
+    add("--processed-counts", choices=PROCESSED_COUNTS, default="all",
+        help="*_processed counts every valid object (all, default) or only those that reached a profile")
+    add("--catalog-post-existing", choices=CATALOG_POST_EXISTING, default="overwrite",
+        help="POST of an existing catalog item: overwrite (default), error (400), or ignore it")
+    add("--deleted-counts", choices=DELETED_COUNTS, default="deleted",
+        help="/users/delete 'deleted': profiles really deleted (default) or identifiers sent")
+    add("--admin-token", default=None, metavar="TOKEN",
+        help=f"/_sandbox/ needs 'Authorization: Bearer TOKEN' (default: ${ADMIN_TOKEN_ENV}, else no auth)")
 
 
 def options_from_args(args: argparse.Namespace) -> SandboxOptions:
@@ -59,7 +90,34 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         error_codes=args.error_codes,
         subscription_groups=parse_list(args.subscription_groups) if args.subscription_groups else None,
         long_strings=args.long_strings,
+        process_then_fail_rate=args.process_then_fail_rate,
+        process_then_fail_kind=args.process_then_fail_kind,
+        visibility_delay_ms=args.visibility_delay_ms,
+        processed_counts=args.processed_counts,
+        catalog_post_existing=args.catalog_post_existing,
+        deleted_counts=args.deleted_counts,
+        admin_token=args.admin_token if args.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1); anything else reaches other machines."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, options: SandboxOptions) -> str | None:
+    """The stderr warning for a sandbox bound beyond loopback; None on loopback."""
+    if is_loopback(host):
+        return None
+    guard = ("it needs the admin token" if options.admin_token is not None
+             else "without authentication; set --admin-token to require a token")
+    return (f"reflow sandbox: warning: listening on {host}, not loopback: /_sandbox/ serves every profile "
+            f"to anyone who can reach this port ({guard})")
 
 
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
@@ -77,6 +135,9 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     stop = stop or threading.Event()
     previous = _install_signal_handlers(stop)
+    warning = exposure_warning(args.host, options)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     thread = start_in_thread(server)
     print(f"Braze sandbox listening on {server.url}", flush=True)
     try:

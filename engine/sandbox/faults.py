@@ -1,4 +1,9 @@
-"""Injected faults: latency, dropped connections, random 5xx, and 429 for the first N requests."""
+"""Injected faults: latency, dropped connections, random 5xx, 429 for the first N requests, and
+"process, then fail": a request applied to the store and then answered 500/504 or dropped, as
+Braze may do (a 5xx does not say whether the request was applied; braze-api.md §0.1).
+
+One seeded generator (`seed`) drives every random fault.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import time
 from .options import SandboxOptions
 
 SERVER_ERROR_STATUSES = (500, 502, 503, 504)
+DROPPED = 0                                    # process_then_fail(): drop the connection
+_AFTER_APPLY = {"500": (500,), "504": (504,), "drop": (DROPPED,), "mixed": (500, 504, DROPPED)}
 
 
 class Faults:
@@ -31,6 +38,14 @@ class Faults:
             return None
         with self._lock:
             return self._rng.choice(SERVER_ERROR_STATUSES)
+
+    def process_then_fail(self) -> int | None:
+        """After a request was applied: 500 or 504 to answer instead, DROPPED, or None (answer normally)."""
+        if not self._roll(self.options.process_then_fail_rate):
+            return None
+        choices = _AFTER_APPLY[self.options.process_then_fail_kind]
+        with self._lock:
+            return choices[0] if len(choices) == 1 else self._rng.choice(choices)
 
     def forced_429(self) -> bool:
         with self._lock:

@@ -1,4 +1,9 @@
-"""Sandbox configuration: one frozen value built from CLI flags or keyword arguments."""
+"""Sandbox configuration: one frozen value built from CLI flags or keyword arguments.
+
+Options that model a detail Braze does not document (braze-api.md §13) say so in their comment;
+their defaults keep the sandbox's earlier behaviour. Fault options (latency, 5xx, 429, dropped
+connections, process-then-fail) are seeded by `seed`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,11 @@ from typing import Any
 
 DEFAULT_API_KEY = "sandbox-api-key"
 API_KEY_ENV = "REFLOW_SANDBOX_API_KEY"
+ADMIN_TOKEN_ENV = "REFLOW_SANDBOX_ADMIN_TOKEN"
+PROCESS_THEN_FAIL_KINDS = ("500", "504", "drop", "mixed")
+CATALOG_POST_EXISTING = ("overwrite", "error", "ignore")
+PROCESSED_COUNTS = ("all", "applied")
+DELETED_COUNTS = ("deleted", "requested")
 
 ALL_PERMISSIONS: frozenset[str] = frozenset(
     {
@@ -62,13 +72,28 @@ class SandboxOptions:
     state: str | None = None                          # JSON file the store persists to
     subscription_groups: frozenset[str] | None = None  # known group ids; None = any UUID
     long_strings: str = "reject"                      # "reject" | "truncate" strings > 255 chars
+    # Braze requests applied to the store, then answered 500/504 or dropped (kind "mixed" = any)
+    process_then_fail_rate: float = 0.0
+    process_then_fail_kind: str = "mixed"             # "500" | "504" | "drop" | "mixed"
+    # a profile created by /users/track stays unknown to the other endpoints (and to update-only
+    # /users/track objects of later requests) for this long (braze-api.md §0.1, §2.1)
+    visibility_delay_ms: int = 0
+    # *_processed of /users/track: every valid object ("all"), or only those that reached a profile
+    # ("applied": update-only objects for missing users are not counted); braze-api.md §13.5
+    processed_counts: str = "all"
+    # POST /catalogs/{name}/items for an id that exists (undocumented for the bulk endpoint):
+    # "overwrite" it, reject the request ("error": 400 item-already-exists), or "ignore" the item
+    catalog_post_existing: str = "overwrite"
+    # /users/delete `deleted`: profiles really deleted ("deleted"), or every identifier sent ("requested")
+    deleted_counts: str = "deleted"
+    admin_token: str | None = None                    # /_sandbox/* needs "Authorization: Bearer <token>"
 
     def __post_init__(self) -> None:
-        for name in ("fail_5xx_rate", "drop_connection_rate"):
+        for name in ("fail_5xx_rate", "drop_connection_rate", "process_then_fail_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise OptionError(f"{name.replace('_', '-')} must be between 0 and 1, got {value}")
-        for name in ("latency_ms", "fail_429_first"):
+        for name in ("latency_ms", "fail_429_first", "visibility_delay_ms"):
             if getattr(self, name) < 0:
                 raise OptionError(f"{name.replace('_', '-')} must be >= 0")
         if self.max_array_length < 1:
@@ -77,6 +102,15 @@ class SandboxOptions:
             raise OptionError("ratelimit-headers must be 'epoch' or 'mau'")
         if self.long_strings not in ("reject", "truncate"):
             raise OptionError("long-strings must be 'reject' or 'truncate'")
+        for name, allowed in (("process_then_fail_kind", PROCESS_THEN_FAIL_KINDS),
+                              ("processed_counts", PROCESSED_COUNTS),
+                              ("catalog_post_existing", CATALOG_POST_EXISTING),
+                              ("deleted_counts", DELETED_COUNTS)):
+            if getattr(self, name) not in allowed:
+                raise OptionError(f"{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        if self.admin_token is not None and not self.admin_token:
+            raise OptionError("admin-token must not be empty")
         unknown = set(self.permissions) - ALL_PERMISSIONS
         if unknown:
             raise OptionError(f"unknown permission(s): {', '.join(sorted(unknown))}")
@@ -98,6 +132,8 @@ class SandboxOptions:
                 converted[name] = parse_list(converted[name])
         if converted.get("permissions") is None:
             converted.pop("permissions", None)
+        if isinstance(converted.get("process_then_fail_kind"), int):
+            converted["process_then_fail_kind"] = str(converted["process_then_fail_kind"])
         if isinstance(converted.get("rate_limit"), str):
             converted["rate_limit"] = parse_rate_limit(converted["rate_limit"])
         return cls(**converted)

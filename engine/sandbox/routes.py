@@ -24,6 +24,7 @@ class Route:
     permission: str
     bucket: str
     has_body: bool = True
+    writes: bool = True      # changes the store (process-then-fail faults apply only to these)
 
     @property
     def label(self) -> str:
@@ -32,14 +33,15 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/users/track", track.users_track, "users.track", "users.track"),
-    Route("POST", "/users/export/ids", identity.export_ids, "users.export.ids", "users.export.ids"),
+    Route("POST", "/users/export/ids", identity.export_ids, "users.export.ids", "users.export.ids", writes=False),
     Route("POST", "/users/delete", identity.delete_users, "users.delete", "users.identity"),
     Route("POST", "/users/alias/new", identity.alias_new, "users.alias.new", "users.identity"),
     Route("POST", "/users/alias/update", identity.alias_update, "users.alias.update", "users.identity"),
     Route("POST", "/users/identify", identity.identify, "users.identify", "users.identity"),
     Route("POST", "/subscription/status/set", subscriptions.status_set, "subscription.status.set", "subscription"),
     Route("POST", "/catalogs", catalogs.create_catalog, "catalogs.create", "catalogs.manage"),
-    Route("GET", "/catalogs", catalogs.list_catalogs, "catalogs.get", "catalogs.manage", has_body=False),
+    Route("GET", "/catalogs", catalogs.list_catalogs, "catalogs.get", "catalogs.manage", has_body=False,
+          writes=False),
     Route("DELETE", "/catalogs/{catalog_name}", catalogs.delete_catalog, "catalogs.delete", "catalogs.manage",
           has_body=False),
     Route("POST", "/catalogs/{catalog_name}/items", catalogs.add_items, "catalogs.add_items", "catalogs.items.async"),
@@ -50,7 +52,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/catalogs/{catalog_name}/items", catalogs.delete_items, "catalogs.delete_items",
           "catalogs.items.async"),
     Route("GET", "/catalogs/{catalog_name}/items", catalogs.get_items, "catalogs.get_items", "catalogs.items.sync",
-          has_body=False),
+          has_body=False, writes=False),
 )
 
 _PARAM = re.compile(r"\{(\w+)\}")

@@ -8,7 +8,13 @@
 Options are the CLI flags as keyword arguments (`legacy_limits`, `latency_ms`, `fail_5xx_rate`,
 `fail_429_first`, `reject_external_ids`, `permissions`, `rate_limit="N/SECONDS"`,
 `drop_connection_rate`, `seed`, `error_codes`, `ratelimit_headers`, `max_array_length`, `state`,
-`subscription_groups`, `long_strings`, `api_key`), plus `bucket_limits` for other endpoints.
+`subscription_groups`, `long_strings`, `api_key`, `process_then_fail_rate`,
+`process_then_fail_kind`, `visibility_delay_ms`, `processed_counts`, `catalog_post_existing`,
+`deleted_counts`, `admin_token`), plus `bucket_limits` for other endpoints.
+
+The handle reads the store directly; for HTTP calls to /_sandbox/ send `handle.admin_headers`
+(it carries the admin token when one is set). `stats()["applied_then_failed"]` lists the
+requests the process-then-fail fault applied and then failed.
 """
 
 from __future__ import annotations
@@ -42,8 +48,18 @@ class SandboxHandle:
         """Headers a well-behaved client sends."""
         return {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """Headers for HTTP calls to /_sandbox/ (the admin token, when the sandbox has one)."""
+        token = self.sandbox.options.admin_token
+        return {} if token is None else {"Authorization": f"Bearer {token}"}
+
     def stats(self) -> dict[str, Any]:
         return admin.stats(self.sandbox)
+
+    def applied_then_failed(self) -> list[dict[str, Any]]:
+        """Requests applied to the store and then answered 500/504 or dropped (process-then-fail)."""
+        return list(self.stats()["applied_then_failed"])
 
     def user(self, external_id: str | None = None, **query: str) -> dict[str, Any] | None:
         """A full profile by external_id (or email=, phone=, braze_id=, alias_name=+alias_label=); None if absent."""
