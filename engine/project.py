@@ -6,13 +6,11 @@ Value classes first (the contract the engine reads), loading below.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -62,8 +60,10 @@ class ConnectionConfig:
 
     name: str
     type: str = "braze"
-    endpoint: str | None = None          # full URL; or `instance`
-    instance: str | None = None          # iad-01, fra-02, au-01, us-10, ...
+    endpoint: str | None = None          # the REST base URL; or `instance`
+    instance: str | None = None          # US-01, iad-01, EU-02, fra-02, ...: resolved into `endpoint` by
+                                         # load_project (endpoints.resolve_endpoint), so a loaded
+                                         # connection carries the URL alone
     api_key_template: str | None = field(default=None, repr=False)
     rate_limit: float | None = None      # requests per second for /users/track (default 1000)
     concurrency: int | None = None
@@ -172,39 +172,22 @@ def _coerce_types(data: Any, templated: set[tuple[str | int, ...]], schema: Mapp
         parent[path[-1]] = _coerce(parent[path[-1]])
 
 
-def _connection_endpoint(instance: str) -> str:
-    """iad-01 -> https://rest.iad-01.braze.com; fra-02 -> https://rest.fra-02.braze.eu."""
-    domain = "braze.eu" if instance.startswith("fra-") else "braze.com"
-    return f"https://rest.{instance}.{domain}"
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list[Problem], warnings: list[str]) -> ConnectionConfig:
+    from engine.destinations.braze.endpoints import EndpointProblem, resolve_endpoint
     from engine.render import TemplateProblem, check_syntax, is_template
 
     base: tuple[str | int, ...] = ("connections", name)
-    endpoint = raw.get("endpoint")
-    instance = raw.get("instance")
-    if endpoint is None and isinstance(instance, str):
-        endpoint = _connection_endpoint(instance)
-    if isinstance(endpoint, str):
-        endpoint = endpoint.rstrip("/")
-        parts = urlsplit(endpoint)
-        if parts.scheme == "http" and not raw.get("allow_http", False) and not _is_loopback(parts.hostname):
-            problems.append(doc.problem(
-                (*base, "endpoint"),
-                "plain http:// would send the API key unencrypted; use https:// (or allow_http: true for testing)",
-            ))
+    endpoint: str | None = None
+    try:
+        resolved = resolve_endpoint(endpoint=raw.get("endpoint"), instance=raw.get("instance"),
+                                    allow_http=bool(raw.get("allow_http", False)))
+    except EndpointProblem as problem:
+        problems.append(doc.problem((*base, problem.key), problem.message))
+    else:
+        endpoint = resolved.url
+        if resolved.warning:
+            key = "instance" if raw.get("instance") else "endpoint"
+            warnings.append(str(doc.problem((*base, key), resolved.warning)))
     api_key = raw.get("api_key")
     if isinstance(api_key, str):
         if is_template(api_key):
@@ -231,7 +214,6 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
         name=name,
         type=str(raw.get("type", "braze")),
         endpoint=endpoint,
-        instance=instance,
         api_key_template=api_key,
         rate_limit=rate_limit,
         concurrency=int(raw["concurrency"]) if "concurrency" in raw else None,

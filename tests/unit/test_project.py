@@ -107,7 +107,7 @@ def test_full_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert braze.extra == {"rate_limit_requests": 3000, "rate_limit_seconds": 3.0}
     assert (braze.concurrency, braze.timeout, braze.max_retries, braze.legacy_limits) == (32, 10.0, 3, True)
     eu = p.connections["eu"]
-    assert (eu.instance, eu.endpoint) == ("fra-02", "https://rest.fra-02.braze.eu")
+    assert (eu.instance, eu.endpoint) == (None, "https://rest.fra-02.braze.eu")  # resolved once, at load
     assert eu.rate_limit == 500.0
     assert eu.concurrency == 8  # a template renders to text; read as the integer the schema wants
     assert eu.allow_http is True
