@@ -1,9 +1,16 @@
 """Identity endpoints: /users/export/ids, /users/delete, /users/alias/new, /users/alias/update,
 /users/identify (braze-api.md §4). None of them cost data points.
 
-Choices where Braze is silent: /users/delete answers 201 and `deleted` counts the identifiers
-queued (all well-formed ones, found or not, as the async endpoint cannot know); validation
-failures answer 400 {"message": ...}.
+/users/delete by email or phone picks one profile per entry with Braze's ordered
+`prioritization` (`identified`, `unidentified`, `most_recently_updated`; `Store.prioritized`) and
+deletes nothing for the entry when several profiles still match. `deleted` counts the profiles
+really queued for deletion, so a client can compare it with what it sent (`deleted_counts=
+"requested"` counts every identifier sent instead).
+
+Export and delete do not see a profile /users/track created less than `visibility_delay_ms` ago.
+
+Choices where Braze is silent: /users/delete answers 201; validation failures answer 400
+{"message": ...}.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ EXPORT_FIELDS = frozenset({
     "phone", "purchases", "push_tokens", "random_bucket", "time_zone", "total_revenue", "uninstalled_at",
     "user_aliases", "campaigns_received", "canvases_received", "cards_clicked",
 })
-PRIORITIES = frozenset({PRIORITY_IDENTIFIED, PRIORITY_UNIDENTIFIED, PRIORITY_RECENT, PRIORITY_LEAST_RECENT})
+DELETE_PRIORITIES = frozenset({PRIORITY_IDENTIFIED, PRIORITY_UNIDENTIFIED, PRIORITY_RECENT})
+PRIORITIES = DELETE_PRIORITIES | {PRIORITY_LEAST_RECENT}        # /users/identify also takes least_recently_updated
 
 
 def _string_list(value: Any) -> bool:
@@ -73,17 +81,19 @@ def export_ids(app: Sandbox, request: Request) -> Response:
     invalid: list[str] = []
     with store.lock:
         for external_id in external_ids:
-            _collect(found, invalid, external_id, store.by_external(external_id))
+            _collect(found, invalid, external_id, store.seen(store.by_external(external_id)))
         for alias in aliases:
-            user = store.by_alias_pair(alias["alias_name"], alias["alias_label"])
+            user = store.seen(store.by_alias_pair(alias["alias_name"], alias["alias_label"]))
             _collect(found, invalid, alias["alias_name"], user)
         if body.get("braze_id") is not None:
-            _collect(found, invalid, body["braze_id"], store.users.get(body["braze_id"]))
+            _collect(found, invalid, body["braze_id"], store.seen(store.users.get(body["braze_id"])))
         if body.get("email_address") is not None:
-            for user in store.users_with_email(body["email_address"]) or [None]:  # type: ignore[list-item]
+            with_email = store.only_visible(store.users_with_email(body["email_address"]))
+            for user in with_email or [None]:  # type: ignore[list-item]
                 _collect(found, invalid, body["email_address"], user)
         if body.get("phone") is not None:
-            for user in store.users_with_phone(body["phone"]) or [None]:  # type: ignore[list-item]
+            with_phone = store.only_visible(store.users_with_phone(body["phone"]))
+            for user in with_phone or [None]:  # type: ignore[list-item]
                 _collect(found, invalid, body["phone"], user)
         users = [export_user(store, u, fields) for u in found.values()]
     result: dict[str, Any] = {"message": "success", "users": users}
@@ -156,12 +166,15 @@ def delete_users(app: Sandbox, request: Request) -> Response:
     if problem:
         return message(400, problem)
     store = app.store
+    deleted = 0
     with store.lock:
         for entry in entries:
             user = _delete_target(store, kind, entry)
             if user is not None:
                 store.delete_user(user)
-    return Response(201, {"deleted": len(entries), "message": "success"})
+                deleted += 1
+    count = len(entries) if app.options.deleted_counts == "requested" else deleted
+    return Response(201, {"deleted": count, "message": "success"})
 
 
 def _check_delete_entries(kind: str, entries: list[Any]) -> str | None:
@@ -174,16 +187,16 @@ def _check_delete_entries(kind: str, entries: list[Any]) -> str | None:
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get(key), str) or not entry[key]:
             return f"each of '{kind}' must be an object with '{key}' and 'prioritization'"
-        problem = check_prioritization(entry.get("prioritization"))
+        problem = check_prioritization(entry.get("prioritization"), DELETE_PRIORITIES)
         if problem:
             return problem
     return None
 
 
-def check_prioritization(value: Any) -> str | None:
+def check_prioritization(value: Any, allowed: frozenset[str] = PRIORITIES) -> str | None:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         return "'prioritization' must be a non-empty array"
-    unknown = sorted(set(value) - PRIORITIES)
+    unknown = sorted(set(value) - allowed)
     if unknown:
         return f"Invalid 'prioritization' value(s): {', '.join(unknown)}"
     if PRIORITY_IDENTIFIED in value and PRIORITY_UNIDENTIFIED in value:
@@ -193,14 +206,14 @@ def check_prioritization(value: Any) -> str | None:
 
 def _delete_target(store: Store, kind: str, entry: Any) -> User | None:
     if kind == "external_ids":
-        return store.by_external(entry)
+        return store.seen(store.by_external(entry))
     if kind == "braze_ids":
-        return store.users.get(entry)
+        return store.seen(store.users.get(entry))
     if kind == "user_aliases":
-        return store.by_alias_pair(entry["alias_name"], entry["alias_label"])
-    if kind == "email_addresses":
-        return store.prioritized(store.users_with_email(entry["email"]), entry["prioritization"])
-    return store.prioritized(store.users_with_phone(entry["phone"]), entry["prioritization"])
+        return store.seen(store.by_alias_pair(entry["alias_name"], entry["alias_label"]))
+    matches = store.users_with_email(entry["email"]) if kind == "email_addresses" else \
+        store.users_with_phone(entry["phone"])
+    return store.prioritized(store.only_visible(matches), entry["prioritization"])
 
 
 # ---- /users/alias/new, /users/alias/update --------------------------------------------------

@@ -2,6 +2,10 @@
 
 Not thread-safe by itself: the server holds `store.lock` around every handler call.
 Everything is plain JSON-ready data so that `to_json` / `from_json` round-trip for `--state`.
+
+Asynchronous visibility (`visibility_delay_ms`): a profile /users/track just created is `hidden`
+until a moment passes; endpoints that look profiles up for someone else's request ask `visible`
+(or filter with `seen` / `only_visible`). Hidden moments are not persisted: a loaded store shows all.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Store:
         self.catalogs: dict[str, Catalog] = {}
         self.orphan_subscriptions: dict[str, dict[str, str]] = {}    # "email:x"/"phone:x" -> states
         self.data_points = 0
+        self.hidden_until: dict[str, float] = {}                     # braze_id -> time.monotonic()
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
 
@@ -119,16 +124,46 @@ class Store:
         return max(matches, key=lambda u: (u.external_id is not None, u.updated_seq))
 
     def prioritized(self, matches: list[User], prioritization: list[str]) -> User | None:
-        """Pick one user per Braze's `prioritization` list; None when still ambiguous or empty."""
-        if PRIORITY_IDENTIFIED in prioritization:
-            matches = [u for u in matches if u.external_id is not None]
-        elif PRIORITY_UNIDENTIFIED in prioritization:
-            matches = [u for u in matches if u.external_id is None]
-        if len(matches) > 1 and PRIORITY_RECENT in prioritization:
-            return max(matches, key=lambda u: u.updated_seq)
-        if len(matches) > 1 and PRIORITY_LEAST_RECENT in prioritization:
-            return min(matches, key=lambda u: u.updated_seq)
-        return matches[0] if len(matches) == 1 else None
+        """The one user Braze's ordered `prioritization` picks; None when none or several still match.
+
+        Rules apply in order while more than one user matches: `identified` / `unidentified` prefer
+        the users with / without an external_id (when there are any), `most_recently_updated` /
+        `least_recently_updated` keep the latest / earliest updated one. A single match is the one.
+        """
+        candidates = list(matches)
+        for rule in prioritization:
+            if len(candidates) <= 1:
+                break
+            if rule == PRIORITY_IDENTIFIED:
+                candidates = [u for u in candidates if u.external_id is not None] or candidates
+            elif rule == PRIORITY_UNIDENTIFIED:
+                candidates = [u for u in candidates if u.external_id is None] or candidates
+            elif rule == PRIORITY_RECENT:
+                candidates = [max(candidates, key=lambda u: u.updated_seq)]
+            elif rule == PRIORITY_LEAST_RECENT:
+                candidates = [min(candidates, key=lambda u: u.updated_seq)]
+        return candidates[0] if len(candidates) == 1 else None
+
+    def hide(self, user: User, seconds: float) -> None:
+        """Keep `user` unknown to other endpoints for `seconds` (asynchronous processing)."""
+        if seconds > 0:
+            self.hidden_until[user.braze_id] = time.monotonic() + seconds
+
+    def visible(self, user: User) -> bool:
+        until = self.hidden_until.get(user.braze_id)
+        if until is None:
+            return True
+        if time.monotonic() < until:
+            return False
+        del self.hidden_until[user.braze_id]
+        return True
+
+    def seen(self, user: User | None) -> User | None:
+        """`user` if other endpoints can see it yet, else None."""
+        return user if user is not None and self.visible(user) else None
+
+    def only_visible(self, users: list[User]) -> list[User]:
+        return [u for u in users if self.visible(u)]
 
     def set_external_id(self, user: User, external_id: str) -> None:
         user.external_id = external_id
@@ -161,6 +196,7 @@ class Store:
 
     def delete_user(self, user: User) -> None:
         self.users.pop(user.braze_id, None)
+        self.hidden_until.pop(user.braze_id, None)
         if user.external_id is not None:
             self.by_external_id.pop(user.external_id, None)
         for label, name in user.aliases.items():

@@ -1,7 +1,10 @@
 """POST /subscription/status/set (braze-api.md §6.1). Costs no data points.
 
-An email or phone with no profile keeps an "orphaned" state that a profile created later with that
-email/phone inherits (Braze keeps it 30 days; the sandbox keeps it until reset).
+An external_id with no profile gets 201 success and nothing is kept (braze-api.md §0.1, §6): a
+profile created for it later has no state for the group. An email or phone with no profile keeps
+an "orphaned" state that a profile created later with that email/phone inherits (Braze keeps it
+30 days; the sandbox keeps it until reset). A profile /users/track created less than
+`visibility_delay_ms` ago counts as no profile.
 """
 
 from __future__ import annotations
@@ -57,13 +60,14 @@ def status_set(app: Sandbox, request: Request) -> Response:
     store = app.store
     with store.lock:
         for external_id in lists.get("external_id", []):
-            user = store.by_external(external_id)
+            user = store.seen(store.by_external(external_id))
             if user is not None:
                 user.subscription_groups[group_id] = state
                 store.touch(user)
         for kind in ("email", "phone"):
             for value in lists.get(kind, []):
-                users = store.users_with_email(value) if kind == "email" else store.users_with_phone(value)
+                users = store.only_visible(store.users_with_email(value) if kind == "email"
+                                           else store.users_with_phone(value))
                 for user in users:
                     user.subscription_groups[group_id] = state
                     store.touch(user)
