@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import duckdb
+
+if TYPE_CHECKING:
+    from engine.project import Project
+    from engine.specs import SyncSpec
 
 
 class Warehouse(Protocol):
@@ -21,5 +25,10 @@ class Warehouse(Protocol):
 
     def relation(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> str:
         """Return SQL (a parenthesised query or a table name) that reads the model's result on `con`."""
+
+    def definition(self, project: Project, sync: SyncSpec) -> str:
+        """A stable text that changes whenever the definition of the model the sync reads changes (not
+        its data): part of a plan's fingerprint, so `apply` refuses a plan whose model was redefined.
+        "" when the rendered SQL already says it all (a Reflow model on DuckDB)."""
 
     def close(self) -> None: ...

@@ -13,6 +13,7 @@ overwritten and dbt's global state and the DuckDB file lock stay out of this pro
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -25,11 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import yaml
 
 from engine.dbt_project import DbtProject, fingerprint, load_dbt_project
 from engine.errors import ProjectError, RenderError, WarehouseError, scrub
 from engine.project import PROJECT_FILE, Project
-from engine.warehouse.manifest import REFABLE, Manifest, Node, read_manifest
+from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
 
 if TYPE_CHECKING:
     from engine.specs import SyncSpec
@@ -42,6 +44,9 @@ STAMP = "reflow_fingerprint.txt"
 COMPILED = "reflow_compiled.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STAMPED = re.compile(r"^\d\d:\d\d:\d\d\s+")
+_ENV_VAR = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
+_VAR = re.compile(r"""(?<![\w.])var\(\s*['"]([^'"]+)['"]""")
+_VAR_DYNAMIC = re.compile(r"""(?<![\w.])var\(\s*[^'"\s)]""")
 
 
 def quote(name: str) -> str:
@@ -111,14 +116,16 @@ class DbtWarehouse:
         root = self.project.root
         return (root / "syncs", root / PROJECT_FILE, self.project.state_path.parent, root / ".reflow")
 
-    def manifest(self) -> Manifest:
-        """The target's manifest, re-parsed (`dbt parse`, subprocess) only when project files changed."""
-        if self._manifest is not None:
+    def manifest(self, *, reparse: bool = False) -> Manifest:
+        """The target's manifest, re-parsed (`dbt parse`, subprocess) only when project files changed
+        (or when `reparse`: a file's content no longer matches its checksum, see definition())."""
+        if self._manifest is not None and not reparse:
             return self._manifest
         private = self.dbt.private_dir
         path, stamp = private / "manifest.json", private / STAMP
         current = fingerprint(self.dbt, exclude=self._exclude())
-        fresh = path.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == current
+        fresh = (not reparse and path.is_file() and stamp.is_file()
+                 and stamp.read_text(encoding="utf-8").strip() == current)
         if not fresh:
             started = time.monotonic()
             self._run(["parse", "--quiet"], what="parse", timeout=1800)
@@ -133,16 +140,14 @@ class DbtWarehouse:
         if not selected:
             return 0.0
         started = time.monotonic()
+        current = fingerprint(self.dbt, exclude=self._exclude())    # before: an edit during the build re-parses
         self._run(["build", "--select", *[f"+{m}" for m in selected]], what=f"build --select +{' +'.join(selected)}")
         self._manifest = None
-        (self.dbt.private_dir / STAMP).write_text(fingerprint(self.dbt, exclude=self._exclude()) + "\n",
-                                                  encoding="utf-8")
+        (self.dbt.private_dir / STAMP).write_text(current + "\n", encoding="utf-8")
         return time.monotonic() - started
 
     def compile_inline(self, template: str, where: str) -> str:
         """A template that needs dbt (macros, adapter, packages) compiled by `dbt compile --inline`."""
-        import hashlib
-
         self.manifest()
         cache_file = self.dbt.private_dir / COMPILED
         key = hashlib.sha256((fingerprint(self.dbt, exclude=self._exclude()) + "\0" + template).encode()).hexdigest()
@@ -195,6 +200,85 @@ class DbtWarehouse:
 
         sql = render_model(project, spec.model, relation_for=self.relation_for, source_for=self.source_for).sql
         return self.manifest().relations_in(sql)
+
+    def definition(self, project: Project, sync: SyncSpec) -> str:
+        """A digest of the definition of what the sync reads, not of its data (Warehouse protocol).
+
+        It covers every dbt node the sync's rendered SQL reads (a dbt model directly, or the refs of a
+        Reflow model) and all their upstream nodes along depends_on.nodes: per node its unique_id,
+        checksum, raw code, relation name and the config that changes its rows (RESULT_CONFIG); the
+        macros they call (transitively); the values of the vars and env vars their code names. dbt's
+        checksum is the file's text, so any edit counts, a comment too; a seed's checksum is its CSV.
+        Compiled code is left out on purpose: the manifest holds it only after a `dbt build`, not
+        after `dbt parse`, so it would differ with nothing changed.
+
+        The manifest is re-parsed when the project files changed (manifest()), and again when a node's
+        file no longer matches its checksum (an edit that kept the size and the modification time)."""
+        nodes, macros = self._closure(project, sync)
+        if self._stale(nodes.values()):
+            self.manifest(reparse=True)
+            nodes, macros = self._closure(project, sync)
+        if not nodes:
+            return ""
+        texts = [n.raw_code for n in nodes.values() if n] + [m.sql for m in macros.values() if m]
+        entries: dict[str, Any] = {
+            "nodes": [[uid, None] if n is None else
+                      [uid, n.resource_type, n.checksum, n.raw_code, n.relation_name, dict(n.settings)]
+                      for uid, n in sorted(nodes.items())],
+            "macros": [[uid, None if m is None else hashlib.sha256(m.sql.encode()).hexdigest()]
+                       for uid, m in sorted(macros.items())],
+            "vars": self._vars_named(texts),
+        }
+        entries["env"] = {name: os.environ.get(name)
+                          for name in sorted({*_ENV_VAR.findall("\n".join(texts)),
+                                              *_ENV_VAR.findall(json.dumps(entries["vars"], default=str))})}
+        blob = json.dumps(entries, sort_keys=True, default=str, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _closure(self, project: Project, sync: SyncSpec) -> tuple[dict[str, Node | None], dict[str, Macro | None]]:
+        manifest = self.manifest()
+        nodes = manifest.upstream(n.unique_id for n in self.reads(project, sync))
+        return nodes, manifest.macros_of(n for n in nodes.values() if n is not None)
+
+    def _stale(self, nodes: Iterable[Node | None]) -> bool:
+        """Does a file of this dbt project no longer hold what the manifest's checksum says?
+
+        dbt's checksum is sha256 of the file's text, stripped (dbt.parser.read_files)."""
+        project_name = self.manifest().project_name
+        for node in nodes:
+            if (node is None or node.package_name != project_name or not node.checksum.startswith("sha256:")
+                    or Path(node.path).suffix not in (".sql", ".py", ".csv")):
+                continue
+            try:
+                text = (self.dbt.root / node.path).read_bytes().decode("utf-8").strip()
+            except (OSError, UnicodeDecodeError):
+                return True
+            if "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest() != node.checksum:
+                return True
+        return False
+
+    def _vars_named(self, texts: Sequence[str]) -> dict[str, Any]:
+        """The dbt_project.yml vars that the code names with var('...') (all of them if a name is not
+        a literal): global values and package-scoped ones."""
+        joined = "\n".join(texts)
+        names = set(_VAR.findall(joined))
+        dynamic = _VAR_DYNAMIC.search(joined) is not None
+        if not names and not dynamic:
+            return {}
+        try:
+            data = yaml.safe_load((self.dbt.root / "dbt_project.yml").read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return {"unreadable dbt_project.yml": True}
+        declared = data.get("vars") if isinstance(data, dict) else None
+        if not isinstance(declared, dict):
+            return {}
+        if dynamic:
+            return declared
+        found: dict[str, Any] = {}
+        for name in sorted(names):
+            found[name] = [declared.get(name), {scope: value[name] for scope, value in sorted(declared.items())
+                                                if isinstance(value, dict) and name in value}]
+        return found
 
     def downstream_of(self, model: str) -> set[str] | None:
         """unique_ids of a dbt model and everything built from it; None if there is no such model."""
