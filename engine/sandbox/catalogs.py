@@ -1,9 +1,15 @@
 """Catalog endpoints (braze-api.md §5): management and the asynchronous bulk item endpoints.
 
 Item requests are validated as a whole; every failed rule is reported at once in Braze's envelope
-{"errors":[{"id","message","parameters","parameter_values"}],"message":"Invalid Request"}, with the
-offending item ids in `parameter_values`. Choices where Braze is silent: PATCH of unknown item ids
-and DELETE of unknown ids are no-ops; POST of an existing id overwrites it; missing fields are null.
+{"errors":[{"id","message","parameters","parameter_values"}],"message":"Invalid Request"}, with
+`parameters: ["id"]` and the offending item ids in `parameter_values` (each once, in request order),
+as Braze's example shows. PUT replaces an item and creates it when it does not exist (an upsert);
+fields it leaves out become null.
+
+Choices where Braze is silent: PATCH of unknown item ids and DELETE of unknown ids are no-ops;
+missing fields are null; POST of an existing id follows `catalog_post_existing`: "overwrite" (the
+default), "ignore" (202, the stored item stays), or "error" (400 `item-already-exists`, the id that
+Braze's synchronous create endpoint documents, listing the existing ids).
 """
 
 from __future__ import annotations
@@ -155,7 +161,8 @@ def _write_items(app: Sandbox, request: Request, mode: str) -> Response:
         if catalog is None:
             return _not_found(name)
         items = request.body.get("items")
-        errors = item_errors(items, catalog, mode)
+        post_existing = app.options.catalog_post_existing
+        errors = item_errors(items, catalog, mode, existing_is_error=post_existing == "error")
         if errors:
             return catalog_errors(400, errors)
         for item in items:
@@ -165,6 +172,8 @@ def _write_items(app: Sandbox, request: Request, mode: str) -> Response:
             elif mode == "PATCH":
                 if item_id in catalog.items:
                     _patch(catalog.items[item_id], item)
+            elif mode == "POST" and post_existing == "ignore" and item_id in catalog.items:
+                continue
             else:
                 catalog.items[item_id] = {"id": item_id, **{f["name"]: item.get(f["name"])
                                                           for f in catalog.fields if f["name"] != "id"}}
@@ -185,8 +194,9 @@ def _patch(stored: dict[str, Any], item: Mapping[str, Any]) -> None:
             stored[key] = value
 
 
-def item_errors(items: Any, catalog: Catalog, mode: str) -> list[dict[str, Any]]:
-    """Every rule of braze-api.md §5.2 that the request breaks."""
+def item_errors(items: Any, catalog: Catalog, mode: str, existing_is_error: bool = False) -> list[dict[str, Any]]:
+    """Every rule of braze-api.md §5.2 that the request breaks (and, for a POST with
+    `existing_is_error`, ids already in the catalog)."""
     if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
         return [catalog_error("item-array-invalid", "'items' must be a non-empty array of objects", ["items"], [])]
     if len(items) > MAX_ITEMS:
@@ -211,6 +221,10 @@ def item_errors(items: Any, catalog: Catalog, mode: str) -> list[dict[str, Any]]
     for item_id in ids:
         if isinstance(item_id, str) and ids.count(item_id) > 1:
             flag("ids-not-unique", item_id)
+    if mode == "POST" and existing_is_error:
+        for item_id in ids:
+            if isinstance(item_id, str) and item_id in catalog.items:
+                flag("item-already-exists", item_id)
     if mode != "DELETE":
         types = catalog.field_types()
         for item in items:
@@ -233,6 +247,7 @@ ITEM_MESSAGES = {
     "ids-too-large": "Item IDs can't be more than 250 characters",
     "invalid-ids": "Item IDs can only include letters, numbers, hyphens, and underscores",
     "ids-not-unique": "Item IDs must be unique in the request",
+    "item-already-exists": "The item already exists in the catalog",
     "invalid-fields": "Some of the fields given do not exist in the catalog",
     "invalid-keys-in-value-object": "Item object keys can't include '.' or '$'",
     "items-too-large": "Item values can't be longer than 5,000 characters",
