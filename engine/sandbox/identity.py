@@ -7,7 +7,8 @@ deletes nothing for the entry when several profiles still match. `deleted` count
 really queued for deletion, so a client can compare it with what it sent (`deleted_counts=
 "requested"` counts every identifier sent instead).
 
-Export and delete do not see a profile /users/track created less than `visibility_delay_ms` ago.
+Export and delete do not see a profile /users/track created less than `visibility_delay_ms` ago
+(alias/new, alias/update and identify do, so that an external_id or alias never names two profiles).
 
 Choices where Braze is silent: /users/delete answers 201; validation failures answer 400
 {"message": ...}.

@@ -122,3 +122,21 @@ def test_sigterm_and_sigint_shut_down_gracefully(tmp_path):
                 proc.kill()
             proc.stdout.close()
             proc.stderr.close()
+
+
+def test_new_flags_reach_the_options():
+    args = parse("--process-then-fail-rate", "0.3", "--process-then-fail-kind", "504", "--visibility-delay-ms", "250",
+                 "--processed-counts", "applied", "--catalog-post-existing", "error", "--deleted-counts", "requested",
+                 "--admin-token", "tok")
+    o = cli.options_from_args(args)
+    assert (o.process_then_fail_rate, o.process_then_fail_kind, o.visibility_delay_ms) == (0.3, "504", 250)
+    assert (o.processed_counts, o.catalog_post_existing, o.deleted_counts, o.admin_token) == (
+        "applied", "error", "requested", "tok")
+
+
+def test_new_flags_default_to_the_earlier_behaviour(monkeypatch):
+    monkeypatch.delenv("REFLOW_SANDBOX_ADMIN_TOKEN", raising=False)
+    o = cli.options_from_args(parse())
+    assert (o.process_then_fail_rate, o.visibility_delay_ms, o.processed_counts, o.catalog_post_existing) == (
+        0.0, 0, "all", "overwrite")
+    assert (o.deleted_counts, o.admin_token) == ("deleted", None)
