@@ -8,6 +8,17 @@ Braze calls never use), which is the difference between one core sustaining Braz
 TLS verifies certificates: a CA bundle from REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / SSL_CERT_FILE, else
 certifi's (installed with requests), else the system store. HTTPS_PROXY / HTTP_PROXY / NO_PROXY are
 honoured (HTTPS through a CONNECT tunnel).
+
+A request that gets no HTTP answer raises a TransportError that says what happened and where, and
+whether the server may have processed it:
+
+    phase     failure                                           raises             sent
+    connect   DNS, refused, unreachable, proxy tunnel refused   TransportBroken    False
+    connect   no connection within the timeout                  TransportTimeout   False
+    connect   certificate not trusted, TLS handshake failed     TransportTLS       False
+    send      the request could not be written whole            TransportBroken    False
+    answer    no answer within the timeout                      TransportTimeout   True
+    answer    connection closed or reset, garbled answer        TransportBroken    True
 """
 
 from __future__ import annotations
@@ -26,16 +37,27 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-class TransportTimeout(Exception):
-    """No answer (or no connection) within the timeout."""
+class TransportError(Exception):
+    """A request got no HTTP answer. `message` says what happened, short and naming the host
+    ("cannot connect to rest.iad-01.braze.com:443: connection refused"); `sent` says whether the whole
+    request had been handed to the network, so that the server may have processed it."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.sent = sent
 
 
-class TransportBroken(Exception):
-    """The connection failed or closed before a whole answer arrived."""
+class TransportTimeout(TransportError):
+    """No connection, or no answer, within the timeout."""
 
 
-class TransportTLS(Exception):
-    """The TLS handshake or the certificate check failed."""
+class TransportBroken(TransportError):
+    """The connection could not be made, or failed or closed before a whole answer arrived."""
+
+
+class TransportTLS(TransportError):
+    """The TLS handshake or the certificate check failed (the request was never sent)."""
 
 
 @dataclass(frozen=True)
@@ -87,33 +109,61 @@ class Transport:
             if conn in self._open:
                 self._open.remove(conn)
 
-    def request(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+    @property
+    def where(self) -> str:
+        """host:port of the server, and the proxy when one is used: for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        via = f" through the proxy {self._proxy.hostname}:{self._proxy.port or 8080}" if self._proxy else ""
+        return f"{host}:{self.port}{via}"
+
+    def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> Answer:
+        """One request and its whole answer. Raises a TransportError whose `sent` is False when the
+        request certainly did not reach the server: no connection (DNS, refused, unreachable, TLS
+        handshake, connect timeout) or a failure while writing it."""
         conn = self._connection()
         target = self.prefix + path
         if self._proxy and not self.https:
             target = f"http://{self.host}:{self.port}{target}"          # absolute form through an HTTP proxy
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop(conn)
+                raise self._failure(exc, "connect") from exc
         try:
             conn.request(method, target, body, dict(headers))
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(conn)                 # not all of the request was written: it cannot be processed
+            raise self._failure(exc, "send") from exc
+        try:
             response = conn.getresponse()
             data = response.read()
-        except ssl.SSLCertVerificationError as exc:
-            self._drop(conn)
-            raise TransportTLS(type(exc).__name__) from exc
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
-            self._drop(conn)
-            raise TransportBroken(type(exc).__name__) from exc
-        except ssl.SSLError as exc:
-            self._drop(conn)
-            raise TransportTLS(type(exc).__name__) from exc
-        except TimeoutError as exc:
-            self._drop(conn)
-            raise TransportTimeout(type(exc).__name__) from exc
         except (OSError, http.client.HTTPException) as exc:
             self._drop(conn)
-            raise TransportBroken(type(exc).__name__) from exc
+            raise self._failure(exc, "answer") from exc
         if response.will_close:
             self._drop(conn)
         return Answer(response.status, response.headers, data)
+
+    def _failure(self, exc: BaseException, phase: str) -> TransportError:
+        """`phase`: connect | send (the request did not reach the server) | answer (it may have)."""
+        where, cause = self.where, _cause(exc)
+        if phase == "connect":
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                return TransportTLS(f"the TLS certificate of {where} is not trusted: {cause}", sent=False)
+            if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+                return TransportTLS(f"TLS handshake with {where} failed: {cause}", sent=False)
+            if isinstance(exc, TimeoutError):
+                return TransportTimeout(f"cannot connect to {where}: no connection within {self.timeout:g} s",
+                                        sent=False)
+            return TransportBroken(f"cannot connect to {where}: {cause}", sent=False)
+        if phase == "send":
+            return TransportBroken(f"connection to {where} failed while sending the request: {cause}", sent=False)
+        if isinstance(exc, TimeoutError):
+            return TransportTimeout(f"no answer from {where} within {self.timeout:g} s", sent=True)
+        if isinstance(exc, http.client.RemoteDisconnected):
+            return TransportBroken(f"{where} closed the connection without answering", sent=True)
+        return TransportBroken(f"connection to {where} lost after sending the request: {cause}", sent=True)
 
     def open_connections(self) -> int:
         with self._lock:
@@ -122,6 +172,33 @@ class Transport:
     def close(self) -> None:
         with self._lock:
             _close_all(self._open)
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong, in a few lower-case words."""
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed ({exc.strerror or exc})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return str(exc.verify_message or exc.reason or exc)
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "the TLS connection was closed"
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc).lower().replace("_", " ")
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, BrokenPipeError):
+        return "connection closed by the server"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection"
+    if isinstance(exc, http.client.HTTPException):
+        return f"not a valid HTTP answer ({type(exc).__name__})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]          # "network is unreachable"
+    return str(exc) or type(exc).__name__                           # e.g. "Tunnel connection failed: 407 …"
 
 
 def _dropped(sock: socket.socket) -> bool:
