@@ -1,29 +1,57 @@
 """HTTP to Braze: per-thread keep-alive connections (`transport`), a token bucket per rate-limit
-group, retries, and the one place where responses are sorted (`sort_response`).
+group, retries, and the one place where answers are sorted (`sort_response`).
 
-    2xx (+ errors[])             OK          listed rows rejected with Braze's text, the rest acknowledged
-    400 with errors[input_array] ROW_ERRORS  listed rows rejected; unlisted rows re-sent once
-    400 otherwise, 413           SPLIT       halves, recursively; a single row is rejected with the message
-    429                          RATE_LIMITED wait for x-ratelimit-retry-after / x-ratelimit-reset, retry
-    5xx, timeout, reset          RETRY       exponential backoff with jitter; after max_retries the batch
-                                             is not attempted (stays pending)
-    401 / 403 / 404 / 415 / 4xx  FATAL       DestinationError naming the key, permission or URL problem
+Only Braze's answer acknowledges a row: a JSON body of the endpoint's documented shape (braze-api.md
+§0.1). What each answer does:
+
+    answer                                    verdict       rows
+    2xx, Braze's success body (+ errors[])    OK            listed rows REJECTED with Braze's text, the rest ACKNOWLEDGED
+    2xx, any other body                       UNEXPECTED    UNKNOWN "unexpected answer from <host>: …" (not retried)
+    400 JSON, errors[] with input_array/index ROW_ERRORS    listed rows REJECTED; unlisted rows re-sent once
+    400 JSON otherwise, 413                   SPLIT         halves, recursively; a single row is REJECTED
+    429                                       RATE_LIMITED  wait for x-ratelimit-retry-after / x-ratelimit-reset
+                                                            (an epoch reset is read against Braze's Date header)
+    5xx                                       RETRY         backoff with jitter; UNKNOWN after max_retries
+    408, no connection, failed while sending  RETRY         backoff with jitter; NOT_ATTEMPTED after max_retries
+    no answer after sending (timeout, reset)  RETRY         backoff with jitter; UNKNOWN after max_retries
+    401 / 403 / 404 / 415 / other 4xx, JSON   FATAL         DestinationError naming the key, permission or URL
+    3xx / 4xx not JSON (a proxy's page)       REFUSED       NOT_ATTEMPTED "unexpected answer from <host>: …"
+                                                            (never bisected, not retried)
+    TLS certificate or handshake failure      FATAL         DestinationError naming the host and the cause
+
+Outcome of rows no answer settled: UNKNOWN when any attempt of their request may have reached Braze
+without a usable answer (a 5xx, no answer after the request was sent, an answer that is not Braze's),
+NOT_ATTEMPTED when none can have been processed (429s, no connection, stopped before sending). The
+reason is the last failure, naming the host.
+
+A set `stop` event (the runner's first Ctrl-C) ends every wait at once: the batch's remaining rows
+come back NOT_ATTEMPTED, or UNKNOWN when an earlier attempt may have been applied.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
-from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, AllAcknowledged, RowResult
+from engine.destinations.base import (
+    ACKNOWLEDGED,
+    NOT_ATTEMPTED,
+    REJECTED,
+    UNKNOWN,
+    AllAcknowledged,
+    RowResult,
+)
 from engine.destinations.braze.endpoints import ChannelInfo
-from engine.destinations.braze.transport import Transport, TransportBroken, TransportTimeout, TransportTLS
-from engine.errors import DestinationError, register_secret
+from engine.destinations.braze.transport import Answer, Transport, TransportError, TransportTLS
+from engine.errors import DestinationError, register_secret, scrub
 from engine.project import Secret
 
 OK = "ok"
@@ -32,9 +60,14 @@ SPLIT = "split"
 RATE_LIMITED = "rate_limited"
 RETRY = "retry"
 FATAL = "fatal"
+UNEXPECTED = "unexpected"          # a 2xx (or other answer) that is not Braze's: may have been applied
+REFUSED = "refused"                # a 3xx/4xx that is not Braze's: an intermediary refused the request
 GAVE_UP = "gave_up"
+STOPPED = "stopped"
 
 MAX_RATE_LIMIT_WAIT = 3600.0      # never sleep longer than this on one 429
+TRACK_ARRAYS = ("attributes", "events", "purchases")
+_UPDATE_ONLY = re.compile(rb'"_update_existing_only"\s*:\s*true|"braze_id"\s*:')
 
 
 @dataclass(frozen=True)
@@ -50,20 +83,40 @@ class Verdict:
     errors: tuple[RowError, ...] = ()
     message: str = ""
     wait: float | None = None
+    uncertain: str | None = None    # why this request may have been applied without a usable answer
 
 
-def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: ChannelInfo, *,
-                  connection: str, base_url: str, now: float) -> Verdict:
-    """Sort one HTTP answer into what to do next. The only place that interprets Braze statuses."""
+def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: ChannelInfo, *, sent: int,
+                  connection: str, base_url: str, now: float, update_only: bool = False) -> Verdict:
+    """Sort one HTTP answer to a request of `sent` objects into what to do next. The only place
+    that interprets Braze's answers. `update_only`: the request holds objects Braze may skip without
+    an error (update-only, braze_id), so a /users/track count may be lower than the objects sent."""
+    host = _host(base_url)
+    parsed = _parse(body) if _is_json(headers) else None
+    braze = isinstance(parsed, dict)                # a JSON object: Braze's kind of answer
     if 200 <= status < 300:
-        if b'"errors"' not in body:
-            return Verdict(OK)
-        return Verdict(OK, _row_errors(_parse(body)))
+        if isinstance(parsed, dict):
+            problem = _success_problem(status, parsed, info, sent, update_only)
+        else:
+            problem = _describe(status, headers, body)
+        if problem:
+            message = f"unexpected answer from {host}: {problem}"
+            return Verdict(UNEXPECTED, message=message, uncertain=message)
+        return Verdict(OK, _row_errors(parsed))
     if status == 429:
-        return Verdict(RATE_LIMITED, message="rate limited (429)", wait=rate_limit_wait(headers, now))
-    if status >= 500 or status == 408:
-        return Verdict(RETRY, message=f"Braze answered {status}: {_message(_parse(body), body)}")
-    parsed = _parse(body)
+        return Verdict(RATE_LIMITED, message=f"rate limited by {host} (429)", wait=rate_limit_wait(headers, now))
+    if status >= 500:
+        message = f"{host} answered {status}" + (f": {_message(parsed, body)}" if braze else "")
+        return Verdict(RETRY, message=message, uncertain=message)
+    if status == 408:
+        return Verdict(RETRY, message=f"{host} answered 408 (request timeout)")
+    if status == 413:
+        return Verdict(SPLIT, message="request body too large for Braze (413)")
+    if not braze or not 400 <= status < 500:
+        if 300 <= status < 500:
+            return Verdict(REFUSED, message=f"unexpected answer from {host}: {_describe(status, headers, body)}")
+        message = f"unexpected answer from {host}: {_describe(status, headers, body)}"
+        return Verdict(UNEXPECTED, message=message, uncertain=message)
     message = _message(parsed, body)
     request = f"{info.method} {info.path}"
     if status == 400:
@@ -71,8 +124,6 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
         if errors and all(e.index is not None and e.input_array is not None for e in errors):
             return Verdict(ROW_ERRORS, errors, message=message)
         return Verdict(SPLIT, message=_catalog_detail(parsed) or message)
-    if status == 413:
-        return Verdict(SPLIT, message="request body too large for Braze (413)")
     if status == 401:
         return Verdict(FATAL, message=f"Braze rejected the API key (401) for connection '{connection}' at "
                                       f"{base_url}: check the key and the instance")
@@ -91,9 +142,52 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
                                   f"'{connection}'): {message}")
 
 
+def _success_problem(status: int, parsed: dict[str, Any], info: ChannelInfo, sent: int,
+                     update_only: bool) -> str | None:
+    """None when a 2xx JSON object is the success answer Braze documents for this endpoint
+    (braze-api.md §2.8, §4.2, §5.2, §6.1), else what is off, in a few words."""
+    message = parsed.get("message")
+    if info.path == "/users/delete":
+        deleted = parsed.get("deleted")
+        if not _is_int(deleted) or not 0 <= deleted <= sent or message not in (None, "success"):
+            return f"{status} {_snippet(json.dumps(parsed))} is not /users/delete's {{\"deleted\": N, \"message\": \"success\"}}"
+    elif message != "success" and not (status == 202 and message == "queued"):   # "queued": maintenance
+        return f"{status} without \"message\": \"success\": {_snippet(json.dumps(parsed))}"
+    errors = parsed.get("errors")
+    track = info.path == "/users/track"
+    rejected: set[int] = set()
+    if errors is not None:
+        if not isinstance(errors, list):
+            return f"{status} with \"errors\" that is not a list: {_snippet(json.dumps(errors))}"
+        for err in errors:
+            index = err.get("index") if isinstance(err, dict) else None
+            array = err.get("input_array") if isinstance(err, dict) else None
+            attributable = array == info.array if track else array in (None, info.array)
+            if not _is_int(index) or not 0 <= index < sent or not attributable:
+                return f"{status} with an error Reflow cannot attribute to a row: {_snippet(json.dumps(err))}"
+            rejected.add(index)
+    if track:
+        for array in TRACK_ARRAYS:
+            count = parsed.get(f"{array}_processed")
+            if count is None:
+                continue
+            expected = sent - len(rejected) if array == info.array else 0
+            if not _is_int(count) or count > expected or (count < expected and not update_only):
+                return (f"{status} says {array}_processed {json.dumps(count)}, but {sent} "
+                        f"{info.array if array == info.array else array} object(s) were sent"
+                        f"{'' if array != info.array else f' and {len(rejected)} rejected'}")
+    return None
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait from Braze's headers: X-Ratelimit-Retry-After, else X-RateLimit-Reset
-    (epoch seconds when > 1e9, else seconds remaining). None when neither is usable."""
+    """Seconds to wait from Braze's headers: X-Ratelimit-Retry-After, else X-RateLimit-Reset (epoch
+    seconds when > 1e9, else seconds remaining). An epoch is read against Braze's `Date` header when
+    there is one, so a client clock that is off does not stretch or skip the wait; `now` (the local
+    clock) is the fallback. None when no header is usable."""
     for name in ("x-ratelimit-retry-after", "retry-after"):
         value = _number(headers.get(name))
         if value is not None:
@@ -101,8 +195,21 @@ def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
     reset = _number(headers.get("x-ratelimit-reset"))
     if reset is None:
         return None
-    wait = reset - now if reset > 1e9 else reset
+    if reset > 1e9:
+        server_now = _http_date(headers.get("date"))
+        wait = reset - (server_now if server_now is not None else now)
+    else:
+        wait = reset
     return min(max(wait, 0.0), MAX_RATE_LIMIT_WAIT)
+
+
+def _http_date(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _number(text: str | None) -> float | None:
@@ -114,11 +221,37 @@ def _number(text: str | None) -> float | None:
         return None
 
 
+def _host(base_url: str) -> str:
+    return urlsplit(base_url).netloc or base_url
+
+
+def _is_json(headers: Mapping[str, str]) -> bool:
+    media = (headers.get("content-type") or "").split(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 def _parse(body: bytes) -> Any:
     try:
         return json.loads(body) if body else None
     except ValueError:
         return None
+
+
+def _snippet(text: str, width: int = 120) -> str:
+    text = " ".join(text.split())
+    return scrub(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def _describe(status: int, headers: Mapping[str, str], body: bytes) -> str:
+    """An answer that is not Braze's, in one line: status, content type, and its title or first words."""
+    kind = (headers.get("content-type") or "no content type").split(";")[0].strip()
+    if 300 <= status < 400 and headers.get("location"):
+        return f"{status} redirect to {_snippet(headers['location'], 80)}"
+    text = body.decode("utf-8", "replace")
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    shown = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+    shown = _snippet(shown, 80)
+    return f"{status} {kind}" + (f", {shown!r}" if shown else ", empty body")
 
 
 def _message(parsed: Any, body: bytes) -> str:
@@ -139,7 +272,7 @@ def _row_errors(parsed: Any) -> tuple[RowError, ...]:
         index = err.get("index")
         found.append(RowError(
             err.get("input_array") if isinstance(err.get("input_array"), str) else None,
-            index if isinstance(index, int) and not isinstance(index, bool) else None,
+            index if _is_int(index) else None,
             str(err.get("type") or err.get("message") or err.get("id") or "rejected by Braze")))
     return tuple(found)
 
@@ -156,7 +289,7 @@ def _catalog_detail(parsed: Any) -> str | None:
 class TokenBucket:
     """Requests per second with a one-second burst, shared by threads; `pause_until` stops everyone."""
 
-    def __init__(self, rate: float, *, monotonic: Callable[[], float], sleep: Callable[[float], None]) -> None:
+    def __init__(self, rate: float, *, monotonic: Callable[[], float], sleep: Callable[[float], object]) -> None:
         self.rate = float(rate)
         self.capacity = max(1.0, self.rate)
         self.tokens = self.capacity
@@ -183,11 +316,14 @@ class TokenBucket:
 
 
 class BrazeClient:
-    """Sends one channel batch and returns one RowResult per key. Thread-safe."""
+    """Sends one channel batch and returns one RowResult per key. Thread-safe.
+
+    `stop`: when set, waits (rate limits, backoff) end at once and no further request is sent.
+    `sleep` replaces the waits (tests); by default they are `stop.wait` (or time.sleep without `stop`)."""
 
     def __init__(self, *, connection: str, base_url: str, api_key: Secret, user_agent: str, timeout: float,
-                 max_retries: int, rates: Mapping[str, float],
-                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+                 max_retries: int, rates: Mapping[str, float], stop: threading.Event | None = None,
+                 sleep: Callable[[float], object] | None = None, monotonic: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, max_rate_limit_waits: int | None = None) -> None:
         self.connection = connection
@@ -200,6 +336,9 @@ class BrazeClient:
         self._headers = {"Content-Type": "application/json", "User-Agent": user_agent, "Accept": "application/json"}
         self._authorization = Secret(f"Bearer {api_key.reveal()}")       # repr never shows it
         self._transport = Transport(base_url, timeout=timeout)
+        self._stop = stop
+        if sleep is None:
+            sleep = stop.wait if stop is not None else time.sleep
         self._sleep, self._monotonic, self._clock, self._rng = sleep, monotonic, clock, rng
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self._buckets = {name: TokenBucket(rate, monotonic=monotonic, sleep=sleep) for name, rate in rates.items()}
@@ -212,37 +351,50 @@ class BrazeClient:
 
     # -- sending --------------------------------------------------------------------------------
     def send(self, info: ChannelInfo, keys: Sequence[str], items: Sequence[str]) -> Sequence[RowResult]:
-        return self._send(info, list(keys), list(items), resend=True)
+        return self._send(info, list(keys), list(items), resend=True, uncertain=None)
 
-    def _send(self, info: ChannelInfo, keys: list[str], items: list[str], *, resend: bool) -> Sequence[RowResult]:
+    def _send(self, info: ChannelInfo, keys: list[str], items: list[str], *, resend: bool,
+              uncertain: str | None) -> Sequence[RowResult]:
+        """`uncertain`: why an earlier request holding these rows may have been applied (None: none was)."""
         body = (info.prefix + ",".join(items) + info.suffix).encode("utf-8")
-        verdict = self._exchange(info, body)
+        verdict = self._exchange(info, body, len(keys))
+        uncertain = verdict.uncertain or uncertain
         if verdict.kind == OK:
             if not verdict.errors:
                 return AllAcknowledged(keys)
             reasons = self._reasons(info, verdict.errors, len(keys))
             return [RowResult(key, REJECTED, reasons[i]) if i in reasons else RowResult(key, ACKNOWLEDGED)
                     for i, key in enumerate(keys)]
-        if verdict.kind == GAVE_UP:
-            return [RowResult(key, NOT_ATTEMPTED, verdict.message) for key in keys]
+        if verdict.kind in (GAVE_UP, STOPPED):
+            return [self._unsettled(key, verdict.message, uncertain) for key in keys]
         if verdict.kind == ROW_ERRORS:
             reasons = self._reasons(info, verdict.errors, len(keys))
             rest = [i for i in range(len(keys)) if i not in reasons]
             results: dict[int, RowResult] = {i: RowResult(keys[i], REJECTED, r) for i, r in reasons.items()}
             if rest and resend:
-                again = self._send(info, [keys[i] for i in rest], [items[i] for i in rest], resend=False)
+                again = self._send(info, [keys[i] for i in rest], [items[i] for i in rest], resend=False,
+                                   uncertain=uncertain)
                 results.update(zip(rest, again, strict=True))
             else:
                 for i in rest:
-                    results[i] = RowResult(keys[i], NOT_ATTEMPTED, f"Braze refused the request: {verdict.message}")
+                    results[i] = self._unsettled(keys[i], f"Braze refused the request: {verdict.message}", uncertain)
             return [results[i] for i in range(len(keys))]
         if verdict.kind == SPLIT:
             if len(keys) == 1:
                 return [RowResult(keys[0], REJECTED, verdict.message)]
             half = len(keys) // 2
-            return [*self._send(info, keys[:half], items[:half], resend=resend),
-                    *self._send(info, keys[half:], items[half:], resend=resend)]
+            return [*self._send(info, keys[:half], items[:half], resend=resend, uncertain=uncertain),
+                    *self._send(info, keys[half:], items[half:], resend=resend, uncertain=uncertain)]
         raise DestinationError(verdict.message)
+
+    @staticmethod
+    def _unsettled(key: str, reason: str, uncertain: str | None) -> RowResult:
+        """A row no answer settled: UNKNOWN when a request holding it may have been applied."""
+        if uncertain is None:
+            return RowResult(key, NOT_ATTEMPTED, reason)
+        if uncertain not in reason:
+            reason = f"{reason}; an earlier attempt may have been applied ({uncertain})"
+        return RowResult(key, UNKNOWN, reason)
 
     @staticmethod
     def _reasons(info: ChannelInfo, errors: Sequence[RowError], count: int) -> dict[int, str]:
@@ -255,44 +407,70 @@ class BrazeClient:
             reasons[err.index] = err.message if err.index not in reasons else reasons[err.index] + "; " + err.message
         return reasons
 
-    def _exchange(self, info: ChannelInfo, body: bytes) -> Verdict:
-        """Send one body until Braze gives an answer other than 429/5xx, or retries run out."""
+    def _stopped(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def _exchange(self, info: ChannelInfo, body: bytes, sent: int) -> Verdict:
+        """Send one body until Braze gives an answer other than 429/5xx, retries run out or `stop` is
+        set. The verdict's `uncertain` says whether any attempt may have been applied unanswered."""
         bucket = self._buckets[info.group]
         headers = {**self._headers, "Authorization": self._authorization.reveal(), "Content-Length": str(len(body))}
         failures = 0
         waits = 0
+        uncertain: str | None = None
+        last = ""
         while True:
-            bucket.acquire()
+            if not self._stopped():
+                bucket.acquire()
+            if self._stopped():
+                why = f"stopped before sending{': ' + last if last else ''}"
+                return Verdict(STOPPED, message=why, uncertain=uncertain)
             try:
                 answer = self._transport.request(info.method, info.path, body, headers)
             except TransportTLS as exc:
-                raise DestinationError(f"TLS error talking to {self.base_url} (connection '{self.connection}'): "
-                                       f"{exc}") from exc
-            except TransportTimeout as exc:
-                verdict = Verdict(RETRY, message=f"no answer from Braze within {self.timeout:g} s ({exc})")
-            except TransportBroken as exc:
-                verdict = Verdict(RETRY, message=f"connection to Braze failed ({exc})")
+                raise DestinationError(f"{exc.message} (connection '{self.connection}'); if a proxy inspects TLS, "
+                                       "point REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its CA bundle") from exc
+            except TransportError as exc:
+                verdict = Verdict(RETRY, message=exc.message, uncertain=exc.message if exc.sent else None)
             else:
-                verdict = sort_response(answer.status, answer.headers, answer.body, info,
-                                        connection=self.connection, base_url=self.base_url, now=self._clock())
-                if verdict.kind != RATE_LIMITED and answer.headers.get("x-ratelimit-remaining") == "0":
-                    wait = rate_limit_wait(answer.headers, self._clock())
-                    if wait:
-                        bucket.pause_until(self._monotonic() + wait)
+                verdict = self._sort(answer, info, sent, body)
+            uncertain = verdict.uncertain or uncertain
+            last = verdict.message
             if verdict.kind == RATE_LIMITED:
                 waits += 1
                 if waits > self.max_rate_limit_waits:
-                    return Verdict(GAVE_UP, message=f"still rate limited (429) after {waits - 1} waits")
+                    return Verdict(GAVE_UP, message=f"still rate limited (429) after {waits - 1} waits",
+                                   uncertain=uncertain)
                 wait = verdict.wait if verdict.wait is not None else self._backoff(waits)
                 bucket.pause_until(self._monotonic() + wait)
                 continue
             if verdict.kind == RETRY:
                 failures += 1
                 if failures > self.max_retries:
-                    return Verdict(GAVE_UP, message=f"gave up after {self.max_retries} retries: {verdict.message}")
+                    return Verdict(GAVE_UP, message=f"gave up after {self.max_retries} retries: {verdict.message}",
+                                   uncertain=uncertain)
                 self._sleep(self._backoff(failures))
                 continue
-            return verdict
+            if verdict.kind in (UNEXPECTED, REFUSED):
+                return Verdict(GAVE_UP, message=verdict.message, uncertain=uncertain)
+            return replace(verdict, uncertain=uncertain)
+
+    def _sort(self, answer: Answer, info: ChannelInfo, sent: int, body: bytes) -> Verdict:
+        update_only = info.path == "/users/track" and _UPDATE_ONLY.search(body) is not None
+        verdict = sort_response(answer.status, answer.headers, answer.body, info, sent=sent, update_only=update_only,
+                                connection=self.connection, base_url=self.base_url, now=self._clock())
+        if verdict.kind != RATE_LIMITED and answer.headers.get("x-ratelimit-remaining") == "0":
+            wait = rate_limit_wait(answer.headers, self._clock())
+            if wait:
+                self._buckets[info.group].pause_until(self._monotonic() + wait)
+        return verdict
+
+    def probe(self, method: str, path: str, body: bytes | None) -> Answer:
+        """One request and its answer, without retries or waits (for `reflow check`). Raises
+        TransportError when no answer came."""
+        data = body or b""
+        headers = {**self._headers, "Authorization": self._authorization.reveal(), "Content-Length": str(len(data))}
+        return self._transport.request(method, path, data if body is not None else None, headers)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
