@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _dbt_build_flag(p)
     p.add_argument("--allow-guard", action="append", default=[], metavar="NAME")
     p.add_argument("--json", action="store_true", help="print the plan and outcome as JSON")
+    cmd("check", _check_connection, "test each connection: endpoint, API key, and the permissions the syncs need "
+        "(writes nothing)")
     cmd("status", _status, "per sync: last run, rows in the snapshot, pending retries")
     p = cmd("history", _history, "recent runs: counts, duration, data points and outcome")
     p.add_argument("sync", nargs="?")
@@ -429,6 +431,17 @@ def _run(args: argparse.Namespace) -> int:
             state.set_plan_status(plan.plan_id, "applied")
             return 0
         return _send(ctx, state, plan, by_name)
+
+
+def _check_connection(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.destinations.braze.check import check_project
+    from engine.destinations.braze.destination import USER_AGENT
+
+    ctx = Context(args)
+    report = check_project(ctx.project, ctx.syncs(), user_agent=USER_AGENT)
+    console.print_check(report)
+    return 0 if report.ok else 1
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -552,3 +552,38 @@ def print_csv(header: Sequence[str], records: Iterable[Sequence[Any]]) -> None:
 def note(message: str) -> None:
     """A side remark (e.g. a file written) on stderr, so stdout stays the command's output."""
     err.print(escape(message), style="dim" if err.is_terminal else None)
+
+
+# ------------------------------------------------------------------------------------------ check
+
+
+def check_blocks(report: Any) -> list[Block]:
+    """`reflow check` (a destinations.braze.check.CheckReport): per connection its endpoint and key,
+    then each permission → ok / missing / not needed / not checked, then what to do."""
+    blocks: list[Block] = []
+    for c in report.connections:
+        key_style = "green" if c.key == "accepted" else "red"
+        blocks += [_line((c.name, "bold"), f"  {c.base_url}  API key: ", (c.key, key_style)),
+                   TableBlock(("permission", "request", "needed by", "result"),
+                              tuple((p.permission, p.endpoint or "-", ", ".join(p.needed_by) or "-",
+                                     p.result + (f" ({p.detail})" if p.detail else "")) for p in c.permissions),
+                              (False, False, False, False))]
+        blocks += [_line(("  problem: ", "red"), problem) for problem in c.problems]
+        blocks.append(Text(""))
+    if report.ok:
+        blocks.append(_line(("OK", "bold green"), ": every connection answers, and its key holds every permission "
+                                                   "the syncs need."))
+        return blocks
+    missing = report.missing
+    if missing:
+        names = ", ".join(f"{p} ({c})" for c, p in missing)
+        blocks.append(_line((f"Missing {plural(len(missing), 'permission')}", "bold red"),
+                            f": {names}. Braze keys cannot be edited: create a key with these permissions "
+                            "and point the connection's api_key at it."))
+    else:
+        blocks.append(_line(("Not ready", "bold red"), ": see the problems above."))
+    return blocks
+
+
+def print_check(report: Any) -> None:
+    print_blocks(check_blocks(report))
