@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ROOT, Cli
 
+from engine.cli import main
 from engine.destinations.braze.check import (
     MISSING,
     NOT_CHECKED,
@@ -31,6 +31,8 @@ from engine.sandbox.options import ALL_PERMISSIONS
 from engine.sandbox.testing import SandboxHandle, running_sandbox
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # What the example project's syncs need (README, "Permissions each object needs").
 NEEDED = {
@@ -55,6 +57,19 @@ def project(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "models", dest / "models")
     shutil.copytree(ROOT / "syncs", dest / "syncs")
     return dest
+
+
+class Cli:
+    """`reflow ...` in-process, as a user runs it: (exit code, stdout, stderr)."""
+
+    def __init__(self, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.project, self.capsys = project, capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(["--project-dir", str(self.project), *args])
+        out, err = self.capsys.readouterr()
+        return code, out, err
 
 
 @pytest.fixture
