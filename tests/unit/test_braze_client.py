@@ -509,7 +509,7 @@ def endpoint_destination(clock: FakeClock, endpoint: str, **options: Any) -> Bra
 def test_a_refused_connection_names_the_host_and_leaves_rows_not_attempted(clock: FakeClock) -> None:
     port = closed_port()
     got = endpoint_destination(clock, f"http://127.0.0.1:{port}").send(batch(A, B))
-    reason = f"gave up after 1 retries: cannot connect to 127.0.0.1:{port}: connection refused"
+    reason = f"gave up after 1 retry: cannot connect to 127.0.0.1:{port}: connection refused"
     assert outcomes(got) == [(A, NOT_ATTEMPTED, reason), (B, NOT_ATTEMPTED, reason)]   # was: no reason at all
 
 
@@ -517,7 +517,7 @@ def test_a_dns_failure_names_the_host() -> None:
     got = endpoint_destination(FakeClock(), "https://rest.iad-01.braze.invalid").send(batch(A))
     assert got[0].outcome == NOT_ATTEMPTED
     assert (got[0].reason or "").startswith(
-        "gave up after 1 retries: cannot connect to rest.iad-01.braze.invalid:443: DNS lookup failed (")
+        "gave up after 1 retry: cannot connect to rest.iad-01.braze.invalid:443: DNS lookup failed (")
 
 
 def test_a_tls_handshake_failure_is_fatal_and_names_the_host(braze: ScriptedServer) -> None:

@@ -112,10 +112,10 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
         return Verdict(RETRY, message=f"{host} answered 408 (request timeout)")
     if status == 413:
         return Verdict(SPLIT, message="request body too large for Braze (413)")
-    if not braze or not 400 <= status < 500:
-        if 300 <= status < 500:
-            return Verdict(REFUSED, message=f"unexpected answer from {host}: {_describe(status, headers, body)}")
+    if not (braze and 400 <= status < 500):         # a redirect, a proxy's page, a status Braze never sends
         message = f"unexpected answer from {host}: {_describe(status, headers, body)}"
+        if 300 <= status < 500:                     # refused in front of Braze: never processed
+            return Verdict(REFUSED, message=message)
         return Verdict(UNEXPECTED, message=message, uncertain=message)
     message = _message(parsed, body)
     request = f"{info.method} {info.path}"
@@ -245,8 +245,9 @@ def _snippet(text: str, width: int = 120) -> str:
 def _describe(status: int, headers: Mapping[str, str], body: bytes) -> str:
     """An answer that is not Braze's, in one line: status, content type, and its title or first words."""
     kind = (headers.get("content-type") or "no content type").split(";")[0].strip()
-    if 300 <= status < 400 and headers.get("location"):
-        return f"{status} redirect to {_snippet(headers['location'], 80)}"
+    location = headers.get("location")
+    if 300 <= status < 400 and location:
+        return f"{status} redirect to {_snippet(location, 80)}"
     text = body.decode("utf-8", "replace")
     title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
     shown = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
@@ -447,8 +448,8 @@ class BrazeClient:
             if verdict.kind == RETRY:
                 failures += 1
                 if failures > self.max_retries:
-                    return Verdict(GAVE_UP, message=f"gave up after {self.max_retries} retries: {verdict.message}",
-                                   uncertain=uncertain)
+                    retries = f"{self.max_retries} {'retry' if self.max_retries == 1 else 'retries'}"
+                    return Verdict(GAVE_UP, message=f"gave up after {retries}: {verdict.message}", uncertain=uncertain)
                 self._sleep(self._backoff(failures))
                 continue
             if verdict.kind in (UNEXPECTED, REFUSED):
