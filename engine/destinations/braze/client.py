@@ -15,7 +15,7 @@ Only Braze's answer acknowledges a row: a JSON body of the endpoint's documented
     408, no connection, failed while sending  RETRY         backoff with jitter; NOT_ATTEMPTED after max_retries
     no answer after sending (timeout, reset)  RETRY         backoff with jitter; UNKNOWN after max_retries
     401 / 403 / 404 / 415 / other 4xx, JSON   FATAL         DestinationError naming the key, permission or URL
-    3xx / 4xx not JSON (a proxy's page)       REFUSED       NOT_ATTEMPTED "unexpected answer from <host>: …"
+    3xx, 4xx not JSON (a proxy's page)      REFUSED       NOT_ATTEMPTED "unexpected answer from <host>: …"
                                                             (never bisected, not retried)
     TLS certificate or handshake failure      FATAL         DestinationError naming the host and the cause
 
