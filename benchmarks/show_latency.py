@@ -55,8 +55,11 @@ def write_plan(state: State, plan_id: str, sync: str, rows: int, seq0: int, crea
     info = {"model": sync, "object": "users", "connection": "braze", "samples": {}, "invalid_samples": [],
             "snapshot_rows": rows * 2, "first_run": False, "notes": []}
     con.execute("BEGIN")
-    con.execute(f"INSERT INTO {DB}.plans VALUES (?, ?::TIMESTAMP, 'planned', 'bench', NULL)", [plan_id, created])
-    con.execute(f"INSERT INTO {DB}.plan_syncs VALUES (?, ?, 0, 'fffffffffffffff0', ?, ?, '[]', ?, ?, ?, ?)",
+    con.execute(f"INSERT INTO {DB}.plans (plan_id, created_at, status, created_by) "
+                "VALUES (?, ?::TIMESTAMP, 'planned', 'bench')", [plan_id, created])
+    con.execute(f"INSERT INTO {DB}.plan_syncs (plan_id, sync, snapshot_version, fingerprint, counts, estimate, "
+                "guards, fields, info, seq_min, seq_max, identity) "
+                "VALUES (?, ?, 0, 'fffffffffffffff0', ?, ?, '[]', ?, ?, ?, ?, '{\"object\": \"users\"}')",
                 [plan_id, sync, json.dumps(counts), json.dumps(estimate), json.dumps(fields), json.dumps(info),
                  seq0, seq0 + rows - 1])
     con.execute(f"""

@@ -341,7 +341,9 @@ def _plan(args: argparse.Namespace) -> int:
         console.print_text(plan_markdown(plan))
     else:
         console.print_plan(plan)
-    return 0
+    for failure in plan.failed:
+        console.error(f"sync '{failure.sync}' was not planned: {failure.message}")
+    return max((f.exit_code for f in plan.failed), default=0)
 
 
 def _write_html(state: Any, plan: Any, path: Path, **filters: Any) -> None:
@@ -356,17 +358,15 @@ def _write_html(state: Any, plan: Any, path: Path, **filters: Any) -> None:
 def _apply(args: argparse.Namespace) -> int:
     from engine import console
     from engine.planner import load_plan
+    from engine.runner import require_unblocked
 
     ctx = Context(args)
     syncs = {s.name: s for s in ctx.syncs()}
     with ctx.state("apply") as state:
         plan = load_plan(state, args.plan_id)
-        _check(ctx, state, plan, syncs, args.allow_guard)
-        if not plan.has_changes:
-            console.print_lines([f"Plan {plan.plan_id}: no changes; nothing to send."])
-            state.set_plan_status(plan.plan_id, "applied")
-            return 0
-        if not args.yes:
+        _check(ctx, state, plan, syncs)
+        require_unblocked(plan, args.allow_guard)
+        if plan.has_changes and not args.yes:
             if not sys.stdin.isatty():
                 raise UserError("apply needs confirmation: pass --yes (no terminal to ask on)")
             console.print_plan(plan)
@@ -374,31 +374,35 @@ def _apply(args: argparse.Namespace) -> int:
             if answer.strip().lower() != "yes":
                 console.print_lines(["Not applied."])
                 return 1
-        return _send(ctx, state, plan, syncs)
+        return _send(ctx, state, plan, syncs, args.allow_guard)
 
 
-def _check(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any], allow: Sequence[str]) -> None:
-    from engine.planner import fingerprint, render_sync
+def _check(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any]) -> None:
+    """Refuse a stale plan: each sync's fingerprint now (spec, model definition, destination) must be
+    the plan's."""
+    from engine.planner import current_fingerprint
     from engine.runner import check_plan
 
     warehouse = ctx.warehouse()
-    current = {}
-    for sp in plan.syncs:
-        if sp.name in syncs:
-            current[sp.name] = fingerprint(ctx.project, syncs[sp.name],
-                                           render_sync(ctx.project, syncs[sp.name], warehouse).sql)
-    check_plan(state, plan, current, allow_guards=allow)
+    make = ctx.destination_for(need_key=False)
+    current = {sp.name: current_fingerprint(ctx.project, syncs[sp.name], warehouse, make(syncs[sp.name]))
+               for sp in plan.syncs if sp.name in syncs}
+    check_plan(state, plan, current)
 
 
-def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any]) -> int:
+def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any], allow: Sequence[str]) -> int:
     from engine import console
     from engine.runner import apply_plan
 
     stop = threading.Event()
+    quiet = not plan.has_changes
     with Interrupts(stop), console.progress("sending") as progress:
-        result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=True), stop=stop,
-                            progress=progress)
-    console.print_apply(result)
+        result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=not quiet), stop=stop,
+                            progress=progress, allow_guards=allow)
+    if quiet and not result.failed:
+        console.print_lines([f"Plan {plan.plan_id}: no changes; nothing to send."])
+    else:
+        console.print_apply(result)
     return result.exit_code
 
 
@@ -406,7 +410,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine import console
     from engine.errors import GuardError
     from engine.planner import build_plan
-    from engine.runner import check_plan
+    from engine.runner import check_plan, require_unblocked
 
     ctx = Context(args)
     syncs = ctx.syncs(args.select)
@@ -421,16 +425,18 @@ def _run(args: argparse.Namespace) -> int:
             console.print_json(plan.to_json())
         else:
             console.print_plan(plan)
-        current = {s.name: s.fingerprint for s in plan.syncs}
+        for failure in plan.failed:
+            console.error(f"sync '{failure.sync}' was not planned: {failure.message}")
+        check_plan(state, plan, {s.name: s.fingerprint for s in plan.syncs})
         try:
-            check_plan(state, plan, current, allow_guards=args.allow_guard)
+            require_unblocked(plan, args.allow_guard)
         except GuardError:
             state.set_plan_status(plan.plan_id, "blocked")
+            if plan.failed:         # the most serious outcome: a sync failed
+                console.error("guard blocked the plan")
+                return 1
             raise
-        if not plan.has_changes:
-            state.set_plan_status(plan.plan_id, "applied")
-            return 0
-        return _send(ctx, state, plan, by_name)
+        return _send(ctx, state, plan, by_name, args.allow_guard)
 
 
 def _check_connection(args: argparse.Namespace) -> int:

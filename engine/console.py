@@ -94,7 +94,7 @@ def _line(*parts: str | tuple[str, str]) -> Text:
 
 
 def plan_blocks(plan: Plan) -> list[Block]:
-    if not plan.has_changes:
+    if not plan.has_changes and not plan.failed and not any(s.unmapped for s in plan.syncs):
         rows = sum(s.counts.total for s in plan.syncs)
         return [_line(("No changes", "bold green"),
                       f" (plan {plan.plan_id}): Braze is in step with {plural(len(plan.syncs), 'sync')}, "
@@ -103,6 +103,8 @@ def plan_blocks(plan: Plan) -> list[Block]:
     for s in plan.syncs:
         blocks.append(Text(""))
         blocks += sync_blocks(s)
+    for f in plan.failed:
+        blocks += [Text(""), _line((f.sync, "bold"), ": ", ("not planned", "bold red"), f": {f.message}")]
     blocks.append(Text(""))
     totals = [s.to_json() for s in plan.syncs]
     to_send = sum(t["to_send"] - t["invalid"] for t in totals)
@@ -136,7 +138,7 @@ def sync_blocks(s: SyncPlan) -> list[Block]:
     c = s.counts
     head: list[str | tuple[str, str]] = [(s.name, "bold"), f" → {s.object} ({s.connection}): "]
     if not s.has_changes:
-        return [_line(*head, ("no changes", "green"), f" ({plural(c.total, 'row')})")]
+        return [_line(*head, ("no changes", "green"), f" ({plural(c.total, 'row')})"), *_unmapped_blocks(s)]
     head += _counts_parts(s)
     head += [f"  | {plural(s.total_requests, 'request')}, ~{n(s.data_points)} data points, "
              f"~{duration(s.seconds)} at the rate limit"]
@@ -147,6 +149,7 @@ def sync_blocks(s: SyncPlan) -> list[Block]:
         blocks.append(_line(f"  {plural(c.not_sent, 'row')} in the plan send nothing (recorded only)"))
     for note in s.notes:
         blocks.append(_line(("  note: ", "yellow"), note))
+    blocks += _unmapped_blocks(s)
     if s.fields:
         rows = []
         for f in s.fields:
@@ -154,9 +157,16 @@ def sync_blocks(s: SyncPlan) -> list[Block]:
             if f.samples:
                 key, old, new = f.samples[0]
                 sample = f"{key}: {short(old, 30)} → {short(new, 30)}"
-            rows.append((f.field, n(f.rows), n(f.nulled), sample))
+            rows.append((field_label(f.field, f.column), n(f.rows), n(f.nulled), sample))
         blocks.append(TableBlock(("field", "rows changed", "became null", "e.g. old → new"), tuple(rows),
                                  (False, True, True, False)))
+        for f in s.fields:
+            if f.type_changes and f.type_sample:
+                key, old_type, new_type, old, new = f.type_sample
+                blocks.append(_line(("  warning: ", "yellow"),
+                                    f"{f.field} changes type on {plural(f.type_changes, 'row')} ({old_type} → "
+                                    f"{new_type}, e.g. {key}: {short(old, 24)} → {short(new, 24)}); Braze keeps "
+                                    "the type it saw first for segmentation"))
     for op in OPS:
         for row in s.samples.get(op, []):
             blocks.append(_line("  ", (op, OP_STYLE[op]), f" {row['key']}: {_sample_values(op, row)}"))
@@ -174,6 +184,26 @@ def sync_blocks(s: SyncPlan) -> list[Block]:
 
 def _num(value: float) -> str:
     return f"{value:,.1f}" if not float(value).is_integer() else f"{int(value):,}"
+
+
+def field_label(field: str, column: str | None) -> str:
+    """A destination field, with the model column it reads where the names differ."""
+    return field if column is None or column == field else f"{field} ← {column}"
+
+
+def _unmapped_blocks(s: SyncPlan) -> list[Block]:
+    """Fields the sync no longer maps: what Braze keeps, or what this plan unsets."""
+    word = "profile" if s.object == "users" else "row"
+    out: list[Block] = []
+    for name, held in s.unmapped:
+        if s.on_unmapped == "unset":
+            out.append(_line(("  no longer mapped: ", "yellow"),
+                             f"`{name}` is unset on {plural(held, word)} that hold a value (on_unmapped: unset)"))
+        else:
+            out.append(_line(("  no longer synced: ", "yellow"),
+                             f"Braze keeps `{name}` on {plural(held, word)}; Reflow stops managing it "
+                             "(on_unmapped: unset would clear it)"))
+    return out
 
 
 def _sample_values(op: str, row: dict[str, Any]) -> str:
@@ -254,7 +284,10 @@ def print_text(text: str) -> None:
 def apply_blocks(result: ApplyResult) -> list[Block]:
     blocks: list[Block] = []
     for s in result.syncs:
-        pending = s.not_attempted + s.invalid + s.held_back
+        if s.blocked:
+            blocks.append(_line((s.name, "bold"), ": ", ("blocked by a guard", "bold red"), f": {s.blocked}"))
+            continue
+        pending = s.not_attempted + s.unknown + s.invalid + s.held_back
         blocks.append(_line(
             (s.name, "bold"), ": ",
             (f"{n(s.acknowledged)} acknowledged", "green" if s.acknowledged else "dim"), ", ",
@@ -271,8 +304,15 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
             blocks.append(_line(f"  {plural(s.held_back, 'row')} held back: their Braze profile was not delivered "
                                 "in this run (subscription states for unknown users are dropped by Braze); "
                                 "sent once the profile lands"))
+        if s.unknown:
+            blocks.append(_line(f"  {plural(s.unknown, 'row')} sent without a usable answer: Braze may or may not "
+                                "have applied them, so the next plan sends their current values again"))
         if s.error:
             blocks.append(_line(("  stopped: ", "bold red"), s.error))
+        elif s.pending and s.reason and (s.not_attempted or s.unknown):
+            blocks.append(_line(("  why: ", "yellow"), s.reason))
+    for name, message in result.failed:
+        blocks.append(_line((name, "bold"), ": ", ("not planned", "bold red"), f": {message}"))
     if result.interrupted:
         blocks.append(_line(("Interrupted", "bold yellow"),
                             ": batches in flight were recorded; the rest stays pending for the next plan."))

@@ -5,6 +5,11 @@ with the snapshot's keys and hashes, and only the delta (added, changed candidat
 removed) is kept, with its normalised columns. Phase 2 joins just that delta to the
 old full rows and renders both sides as JSON, in key order, for the planner to stream.
 
+Both phases read the model through the sync's projection (`projected`): one column per
+destination field, named as the destination names it, plus the key as `__key`. So the
+snapshot is compared field by field with what the destination holds, a mapping change is a
+change of fields, and model columns that no field reads never enter the diff.
+
 Values are normalised before hashing so that a run with no real change plans nothing:
 timestamps become ISO-8601 UTC strings, decimals and floats become finite doubles,
 nested values (STRUCT, LIST, MAP, JSON) become canonical JSON.
@@ -20,10 +25,16 @@ from typing import Any
 
 import duckdb
 
-from engine.errors import KeyCheckError, WarehouseError
+from engine.errors import KeyCheckError, PlanError, WarehouseError
+from engine.state import UNKNOWN
 
 DELTA = "memory.main.reflow_delta"
 ROWS = "memory.main.reflow_delta_rows"
+EMPTY_SNAPSHOT = "memory.main.reflow_empty_snapshot"
+KEY = "__key"
+# keys in natural order where it is cheap: numbers as numbers (1, 2, 10), then the rest as text
+# (a full natural sort, splitting digit runs, cost 6x the sort at 10M keys)
+KEY_ORDER = "ORDER BY try_cast(__k AS HUGEINT) NULLS LAST, __k"
 ISO = "%Y-%m-%dT%H:%M:%S.%gZ"
 NESTED = ("STRUCT", "MAP", "UNION", "JSON")
 
@@ -52,7 +63,9 @@ class DeltaRow:
     new_row_json: str | None
     old_row: dict[str, Any] | None
     old_row_json: str | None
-    changed: tuple[str, ...] = ()        # changed model columns (changed rows only)
+    changed: tuple[str, ...] = ()        # changed fields (changed rows only)
+    uncertain: bool = False              # an old value is UNKNOWN (a send without a usable answer)
+    replaces: dict[str, Any] | None = None   # the removed row this one takes the destination object of
 
 
 def quote(name: str) -> str:
@@ -131,19 +144,24 @@ def key_expr(primary_key: Sequence[str]) -> str:
 
 
 def hash_expr(columns: Sequence[Column]) -> str:
-    """Row hash over the columns in name order (reordering columns is no change)."""
+    """Row hash over the names and values of the columns in name order (reordering columns is no
+    change; renaming one, adding or dropping one is, whatever the values)."""
     ordered = sorted(columns, key=lambda c: c.name)
-    return "hash(" + ", ".join([f"'{len(ordered)}'"] + [hashable(c) for c in ordered]) + ")"
+    names = sql_str(json.dumps([c.name for c in ordered], ensure_ascii=False))
+    return "hash(" + ", ".join([names] + [hashable(c) for c in ordered]) + ")"
 
 
-def check_keys(con: duckdb.DuckDBPyConnection, relation: str, primary_key: Sequence[str], *,
-               sync: str) -> int:
-    """Count rows; stop with samples when a primary key is null or duplicated."""
-    key = key_expr(primary_key)
+def projected(relation: str, fields: Sequence[tuple[str, str]], primary_key: Sequence[str]) -> str:
+    """The model read through a projection: `__key`, then each field from its model column."""
+    cols = "".join(f", m.{quote(column)} AS {quote(field)}" for field, column in fields)
+    return f"(SELECT {key_expr(primary_key)} AS {KEY}{cols} FROM {relation} AS m)"
+
+
+def check_keys(con: duckdb.DuckDBPyConnection, relation: str, key_label: str, *, sync: str) -> int:
+    """Count the rows of a projected relation; stop with samples when its key is null or duplicated."""
     try:
         total, nulls, distinct = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE k IS NULL), count(DISTINCT k) "
-            f"FROM (SELECT {key} AS k FROM {relation} AS m)"
+            f"SELECT count(*), count(*) FILTER (WHERE {KEY} IS NULL), count(DISTINCT {KEY}) FROM {relation} AS m"
         ).fetchone() or (0, 0, 0)
     except duckdb.Error as exc:
         raise WarehouseError(f"sync '{sync}': model query failed: {_first_line(exc)}") from exc
@@ -151,27 +169,60 @@ def check_keys(con: duckdb.DuckDBPyConnection, relation: str, primary_key: Seque
     if not nulls and not duplicates:
         return int(total)
     problems = []
-    pk = ", ".join(primary_key)
     if nulls:
-        problems.append(f"{nulls} row(s) have a null primary key ({pk})")
+        problems.append(f"{nulls} row(s) have a null primary key ({key_label})")
     if duplicates:
         sample = con.execute(
-            f"SELECT k, count(*) AS n FROM (SELECT {key} AS k FROM {relation} AS m) WHERE k IS NOT NULL "
+            f"SELECT {KEY} AS k, count(*) AS n FROM {relation} AS m WHERE {KEY} IS NOT NULL "
             f"GROUP BY k HAVING n > 1 ORDER BY n DESC, k LIMIT 10"
         ).fetchall()
         shown = ", ".join(f"{k!r} ×{n}" for k, n in sample)
-        problems.append(f"{duplicates} duplicate primary key value(s) ({pk}); e.g. {shown}")
+        problems.append(f"{duplicates} duplicate primary key value(s) ({key_label}); e.g. {shown}")
     raise KeyCheckError(
         f"sync '{sync}': " + "; ".join(problems)
         + ". Nothing was sent. Fix the model so that its primary key is unique and not null."
     )
 
 
+def check_identity(con: duckdb.DuckDBPyConnection, relation: str, fields: Sequence[str], *, sync: str,
+                   what: str) -> None:
+    """Two live rows must not address one destination object (e.g. two keys, one external_id): their
+    sends would race. Stops the sync with examples."""
+    ident = ", ".join(quote(f) for f in fields)
+    not_null = " AND ".join(f"{quote(f)} IS NOT NULL" for f in fields)
+    try:
+        found = con.execute(
+            f"""SELECT to_json([{ident}])::VARCHAR AS v, count(*) AS n, list({KEY} ORDER BY {KEY})[1:3]
+                FROM {relation} AS m WHERE {not_null} GROUP BY ALL HAVING count(*) > 1
+                ORDER BY n DESC, v LIMIT 5""").fetchall()
+    except duckdb.Error as exc:
+        raise WarehouseError(f"sync '{sync}': model query failed: {_first_line(exc)}") from exc
+    if not found:
+        return
+    names = ", ".join(fields)
+    shown = "; ".join(f"{names} {_show_values(v)}: keys {', '.join(map(str, keys))}"
+                      + (f" and {n - len(keys)} more" if n > len(keys) else "") for v, n, keys in found)
+    raise PlanError(f"sync '{sync}': model rows with different keys address the same {what} ({shown}); their "
+                    "sends would race. Nothing was sent for this sync. Make the model return one row per "
+                    f"{names}, or use it as the primary key.")
+
+
+def _show_values(text: str) -> str:
+    values = json.loads(text)
+    return ", ".join(repr(v) for v in values)
+
+
+def empty_snapshot(con: duckdb.DuckDBPyConnection) -> str:
+    """An empty snapshot to diff against when a sync starts over (a new destination)."""
+    con.execute(f"CREATE OR REPLACE TABLE {EMPTY_SNAPSHOT} (key VARCHAR, row_hash UBIGINT, row_json VARCHAR)")
+    return EMPTY_SNAPSHOT
+
+
 def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[Column],
-                  primary_key: Sequence[str], snapshot: str, *, sync: str,
-                  include_removed: bool = True) -> DeltaCounts:
+                  key_label: str, snapshot: str, *, sync: str, include_removed: bool = True) -> DeltaCounts:
     """Phase 1: keep only keys that are new, gone, or whose hash differs (with the snapshot row's
-    rowid, so phase 2 fetches old rows without scanning the snapshot again).
+    rowid, so phase 2 fetches old rows without scanning the snapshot again). `relation` is a
+    projected relation (`projected`): `__key` and one column per field, described by `columns`.
 
     Append-only syncs (events, purchases) pass include_removed=False: a sent event that leaves
     the model is history, not a removal; its key stays in the snapshot so it is never re-sent.
@@ -181,7 +232,7 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     number exactly the snapshot's matched keys (all but the removed ones), and the added keys must
     be distinct and not null; only a mismatch runs the full check, which names the keys."""
     if not include_removed:
-        total = check_keys(con, relation, primary_key, sync=sync)
+        total = check_keys(con, relation, key_label, sync=sync)
     else:
         try:
             row = con.execute(f"SELECT count(*) FROM {relation} AS m").fetchone()
@@ -200,7 +251,7 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
             CREATE TABLE {DELTA} AS
             SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN n.__key IS NULL THEN 'removed' ELSE 'changed' END AS __op,
                    coalesce(n.__key, s.key) AS __k, n.__hash, s.__rid{cols}
-            FROM (SELECT {key_expr(primary_key)} AS __key, {hash_expr(columns)} AS __hash, m.*
+            FROM (SELECT {KEY}, {hash_expr(columns)} AS __hash, m.* EXCLUDE ({KEY})
                   FROM {relation} AS m) AS n
             FULL JOIN (SELECT key, row_hash, rowid AS __rid FROM {snapshot}) AS s ON n.__key = s.key
             WHERE n.__hash IS DISTINCT FROM s.row_hash{removed_filter}""")
@@ -213,7 +264,7 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     added, candidates, removed, null_keys, distinct_added, snapshot_rows = (int(x) for x in row)
     if include_removed and (null_keys or distinct_added != added - null_keys
                             or total - added != snapshot_rows - removed):
-        check_keys(con, relation, primary_key, sync=sync)      # raises, naming the keys
+        check_keys(con, relation, key_label, sync=sync)        # raises, naming the keys
     return DeltaCounts(total=total, added=added, candidates=candidates, removed=removed)
 
 
@@ -232,7 +283,9 @@ def _optimizer_disabled(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[N
 def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snapshot: str,
                  old_columns: Sequence[str] = ()) -> int:
     """Phase 2: join the delta to the old full rows; render new rows as JSON; list the changed
-    columns (a column added to or dropped from the model counts as changed); number rows by key.
+    fields (`old_columns`: fields the snapshot holds that the projection dropped, compared as null);
+    number rows by key. `__uncertain` marks changed rows with an UNKNOWN old value; `__replaces` and
+    `__collapsed` start empty (see `collapse`).
     `__old_kept` is what a plan keeps of the old row: the old values of the changed fields of a
     changed row, the whole old row of a removed one.
 
@@ -252,6 +305,8 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
              f"CASE WHEN d.__op = 'changed' THEN json_extract(s.row_json, [{paths}]) END AS __oj") if n else \
         "NULL::VARCHAR[] AS __nv, NULL::JSON[] AS __oj"
     names_list = f"([{', '.join(sql_str(c) for c in compared)}]::VARCHAR[])"
+    unknown = (f"list_contains(list_transform(__oj, lambda x: json_extract_string(x, '$')), {sql_str(UNKNOWN)})"
+               if n else "false")
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")
     con.execute(
         f"""CREATE TABLE {ROWS} AS
@@ -262,14 +317,17 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
                         lambda i: to_json({names_list}[i])::VARCHAR || ':' || coalesce(__oj[i]::VARCHAR, 'null')), ',')
                         || '}}'
                     WHEN __op = 'removed' THEN __old_row END AS __old_kept,
+               coalesce(__op = 'changed' AND {unknown}, false) AS __uncertain,
+               NULL::VARCHAR AS __replaces, false AS __collapsed,
                * EXCLUDE (__k, __op, __hash, __rid, __nv, __oj, __ci, __new_row, __old_row)
         FROM (SELECT *, CASE WHEN __op = 'changed' THEN list_filter(range(1, {n + 1}),
                           lambda i: __nv[i] <> coalesce(__oj[i]::VARCHAR, 'null')) END AS __ci
               FROM (SELECT d.*, {new_row} AS __new_row, s.row_json AS __old_row, {pairs}
                     FROM {DELTA} AS d LEFT JOIN {snapshot} AS s ON s.rowid = d.__rid)) AS x
         -- numbered in key order by sorting the keys alone (a window over the wide rows costs more),
-        -- stored in that order so that plan rows are written in seq order
-        JOIN (SELECT __k AS __ok, row_number() OVER (ORDER BY __k) AS __rn FROM {DELTA}) AS o ON o.__ok = x.__k
+        -- stored in that order so that plan rows are written in seq order; numeric keys in numeric
+        -- order (1, 2, 10), the others as text
+        JOIN (SELECT __k AS __ok, row_number() OVER ({KEY_ORDER}) AS __rn FROM {DELTA}) AS o ON o.__ok = x.__k
         ORDER BY o.__rn"""
     )
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
@@ -282,19 +340,44 @@ def stream_rows(con: duckdb.DuckDBPyConnection, count: int, *, where: str = "tru
     """Delta rows matching `where`, in key order, `chunk` at a time (never the whole delta in Python)."""
     for start in range(1, count + 1, chunk):
         rows = con.execute(
-            f"SELECT __rn, __key, __op, __hash, __new_row, __old_row, __changed FROM {ROWS} AS r "
-            f"WHERE __rn >= ? AND __rn < ? AND ({where}) ORDER BY __rn",
+            f"SELECT __rn, __key, __op, __hash, __new_row, __old_row, __changed, __uncertain, __replaces "
+            f"FROM {ROWS} AS r WHERE __rn >= ? AND __rn < ? AND ({where}) ORDER BY __rn",
             [start, start + chunk],
         ).fetchall()
         yield [
             DeltaRow(rn=r[0], key=r[1], op=r[2], new_hash=r[3],
                      new_row=json.loads(r[4]) if r[4] is not None else None, new_row_json=r[4],
                      old_row=json.loads(r[5]) if r[5] is not None else None, old_row_json=r[5],
-                     changed=tuple(r[6] or ()))
+                     changed=tuple(r[6] or ()), uncertain=bool(r[7]),
+                     replaces=json.loads(r[8]) if r[8] is not None else None)
             for r in rows
         ]
 
 
+def collapse(con: duckdb.DuckDBPyConnection, identity: Sequence[str]) -> int:
+    """One destination object per plan row: a removed row whose old identity (e.g. its external_id) is
+    the new identity of a live delta row addresses the same object, so its removal is not sent
+    (`__collapsed`) and the live row takes the object over (`__replaces`: the removed row's old values).
+    Returns how many removals collapsed."""
+    if not identity:
+        return 0
+    same = " AND ".join(f"coalesce(to_json(l.{quote(f)})::VARCHAR, 'null') = "
+                        f"coalesce(json_extract(r.__old_row, {json_path(f)})::VARCHAR, 'null')" for f in identity)
+    not_null = " AND ".join(f"l.{quote(f)} IS NOT NULL" for f in identity)
+    con.execute(f"""CREATE OR REPLACE TABLE {PAIRS_TABLE} AS
+        SELECT r.__rn AS removed_rn, any_value(l.__rn) AS live_rn, any_value(r.__old_row) AS old_row
+        FROM {ROWS} AS r JOIN {ROWS} AS l ON r.__op = 'removed' AND l.__op <> 'removed' AND {not_null} AND {same}
+        GROUP BY r.__rn""")
+    row = con.execute(f"SELECT count(*) FROM {PAIRS_TABLE}").fetchone()
+    n = int(row[0]) if row else 0
+    if n:
+        con.execute(f"UPDATE {ROWS} SET __collapsed = true WHERE __rn IN (SELECT removed_rn FROM {PAIRS_TABLE})")
+        con.execute(f"UPDATE {ROWS} AS x SET __replaces = p.old_row FROM {PAIRS_TABLE} AS p WHERE x.__rn = p.live_rn")
+    con.execute(f"DROP TABLE IF EXISTS {PAIRS_TABLE}")
+    return n
+
+
+PAIRS_TABLE = "memory.main.reflow_collapsed_pairs"
 MARKED_TABLE = "memory.main.reflow_marked_rows"
 MARKED = f"__rn IN (SELECT __rn FROM {MARKED_TABLE})"
 
@@ -318,7 +401,7 @@ def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, syn
 
 
 def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
-    for table in (DELTA, ROWS, MARKED_TABLE):
+    for table in (DELTA, ROWS, MARKED_TABLE, EMPTY_SNAPSHOT, PAIRS_TABLE):
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 

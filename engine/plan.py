@@ -49,10 +49,36 @@ class GuardResult:
 
 @dataclass(frozen=True)
 class FieldStat:
-    field: str
+    field: str                                          # the destination's name (Braze attribute, …)
     rows: int
     nulled: int
     samples: tuple[tuple[str, Any, Any], ...] = ()     # (key, old, new)
+    column: str | None = None                           # the model column it reads
+    type_changes: int = 0                               # rows whose JSON type changed (number → string, …)
+    type_sample: tuple[str, str, str, Any, Any] | None = None   # (key, old type, new type, old, new)
+
+    def to_row(self) -> list[Any]:
+        return [self.field, self.rows, self.nulled, [list(x) for x in self.samples], self.column,
+                self.type_changes, list(self.type_sample) if self.type_sample else None]
+
+    @classmethod
+    def from_row(cls, row: list[Any]) -> FieldStat:
+        extra = row[4:] + [None, 0, None][len(row) - 4:]
+        sample = tuple(extra[2]) if extra[2] else None
+        return cls(row[0], row[1], row[2], tuple(tuple(x) for x in row[3]), extra[0], int(extra[1] or 0),
+                   sample)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SyncFailure:
+    """A sync that could not be planned, and why (the other syncs of the plan are unaffected)."""
+
+    sync: str
+    message: str
+    exit_code: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sync": self.sync, "message": self.message, "exit_code": self.exit_code}
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,13 @@ class SyncPlan:
     seq_max: int = -1
     first_run: bool = False
     notes: tuple[str, ...] = ()
+    identity: dict[str, str] = field(default_factory=dict)    # where the rows go (see destinations.base)
+    restart: str | None = None                  # the destination changed: what did; the sync starts over
+    unmapped: tuple[tuple[str, int], ...] = ()  # fields no longer mapped: (field, rows holding a value)
+    on_unmapped: str = "keep"                   # keep | unset
+    append_only: bool = False
+    columns: tuple[tuple[str, str], ...] = ()   # the fields this plan's rows hold, with their model types
+    identity_fields: tuple[str, ...] = ()       # fields naming the destination object of a row
 
     @property
     def blocked(self) -> tuple[GuardResult, ...]:
@@ -88,7 +121,8 @@ class SyncPlan:
     @property
     def has_changes(self) -> bool:
         c = self.counts
-        return bool(c.added or c.changed or c.removed or c.retry or c.invalid)
+        return bool(c.added or c.changed or c.removed or c.retry or c.invalid or self.restart
+                    or (self.unmapped and self.on_unmapped == "unset"))
 
     def counts_json(self) -> str:
         return json.dumps(asdict(self.counts))
@@ -105,9 +139,15 @@ class SyncPlan:
             "requests": self.total_requests, "requests_by_endpoint": dict(self.requests),
             "data_points": self.data_points, "estimated_seconds": round(self.seconds, 3),
             "first_run": self.first_run,
-            "fields": [{"field": f.field, "rows": f.rows, "nulled": f.nulled,
+            "fields": [{"field": f.field, "column": f.column, "rows": f.rows, "nulled": f.nulled,
+                        "type_changes": f.type_changes,
+                        "type_sample": (dict(zip(("key", "old_type", "new_type", "old", "new"), f.type_sample,
+                                                 strict=True)) if f.type_sample else None),
                         "samples": [{"key": k, "old": old, "new": new} for k, old, new in f.samples]}
                        for f in self.fields],
+            "destination": dict(self.identity),
+            "restart": self.restart,
+            "unmapped": [{"field": f, "rows_with_value": n, "action": self.on_unmapped} for f, n in self.unmapped],
             "guards": [asdict(g) for g in self.guards],
             "blocked": bool(self.blocked),
             "samples": {op: list(rows) for op, rows in self.samples.items()},
@@ -123,6 +163,9 @@ class SyncPlan:
             "model": self.model, "object": self.object, "connection": self.connection,
             "samples": self.samples, "invalid_samples": [list(s) for s in self.invalid_samples],
             "snapshot_rows": self.snapshot_rows, "first_run": self.first_run, "notes": list(self.notes),
+            "restart": self.restart, "unmapped": [list(u) for u in self.unmapped], "on_unmapped": self.on_unmapped,
+            "append_only": self.append_only, "columns": [list(c) for c in self.columns],
+            "identity_fields": list(self.identity_fields),
         }, default=str)
 
 
@@ -132,6 +175,7 @@ class Plan:
     created_at: datetime
     syncs: tuple[SyncPlan, ...] = field(default_factory=tuple)
     status: str = "planned"
+    failed: tuple[SyncFailure, ...] = ()        # syncs that could not be planned
 
     @property
     def has_changes(self) -> bool:
@@ -151,6 +195,7 @@ class Plan:
             "status": self.status,
             "has_changes": self.has_changes,
             "blocked": [{"sync": name, "guard": g.name} for name, g in self.blocked],
+            "failed": [f.to_json() for f in self.failed],
             "totals": {
                 key: sum(s[key] for s in syncs)
                 for key in ("added", "changed", "removed", "unchanged", "retry", "invalid", "requests",

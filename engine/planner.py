@@ -1,27 +1,44 @@
-"""Building plans (no network): render → run the model → diff → payloads → saved plan."""
+"""Building plans (no network): render → run the model → project → diff → payloads → saved plan.
+
+Each sync is planned on its own: one that fails (a missing column, bad keys, a SQL error) is listed
+in the plan with its reason and the others are planned as usual.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from engine import diff
-from engine.destinations.base import Destination, Invalid, PlanRow, Skip, SqlItems
+from engine.destinations.base import Destination, Invalid, PlanRow, Projection, Skip, SqlItems
 from engine.diff import ROWS
-from engine.errors import PlanError
-from engine.plan import BASELINE, INVALID, REHASH, SEND, SKIP, Counts, FieldStat, GuardResult, Plan, SyncPlan
+from engine.errors import PlanError, ReflowError
+from engine.plan import (
+    BASELINE,
+    INVALID,
+    REHASH,
+    SEND,
+    SKIP,
+    Counts,
+    FieldStat,
+    GuardResult,
+    Plan,
+    SyncFailure,
+    SyncPlan,
+)
 from engine.project import Project
-from engine.specs import SyncSpec
-from engine.state import DB, State, new_id, now
+from engine.specs import SyncSpec, check_columns
+from engine.state import DB, UNKNOWN, State, new_id, now
 from engine.warehouse.base import Warehouse
 
 DestinationFor = Callable[[SyncSpec], Destination]
 Progress = Callable[[str, int, int], None]
 
+UNKNOWN_SHOWN = "(unknown: sent without an answer)"
 SAMPLES_PER_OP = 3
 SAMPLES_PER_FIELD = 3
 INVALID_SAMPLES = 20
@@ -31,12 +48,18 @@ INVALID_SAMPLES = 20
 class RenderedSync:
     sync: SyncSpec
     sql: str
+    definition: str = ""       # the warehouse's account of the model's definition (dbt: node checksums)
 
 
-def fingerprint(project: Project, sync: SyncSpec, sql: str) -> str:
+def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = "",
+                identity: Mapping[str, str] | None = None) -> str:
+    """What determines a plan's rows besides the data: the spec, the rendered SQL, the model's definition
+    in the warehouse (dbt nodes and their upstream nodes), the connection's settings and where the rows
+    go. A plan whose fingerprint no longer matches is refused by `apply`."""
     conn = project.connections.get(sync.destination.connection)
     settings = {k: v for k, v in (vars(conn).items() if conn else []) if k not in ("api_key_template",)}
-    blob = json.dumps({"spec": sync.raw, "sql": sql, "connection": settings}, sort_keys=True, default=str)
+    blob = json.dumps({"spec": sync.raw, "sql": sql, "definition": definition, "connection": settings,
+                       "identity": dict(identity or {})}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -45,31 +68,52 @@ def render_sync(project: Project, sync: SyncSpec, warehouse: Warehouse) -> Rende
 
     model = render_model(project, sync.model, relation_for=warehouse.relation_for,
                          source_for=warehouse.source_for)
-    return RenderedSync(sync, model.sql)
+    return RenderedSync(sync, model.sql, warehouse.definition(project, sync))
+
+
+def current_fingerprint(project: Project, sync: SyncSpec, warehouse: Warehouse, destination: Destination) -> str:
+    """The fingerprint a plan of `sync` made now would carry (what `apply` compares with the plan's)."""
+    rendered = render_sync(project, sync, warehouse)
+    return fingerprint(project, sync, rendered.sql, rendered.definition, destination_identity(sync, destination))
+
+
+def destination_identity(sync: SyncSpec, destination: Destination) -> dict[str, str]:
+    """Where a sync's rows go, as recorded with its snapshot: the destination's identity and the key."""
+    return {**dict(destination.identity()), "primary key": ", ".join(sync.primary_key)}
 
 
 def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, warehouse: Warehouse,
                destination_for: DestinationFor, *, progress: Progress | None = None) -> Plan:
     plan_id = new_id("plan")
     created = now()
-    rendered = [render_sync(project, s, warehouse) for s in syncs]
-    results = []
-    for r in rendered:
-        results.append(_plan_one(project, r, state, warehouse, destination_for(r.sync), plan_id, progress))
-    plan = Plan(plan_id=plan_id, created_at=created, syncs=tuple(results))
+    results: list[SyncPlan] = []
+    failed: list[SyncFailure] = []
+    for sync in syncs:
+        try:
+            rendered = render_sync(project, sync, warehouse)
+            results.append(_plan_one(project, rendered, state, warehouse, destination_for(sync), plan_id,
+                                     progress))
+        except ReflowError as exc:         # this sync's own failure: the others are planned as usual
+            diff.drop_scratch(state.con)
+            failed.append(SyncFailure(sync.name, exc.message, exc.exit_code))
+    plan = Plan(plan_id=plan_id, created_at=created, syncs=tuple(results), failed=tuple(failed))
     con = state.con
     con.execute("BEGIN")
     con.execute(f"UPDATE {DB}.plans SET status = 'superseded' WHERE status = 'planned'")
-    con.execute(f"INSERT INTO {DB}.plans VALUES (?, ?, 'planned', ?, NULL)", [plan_id, created, "reflow"])
+    con.execute(f"INSERT INTO {DB}.plans (plan_id, created_at, status, created_by) VALUES (?, ?, 'planned', ?)",
+                [plan_id, created, "reflow"])
     for s in results:
         con.execute(
-            f"INSERT INTO {DB}.plan_syncs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {DB}.plan_syncs (plan_id, sync, snapshot_version, fingerprint, counts, estimate, guards, "
+            "fields, info, seq_min, seq_max, identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [plan_id, s.name, s.snapshot_version, s.fingerprint, s.counts_json(),
              json.dumps({"requests": s.requests, "data_points": s.data_points, "seconds": s.seconds}),
-             json.dumps([g.__dict__ for g in s.guards]),
-             json.dumps([[f.field, f.rows, f.nulled, [list(x) for x in f.samples]] for f in s.fields], default=str),
-             s.info_json(), s.seq_min, s.seq_max],
+             json.dumps([g.__dict__ for g in s.guards]), json.dumps([f.to_row() for f in s.fields], default=str),
+             s.info_json(), s.seq_min, s.seq_max, json.dumps(s.identity, sort_keys=True)],
         )
+    if failed:
+        con.execute(f"UPDATE {DB}.plans SET failed = ? WHERE plan_id = ?",
+                    [json.dumps([f.to_json() for f in failed]), plan_id])
     con.execute("COMMIT")
     state.prune_plans()
     return plan
@@ -81,33 +125,45 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     con = state.con
     relation = warehouse.relation(con, rendered.sql, model=sync.model)
     columns = diff.describe(con, relation, model=sync.model)
-    names = {c.name for c in columns}
-    missing = [k for k in sync.primary_key if k not in names]
-    if missing:
-        loc = sync.where("primary_key")
-        raise PlanError(f"{loc.file}:{loc.line}:{loc.col}: primary_key: column(s) {', '.join(missing)} not "
-                        f"returned by model '{sync.model}' (it returns {', '.join(sorted(names))})")
-    reserved = sorted(n for n in names if n.startswith("__"))
+    types = {c.name: c.type for c in columns}
+    check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
+    projection = destination.project(list(types))
+    fields = [diff.Column(f, types[c]) for f, c in projection.fields]
+    reserved = sorted(f for f in projection.names if f.startswith("__"))
     if reserved:
-        raise PlanError(f"model '{sync.model}' returns column(s) {', '.join(reserved)}: names starting with "
-                        "'__' are reserved by Reflow; rename them in the model")
+        raise PlanError(f"sync '{sync.name}': field(s) {', '.join(reserved)}: names starting with '__' are "
+                        "reserved by Reflow; rename them in the model or in destination.fields")
+    identity = destination_identity(sync, destination)
 
     st = state.ensure_sync(sync.name)
+    state.convert_legacy(sync.name, projection.fields, types, identity)   # a schema-2 snapshot, once
     state.invalidate_hashes_if_needed(sync.name)
+    st = state.sync(sync.name) or st
+    restart = describe_restart(st.identity, identity) if st.identity is not None else None
     snapshot_rows = state.snapshot_rows(sync.name)
-    first_run = st.version == 0 and snapshot_rows == 0
+    snapshot = diff.empty_snapshot(con) if restart else st.table
+    first_run = restart is not None or (st.version == 0 and snapshot_rows == 0)
     baseline = first_run and sync.first_run == "baseline"
     caps = destination.capabilities
-    counts = diff.compute_delta(con, relation, columns, sync.primary_key, st.table, sync=sync.name,
+    source = diff.projected(relation, projection.fields, sync.primary_key)
+    counts = diff.compute_delta(con, source, fields, ", ".join(sync.primary_key), snapshot, sync=sync.name,
                                 include_removed=not caps.append_only)
-    n = diff.prepare_rows(con, columns, st.table, [c for c, _ in st.columns])
+    keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
+    if projection.identity and not keyed_by_identity:
+        diff.check_identity(con, source, projection.identity, sync=sync.name, what=_object_word(sync))
+    names = set(projection.names)
+    unmapped = [] if restart else [f for f, _ in st.columns if f not in names]
+    on_unmapped = sync.destination.on_unmapped
+    n = diff.prepare_rows(con, fields, snapshot, unmapped if on_unmapped == "unset" else [])
+    collapsed = 0 if keyed_by_identity else diff.collapse(con, projection.identity)
     seq_min = state.next_seq()
-    rows = PlanRows(con, plan_id, sync.name, seq_min)
+    rows = PlanRows(con, plan_id, sync.name, seq_min, projection, unmapped if on_unmapped == "unset" else [])
     if baseline:
         # first_run: baseline records every row as sent without building payloads: all in SQL
         diff.write_baseline(con, f"{DB}.plan_rows", plan_id, sync.name, seq_min, BASELINE)
     else:
-        rows.write_sql(sync.name, n, getattr(destination, "sql_items", lambda cols: None)(columns))
+        fast = destination.sql_items(fields) if hasattr(destination, "sql_items") else None
+        rows.write_sql(sync.name, n, fast)
         done = 0
         left = diff.mark_rows(con, rows.python_rows)      # rows that need the Python path, numbered once
         for chunk in diff.stream_rows(con, n if left else 0, where=diff.MARKED):
@@ -116,20 +172,63 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
             if progress:
                 progress(sync.name, done, left)
     diff.drop_scratch(con)
-    state.set_columns(sync.name, [(c.name, c.type) for c in columns])
+    kept = _unmapped_counts(state, st.table, unmapped) if unmapped else ()
+    context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept,
+                          on_unmapped=on_unmapped, collapsed=collapsed,
+                          columns=tuple((f.name, f.type) for f in fields),
+                          fingerprint=fingerprint(project, sync, rendered.sql, rendered.definition, identity))
     return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
-                          baseline, seq_min + n - 1)
+                          baseline, seq_min + n - 1, context)
+
+
+@dataclass(frozen=True)
+class SyncContext:
+    """What the planner learnt about a sync besides its rows (carried into its SyncPlan)."""
+
+    identity: dict[str, str]
+    restart: str | None
+    projection: Projection
+    unmapped: tuple[tuple[str, int], ...]
+    on_unmapped: str
+    collapsed: int
+    columns: tuple[tuple[str, str], ...]
+    fingerprint: str
+
+
+def describe_restart(old: Mapping[str, str], new: Mapping[str, str]) -> str | None:
+    """One line naming what changed about where a sync's rows go, or None when nothing did."""
+    changes = [f"{k} {old.get(k, '(none)')} → {new.get(k, '(none)')}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
+    if not changes:
+        return None
+    return f"destination changed: {'; '.join(changes)}; the sync starts again"
+
+
+def _object_word(sync: SyncSpec) -> str:
+    return {"catalog_items": "catalog item", "subscription_groups": "subscription state of a user"}.get(
+        sync.destination.object, "Braze user")
+
+
+def _unmapped_counts(state: State, table: str, unmapped: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """Per field no longer mapped: how many snapshot rows hold a value for it (Braze keeps them)."""
+    parts = ", ".join(f"count(*) FILTER (WHERE coalesce(json_extract({('row_json')}, {diff.json_path(f)})::VARCHAR, "
+                      f"'null') <> 'null')" for f in unmapped)
+    row = state.con.execute(f"SELECT {parts} FROM {table}").fetchone() or (0,) * len(unmapped)
+    return tuple((f, int(c)) for f, c in zip(unmapped, row, strict=True))
 
 
 class PlanRows:
     """Writes one sync's plan rows (SQL fast path first, then Python for the rest) and summarises
     them with SQL, so a plan of millions of rows never sits in Python."""
 
-    def __init__(self, con: Any, plan_id: str, sync: str, seq_min: int) -> None:
+    def __init__(self, con: Any, plan_id: str, sync: str, seq_min: int,
+                 projection: Projection | None = None, unset_unmapped: Sequence[str] = ()) -> None:
         self.con = con
         self.plan_id = plan_id
         self.sync = sync
         self.seq_min = seq_min
+        self.projection = projection or Projection(fields=())
+        self.unset_unmapped = frozenset(unset_unmapped)
         self.python_rows = "true"
 
     def _pending(self) -> str:
@@ -145,11 +244,21 @@ class PlanRows:
         rehash = "r.__op = 'changed' AND len(r.__changed) = 0"
         self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
             status=f"'{REHASH}'", channel="NULL", item="NULL", points="0", reason="NULL", where=rehash), params)
+        self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
+            status=f"'{SKIP}'", channel="NULL", item="NULL", points="0", where="r.__collapsed",
+            reason=diff.sql_str("another key of the model addresses the same destination object; "
+                                "that row's values are sent instead of this removal")), params)
         if fast is not None:
+            # rows that take a destination object over, change what names it, unset unmapped fields or
+            # have unknown old values are the Python path's
+            special = ["r.__collapsed", "r.__replaces IS NOT NULL", "r.__uncertain"]
+            for names in (self.projection.identity, sorted(self.unset_unmapped)):
+                if names:
+                    special.append(f"list_has_any(r.__changed, [{', '.join(diff.sql_str(f) for f in names)}])")
             self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
                 status=f"'{SEND}'", channel=diff.sql_str(fast.channel), item=f"({fast.item})",
-                points=f"({fast.data_points})", reason="NULL", where=f"NOT ({rehash}) AND ({fast.eligible})"),
-                params)
+                points=f"({fast.data_points})", reason="NULL",
+                where=f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})"), params)
         # the rest: delta rows not written yet (an anti-join, cheaper than evaluating `eligible` again)
         self.python_rows = (f"r.__rn NOT IN (SELECT seq - {int(self.seq_min)} + 1 FROM {DB}.plan_rows "
                             f"WHERE plan_id = {diff.sql_str(self.plan_id)} AND sync = {diff.sql_str(sync)} "
@@ -161,9 +270,10 @@ class PlanRows:
         for row in chunk:
             old = row.old_row or {}
             values = old if row.op == "removed" else (row.new_row or {})
-            result = destination.prepare(PlanRow(key=row.key, op=row.op, values=values,
-                                                 old_values=old if row.op == "changed" else None,
-                                                 changed=row.changed))
+            result = destination.prepare(PlanRow(
+                key=row.key, op=row.op, values=values, old_values=old if row.op == "changed" else None,
+                changed=row.changed, unmapped=tuple(f for f in row.changed if f in self.unset_unmapped),
+                replaces=row.replaces, uncertain=row.uncertain))
             if isinstance(result, Invalid):
                 status, item, reason = INVALID, None, result.reason
             elif isinstance(result, Skip):
@@ -187,10 +297,15 @@ class PlanRows:
 
     def summarise(self, project: Project, rendered: RenderedSync, destination: Destination,
                   delta: diff.DeltaCounts, version: int, snapshot_rows: int, first_run: bool, baseline: bool,
-                  seq_max: int) -> SyncPlan:
+                  seq_max: int, context: SyncContext) -> SyncPlan:
         sync = rendered.sync
         where, params = self._where()
         live = f"status NOT IN ('{INVALID}', '{REHASH}')"
+        sent = f"NOT retry AND status = '{SEND}'"
+        unsets = (f"list_has_any(changed, [{', '.join(diff.sql_str(f) for f in sorted(self.unset_unmapped))}])"
+                  if self.unset_unmapped else "false")
+        moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(diff.sql_str(f) for f in self.projection.identity)}])"
+                 if self.projection.identity else "false")
         row = self.con.execute(
             f"""SELECT count(*) FILTER (WHERE op = 'added' AND NOT retry AND {live}),
                        count(*) FILTER (WHERE op = 'changed' AND NOT retry AND {live}),
@@ -199,9 +314,14 @@ class PlanRows:
                        count(*) FILTER (WHERE status = '{INVALID}'),
                        count(*) FILTER (WHERE status IN ('{SKIP}', '{BASELINE}')),
                        count(*) FILTER (WHERE status = '{BASELINE}'),
-                       count(*) FILTER (WHERE status = '{REHASH}')
-                FROM {DB}.plan_rows WHERE {where}""", params).fetchone() or (0,) * 8
-        added, changed, removed, retry, invalid, not_sent, baselined, rehash = (int(x) for x in row)
+                       count(*) FILTER (WHERE status = '{REHASH}'),
+                       count(*) FILTER (WHERE op = 'added' AND {sent}),
+                       count(*) FILTER (WHERE op = 'changed' AND {sent} AND NOT ({unsets})),
+                       count(*) FILTER (WHERE (op = 'removed' OR ({unsets})) AND {sent}),
+                       count(*) FILTER (WHERE {moved} AND status = '{SEND}')
+                FROM {DB}.plan_rows WHERE {where}""", params).fetchone() or (0,) * 12
+        (added, changed, removed, retry, invalid, not_sent, baselined, rehash,
+         added_sent, changed_sent, removed_sent, moved_rows) = (int(x) for x in row)
         unchanged = delta.total - (delta.added + delta.candidates - rehash)
         counts = Counts(total=delta.total, added=added, changed=changed, removed=removed, unchanged=unchanged,
                         retry=retry, invalid=invalid, not_sent=not_sent, baseline=baselined)
@@ -210,13 +330,22 @@ class PlanRows:
             f"WHERE {where} AND status = '{SEND}' GROUP BY channel ORDER BY channel", params).fetchall()
         estimate = destination.estimate({ch: (int(c), int(dp)) for ch, c, dp in channels})
         caps = destination.capabilities
-        guards = evaluate_guards(sync, counts, snapshot_rows, estimate.data_points, caps.append_only)
-        notes = []
+        # guards count what is sent: rows recorded without sending never trip one
+        sending = Counts(added=added_sent, changed=changed_sent, removed=removed_sent)
+        guards = evaluate_guards(sync, sending, snapshot_rows, estimate.data_points, caps.append_only)
+        notes = [context.restart] if context.restart else []
         if baseline:
             notes.append("first run with first_run: baseline: rows are recorded as sent, nothing is sent")
         if caps.append_only and changed:
             notes.append(f"{changed} already-sent row(s) changed; {sync.destination.object} are append-only, "
                          "changes are reported, not re-sent")
+        if context.collapsed:
+            notes.append(f"{context.collapsed} removed row(s) address the same {_object_word(sync)} as another "
+                         "row of the model: the removal is not sent, that row's values are")
+        if moved_rows:
+            fields = ", ".join(self.projection.identity)
+            notes.append(f"{moved_rows} row(s) now have another {fields}: each is sent in full to its new "
+                         f"{fields}; what the old one holds in Braze is left as it is")
         invalid_samples = tuple((k, r) for k, r in self.con.execute(
             f"SELECT key, reason FROM {DB}.plan_rows WHERE {where} AND status = '{INVALID}' ORDER BY seq "
             f"LIMIT {INVALID_SAMPLES}", params).fetchall())
@@ -226,30 +355,45 @@ class PlanRows:
             requests=dict(estimate.requests), data_points=estimate.data_points, seconds=estimate.seconds,
             guards=guards, fields=self._fields(), samples=self._samples(), invalid_samples=invalid_samples,
             snapshot_version=version, snapshot_rows=snapshot_rows,
-            fingerprint=fingerprint(project, sync, rendered.sql), seq_min=self.seq_min, seq_max=seq_max,
-            first_run=first_run, notes=tuple(notes),
+            fingerprint=context.fingerprint, seq_min=self.seq_min, seq_max=seq_max,
+            first_run=first_run, notes=tuple(notes), identity=context.identity, restart=context.restart,
+            unmapped=context.unmapped, on_unmapped=context.on_unmapped, append_only=caps.append_only,
+            columns=context.columns, identity_fields=self.projection.identity,
         )
 
     def _fields(self) -> tuple[FieldStat, ...]:
-        """Per changed column: rows, how many became null, a few samples old → new (all in SQL)."""
+        """Per changed field: rows, how many became null, how many changed JSON type (Braze keeps the first
+        type it saw for segmentation), a few samples old → new (all in SQL)."""
         where, params = self._where()
         new = "json_extract(new_row, '$.' || to_json(f)::VARCHAR)"
         old = "json_extract(old_row, '$.' || to_json(f)::VARCHAR)"
+        kind = ("CASE json_type({v}) WHEN 'BIGINT' THEN 'number' WHEN 'UBIGINT' THEN 'number' "
+                "WHEN 'DOUBLE' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' "
+                "WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' END")
+        retyped = (f"({kind.format(v=old)}) <> ({kind.format(v=new)}) "
+                   f"AND json_extract_string(old_row, '$.' || to_json(f)::VARCHAR) IS DISTINCT FROM "
+                   f"{diff.sql_str(UNKNOWN)}")
         rows = self.con.execute(
             f"""WITH c AS (
                   SELECT unnest(changed) AS f, seq, key, new_row, old_row FROM {DB}.plan_rows
                   WHERE {where} AND op = 'changed' AND status IN ('{SEND}', '{SKIP}')),
                 stats AS (SELECT f, count(*) AS n,
-                                 count(*) FILTER (WHERE coalesce({new}::VARCHAR, 'null') = 'null') AS nulled
+                                 count(*) FILTER (WHERE coalesce({new}::VARCHAR, 'null') = 'null') AS nulled,
+                                 count(*) FILTER (WHERE {retyped}) AS retyped,
+                                 min([key, {kind.format(v=old)}, {kind.format(v=new)}, {old}::VARCHAR,
+                                      {new}::VARCHAR] ORDER BY seq) FILTER (WHERE {retyped}) AS retyped_sample
                           FROM c GROUP BY f),
                 samples AS (SELECT f, list([key, {old}::VARCHAR, {new}::VARCHAR] ORDER BY seq) AS s
                             FROM (SELECT *, row_number() OVER (PARTITION BY f ORDER BY seq) AS i FROM c)
                             WHERE i <= {SAMPLES_PER_FIELD} GROUP BY f)
-                SELECT stats.f, n, nulled, s FROM stats JOIN samples USING (f) ORDER BY n DESC, stats.f""",
+                SELECT stats.f, n, nulled, s, retyped, retyped_sample FROM stats JOIN samples USING (f)
+                ORDER BY n DESC, stats.f""",
             params).fetchall()
         return tuple(
-            FieldStat(f, int(n), int(nulled), tuple((k, _loads(o), _loads(v)) for k, o, v in s))
-            for f, n, nulled, s in rows)
+            FieldStat(f, int(n), int(nulled), tuple((k, _shown(o), _shown(v)) for k, o, v in s),
+                      column=self.projection.column_of(f), type_changes=int(retyped),
+                      type_sample=_type_sample(sample))
+            for f, n, nulled, s, retyped, sample in rows)
 
     def _samples(self) -> dict[str, list[dict[str, Any]]]:
         where, params = self._where()
@@ -262,7 +406,8 @@ class PlanRows:
         for op, key, changed, new_row, old_row, item, reason in rows:
             new, old = _loads(new_row) or {}, _loads(old_row) or {}
             if op == "changed":
-                values = {f: {"old": old.get(f), "new": new.get(f)} for f in changed}
+                values = {f: {"old": UNKNOWN_SHOWN if old.get(f) == UNKNOWN else old.get(f), "new": new.get(f)}
+                          for f in changed}
             else:
                 values = dict(new if op == "added" else old)
             samples.setdefault(op, []).append(
@@ -280,6 +425,19 @@ def _old_kept(row: diff.DeltaRow) -> str | None:
 
 def _loads(text: str | None) -> Any:
     return json.loads(text) if text is not None else None
+
+
+def _shown(text: str | None) -> Any:
+    """A value for review: UNKNOWN (a send without a usable answer) reads as such."""
+    value = _loads(text)
+    return UNKNOWN_SHOWN if value == UNKNOWN else value
+
+
+def _type_sample(sample: Sequence[Any] | None) -> tuple[str, str, str, Any, Any] | None:
+    if not sample:
+        return None
+    key, old_type, new_type, old, new = sample
+    return (key, old_type, new_type, _loads(old), _loads(new))
 
 
 def _write_rows(con: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -320,13 +478,13 @@ def load_plan(state: State, plan_id: str | None = None) -> Plan:
     plan_id = plan_id or state.latest_plan_id()
     if plan_id is None:
         raise PlanError("no plan found; run `reflow plan` first")
-    head = state.con.execute(f"SELECT plan_id, created_at, status FROM {DB}.plans WHERE plan_id = ?",
+    head = state.con.execute(f"SELECT plan_id, created_at, status, failed FROM {DB}.plans WHERE plan_id = ?",
                              [plan_id]).fetchone()
     if head is None:
         raise PlanError(f"unknown plan '{plan_id}'; `reflow history` lists recent plans")
     rows = state.con.execute(
-        f"SELECT sync, snapshot_version, fingerprint, counts, estimate, guards, fields, info, seq_min, seq_max "
-        f"FROM {DB}.plan_syncs WHERE plan_id = ? ORDER BY rowid", [plan_id]).fetchall()
+        f"SELECT sync, snapshot_version, fingerprint, counts, estimate, guards, fields, info, seq_min, seq_max, "
+        f"identity FROM {DB}.plan_syncs WHERE plan_id = ? ORDER BY rowid", [plan_id]).fetchall()
     syncs = []
     for r in rows:
         est, info = json.loads(r[4]), json.loads(r[7])
@@ -334,10 +492,15 @@ def load_plan(state: State, plan_id: str | None = None) -> Plan:
             name=r[0], model=info["model"], object=info["object"], connection=info["connection"],
             counts=Counts(**json.loads(r[3])), requests=est["requests"], data_points=est["data_points"],
             seconds=est["seconds"], guards=tuple(GuardResult(**g) for g in json.loads(r[5])),
-            fields=tuple(FieldStat(f[0], f[1], f[2], tuple(tuple(x) for x in f[3])) for f in json.loads(r[6])),
+            fields=tuple(FieldStat.from_row(f) for f in json.loads(r[6])),
             samples=info["samples"], invalid_samples=tuple(tuple(x) for x in info["invalid_samples"]),
             snapshot_version=r[1], snapshot_rows=info["snapshot_rows"], fingerprint=r[2],
             seq_min=r[8], seq_max=r[9], first_run=info["first_run"], notes=tuple(info["notes"]),
+            identity=json.loads(r[10]) if r[10] else {}, restart=info.get("restart"),
+            unmapped=tuple((f, c) for f, c in info.get("unmapped", [])), on_unmapped=info.get("on_unmapped", "keep"),
+            append_only=bool(info.get("append_only")), columns=tuple((f, t) for f, t in info.get("columns", [])),
+            identity_fields=tuple(info.get("identity_fields", [])),
         ))
     created = head[1] if isinstance(head[1], datetime) else datetime.fromisoformat(str(head[1]))
-    return Plan(plan_id=head[0], created_at=created, syncs=tuple(syncs), status=head[2])
+    failed = tuple(SyncFailure(**f) for f in json.loads(head[3] or "[]"))
+    return Plan(plan_id=head[0], created_at=created, syncs=tuple(syncs), status=head[2], failed=failed)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import queue
 import threading
 import time
@@ -26,23 +25,25 @@ from engine.destinations.base import (
     ACKNOWLEDGED,
     NOT_ATTEMPTED,
     REJECTED,
+    UNKNOWN,
     AllAcknowledged,
     Batch,
     Destination,
     RowResult,
 )
 from engine.diff import json_path
-from engine.errors import DestinationError, GuardError, Interrupted, PlanError
-from engine.plan import BASELINE, REHASH, SEND, SKIP, Plan, SyncPlan
+from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError
+from engine.plan import BASELINE, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
 from engine.specs import SyncSpec
 from engine.state import DB, State, new_id, now
 
 READ_CHUNK = 10_000
 LINGER = 0.02       # seconds a group commit waits for more completed batches
 
-# exit codes
+# exit codes, most serious first: a sync failed, a guard blocked one, rows were left undelivered
 OK = 0
 FATAL = 1
+BLOCKED = GuardError.exit_code
 UNDELIVERED = 3
 
 
@@ -53,6 +54,7 @@ class SyncOutcome:
     acknowledged: int = 0
     rejected: int = 0
     not_attempted: int = 0
+    unknown: int = 0            # sent without a usable answer: planned again in full
     skipped: int = 0
     invalid: int = 0
     held_back: int = 0          # waiting for a profile that was not delivered in this apply
@@ -60,10 +62,20 @@ class SyncOutcome:
     data_points: int = 0
     seconds: float = 0.0
     error: str | None = None
+    blocked: str | None = None  # a guard blocked this sync: nothing was sent
+    reasons: dict[str, int] = field(default_factory=dict)   # why rows were left pending, with counts
 
     @property
     def pending(self) -> int:
-        return self.rejected + self.not_attempted + self.invalid + self.held_back
+        return self.rejected + self.not_attempted + self.unknown + self.invalid + self.held_back
+
+    @property
+    def reason(self) -> str | None:
+        """The most frequent reason rows were not delivered (e.g. the network failure), if any."""
+        if not self.reasons:
+            return None
+        text, count = max(self.reasons.items(), key=lambda kv: kv[1])
+        return f"{text} ({count} row{'s' if count != 1 else ''})"
 
 
 @dataclass
@@ -71,13 +83,17 @@ class ApplyResult:
     plan_id: str
     syncs: list[SyncOutcome] = field(default_factory=list)
     interrupted: bool = False
+    failed: list[tuple[str, str]] = field(default_factory=list)     # syncs the plan could not plan
 
     @property
     def exit_code(self) -> int:
+        """The most serious outcome: interrupted, a sync failed, a guard blocked one, rows left pending."""
         if self.interrupted:
             return Interrupted.exit_code
-        if any(s.error for s in self.syncs):
+        if self.failed or any(s.error for s in self.syncs):
             return FATAL
+        if any(s.blocked for s in self.syncs):
+            return BLOCKED
         if any(s.pending for s in self.syncs):
             return UNDELIVERED
         return OK
@@ -86,8 +102,9 @@ class ApplyResult:
 ApplyProgress = Callable[[str, int, int, int], None]     # sync, rows done, rows total, requests
 
 
-def check_plan(state: State, plan: Plan, current: dict[str, str], *, allow_guards: Sequence[str] = ()) -> None:
-    """Refuse a plan that is applied, superseded, stale, or blocked by a guard."""
+def check_plan(state: State, plan: Plan, current: dict[str, str]) -> None:
+    """Refuse a plan that is applied, superseded or stale (the snapshot, the spec, the model's definition
+    or the destination moved since it was made): `current` is each sync's fingerprint now."""
     if plan.status == "applied":
         raise PlanError(f"plan {plan.plan_id} was already applied; run `reflow plan` again")
     if plan.status == "applying":
@@ -97,27 +114,52 @@ def check_plan(state: State, plan: Plan, current: dict[str, str], *, allow_guard
     for s in plan.syncs:
         st = state.sync(s.name)
         version = st.version if st else 0
+        if not s.identity:
+            raise PlanError(f"plan {plan.plan_id} was made by an older Reflow; run `reflow plan` again")
         if version != s.snapshot_version:
             raise PlanError(f"plan is stale, run `reflow plan` again (sync '{s.name}' was applied since "
                             f"the plan was made: snapshot version {version}, plan made at {s.snapshot_version})")
-        if s.name in current and current[s.name] != s.fingerprint:
-            raise PlanError(f"plan is stale, run `reflow plan` again (the spec or model of sync '{s.name}' "
-                            "changed since the plan was made)")
         if s.name not in current:
             raise PlanError(f"plan is stale, run `reflow plan` again (sync '{s.name}' no longer exists)")
-    blocked = [(name, g) for name, g in plan.blocked if g.name not in allow_guards]
-    if blocked:
-        lines = "; ".join(f"{name}: {g.describe()}" for name, g in blocked)
-        names = " ".join(sorted({f"--allow-guard {g.name}" for _, g in blocked}))
-        raise GuardError(f"guard blocked the plan: {lines}. Review it (`reflow show`), then pass {names} "
-                         "to apply it anyway")
+        if current[s.name] != s.fingerprint:
+            raise PlanError(f"plan is stale, run `reflow plan` again (the spec, the model or the destination of "
+                            f"sync '{s.name}' changed since the plan was made)")
+
+
+def blocked_syncs(plan: Plan, allow_guards: Sequence[str] = ()) -> dict[str, str]:
+    """Syncs a guard blocks (unless allowed), each with the message that says why and how to proceed."""
+    out: dict[str, str] = {}
+    for s in plan.syncs:
+        hit = [g for g in s.blocked if g.name not in allow_guards]
+        if hit:
+            out[s.name] = guard_message(hit)
+    return out
+
+
+def guard_message(guards: Sequence[GuardResult]) -> str:
+    lines = "; ".join(g.describe() for g in guards)
+    names = " ".join(sorted({f"--allow-guard {g.name}" for g in guards}))
+    return f"{lines}; nothing was sent. Review it (`reflow show`), then pass {names} to send it"
+
+
+def require_unblocked(plan: Plan, allow_guards: Sequence[str] = ()) -> None:
+    """GuardError when a guard blocks every sync that has something to send (nothing could go out)."""
+    blocked = blocked_syncs(plan, allow_guards)
+    live = [s for s in plan.syncs if s.has_changes]
+    if blocked and all(s.name in blocked for s in live):
+        raise GuardError("guard blocked the plan: " + "; ".join(f"{name}: {why}" for name, why in blocked.items()))
 
 
 def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
                destination_for: Callable[[SyncSpec], Destination], *,
-               stop: threading.Event | None = None, progress: ApplyProgress | None = None) -> ApplyResult:
+               stop: threading.Event | None = None, progress: ApplyProgress | None = None,
+               allow_guards: Sequence[str] = ()) -> ApplyResult:
+    """Send a checked plan, sync by sync (profiles first, deletes last). A sync that a guard blocks is
+    skipped, and one that fails stops only itself: the others go on. Rows that send nothing are
+    recorded first, so a plan with nothing to send still brings the snapshot up to date."""
     stop = stop or threading.Event()
-    result = ApplyResult(plan.plan_id)
+    result = ApplyResult(plan.plan_id, failed=[(f.sync, f.message) for f in plan.failed])
+    blocked = blocked_syncs(plan, allow_guards)
     state.set_plan_status(plan.plan_id, "applying")
     # profiles first, deletes last; subscription states wait for the profiles they need
     held: dict[str, set[str]] = {}      # identifier kind -> ids of new profiles not delivered in this apply
@@ -127,12 +169,19 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             break
         outcome = SyncOutcome(sp.name, new_id("run"))
         result.syncs.append(outcome)
+        if sp.name in blocked:
+            outcome.blocked = blocked[sp.name]
+            if sp.object == "users":
+                _undelivered_profiles(state, plan.plan_id, specs[sp.name], held)
+            continue
+        if not sp.has_changes and not _local_rows(state, plan.plan_id, sp):
+            continue
         state.start_run(outcome.run_id, plan.plan_id, sp.name)
         started = time.monotonic()
         try:
             destination = destination_for(specs[sp.name])
             try:
-                _record_local(state, plan.plan_id, sp, destination.capabilities.append_only, outcome)
+                _record_local(state, plan.plan_id, sp, outcome)
                 hold = _held_back(specs[sp.name], held)
                 try:
                     _send(state, plan.plan_id, sp, destination, outcome, stop, progress, hold)
@@ -141,20 +190,22 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
                         state.fold_acks(sp.name)
                     raise
                 state.fold_acks(sp.name)
+                if not outcome.pending and not stop.is_set():
+                    state.set_columns(sp.name, sp.columns)   # every row now holds exactly these fields
                 if sp.object == "users":
                     _undelivered_profiles(state, plan.plan_id, specs[sp.name], held)
             finally:
                 destination.close()
         except DestinationError as exc:
             outcome.error = exc.message
+        except ReflowError as exc:      # e.g. a bad connection setting of this sync only
+            outcome.error = exc.message
         outcome.seconds = time.monotonic() - started
         if stop.is_set():
             result.interrupted = True
         status = "failed" if outcome.error else "interrupted" if stop.is_set() else (
             "partial" if outcome.pending else "succeeded")
-        state.finish_run(outcome.run_id, status, outcome.error)
-        if outcome.error:
-            break
+        state.finish_run(outcome.run_id, status, outcome.error or outcome.reason)
     state.set_plan_status(plan.plan_id, "applied")
     return result
 
@@ -178,48 +229,86 @@ def _held_back(spec: SyncSpec, held: dict[str, set[str]]) -> _Hold | None:
     ident = spec.destination.identifier
     if spec.destination.object != "subscription_groups" or ident is None or not held.get(ident.kind):
         return None
-    return _Hold(ident.column, frozenset(held[ident.kind]))
+    return _Hold(ident.kind, frozenset(held[ident.kind]))
 
 
 def _undelivered_profiles(state: State, plan_id: str, spec: SyncSpec, held: dict[str, set[str]]) -> None:
     """Identifier values of profiles this users sync should have created but Braze did not acknowledge
-    (rejected, invalid, or left pending)."""
+    (rejected, invalid, left pending, or the sync was blocked)."""
     ident = spec.destination.identifier
     st = state.sync(spec.name)
     if ident is None or ident.kind == "user_alias" or st is None:
         return
-    path = "'$." + json.dumps(ident.column).replace("'", "''") + "'"
     rows = state.con.execute(
-        f"""SELECT json_extract_string(p.new_row, {path}) FROM {DB}.plan_rows AS p
+        f"""SELECT json_extract_string(p.new_row, {json_path(ident.kind)}) FROM {DB}.plan_rows AS p
             LEFT JOIN {st.table} AS s ON s.key = p.key
-            WHERE p.plan_id = ? AND p.sync = ? AND p.op = 'added' AND p.status IN ('{SEND}', 'invalid')
+            WHERE p.plan_id = ? AND p.sync = ? AND p.op = 'added' AND p.status IN ('{SEND}', '{INVALID}')
               AND s.row_hash IS DISTINCT FROM p.new_hash""", [plan_id, spec.name]).fetchall()
     held.setdefault(ident.kind, set()).update(v for (v,) in rows if v is not None)
 
 
-def _record_local(state: State, plan_id: str, sp: SyncPlan, append_only: bool, outcome: SyncOutcome) -> None:
-    """Rows that send nothing (skip, rehash, baseline) advance the snapshot without the network."""
+def _local_rows(state: State, plan_id: str, sp: SyncPlan) -> int:
+    row = state.con.execute(
+        f"SELECT count(*) FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status IN "
+        f"('{SKIP}', '{REHASH}', '{BASELINE}')", [plan_id, sp.name]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome) -> None:
+    """Before sending: a sync whose destination changed starts over (its old snapshot is dropped), and
+    rows that send nothing (skip, rehash, baseline) advance the snapshot without the network. Invalid
+    rows are left pending with their reason."""
     st = state.ensure_sync(sp.name)
+    if st.identity != sp.identity:
+        if st.identity is not None:
+            state.restart(sp.name, sp.identity)
+        else:
+            state.set_identity(sp.name, sp.identity)
+        st = state.sync(sp.name) or st
+    state.set_columns(sp.name, _union(st.columns, sp.columns))
     con = state.con
     where = f"plan_id = ? AND sync = ? AND status IN ('{SKIP}', '{REHASH}', '{BASELINE}')"
     params = [plan_id, sp.name]
     row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE {where}", params).fetchone()
     n = int(row[0]) if row else 0
-    invalid = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = 'invalid'",
-                          params).fetchone()
-    outcome.invalid = int(invalid[0]) if invalid else 0
-    if not n:
+    invalid = con.execute(
+        f"SELECT key, reason, item FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{INVALID}'",
+        params).fetchall()
+    outcome.invalid = len(invalid)
+    for _, reason, _ in invalid:
+        outcome.reasons[f"invalid: {reason}"] = outcome.reasons.get(f"invalid: {reason}", 0) + 1
+    if not n and not invalid:
         return
-    keep_removed = "AND op <> 'removed'" if append_only else ""
+    keep_removed = "AND op <> 'removed'" if sp.append_only else ""
     con.execute("BEGIN")
-    con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {DB}.plan_rows WHERE {where} {keep_removed})",
-                params)
-    con.execute(f"INSERT INTO {st.table} SELECT key, new_hash, new_row FROM {DB}.plan_rows "
-                f"WHERE {where} AND op <> 'removed'", params)
-    con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
-    con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, outcome.run_id])
+    if n:
+        con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {DB}.plan_rows WHERE {where} {keep_removed})",
+                    params)
+        con.execute(f"INSERT INTO {st.table} SELECT key, new_hash, new_row FROM {DB}.plan_rows "
+                    f"WHERE {where} AND op <> 'removed'", params)
+        con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT key FROM {DB}.plan_rows WHERE {where})",
+                    [sp.name, *params])
+        con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
+        con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, outcome.run_id])
+    if invalid:
+        _pending(con, sp.name, [(k, f"invalid: {r}") for k, r, _ in invalid], outcome.run_id)
     con.execute("COMMIT")
     outcome.skipped = n
+
+
+def _union(old: Sequence[tuple[str, str]], new: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    names = {f for f, _ in new}
+    return [*new, *[(f, t) for f, t in old if f not in names]]
+
+
+def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str) -> None:
+    """Rows left undelivered, with why: shown by `status`, planned again (as retries) by the next plan."""
+    if not rows:
+        return
+    keys = [k for k, _ in rows]
+    con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))", [sync, keys])
+    con.execute(f"INSERT INTO {DB}.pending SELECT ?, unnest(?), unnest(?), ?, ?",
+                [sync, keys, [r for _, r in rows], run_id, now()])
 
 
 @dataclass(frozen=True)
@@ -236,7 +325,9 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
     """Stored payloads of one channel, in seq order, a window of plan rows at a time, cut into
     requests of `batch_limits` objects (a window's last, partial request is completed from the
     next window). A request over the byte budget is split by the destination; held-back rows are
-    counted and left out."""
+    counted and left out. Before a window's requests go out, the highest plan row they carry is
+    recorded as the run's frontier: after a crash, rows up to it without a recorded outcome are
+    uncertain (State.recover), the rows past it were certainly not sent."""
     limit, budget = destination.batch_limits(channel)
     where = f"plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ?"
     params: list[Any] = [plan_id, sp.name, channel]
@@ -244,7 +335,13 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
         held = f"coalesce(json_extract_string(new_row, {json_path(hold.column)}) IN (SELECT unnest(?)), false)"
         row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE {where} AND {held}",
                           [*params, sorted(hold.ids)]).fetchone()
-        outcome.held_back += int(row[0]) if row else 0       # stay pending: the next plan sends them again
+        n_held = int(row[0]) if row else 0
+        if n_held:
+            outcome.held_back += n_held       # stay pending: the next plan sends them again
+            reason = "held back: the user's profile was not created in this run"
+            outcome.reasons[reason] = outcome.reasons.get(reason, 0) + n_held
+            con.execute(f"SELECT key FROM {DB}.plan_rows WHERE {where} AND {held}", [*params, sorted(hold.ids)])
+            _pending(con, sp.name, [(k, reason) for (k,) in con.fetchall()], outcome.run_id)
         where += f" AND NOT {held}"
         params.append(sorted(hold.ids))
     keys: list[str] = []
@@ -258,6 +355,7 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
             f"WHERE seq >= ? AND seq < ? AND {where} ORDER BY seq", [start, start + READ_CHUNK, *params]).fetchall()
         if not rows:
             continue
+        con.execute(f"INSERT INTO {DB}.frontier VALUES (?, ?, ?, ?)", [outcome.run_id, plan_id, sp.name, rows[-1][2]])
         k, it, sq, pt, sz = zip(*rows, strict=True)
         keys.extend(k)
         items.extend(it)
@@ -294,8 +392,9 @@ class _Checkpointer(threading.Thread):
     acknowledged-but-unrecorded (the duplicate bound)."""
 
     def __init__(self, state: State, plan_id: str, sync: str, outcome: SyncOutcome, concurrency: int,
-                 progress: ApplyProgress | None, total: int) -> None:
+                 progress: ApplyProgress | None, total: int, append_only: bool = False) -> None:
         super().__init__(name="reflow-checkpoint", daemon=True)
+        self.append_only = append_only
         self.state, self.plan_id, self.sync, self.outcome = state, plan_id, sync, outcome
         self.slots = threading.BoundedSemaphore(2 * concurrency)
         self.queue: queue.SimpleQueue[tuple[_Sent, Sequence[RowResult]] | None] = queue.SimpleQueue()
@@ -325,9 +424,9 @@ class _Checkpointer(threading.Thread):
         except DestinationError as exc:
             self.fatal = self.fatal or exc
             results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in keys]
-        except BaseException as exc:  # noqa: BLE001 - recorded as not attempted, raised after the send
+        except BaseException as exc:  # noqa: BLE001 - the request may have gone out: recorded as unknown
             self.failure = self.failure or exc
-            results = [RowResult(k, NOT_ATTEMPTED, f"unexpected error: {exc!r}") for k in keys]
+            results = [RowResult(k, UNKNOWN, f"unexpected error: {exc!r}") for k in keys]
         self.queue.put((sent, results))
 
     def run(self) -> None:
@@ -348,7 +447,7 @@ class _Checkpointer(threading.Thread):
                     break
                 group.append(nxt)
             try:
-                _checkpoint(self.state, self.plan_id, self.sync, self.outcome, group)
+                _checkpoint(self.state, self.plan_id, self.sync, self.outcome, group, append_only=self.append_only)
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk: stop sending, report it
                 self.failure = self.failure or exc
             for _ in group:
@@ -366,7 +465,8 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
     # the snapshot is about to move: any plan made before this send is stale from now on
     state.con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
     reader = state.con.cursor()
-    writer = _Checkpointer(state, plan_id, sp.name, outcome, concurrency, progress, sp.counts.to_send)
+    writer = _Checkpointer(state, plan_id, sp.name, outcome, concurrency, progress, sp.counts.to_send,
+                           append_only=sp.append_only)
     writer.start()
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reflow-send") as pool:
@@ -392,12 +492,17 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
 
 
 def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
-                completed: list[tuple[_Sent, Sequence[RowResult]]]) -> None:
-    """One transaction: record outcomes; the acknowledged rows go to `acks` as plan-row numbers
-    (`State.fold_acks` advances the snapshot from them), rejected rows to `pending` and `row_errors`."""
+                completed: list[tuple[_Sent, Sequence[RowResult]]], *, append_only: bool = False) -> None:
+    """One transaction: record outcomes. Acknowledged rows go to `acks` as plan-row numbers
+    (`State.fold_acks` advances the snapshot from them); rejected rows to `pending` and `row_errors`;
+    rows sent without a usable answer to `uncertain` (their fields become UNKNOWN: planned again in
+    full; append-only rows are simply sent again) and, like rows not sent at all, to `pending` with
+    the reason."""
     acked: list[int] = []
     rejected: list[tuple[str, str, str]] = []
-    not_attempted = 0
+    uncertain: list[int] = []
+    left: list[tuple[str, str]] = []          # (key, reason) of rows not delivered, not rejected
+    not_attempted = unknown = 0
     data_points = 0
     for sent, results in completed:
         if isinstance(results, AllAcknowledged):
@@ -413,31 +518,41 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
                 data_points += sent.points[i]
             elif r.outcome == REJECTED:
                 rejected.append((sent.batch.keys[i], r.reason or "rejected", sent.batch.items[i]))
+            elif r.outcome == UNKNOWN:
+                unknown += 1
+                if not append_only:
+                    uncertain.append(sent.seqs[i])
+                left.append((sent.batch.keys[i], f"outcome unknown: {r.reason or 'no usable answer'}"))
             else:
                 not_attempted += 1
+                left.append((sent.batch.keys[i], f"not sent: {r.reason or 'not attempted'}"))
     con = state.con
     run = outcome.run_id
     con.execute("BEGIN")
     if acked:
         con.execute(f"INSERT INTO {DB}.acks SELECT ?, ?, unnest(?)", [plan_id, sync, acked])
+    if uncertain:
+        con.execute(f"INSERT INTO {DB}.uncertain SELECT ?, ?, unnest(?)", [plan_id, sync, uncertain])
     if rejected:
         keys = [r[0] for r in rejected]
         reasons = [r[1] for r in rejected]
         items = [r[2] for r in rejected]
-        at = now()
-        con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))", [sync, keys])
-        con.execute(f"INSERT INTO {DB}.pending SELECT ?, unnest(?), unnest(?), ?, ?", [sync, keys, reasons, run, at])
+        _pending(con, sync, list(zip(keys, reasons, strict=True)), run)
         con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
-                    [run, sync, keys, reasons, items, at])
+                    [run, sync, keys, reasons, items, now()])
+    _pending(con, sync, left, run)
     con.execute(
         f"UPDATE {DB}.runs SET acknowledged = acknowledged + ?, rejected = rejected + ?, "
         "not_attempted = not_attempted + ?, requests = ?, data_points = data_points + ? WHERE run_id = ?",
-        [len(acked), len(rejected), not_attempted, outcome.requests, data_points, run])
+        [len(acked), len(rejected), not_attempted + unknown, outcome.requests, data_points, run])
     con.execute("COMMIT")
     outcome.acknowledged += len(acked)
     outcome.rejected += len(rejected)
     outcome.not_attempted += not_attempted
+    outcome.unknown += unknown
     outcome.data_points += data_points
+    for _, reason in left:
+        outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
 
 
 def errors(state: State, sync: str | None = None, run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -78,6 +78,7 @@ class DestinationSpec:
     fields: Mapping[str, str] | None = None     # Braze attribute -> model column; None: every non-key column
     on_removed: str = "ignore"                  # ignore | unset | delete
     nulls: str = "unset"                        # unset | skip
+    on_unmapped: str = "keep"                   # keep | unset: a field no longer mapped
     event: EventSpec | None = None
     purchase: PurchaseSpec | None = None
     catalog: str | None = None
@@ -346,6 +347,7 @@ def _build(doc: Document) -> SyncSpec:
         fields=dict(d["fields"]) if "fields" in d else None,
         on_removed=d.get("on_removed", "ignore"),
         nulls=d.get("nulls", "unset"),
+        on_unmapped=d.get("on_unmapped", "keep"),
         event=event,
         purchase=purchase,
         catalog=d.get("catalog"),

@@ -7,15 +7,24 @@ newer Reflow is refused, never rewritten.
 
 Tables (all in `rstate.main`):
     meta(key, value)                         schema_version, created_by
-    syncs(name, id, version, columns, hash_recipe, duckdb_version, updated_at)
-    snap_<id>(key, row_hash, row_json)       the acknowledged snapshot of one sync
-    plans(plan_id, created_at, status, …)    one per `reflow plan`
+    syncs(name, id, version, columns, hash_recipe, duckdb_version, updated_at, identity, layout)
+    snap_<id>(key, row_hash, row_json)       what Braze holds for one sync: per key, the last acknowledged
+                                             value of each destination field under its destination name
+                                             (`columns` lists the fields), for one destination (`identity`)
+    plans(plan_id, created_at, status, …, failed)    one per `reflow plan`; `failed`: syncs it could not plan
     plan_syncs(plan_id, sync, …)             per sync: counts, estimate, guards, fingerprint, version
     plan_rows(plan_id, sync, seq, key, op, status, …, item)   the rows and exact payloads
     runs(run_id, plan_id, sync, …)           one per sync per apply
     pending(sync, key, reason, run_id, at)   rejected rows not yet acknowledged
     row_errors(run_id, sync, key, reason, item, at)   every rejection, for `reflow errors`
     acks(plan_id, sync, seq)                 acknowledged plan rows not yet folded into the snapshot
+    uncertain(plan_id, sync, seq)            plan rows sent without a usable answer, not yet folded
+    frontier(run_id, plan_id, sync, seq)     the highest plan row a run may have sent (written before sending)
+
+A field whose value Braze may or may not hold (its request was applied, or not, with no answer) is
+stored as UNKNOWN, a value no model produces: the next plan compares it as changed and sends the
+current value again. `fold_acks` marks them from `uncertain`; after a crash, `recover` first turns
+the rows a dead run may have sent (up to its `frontier`) without a recorded outcome into `uncertain`.
 
 Acknowledgements are recorded per group of batches as plan-row numbers (`acks`), cheap to write
 whatever the snapshot's size; `fold_acks` then advances the snapshot from the plan rows in one
@@ -41,9 +50,13 @@ import duckdb
 
 from engine.errors import LockError, StateError
 
-SCHEMA_VERSION = 2
-HASH_RECIPE = "duckdb-hash/v2"
+SCHEMA_VERSION = 3
+HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
 DB = "rstate.main"
+UNKNOWN = "\u001freflow:outcome-unknown"        # a field value Braze may or may not hold
+UNKNOWN_JSON = json.dumps(UNKNOWN)
+LEGACY_LAYOUT = "model"      # schema <= 2: snapshots held model columns; converted on the sync's next plan
+FIELDS_LAYOUT = "fields"
 
 _MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -70,6 +83,14 @@ _MIGRATIONS: dict[int, str] = {
         run_id VARCHAR, sync VARCHAR, key VARCHAR, reason VARCHAR, item VARCHAR, at_time TIMESTAMP);
     """,
     2: f"CREATE TABLE {DB}.acks (plan_id VARCHAR, sync VARCHAR, seq BIGINT);",
+    3: f"""
+    ALTER TABLE {DB}.syncs ADD COLUMN identity VARCHAR;
+    ALTER TABLE {DB}.syncs ADD COLUMN layout VARCHAR DEFAULT '{LEGACY_LAYOUT}';
+    ALTER TABLE {DB}.plan_syncs ADD COLUMN identity VARCHAR;
+    ALTER TABLE {DB}.plans ADD COLUMN failed VARCHAR;
+    CREATE TABLE {DB}.uncertain (plan_id VARCHAR, sync VARCHAR, seq BIGINT);
+    CREATE TABLE {DB}.frontier (run_id VARCHAR, plan_id VARCHAR, sync VARCHAR, seq BIGINT);
+    """,
 }
 
 
@@ -82,9 +103,11 @@ class SyncState:
     name: str
     id: int
     version: int
-    columns: tuple[tuple[str, str], ...]
+    columns: tuple[tuple[str, str], ...]     # the snapshot's fields and their model types
     hash_recipe: str
     duckdb_version: str
+    identity: dict[str, str] | None = None   # where the snapshot's rows went (None: not recorded yet)
+    layout: str = FIELDS_LAYOUT
 
     @property
     def table(self) -> str:
@@ -166,6 +189,7 @@ class State:
             try:
                 state._migrate(read_only=read_only)
                 if not read_only:
+                    state.recover()             # runs a dead process left `running`
                     state.fold_acks()           # what a crashed apply recorded but did not fold
                 yield state
             except (duckdb.IOException, duckdb.TransactionException) as exc:
@@ -227,13 +251,14 @@ class State:
         if self.empty:
             return None
         row = self.con.execute(
-            f"SELECT name, id, version, columns, hash_recipe, duckdb_version FROM {DB}.syncs WHERE name = ?",
-            [name],
+            f"SELECT name, id, version, columns, hash_recipe, duckdb_version, identity, layout FROM {DB}.syncs "
+            "WHERE name = ?", [name],
         ).fetchone()
         if row is None:
             return None
         cols = tuple((c[0], c[1]) for c in json.loads(row[3] or "[]"))
-        return SyncState(row[0], row[1], row[2], cols, row[4], row[5])
+        identity = json.loads(row[6]) if row[6] else None
+        return SyncState(row[0], row[1], row[2], cols, row[4], row[5], identity, row[7] or FIELDS_LAYOUT)
 
     def ensure_sync(self, name: str) -> SyncState:
         existing = self.sync(name)
@@ -242,8 +267,9 @@ class State:
         row = self.con.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {DB}.syncs").fetchone()
         new_id = int(row[0]) if row else 1
         self.con.execute(
-            f"INSERT INTO {DB}.syncs VALUES (?, ?, 0, '[]', ?, ?, ?)",
-            [name, new_id, HASH_RECIPE, duckdb.__version__, now()],
+            f"INSERT INTO {DB}.syncs (name, id, version, columns, hash_recipe, duckdb_version, updated_at, layout) "
+            "VALUES (?, ?, 0, '[]', ?, ?, ?, ?)",
+            [name, new_id, HASH_RECIPE, duckdb.__version__, now(), FIELDS_LAYOUT],
         )
         self.con.execute(
             f"CREATE TABLE IF NOT EXISTS {DB}.snap_{new_id} (key VARCHAR, row_hash UBIGINT, row_json VARCHAR)"
@@ -265,15 +291,18 @@ class State:
         return int(row[0]) if row else 0
 
     def fold_acks(self, sync: str | None = None) -> int:
-        """Advance the snapshot for the acknowledged rows recorded in `acks`: update changed rows in
-        place, delete removed ones, insert added ones, clear them from `pending`; one transaction per sync.
-        Idempotent: a crash before COMMIT leaves `acks` in place for the next fold."""
+        """Advance the snapshot for the plan rows recorded in `acks` (update changed rows in place,
+        delete removed ones, insert added ones, clear them from `pending`) and mark the fields of the rows
+        in `uncertain` UNKNOWN (see the module docstring); one transaction per sync. Idempotent: a crash
+        before COMMIT leaves `acks` and `uncertain` in place for the next fold."""
         if self.empty:
             return 0
         where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
-        names = [r[0] for r in self.con.execute(f"SELECT DISTINCT sync FROM {DB}.acks {where}", params).fetchall()]
+        names = [r[0] for r in self.con.execute(
+            f"SELECT sync FROM {DB}.acks {where} UNION SELECT sync FROM {DB}.uncertain {where}",
+            params + params).fetchall()]
         folded = 0
-        for name in names:
+        for name in sorted(names):
             st = self.sync(name)
             acked = (f"FROM {DB}.plan_rows AS p JOIN {DB}.acks AS a ON p.plan_id = a.plan_id AND p.seq = a.seq "
                      "WHERE a.sync = ?")
@@ -292,12 +321,69 @@ class State:
                 if ops.get("added"):
                     con.execute(f"INSERT INTO {st.table} SELECT p.key, p.new_hash, p.new_row {acked} AND p.op = 'added'",
                                 [name])
-            if self.pending_count(name):
+                folded += self._fold_uncertain(st, name)
+            if self.pending_count(name) and ops:
                 con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT p.key {acked})", [name, name])
             con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [name])
+            con.execute(f"DELETE FROM {DB}.uncertain WHERE sync = ?", [name])
             con.execute("COMMIT")
             folded += sum(ops.values())
         return folded
+
+    def _fold_uncertain(self, st: SyncState, name: str) -> int:
+        """Rows sent without a usable answer: the fields their payload may have changed become UNKNOWN
+        (a changed row's changed fields; every field of an added or removed row). An added row's key enters
+        the snapshot with every field UNKNOWN, so a later removal is sent too."""
+        con = self.con
+        rows = (f"FROM {DB}.plan_rows AS p JOIN {DB}.uncertain AS u ON p.plan_id = u.plan_id AND p.seq = u.seq "
+                "WHERE u.sync = ?")
+        row = con.execute(f"SELECT count(*) {rows}", [name]).fetchone()
+        n = int(row[0]) if row else 0
+        if not n:
+            return 0
+        fields = ("CASE WHEN p.op = 'changed' THEN p.changed "
+                  "ELSE json_keys(coalesce(p.new_row, p.old_row, '{}')) END")
+        patch = (f"to_json(map_from_entries(list_transform({fields}, "
+                 f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
+        con.execute(f"""UPDATE {st.table} AS s SET row_hash = NULL, row_json = json_merge_patch(s.row_json, p.patch)
+                        FROM (SELECT p.key, {patch} AS patch {rows} AND p.op <> 'added') AS p WHERE s.key = p.key""",
+                    [name])
+        con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT p.key {rows} AND p.op = 'added')", [name])
+        con.execute(f"INSERT INTO {st.table} SELECT p.key, NULL, {patch} {rows} AND p.op = 'added'", [name])
+        return n
+
+    def recover(self) -> int:
+        """After a crash: runs still `running` belong to a dead process (a writer holds the lock).
+        Their plan rows that may have been sent (up to the run's frontier) and have no recorded outcome
+        become `uncertain` (append-only syncs excepted: their rows are simply sent again), and the run
+        is marked interrupted. Returns how many rows became uncertain."""
+        if self.empty:
+            return 0
+        dead = self.con.execute(f"SELECT run_id, plan_id, sync FROM {DB}.runs WHERE status = 'running'").fetchall()
+        marked = 0
+        for run_id, plan_id, sync in dead:
+            info = self.con.execute(f"SELECT info FROM {DB}.plan_syncs WHERE plan_id = ? AND sync = ?",
+                                    [plan_id, sync]).fetchone()
+            append_only = bool(info and json.loads(info[0] or "{}").get("append_only"))
+            self.con.execute("BEGIN")
+            if not append_only:
+                row = self.con.execute(
+                    f"""INSERT INTO {DB}.uncertain
+                        SELECT p.plan_id, p.sync, p.seq FROM {DB}.plan_rows AS p
+                        WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
+                          AND p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?)
+                          AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
+                          AND p.seq NOT IN (SELECT seq FROM {DB}.uncertain WHERE plan_id = ? AND sync = ?)
+                          AND p.key NOT IN (SELECT key FROM {DB}.row_errors WHERE run_id = ?)""",
+                    [plan_id, sync, run_id, plan_id, sync, plan_id, sync, run_id]).fetchone()
+                marked += int(row[0]) if row else 0
+            self.con.execute(
+                f"UPDATE {DB}.runs SET status = 'interrupted', finished_at = coalesce(finished_at, ?), "
+                "message = coalesce(message, 'the process ended during the send (killed, or the machine stopped); "
+                "rows it may have sent are planned again in full') WHERE run_id = ?", [now(), run_id])
+            self.con.execute(f"DELETE FROM {DB}.frontier WHERE run_id = ?", [run_id])
+            self.con.execute("COMMIT")
+        return marked
 
     def set_columns(self, sync: str, columns: Sequence[tuple[str, str]]) -> None:
         self.con.execute(
@@ -305,19 +391,56 @@ class State:
         )
 
     def reset(self, sync: str) -> int:
-        """Forget a sync's snapshot and pending rows; returns how many snapshot rows were dropped."""
+        """Forget a sync's snapshot, pending rows and destination; returns how many snapshot rows were dropped."""
         st = self.sync(sync)
         if st is None:
             return 0
         dropped = self.snapshot_rows(sync)
-        self.con.execute("BEGIN")
-        self.con.execute(f"DELETE FROM {st.table}")
-        self.con.execute(f"DELETE FROM {DB}.pending WHERE sync = ?", [sync])
-        self.con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [sync])
-        self.con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?",
-                         [now(), sync])
-        self.con.execute("COMMIT")
+        self.restart(sync, None)
         return dropped
+
+    def restart(self, sync: str, identity: dict[str, str] | None) -> None:
+        """Start a sync over for a new destination (`identity`): its snapshot, pending rows and unfolded
+        outcomes are dropped and its version moves, so plans made before are stale."""
+        st = self.sync(sync)
+        if st is None:
+            return
+        con = self.con
+        con.execute("BEGIN")
+        con.execute(f"DELETE FROM {st.table}")
+        for table in ("pending", "acks", "uncertain"):
+            con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [sync])
+        con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ?, identity = ?, columns = '[]', "
+                    f"layout = '{FIELDS_LAYOUT}' WHERE name = ?",
+                    [now(), json.dumps(identity, sort_keys=True) if identity is not None else None, sync])
+        con.execute("COMMIT")
+
+    def set_identity(self, sync: str, identity: dict[str, str]) -> None:
+        self.con.execute(f"UPDATE {DB}.syncs SET identity = ? WHERE name = ?",
+                         [json.dumps(identity, sort_keys=True), sync])
+
+    def convert_legacy(self, sync: str, fields: Sequence[tuple[str, str]], types: dict[str, str],
+                       identity: dict[str, str]) -> bool:
+        """A snapshot written by state schema <= 2 holds model columns: rewrite each row as the fields of
+        today's mapping (`fields`: (field, model column)), so nothing already sent is sent again. Hashes
+        are dropped (they covered the model columns): the next diff compares values and records, without
+        sending, every row whose fields did not change. The identity recorded is today's."""
+        st = self.sync(sync)
+        if st is None or st.layout != LEGACY_LAYOUT:
+            return False
+        con = self.con
+        parts = ", ".join(f"{_sql_str_literal(f)}, json_extract(row_json, {_sql_str_literal('$.' + json.dumps(c))})"
+                          for f, c in fields)
+        con.execute("BEGIN")
+        if parts:
+            con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = json_object({parts})::VARCHAR")
+        else:
+            con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = '{{}}'")
+        con.execute(f"UPDATE {DB}.syncs SET columns = ?, layout = '{FIELDS_LAYOUT}', identity = ? WHERE name = ?",
+                    [json.dumps([[f, types.get(c, "VARCHAR")] for f, c in fields]),
+                     json.dumps(identity, sort_keys=True), sync])
+        con.execute("COMMIT")
+        return True
 
     def invalidate_hashes_if_needed(self, sync: str) -> bool:
         """After a DuckDB upgrade (or a new hash recipe), hashes are not comparable: forget them.
@@ -444,6 +567,10 @@ def _io_problem(path: Path, exc: BaseException) -> StateError:
 
 def _sql_str(value: str) -> str:
     return value.replace("'", "''")
+
+
+def _sql_str_literal(value: str) -> str:
+    return "'" + _sql_str(value) + "'"
 
 
 def new_id(prefix: str) -> str:

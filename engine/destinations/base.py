@@ -8,6 +8,13 @@ which returns one outcome per row. A destination never touches state or diff.
     plan row ──prepare()──► Item(channel, item_json, data_points) | Invalid(reason)
     items ──(runner, by batch_limits())──► Batch(keys, items) ──send()──► [RowResult(key, outcome, reason)]
 
+Before planning, `project(columns)` fixes what the sync's snapshot holds: the destination fields
+(under the destination's own names, e.g. Braze attribute names) and the model column each reads.
+The planner diffs the model through that projection, so rows reach `prepare` keyed by destination
+field, a mapping change is a change of fields, and model columns no field reads never plan anything.
+`identity()` names where the rows go (endpoint, object, catalog, identifier): a snapshot belongs to
+one identity, and a change of it starts the sync over.
+
 The runner reads stored items in plan order and cuts them into requests of
 `batch_limits(channel)` (objects per request, bytes of the comma-joined items); a request over
 the byte budget is split by `batches()`.
@@ -47,13 +54,40 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class Projection:
+    """The fields a sync's snapshot holds for each row, and where each comes from.
+
+    `fields` are (destination field, model column) pairs, in the order payloads name them; a model
+    column may feed several fields. `identity` lists the fields whose values name the destination
+    object a row addresses (a Braze user, a catalog item): two live rows must not share them, and a
+    removed row and a live row that share them address the same object. Empty for append-only objects."""
+
+    fields: tuple[tuple[str, str], ...]
+    identity: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f for f, _ in self.fields)
+
+    def column_of(self, field: str) -> str | None:
+        return next((c for f, c in self.fields if f == field), None)
+
+
+@dataclass(frozen=True)
 class PlanRow:
     """One row of a plan as the destination sees it.
 
     `values` are the new row's normalised values (JSON-ready: str/int/float/bool/None/list/dict),
-    keyed by model column; for removed rows they are the last acknowledged values.
+    keyed by destination field (see Projection); for removed rows they are the last acknowledged values.
     `old_values` are the last acknowledged values for changed rows (None otherwise).
-    `changed` lists the model columns whose value changed (changed rows only).
+    `changed` lists the fields whose value changed (changed rows only), including `unmapped` ones.
+    `unmapped` lists fields the snapshot holds that the mapping no longer names, to unset
+    (`on_unmapped: unset`); they are not in `values`.
+    `replaces` are the last acknowledged values of a removed row that addressed the same destination
+    object (same identity fields) as this row: the row takes that object over, so fields the removed row
+    set and this row leaves null are unset rather than left behind.
+    `uncertain`: a changed row some of whose old values are unknown (an earlier send got no usable
+    answer): the destination object may hold either value, or (for an addition) may not exist.
     """
 
     key: str
@@ -61,6 +95,9 @@ class PlanRow:
     values: Mapping[str, Any]
     old_values: Mapping[str, Any] | None = None
     changed: tuple[str, ...] = ()
+    unmapped: tuple[str, ...] = ()
+    replaces: Mapping[str, Any] | None = None
+    uncertain: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +211,14 @@ class Estimate:
 
 class Destination(Protocol):
     capabilities: Capabilities
+
+    def project(self, columns: Sequence[str]) -> Projection:
+        """Fix the sync's projection for a model returning `columns` (in order); prepare() and
+        sql_items() then read rows keyed by its fields. Raises SpecError when the columns cannot be
+        mapped (e.g. an automatically mapped column whose name Braze reserves)."""
+
+    def identity(self) -> Mapping[str, str]:
+        """Where this sync's rows go: a change of any value means a new destination."""
 
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         """Build and validate the payload for one plan row (no network)."""

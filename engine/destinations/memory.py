@@ -6,6 +6,10 @@ for changed rows, all values otherwise) on channel "memory". Failures:
     fail_batches          0-based send calls answered NOT_ATTEMPTED for every key
     fail_after_batches    the send call after N batches raises DestinationError (and every later one)
     latency               seconds slept in each send
+    unknown_batches       0-based send calls answered UNKNOWN (applied here, but no usable answer)
+
+Its projection is every model column under its own name (`fields` narrows and renames: field ->
+column); `identity` (a mapping) and `identity_fields` stand for where the rows go and what names them.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from engine.destinations.base import (
     NOT_ATTEMPTED,
     REJECTED,
     REMOVED,
+    UNKNOWN,
     Batch,
     Capabilities,
     Estimate,
     Invalid,
     Item,
     PlanRow,
+    Projection,
     RowResult,
     Skip,
     cut_batches,
@@ -50,7 +56,9 @@ class MemoryDestination:
                  reject_keys: Iterable[str] | Mapping[str, str] = (), fail_after_batches: int | None = None,
                  max_objects_per_request: int = 75, *, fail_batches: Collection[int] = (), latency: float = 0.0,
                  requests_per_second: float = 1000.0, default_concurrency: int = 4,
-                 invalid_keys: Mapping[str, str] | None = None, max_body_bytes: int = 4_000_000) -> None:
+                 invalid_keys: Mapping[str, str] | None = None, max_body_bytes: int = 4_000_000,
+                 unknown_batches: Collection[int] = (), fields: Mapping[str, str] | None = None,
+                 identity: Mapping[str, str] | None = None, identity_fields: Sequence[str] = ()) -> None:
         self.capabilities = Capabilities(
             max_objects_per_request=max_objects_per_request, max_body_bytes=max_body_bytes,
             default_concurrency=default_concurrency, requests_per_second=requests_per_second,
@@ -62,12 +70,23 @@ class MemoryDestination:
         self.invalid_keys = dict(invalid_keys or {})
         self.fail_after_batches = fail_after_batches
         self.fail_batches = frozenset(fail_batches)
+        self.unknown_batches = frozenset(unknown_batches)
+        self.fields = dict(fields) if fields is not None else None
+        self._identity = dict(identity or {"destination": "memory"})
+        self.identity_fields = tuple(identity_fields)
         self.latency = latency
         self.received: list[Batch] = []            # every batch send() was called with, in call order
         self.acknowledged: dict[str, str] = {}      # key -> last acknowledged item_json
         self.closed = False
         self._calls = 0
         self._lock = threading.Lock()
+
+    def project(self, columns: Sequence[str]) -> Projection:
+        pairs = list(self.fields.items()) if self.fields is not None else [(c, c) for c in columns]
+        return Projection(fields=tuple(pairs), identity=self.identity_fields)
+
+    def identity(self) -> Mapping[str, str]:
+        return dict(self._identity)
 
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         if row.key in self.invalid_keys:
@@ -80,6 +99,10 @@ class MemoryDestination:
             fields = {column: row.values.get(column) for column in row.changed}
         else:
             fields = dict(row.values)
+        for gone in row.unmapped:
+            fields[gone] = None
+        if row.replaces:
+            fields.update({f: None for f, v in row.replaces.items() if v is not None and fields.get(f) is None})
         try:
             text = canonical_json({"key": row.key, "op": row.op, "fields": fields})
         except ValueError as exc:
@@ -111,6 +134,10 @@ class MemoryDestination:
         if call in self.fail_batches:
             return [RowResult(key, NOT_ATTEMPTED, "memory destination: batch configured to fail")
                     for key in batch.keys]
+        if call in self.unknown_batches:
+            with self._lock:
+                self.acknowledged.update(zip(batch.keys, batch.items, strict=True))
+            return [RowResult(key, UNKNOWN, "memory destination: applied, answer lost") for key in batch.keys]
         results = []
         with self._lock:
             for key, item in zip(batch.keys, batch.items, strict=True):

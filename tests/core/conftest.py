@@ -48,7 +48,8 @@ class Lab:
     def sync(self, **overrides: Any) -> SyncSpec:
         dest = DestinationSpec(connection="mem", object=overrides.pop("object", "users"),
                                identifier=Identifier("external_id", "id"),
-                               on_removed=overrides.pop("on_removed", "unset"))
+                               on_removed=overrides.pop("on_removed", "unset"),
+                               on_unmapped=overrides.pop("on_unmapped", "keep"))
         base: dict[str, Any] = dict(name="people", model="people", primary_key=("id",), destination=dest,
                                     guards=Guards(), path="syncs/people.yml", raw={"name": "people"})
         base.update(overrides)

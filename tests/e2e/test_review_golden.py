@@ -36,6 +36,7 @@ def normalise_json(data: dict[str, Any]) -> dict[str, Any]:
     for s in data["syncs"]:
         s["fingerprint"] = "<FINGERPRINT>"
         s["snapshot_version"] = "<VERSION>"  # one step per checkpoint: depends on batch timing
+        s["destination"]["endpoint"] = "<SANDBOX HOST:PORT>"     # a free port each run
     return data
 
 

@@ -154,5 +154,5 @@ def test_errors_and_history_formats(cli, braze_env, monkeypatch):
     code, out, _ = cli("plan", "--json")
     users = next(s for s in json.loads(out)["syncs"] if s["name"] == "braze_users")
     assert users["retry"] == 1
-    [row] = shown(cli, "--op", "retry")
+    [row] = shown(cli, "--op", "retry", "--sync", "braze_users")
     assert row["key"] == "c_00002" and row["payload"]["external_id"] == "c_00002"

@@ -247,9 +247,11 @@ def cat(**kw: Any) -> BrazeDestination:
 PRODUCT = {"sku": "p-1", "name": "Tent", "price": 120, "tags": ["out"], "note": None}
 
 
-def test_catalog_added_posts_all_fields_with_id() -> None:
+def test_catalog_added_puts_all_fields_with_id() -> None:
+    """PUT creates the item or replaces it: a first run onto an existing catalog, or a resend after an
+    unknown outcome, converges (a POST of an existing item would fail)."""
     got = item(cat().prepare(added(PRODUCT)))
-    assert got.channel == "POST /catalogs/products/items"
+    assert got.channel == "PUT /catalogs/products/items"
     assert got.item_json == '{"id":"p-1","name":"Tent","price":120,"tags":["out"],"note":null}'
     assert got.data_points == 0
 

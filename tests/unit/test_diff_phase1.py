@@ -15,15 +15,17 @@ def con():
     c = duckdb.connect(":memory:")
     c.execute("CREATE TABLE snap (key VARCHAR, row_hash UBIGINT, row_json VARCHAR)")
     c.execute("CREATE TABLE model AS SELECT 'k' || i AS id, i AS v FROM range(10) t(i)")
-    cols = diff.describe(c, "model", model="m")
-    c.execute(f"INSERT INTO snap SELECT id::VARCHAR, {diff.hash_expr(cols)}, '{{}}' FROM model")
+    c.execute(f"INSERT INTO snap SELECT {diff.KEY}, {diff.hash_expr(COLUMNS)}, '{{}}' FROM {SOURCE}")
     yield c
     c.close()
 
 
+COLUMNS = [diff.Column("v", "BIGINT")]
+SOURCE = diff.projected("model", [("v", "v")], ["id"])      # the model through the sync's projection
+
+
 def delta(con: duckdb.DuckDBPyConnection) -> diff.DeltaCounts:
-    cols = diff.describe(con, "model", model="m")
-    return diff.compute_delta(con, "model", cols, ["id"], "snap", sync="s")
+    return diff.compute_delta(con, SOURCE, COLUMNS, "id", "snap", sync="s")
 
 
 def test_counts_and_the_rowid_of_each_old_row(con):

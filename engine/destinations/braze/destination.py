@@ -15,11 +15,13 @@ from engine.destinations.base import (
     Invalid,
     Item,
     PlanRow,
+    Projection,
     RowResult,
     Skip,
     SqlItems,
     cut_batches,
 )
+from engine.destinations.braze import projection
 from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import (
     MAX_BODY_BYTES,
@@ -80,6 +82,15 @@ class BrazeDestination:
                 "user_deletes": "users.identity"}.get(self.sync.destination.object, TRACK_GROUP)
 
     # -- planning (no network, no key) -----------------------------------------------------------
+    def project(self, columns: Sequence[str]) -> Projection:
+        """Fix the projection (projection.py); payloads then read rows keyed by Braze field."""
+        found, spec = projection.project(self.sync, columns)
+        self._payloads = build_payloads(spec)
+        return found
+
+    def identity(self) -> Mapping[str, str]:
+        return projection.identity(self.sync, self.base_url)
+
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         return self._payloads.prepare(row)
 

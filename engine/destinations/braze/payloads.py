@@ -3,7 +3,7 @@
     users               POST /users/track attributes  (on_removed: delete → POST /users/delete <ids>)
     events              POST /users/track events      (append-only)
     purchases           POST /users/track purchases   (append-only)
-    catalog_items       POST|PATCH|DELETE /catalogs/<catalog>/items
+    catalog_items       PUT|PATCH|DELETE /catalogs/<catalog>/items   (PUT: added, or sent in full again)
     subscription_groups POST /subscription/status/set <group_id> <state> <id kind>
     user_deletes        POST /users/delete <ids>
 
@@ -202,11 +202,15 @@ class UsersPayloads:
             return Invalid(pairs)
         values = row.values
         attrs: dict[str, Any] = {}
-        if row.op == ADDED:
+        if row.op == ADDED or (row.op == CHANGED and self.ident.column in row.changed):
+            # a user this row has not addressed before: every mapped field with a value; fields that a
+            # removed row addressing the same user held, and this row leaves null, are unset
             for field, column in pairs:
                 value = values.get(column)
                 if value is not None:
                     attrs[field] = value
+                elif row.replaces and row.replaces.get(column) is not None and self.nulls == "unset":
+                    attrs[field] = None
             if not attrs and self.mode == "update":
                 return Skip("no mapped field has a value")
         elif row.op == CHANGED:
@@ -216,6 +220,8 @@ class UsersPayloads:
                     value = values.get(column)
                     if value is not None or self.nulls == "unset":
                         attrs[field] = value
+            for field in row.unmapped:              # on_unmapped: unset
+                attrs[field] = None
             if not attrs:
                 return Skip("no mapped field changed")
         else:  # removed, on_removed unset
@@ -326,7 +332,7 @@ class CatalogPayloads:
             problems.add("destination.on_removed", "catalog_items support on_removed: ignore or delete, not unset")
         self.fields = FieldMap(sync, problems, {self.item_id}, frozenset({"id"}))
         path = f"/catalogs/{catalog}/items"
-        self.post, self.patch, self.delete = f"POST {path}", f"PATCH {path}", f"DELETE {path}"
+        self.put, self.patch, self.delete = f"PUT {path}", f"PATCH {path}", f"DELETE {path}"
 
     def prepare(self, row: PlanRow) -> Result:
         values = row.values
@@ -342,10 +348,12 @@ class CatalogPayloads:
         if isinstance(pairs, str):
             return Invalid(pairs)
         obj: dict[str, Any] = {"id": item_id}
-        if row.op == ADDED:
+        if row.op == ADDED or row.uncertain or self.item_id in row.changed:
+            # PUT creates the item or replaces it whole: right for a new item, for one whose earlier send
+            # got no usable answer (it may or may not exist), and for a row now naming another item
             for field, column in pairs:
                 obj[field] = values.get(column)
-            channel = self.post
+            channel = self.put
         else:
             changed = set(row.changed)
             for field, column in pairs:
@@ -353,6 +361,8 @@ class CatalogPayloads:
                     value = values.get(column)
                     if value is not None or self.nulls == "unset":
                         obj[field] = value
+            for field in row.unmapped:              # on_unmapped: unset
+                obj[field] = None
             if len(obj) == 1:
                 return Skip("no mapped field changed")
             channel = self.patch
@@ -410,7 +420,7 @@ class UserDeletesPayloads:
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
 
     def prepare(self, row: PlanRow) -> Result:
-        if row.op == CHANGED:
+        if row.op == CHANGED and not row.uncertain and self.ident.column not in row.changed:
             return Skip("user delete already sent")
         if row.op == REMOVED:
             return Skip("left the delete model; nothing to send")
