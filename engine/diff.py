@@ -254,7 +254,9 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
             FROM (SELECT {KEY}, {hash_expr(columns)} AS __hash, m.* EXCLUDE ({KEY})
                   FROM {relation} AS m) AS n
             FULL JOIN (SELECT key, row_hash, rowid AS __rid FROM {snapshot}) AS s ON n.__key = s.key
-            WHERE n.__hash IS DISTINCT FROM s.row_hash{removed_filter}""")
+            -- a snapshot row whose hash is unknown (NULL: an unknown outcome, a DuckDB upgrade) that left
+            -- the model is a removal too (its NULL hash is not distinct from the missing model row's)
+            WHERE (n.__hash IS DISTINCT FROM s.row_hash OR n.__key IS NULL){removed_filter}""")
     row = con.execute(
         f"""SELECT count(*) FILTER (WHERE __op = 'added'), count(*) FILTER (WHERE __op = 'changed'),
                    count(*) FILTER (WHERE __op = 'removed'), count(*) FILTER (WHERE __op = 'added' AND __k IS NULL),

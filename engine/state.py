@@ -332,24 +332,27 @@ class State:
 
     def _fold_uncertain(self, st: SyncState, name: str) -> int:
         """Rows sent without a usable answer: the fields their payload may have changed become UNKNOWN
-        (a changed row's changed fields; every field of an added or removed row). An added row's key enters
-        the snapshot with every field UNKNOWN, so a later removal is sent too."""
+        (a changed row's changed fields; every field of an added or removed row), except the fields that
+        name the destination object (the plan's `identity_fields`: those are known either way). An added
+        row's key enters the snapshot with its other fields UNKNOWN, so a later removal is sent too."""
         con = self.con
         rows = (f"FROM {DB}.plan_rows AS p JOIN {DB}.uncertain AS u ON p.plan_id = u.plan_id AND p.seq = u.seq "
-                "WHERE u.sync = ?")
+                f"JOIN {DB}.plan_syncs AS ps ON ps.plan_id = p.plan_id AND ps.sync = p.sync WHERE u.sync = ?")
         row = con.execute(f"SELECT count(*) {rows}", [name]).fetchone()
         n = int(row[0]) if row else 0
         if not n:
             return 0
-        fields = ("CASE WHEN p.op = 'changed' THEN p.changed "
-                  "ELSE json_keys(coalesce(p.new_row, p.old_row, '{}')) END")
+        known = "coalesce(json_extract_string(ps.info, '$.identity_fields[*]'), []::VARCHAR[])"
+        fields = (f"list_filter(CASE WHEN p.op = 'changed' THEN p.changed "
+                  f"ELSE json_keys(coalesce(p.new_row, p.old_row, '{{}}')) END, lambda f: NOT list_contains({known}, f))")
         patch = (f"to_json(map_from_entries(list_transform({fields}, "
                  f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
         con.execute(f"""UPDATE {st.table} AS s SET row_hash = NULL, row_json = json_merge_patch(s.row_json, p.patch)
                         FROM (SELECT p.key, {patch} AS patch {rows} AND p.op <> 'added') AS p WHERE s.key = p.key""",
                     [name])
         con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT p.key {rows} AND p.op = 'added')", [name])
-        con.execute(f"INSERT INTO {st.table} SELECT p.key, NULL, {patch} {rows} AND p.op = 'added'", [name])
+        con.execute(f"INSERT INTO {st.table} SELECT p.key, NULL, json_merge_patch(p.new_row, {patch}) "
+                    f"{rows} AND p.op = 'added'", [name])
         return n
 
     def recover(self) -> int:
