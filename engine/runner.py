@@ -234,7 +234,8 @@ def _held_back(spec: SyncSpec, held: dict[str, set[str]]) -> _Hold | None:
 
 def _undelivered_profiles(state: State, plan_id: str, spec: SyncSpec, held: dict[str, set[str]]) -> None:
     """Identifier values of profiles this users sync should have created but Braze did not acknowledge
-    (rejected, invalid, left pending, or the sync was blocked)."""
+    (rejected, invalid, left pending, or the sync was blocked): added rows, and retried ones (an earlier
+    send of theirs may never have been applied, so the profile may not exist)."""
     ident = spec.destination.identifier
     st = state.sync(spec.name)
     if ident is None or ident.kind == "user_alias" or st is None:
@@ -242,7 +243,8 @@ def _undelivered_profiles(state: State, plan_id: str, spec: SyncSpec, held: dict
     rows = state.con.execute(
         f"""SELECT json_extract_string(p.new_row, {json_path(ident.kind)}) FROM {DB}.plan_rows AS p
             LEFT JOIN {st.table} AS s ON s.key = p.key
-            WHERE p.plan_id = ? AND p.sync = ? AND p.op = 'added' AND p.status IN ('{SEND}', '{INVALID}')
+            WHERE p.plan_id = ? AND p.sync = ? AND (p.op = 'added' OR (p.op = 'changed' AND p.retry))
+              AND p.status IN ('{SEND}', '{INVALID}')
               AND s.row_hash IS DISTINCT FROM p.new_hash""", [plan_id, spec.name]).fetchall()
     held.setdefault(ident.kind, set()).update(v for (v,) in rows if v is not None)
 

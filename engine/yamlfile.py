@@ -368,7 +368,6 @@ _PATTERN_HINTS = {
         "expected a UUID like 0f6e0a4c-1c1a-4a3c-9a52-5d1c2d3e4f50"
     ),
     "^https?://[^\\s/]+(/[^\\s]*)?$": "expected a URL like https://rest.iad-01.braze.com",
-    "^[a-z]{2,4}-[0-9]{2}$": "expected an instance name like iad-01, fra-02 or au-01",
     "^[0-9]+(\\.[0-9]+)?\\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$": "expected a size like 1GB or 512MB",
 }
 
