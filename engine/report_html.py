@@ -137,7 +137,11 @@ def _cards(plan: Plan) -> str:
         guards = "".join(
             f'<li class="{"bad" if g.blocked else "ok"}">{_e(g.describe())}</li>' for g in s.guards)
         reqs = ", ".join(f"{_e(k)}: {_n(v)}" for k, v in sorted(s.requests.items())) or "none"
-        notes = "".join(f'<p class="note">{_e(x)}</p>' for x in s.notes)
+        warnings = [*(f"{f.field} changes type on {f.type_changes} row(s); Braze keeps the type it saw first"
+                      for f in s.fields if f.type_changes),
+                    *((f"{name}: unset on {held} row(s) (on_unmapped: unset)" if s.on_unmapped == "unset"
+                       else f"no longer synced: Braze keeps {name} on {held} row(s)") for name, held in s.unmapped)]
+        notes = "".join(f'<p class="note">{_e(x)}</p>' for x in (*s.notes, *warnings))
         cards.append(f"""<section class="card{' blocked' if s.blocked else ''}{' quiet' if not s.has_changes else ''}"
     data-sync="{_e(s.name)}">
   <h2>{_e(s.name)} <small>&rarr; {_e(s.object)} ({_e(s.connection)})</small></h2>
@@ -148,7 +152,9 @@ def _cards(plan: Plan) -> str:
   {f'<ul class="guards">{guards}</ul>' if guards else ''}
   {notes}
 </section>""")
-    return '<div class="cards">' + "\n".join(cards) + "</div>"
+    failed = "".join(f'<section class="card blocked" data-sync="{_e(f.sync)}"><h2>{_e(f.sync)}</h2>'
+                     f'<p class="note">not planned: {_e(f.message)}</p></section>' for f in plan.failed)
+    return '<div class="cards">' + "\n".join(cards) + failed + "</div>"
 
 
 def _fields_section(plan: Plan) -> str:
@@ -166,7 +172,8 @@ def _fields_section(plan: Plan) -> str:
             nulled = 100.0 * f.nulled / top
             bars.append(
                 f'<div class="bar" data-field="{_e(f.field)}" data-rows="{f.rows}" title="{_e(sample)}">'
-                f'<a class="name" href="#filter=sync:{_e(s.name)},field:{_e(f.field)}">{_e(f.field)}</a>'
+                f'<a class="name" href="#filter=sync:{_e(s.name)},field:{_e(f.field)}">{_e(f.field)}'
+                f'{"" if not f.column or f.column == f.field else " ← " + _e(f.column)}</a>'
                 f'<span class="track"><span class="fill" style="width:{100.0 * (f.rows - f.nulled) / top:.2f}%">'
                 f'</span><span class="fill null" style="width:{nulled:.2f}%"></span></span>'
                 f'<span class="num">{_n(f.rows)}{f" ({_n(f.nulled)} → null)" if f.nulled else ""}</span></div>')

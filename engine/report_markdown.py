@@ -71,7 +71,11 @@ def sync_sentence(s: SyncPlan) -> str:
 
 def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
     lines = [f"### Reflow plan `{plan.plan_id}`", ""]
-    if not plan.has_changes:
+    if plan.failed:
+        lines.append("> [!WARNING]")
+        lines += [f"> **{f.sync}** was not planned: {f.message}  " for f in plan.failed]
+        lines.append("")
+    if not plan.has_changes and not any(s.unmapped for s in plan.syncs):
         total = sum(s.counts.total for s in plan.syncs)
         lines.append(f"No changes: Braze is in step with {len(plan.syncs)} sync(s) ({_n(total)} rows compared).")
         return "\n".join(lines) + "\n"
@@ -86,6 +90,13 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
     lines.append("")
     for s in changed:
         lines.append(f"- **{s.name}**: {sync_sentence(s)}")
+        if s.restart:
+            lines.append(f"  - {s.restart}")
+    for s in plan.syncs:
+        for name, held in s.unmapped:
+            what = (f"`{name}` is unset on {_n(held)} rows (on_unmapped: unset)" if s.on_unmapped == "unset"
+                    else f"no longer synced: Braze keeps `{name}` on {_n(held)} rows")
+            lines.append(f"- **{s.name}**: {what}")
     quiet = [s.name for s in plan.syncs if not s.has_changes]
     if quiet:
         lines.append(f"- no changes: {', '.join(quiet)}")
@@ -112,7 +123,10 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
             if f.samples:
                 key, old, new = f.samples[0]
                 sample = f"`{key}`: {_cell(old)} → {_cell(new)}"
-            lines.append(f"| {s.name} | `{f.field}` | {_n(f.rows)} | {_n(f.nulled)} | {sample} |")
+            name = f"`{f.field}`" + (f" ← `{f.column}`" if f.column and f.column != f.field else "")
+            if f.type_changes:
+                sample += f" ⚠ type changes on {_n(f.type_changes)} row(s)"
+            lines.append(f"| {s.name} | {name} | {_n(f.rows)} | {_n(f.nulled)} | {sample} |")
         lines += ["", "</details>"]
     guards = [(s.name, g) for s in plan.syncs for g in s.guards]
     if guards:
