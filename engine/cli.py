@@ -465,8 +465,9 @@ def _status(args: argparse.Namespace) -> int:
                 "pending": state.pending_count(s.name),
                 "last run": f"{last['started_at']:%Y-%m-%d %H:%M:%S}" if last else "never",
                 "outcome": last["status"] if last else "-",
+                "why pending": state.pending_reason(s.name),
             })
-    console.print_lines(console.table(rows, ["sync", "snapshot rows", "pending", "last run", "outcome"]))
+    console.print_lines(console.table(rows, ["sync", "snapshot rows", "pending", "last run", "outcome", "why pending"]))
     return 0
 
 

@@ -207,7 +207,13 @@ class State:
         version = 0
         if has_meta and has_meta[0]:
             row = self.con.execute(f"SELECT value FROM {DB}.meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row else 0
+            try:
+                version = int(row[0]) if row else 0
+            except (TypeError, ValueError):
+                raise StateError(
+                    f"the state file {self.path} is corrupt: its schema_version is {row[0]!r}, not a number. "
+                    "Restore a backup (`reflow state restore FILE`) or move the file away to start over"
+                ) from None
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"{self.path} was written by a newer Reflow (state schema {version}, this Reflow "
@@ -459,6 +465,14 @@ class State:
                          [duckdb.__version__, HASH_RECIPE, sync])
         self.con.execute("COMMIT")
         return True
+
+    def pending_reason(self, sync: str) -> str | None:
+        """The most frequent reason rows of a sync are pending, with its count (None when none are)."""
+        if self.empty:
+            return None
+        row = self.con.execute(f"SELECT reason, count(*) AS n FROM {DB}.pending WHERE sync = ? GROUP BY reason "
+                               "ORDER BY n DESC, reason LIMIT 1", [sync]).fetchone()
+        return f"{row[0]} ({row[1]:,} row{'s' if row[1] != 1 else ''})" if row else None
 
     def pending_count(self, sync: str) -> int:
         if self.empty:
