@@ -207,11 +207,12 @@ class State:
         version = 0
         if has_meta and has_meta[0]:
             row = self.con.execute(f"SELECT value FROM {DB}.meta WHERE key = 'schema_version'").fetchone()
+            value = row[0] if row else 0
             try:
-                version = int(row[0]) if row else 0
+                version = int(value)
             except (TypeError, ValueError):
                 raise StateError(
-                    f"the state file {self.path} is corrupt: its schema_version is {row[0]!r}, not a number. "
+                    f"the state file {self.path} is corrupt: its schema_version is {value!r}, not a number. "
                     "Restore a backup (`reflow state restore FILE`) or move the file away to start over"
                 ) from None
         if version > SCHEMA_VERSION:

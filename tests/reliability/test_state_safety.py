@@ -108,6 +108,23 @@ def test_state_from_a_newer_reflow_is_refused_and_left_untouched(cli, braze_env,
     assert digest(path) == unchanged
 
 
+def test_corrupt_schema_version_is_refused_with_how_to_recover(cli, braze_env, example_project):
+    assert cli("run")[0] == 0
+    path = state_file(example_project)
+    con = duckdb.connect(str(path))
+    con.execute("update meta set value = 'abc' where key = 'schema_version'")
+    con.close()
+    unchanged = digest(path)
+    assert cli("example", "mutate")[0] == 0
+    before = requests_total(braze_env)
+    for command in (("run",), ("plan",), ("status",), ("apply", "--yes")):
+        err = refused(cli, *command)
+        assert err == (f"error: the state file {path} is corrupt: its schema_version is 'abc', not a number. "
+                       "Restore a backup (`reflow state restore FILE`) or move the file away to start over\n"), err
+    assert requests_total(braze_env) == before
+    assert digest(path) == unchanged
+
+
 def test_read_only_state_folder(cli, braze_env, example_project):
     folder = example_project / ".reflow"
     with tmpfs(folder, "64m"):
