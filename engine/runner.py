@@ -206,7 +206,10 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
         status = "failed" if outcome.error else "interrupted" if stop.is_set() else (
             "partial" if outcome.pending else "succeeded")
         state.finish_run(outcome.run_id, status, outcome.error or outcome.reason)
-    state.set_plan_status(plan.plan_id, "applied")
+    # a plan is applied once every sync in it went through; otherwise it can be applied again for the
+    # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
+    done = not result.interrupted and not any(o.error or o.blocked for o in result.syncs)
+    state.set_plan_status(plan.plan_id, "applied" if done else "incomplete")
     return result
 
 

@@ -39,3 +39,23 @@ def test_an_unreachable_braze_is_named_in_apply_status_and_history(cli, example_
     code, out, _ = cli("plan", "--select", "braze_users", "--json")
     [users] = json.loads(out)["syncs"]
     assert users["retry"] == users["total"] and users["added"] == 0     # every row tried, none lost
+
+
+def test_an_apply_that_cannot_start_leaves_nothing_dangling(cli, braze_env, monkeypatch):
+    """No API key: every sync fails before its first request, says why, and the plan can be applied
+    again once the key is set (it is not left 'applying', no run stays 'running')."""
+    code, out, err = cli("plan")
+    assert code == 0, err
+    monkeypatch.delenv("BRAZE_API_KEY")
+    code, out, err = cli("apply", "--yes")
+    assert code == 1, out + err
+    assert "BRAZE_API_KEY" in out and "stopped:" in out
+    code, out, _ = cli("history", "--json")
+    runs = json.loads(out)
+    assert runs and all(r["status"] == "failed" and "BRAZE_API_KEY" in (r["message"] or "") for r in runs)
+    monkeypatch.setenv("BRAZE_API_KEY", braze_env.api_key)
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    assert braze_env.stats()["data_points"] > 0
+    code, out, _ = cli("status")
+    assert "running" not in out and "failed" not in out
