@@ -287,7 +287,7 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
         if s.blocked:
             blocks.append(_line((s.name, "bold"), ": ", ("blocked by a guard", "bold red"), f": {s.blocked}"))
             continue
-        pending = s.not_attempted + s.unknown + s.invalid + s.held_back
+        pending = s.not_attempted + s.unknown + s.invalid
         blocks.append(_line(
             (s.name, "bold"), ": ",
             (f"{n(s.acknowledged)} acknowledged", "green" if s.acknowledged else "dim"), ", ",
@@ -300,10 +300,6 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
         if s.invalid:
             blocks.append(_line(f"  {plural(s.invalid, 'invalid row')} not sent; `reflow show --op invalid` "
                                 "lists them with the rule each breaks"))
-        if s.held_back:
-            blocks.append(_line(f"  {plural(s.held_back, 'row')} held back: their Braze profile was not delivered "
-                                "in this run (subscription states for unknown users are dropped by Braze); "
-                                "sent once the profile lands"))
         if s.unknown:
             blocks.append(_line(f"  {plural(s.unknown, 'row')} sent without a usable answer: Braze may or may not "
                                 "have applied them, so the next plan sends their current values again"))

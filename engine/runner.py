@@ -31,7 +31,6 @@ from engine.destinations.base import (
     Destination,
     RowResult,
 )
-from engine.diff import json_path
 from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError
 from engine.plan import BASELINE, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
 from engine.specs import SyncSpec
@@ -57,7 +56,6 @@ class SyncOutcome:
     unknown: int = 0            # sent without a usable answer: planned again in full
     skipped: int = 0
     invalid: int = 0
-    held_back: int = 0          # waiting for a profile that was not delivered in this apply
     requests: int = 0
     data_points: int = 0
     seconds: float = 0.0
@@ -67,7 +65,7 @@ class SyncOutcome:
 
     @property
     def pending(self) -> int:
-        return self.rejected + self.not_attempted + self.unknown + self.invalid + self.held_back
+        return self.rejected + self.not_attempted + self.unknown + self.invalid
 
     @property
     def reason(self) -> str | None:
@@ -161,9 +159,7 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
     result = ApplyResult(plan.plan_id, failed=[(f.sync, f.message) for f in plan.failed])
     blocked = blocked_syncs(plan, allow_guards)
     state.set_plan_status(plan.plan_id, "applying")
-    # profiles first, deletes last; subscription states wait for the profiles they need
-    held: dict[str, set[str]] = {}      # identifier kind -> ids of new profiles not delivered in this apply
-    for sp in sorted(plan.syncs, key=lambda s: APPLY_ORDER.get(s.object, 2)):
+    for sp in sorted(plan.syncs, key=lambda s: APPLY_ORDER.get(s.object, 1)):
         if stop.is_set():
             result.interrupted = True
             break
@@ -171,8 +167,6 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
         result.syncs.append(outcome)
         if sp.name in blocked:
             outcome.blocked = blocked[sp.name]
-            if sp.object == "users":
-                _undelivered_profiles(state, plan.plan_id, specs[sp.name], held)
             continue
         if not sp.has_changes and not _local_rows(state, plan.plan_id, sp):
             continue
@@ -182,9 +176,8 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             destination = destination_for(specs[sp.name])
             try:
                 _record_local(state, plan.plan_id, sp, outcome)
-                hold = _held_back(specs[sp.name], held)
                 try:
-                    _send(state, plan.plan_id, sp, destination, outcome, stop, progress, hold)
+                    _send(state, plan.plan_id, sp, destination, outcome, stop, progress)
                 except BaseException:
                     with contextlib.suppress(Exception):    # else the next writer folds them
                         state.fold_acks(sp.name)
@@ -192,8 +185,6 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
                 state.fold_acks(sp.name)
                 if not outcome.pending and not stop.is_set():
                     state.set_columns(sp.name, sp.columns)   # every row now holds exactly these fields
-                if sp.object == "users":
-                    _undelivered_profiles(state, plan.plan_id, specs[sp.name], held)
             finally:
                 destination.close()
         except DestinationError as exc:
@@ -213,43 +204,9 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
     return result
 
 
-# the order syncs are applied in, by destination object (others: 2)
-APPLY_ORDER = {"users": 0, "catalog_items": 1, "subscription_groups": 3, "user_deletes": 4}
-
-
-@dataclass(frozen=True)
-class _Hold:
-    """Rows of a sync to hold back: those whose identifier (a column of the new row) is in `ids`."""
-
-    column: str
-    ids: frozenset[str]
-
-
-def _held_back(spec: SyncSpec, held: dict[str, set[str]]) -> _Hold | None:
-    """Braze accepts a subscription state for an unknown user and keeps nothing: a state for a
-    profile whose creation failed in this apply would be recorded as delivered and lost. Such rows
-    are held back (left pending) until the profile is delivered."""
-    ident = spec.destination.identifier
-    if spec.destination.object != "subscription_groups" or ident is None or not held.get(ident.kind):
-        return None
-    return _Hold(ident.kind, frozenset(held[ident.kind]))
-
-
-def _undelivered_profiles(state: State, plan_id: str, spec: SyncSpec, held: dict[str, set[str]]) -> None:
-    """Identifier values of profiles this users sync should have created but Braze did not acknowledge
-    (rejected, invalid, left pending, or the sync was blocked): added rows, and retried ones (an earlier
-    send of theirs may never have been applied, so the profile may not exist)."""
-    ident = spec.destination.identifier
-    st = state.sync(spec.name)
-    if ident is None or ident.kind == "user_alias" or st is None:
-        return
-    rows = state.con.execute(
-        f"""SELECT json_extract_string(p.new_row, {json_path(ident.kind)}) FROM {DB}.plan_rows AS p
-            LEFT JOIN {st.table} AS s ON s.key = p.key
-            WHERE p.plan_id = ? AND p.sync = ? AND (p.op = 'added' OR (p.op = 'changed' AND p.retry))
-              AND p.status IN ('{SEND}', '{INVALID}')
-              AND s.row_hash IS DISTINCT FROM p.new_hash""", [plan_id, spec.name]).fetchall()
-    held.setdefault(ident.kind, set()).update(v for (v,) in rows if v is not None)
+# the order syncs are applied in, by destination object (others: 1): user deletes last, so that a
+# profile deleted by one sync is not re-created by another sync of the same apply
+APPLY_ORDER = {"user_deletes": 2}
 
 
 def _local_rows(state: State, plan_id: str, sp: SyncPlan) -> int:
@@ -326,29 +283,15 @@ class _Sent:
 
 
 def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: Destination,
-             hold: _Hold | None, outcome: SyncOutcome) -> Iterator[_Sent]:
+             outcome: SyncOutcome) -> Iterator[_Sent]:
     """Stored payloads of one channel, in seq order, a window of plan rows at a time, cut into
     requests of `batch_limits` objects (a window's last, partial request is completed from the
-    next window). A request over the byte budget is split by the destination; held-back rows are
-    counted and left out. Before a window's requests go out, the highest plan row they carry is
+    next window). A request over the byte budget is split by the destination. Before a window's requests go out, the highest plan row they carry is
     recorded as the run's frontier: after a crash, rows up to it without a recorded outcome are
     uncertain (State.recover), the rows past it were certainly not sent."""
     limit, budget = destination.batch_limits(channel)
     where = f"plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ?"
     params: list[Any] = [plan_id, sp.name, channel]
-    if hold is not None:
-        held = f"coalesce(json_extract_string(new_row, {json_path(hold.column)}) IN (SELECT unnest(?)), false)"
-        row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE {where} AND {held}",
-                          [*params, sorted(hold.ids)]).fetchone()
-        n_held = int(row[0]) if row else 0
-        if n_held:
-            outcome.held_back += n_held       # stay pending: the next plan sends them again
-            reason = "held back: the user's profile was not created in this run"
-            outcome.reasons[reason] = outcome.reasons.get(reason, 0) + n_held
-            con.execute(f"SELECT key FROM {DB}.plan_rows WHERE {where} AND {held}", [*params, sorted(hold.ids)])
-            _pending(con, sp.name, [(k, reason) for (k,) in con.fetchall()], outcome.run_id)
-        where += f" AND NOT {held}"
-        params.append(sorted(hold.ids))
     keys: list[str] = []
     items: list[str] = []
     seqs: list[int] = []
@@ -465,7 +408,7 @@ class _Checkpointer(threading.Thread):
 
 
 def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, outcome: SyncOutcome,
-          stop: threading.Event, progress: ApplyProgress | None, hold: _Hold | None = None) -> None:
+          stop: threading.Event, progress: ApplyProgress | None) -> None:
     concurrency = max(1, destination.capabilities.default_concurrency)
     # the snapshot is about to move: any plan made before this send is stale from now on
     state.con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
@@ -479,7 +422,7 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
                 f"SELECT DISTINCT channel FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
                 "ORDER BY channel", [plan_id, sp.name]).fetchall()]
             for channel in channels:
-                for sent in _batches(reader, plan_id, sp, channel, destination, hold, outcome):
+                for sent in _batches(reader, plan_id, sp, channel, destination, outcome):
                     if not writer.wait_for_slot(stop):
                         break
                     fut = pool.submit(destination.send, sent.batch)

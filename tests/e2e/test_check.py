@@ -36,9 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # What the example project's syncs need (README, "Permissions each object needs").
 NEEDED = {
-    "users.track": ("POST /users/track", "braze_users, order_events, purchases"),
+    "users.track": ("POST /users/track", "braze_users, newsletter_subscriptions, order_events, purchases"),
     "users.delete": ("POST /users/delete", "gdpr_deletes"),
-    "subscription.status.set": ("POST /subscription/status/set", "newsletter_subscriptions"),
     "catalogs.replace_items": ("PUT /catalogs/products/items", "catalog_products"),
     "catalogs.update_items": ("PATCH /catalogs/products/items", "catalog_products"),
     "catalogs.delete_items": ("DELETE /catalogs/products/items", "catalog_products"),
@@ -156,7 +155,7 @@ def test_a_key_with_every_needed_permission_passes_and_writes_nothing(check: Cli
 
 
 def test_missing_permissions_are_named_and_exit_1(check: Cli, pointed: Any) -> None:
-    sandbox = pointed("users.track,subscription.status.set,catalogs.replace_items,catalogs.update_items")
+    sandbox = pointed("users.track,catalogs.replace_items,catalogs.update_items")
     before = braze_state(sandbox)
     code, out, _ = check("check")
     assert code == 1
@@ -165,7 +164,7 @@ def test_missing_permissions_are_named_and_exit_1(check: Cli, pointed: Any) -> N
     assert found["catalogs.delete_items"] == (*NEEDED["catalogs.delete_items"],
                                               "missing (Braze answered 403 Access Denied)")
     assert {p: r[2] for p, r in found.items() if p not in ("users.delete", "catalogs.delete_items")} == {
-        "users.track": OK, "subscription.status.set": OK, "catalogs.replace_items": OK,
+        "users.track": OK, "catalogs.replace_items": OK,
         "catalogs.update_items": OK, "users.export.ids": "not needed"}
     assert "Missing 2 permissions: users.delete (braze), catalogs.delete_items (braze)." in out
     assert braze_state(sandbox) == before

@@ -38,7 +38,7 @@ def sync(obj: str, name: str = "s", raw: dict[str, Any] | None = None, **dest: A
     (sync("catalog_items", catalog="products", item_id="id"), ["catalogs.replace_items", "catalogs.update_items"]),
     (sync("catalog_items", catalog="products", item_id="id", on_removed="delete"),
      ["catalogs.replace_items", "catalogs.update_items", "catalogs.delete_items"]),
-    (sync("subscription_groups", subscription=SubscriptionSpec("s", group_id="g")), ["subscription.status.set"]),
+    (sync("subscription_groups", subscription=SubscriptionSpec("s", group_id="g")), ["users.track"]),
     (sync("user_deletes"), ["users.delete"]),
     (sync("users", raw={"destination": {"missing_users": "wait"}}), ["users.track", "users.export.ids"]),
     (sync("events", raw={"missing_users": "wait"}), ["users.track", "users.export.ids"]),
@@ -102,8 +102,7 @@ def test_granted_missing_and_not_needed() -> None:
                            "POST /users/delete": answer(403, {"message": "Access Denied"})}, [TRACK, DELETE])
     assert sent == ["POST /users/track", "POST /users/delete"]
     assert check.key == "accepted" and not check.ok
-    assert results(check) == {"users.track": OK, "users.delete": MISSING, "subscription.status.set": NOT_NEEDED,
-                              "catalogs.replace_items": NOT_NEEDED, "catalogs.update_items": NOT_NEEDED,
+    assert results(check) == {"users.track": OK, "users.delete": MISSING, "catalogs.replace_items": NOT_NEEDED, "catalogs.update_items": NOT_NEEDED,
                               "catalogs.delete_items": NOT_NEEDED, "users.export.ids": NOT_NEEDED}
 
 

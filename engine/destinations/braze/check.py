@@ -8,7 +8,6 @@ the body):
     permission               probe                                   a key that has it gets
     users.track              POST /users/track {}                    400 "Valid data must be provided…"
     users.delete             POST /users/delete {}                   400 (no identifiers)
-    subscription.status.set  POST /subscription/status/set {}        400 (no subscription_group_id)
     catalogs.replace_items   PUT /catalogs/<catalog>/items {}        400 item-array-invalid (404 catalog-not-found)
     catalogs.update_items    PATCH /catalogs/<catalog>/items {}      same
     catalogs.delete_items    DELETE /catalogs/<catalog>/items {}     same
@@ -26,7 +25,7 @@ What each object needs (README, "Permissions each object needs"):
     catalog_items     catalogs.replace_items (added items: PUT creates or replaces),
                       catalogs.update_items (changed fields: PATCH),
                       + catalogs.delete_items with on_removed: delete
-    subscription_groups  subscription.status.set
+    subscription_groups  users.track (states travel in attributes objects' subscription_groups)
     user_deletes      users.delete
     any, with missing_users: wait   + users.export.ids
 """
@@ -52,8 +51,8 @@ NOT_NEEDED = "not needed"
 NOT_CHECKED = "not checked"
 
 # Every permission Reflow can use, in the order the table lists them.
-PERMISSIONS = ("users.track", "users.delete", "subscription.status.set", "catalogs.replace_items",
-               "catalogs.update_items", "catalogs.delete_items", "users.export.ids")
+PERMISSIONS = ("users.track", "users.delete", "catalogs.replace_items", "catalogs.update_items",
+               "catalogs.delete_items", "users.export.ids")
 KEY_PROBE = "users.track"          # always sent: it tells whether the key is accepted at all
 EXPORT_IDS = ("POST", "/users/export/ids")
 
@@ -116,14 +115,12 @@ def needs(sync: SyncSpec) -> list[tuple[str, ChannelInfo | None]]:
     track = channel_info("POST /users/track attributes")
     delete = channel_info("POST /users/delete external_ids")
     found: list[ChannelInfo] = []
-    if dest.object in ("users", "events", "purchases"):
+    if dest.object in ("users", "events", "purchases", "subscription_groups"):
         found.append(track)
         if dest.object == "users" and dest.on_removed == "delete":
             found.append(delete)
     elif dest.object == "user_deletes":
         found.append(delete)
-    elif dest.object == "subscription_groups":
-        found.append(channel_info("POST /subscription/status/set - subscribed external_id"))
     elif dest.object == "catalog_items":
         path = f"/catalogs/{dest.catalog}/items"
         found += [channel_info(f"PUT {path}"), channel_info(f"PATCH {path}")]

@@ -40,7 +40,7 @@ from engine.specs import SyncSpec
 
 USER_AGENT = f"partner-Reflow-Reflow/{engine.__version__}"
 DEFAULT_CONCURRENCY = 32
-TRACK_OBJECTS = ("users", "events", "purchases")
+TRACK_OBJECTS = ("users", "events", "purchases", "subscription_groups")   # sent to /users/track
 
 
 class BrazeDestination:
@@ -78,7 +78,7 @@ class BrazeDestination:
         self._lock = threading.Lock()
 
     def _main_group(self) -> str:
-        return {"catalog_items": "catalog.items", "subscription_groups": "subscription",
+        return {"catalog_items": "catalog.items",
                 "user_deletes": "users.identity"}.get(self.sync.destination.object, TRACK_GROUP)
 
     # -- planning (no network, no key) -----------------------------------------------------------

@@ -5,15 +5,12 @@ A channel names one kind of request; rows of one channel may share a request bod
     "POST /users/track attributes"                  {"attributes":[item,...]}
     "POST /users/track events" / "... purchases"    {"events":[...]} / {"purchases":[...]}
     "POST /users/delete external_ids"               {"external_ids":[item,...]}   (one id kind per request)
-    "POST /subscription/status/set <gid> <state> <kind>"
-                                                    {"subscription_group_id":..,"subscription_state":..,"<kind>":[..]}
     "POST|PATCH|DELETE /catalogs/<name>/items"      {"items":[item,...]}
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,7 +42,7 @@ _CLUSTER = re.compile(r"^(iad|fra|au|us)-(\d{2})$")
 _LOOPBACK_HOSTS = frozenset({"localhost"})
 
 TRACK_LIMIT = 75                # objects per /users/track request (75 total; legacy: 75 per array)
-OTHER_LIMIT = 50                # /users/delete, /subscription/status/set, catalog async items
+OTHER_LIMIT = 50                # /users/delete, catalog async items
 MAX_BODY_BYTES = 4_000_000
 
 
@@ -62,7 +59,6 @@ TRACK_GROUP = "users.track"
 DEFAULT_RATES: dict[str, float] = {
     TRACK_GROUP: 1000.0,                  # 3,000 requests / 3 s
     "users.identity": 20_000 / 60,        # /users/delete, alias, identify, merge: 20,000/min shared
-    "subscription": 5_000 / 60,           # /subscription/status/set (v1 + v2): 5,000/min shared
     "catalog.items": 16_000 / 60,         # async catalog item endpoints: 16,000/min shared
 }
 
@@ -99,12 +95,6 @@ def channel_info(channel: str) -> ChannelInfo:
         array = rest[0]
         return ChannelInfo(channel, method, path, endpoint, array, OTHER_LIMIT, "users.identity", "users.delete",
                            '{"' + array + '":[', "]}")
-    if path == "/subscription/status/set" and method == "POST" and len(rest) == 3:
-        group_id, state, kind = rest
-        prefix = ('{"subscription_group_id":' + json.dumps(group_id) + ',"subscription_state":'
-                  + json.dumps(state) + ',"' + kind + '":[')
-        return ChannelInfo(channel, method, path, endpoint, kind, OTHER_LIMIT, "subscription",
-                           "subscription.status.set", prefix, "]}")
     if path.startswith("/catalogs/") and path.endswith("/items") and not rest:
         permission = {"POST": "catalogs.add_items", "PATCH": "catalogs.update_items",
                       "DELETE": "catalogs.delete_items", "PUT": "catalogs.replace_items"}.get(method)

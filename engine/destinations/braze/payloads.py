@@ -4,7 +4,7 @@
     events              POST /users/track events      (append-only)
     purchases           POST /users/track purchases   (append-only)
     catalog_items       PUT|PATCH|DELETE /catalogs/<catalog>/items   (PUT: added, or sent in full again)
-    subscription_groups POST /subscription/status/set <group_id> <state> <id kind>
+    subscription_groups POST /users/track attributes   ({<id>, "subscription_groups": [{group, state}]})
     user_deletes        POST /users/delete <ids>
 
 Identifiers and `_update_existing_only`: mode `update` always sends `true`; mode `upsert` omits it,
@@ -375,6 +375,8 @@ class CatalogPayloads:
 
 
 class SubscriptionPayloads:
+    channel = "POST /users/track attributes"
+
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         self.ident = IdentifierRule(sync, problems, ("external_id", "email", "phone"))
         spec = sync.destination.subscription
@@ -411,8 +413,13 @@ class SubscriptionPayloads:
             text = "unsubscribed"
         else:
             return Invalid(f"{spec.state}: {validate.show(state)} is not true/false or 'subscribed'/'unsubscribed'")
-        channel = f"POST /subscription/status/set {group} {text} {self.ident.kind}"
-        return _item(channel, raw, 0)
+        # inside a /users/track attributes object the state travels with the profile: Braze creates the
+        # profile if it does not exist yet (or finds it, whichever request lands first), where
+        # /subscription/status/set answers success for an unknown user and keeps nothing; and it costs
+        # no data points
+        obj, _ = self.ident.track(values)
+        obj["subscription_groups"] = [{"subscription_group_id": group, "subscription_state": text}]
+        return _item(self.channel, obj, datapoints.attributes_object(obj))
 
 
 class UserDeletesPayloads:
