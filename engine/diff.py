@@ -18,6 +18,7 @@ nested values (STRUCT, LIST, MAP, JSON) become canonical JSON.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -147,7 +148,9 @@ def hash_expr(columns: Sequence[Column]) -> str:
     """Row hash over the names and values of the columns in name order (reordering columns is no
     change; renaming one, adding or dropping one is, whatever the values)."""
     ordered = sorted(columns, key=lambda c: c.name)
-    names = sql_str(json.dumps([c.name for c in ordered], ensure_ascii=False))
+    # the names enter as one 64-bit constant (hashing a long string per row cost ~10% at 10M rows)
+    digest = hashlib.sha256(json.dumps([c.name for c in ordered], ensure_ascii=False).encode()).digest()
+    names = f"{int.from_bytes(digest[:8], 'big')}::UBIGINT"
     return "hash(" + ", ".join([names] + [hashable(c) for c in ordered]) + ")"
 
 
