@@ -230,14 +230,14 @@ class Context:
         seconds = warehouse.build(models)
         console.note(f"dbt build --select {' '.join('+' + m for m in models)}: ok ({seconds:.1f} s)")
 
-    def destination_for(self, *, need_key: bool) -> Callable[[Any], Any]:
+    def destination_for(self, *, need_key: bool, stop: threading.Event | None = None) -> Callable[[Any], Any]:
         from engine.destinations.braze import make_destination
         from engine.project import resolve_api_key
 
         def make(sync: Any) -> Any:
             conn = self.project.connections[sync.destination.connection]
             key = resolve_api_key(conn, required=need_key)
-            return make_destination(conn, key, sync)
+            return make_destination(conn, key, sync, stop=stop)
 
         return make
 
@@ -397,7 +397,7 @@ def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any], allow: Seq
     stop = threading.Event()
     quiet = not plan.has_changes
     with Interrupts(stop), console.progress("sending") as progress:
-        result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=not quiet), stop=stop,
+        result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=not quiet, stop=stop), stop=stop,
                             progress=progress, allow_guards=allow)
     if quiet and not result.failed:
         console.print_lines([f"Plan {plan.plan_id}: no changes; nothing to send."])

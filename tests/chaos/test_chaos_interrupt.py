@@ -165,3 +165,20 @@ def test_kill_9_at_random_moments_loses_nothing(cli, slow_project, faulty, recor
     record_property("kill9", json.dumps(measured))
     print("kill9", json.dumps(measured))
     assert extras.total <= bound, measured
+
+
+def test_sigterm_during_a_long_rate_limit_wait_exits_promptly(cli, slow_project, faulty):
+    """Braze asks for a minute's wait (a 429 with its reset 60 s away): a scheduler's SIGTERM must not
+    wait for it (before, the process slept out the window, inviting the scheduler's SIGKILL)."""
+    faulty.set(rate_limit=(1, 60.0))               # one /users/track request a minute
+    assert cli("plan")[0] == 0
+    proc = start(slow_project, "apply", "--yes")
+    assert wait_for_requests(faulty, 2, proc), proc.communicate()    # the second one was told to wait
+    time.sleep(0.5)
+    sent_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - sent_at < 5, "the rate-limit wait did not end on SIGTERM"
+    runs = json.loads(cli("history", "--json")[1])
+    assert any(r["status"] == "interrupted" for r in runs) and not any(r["status"] == "running" for r in runs)

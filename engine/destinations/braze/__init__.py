@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from engine.destinations.braze.destination import BrazeDestination
 from engine.project import ConnectionConfig
 from engine.specs import SyncSpec
@@ -17,9 +19,11 @@ from engine.specs import SyncSpec
 __all__ = ["BrazeDestination", "make_destination"]
 
 
-def make_destination(connection: ConnectionConfig, api_key: str | None, sync: SyncSpec) -> BrazeDestination:
+def make_destination(connection: ConnectionConfig, api_key: str | None, sync: SyncSpec, *,
+                     stop: threading.Event | None = None) -> BrazeDestination:
     """The Braze destination of one sync. `api_key` may be None when planning; `send` needs it.
+    `stop` (the runner's first Ctrl-C / SIGTERM) ends the client's waits at once.
 
     Raises ProjectError for a bad endpoint/instance and SpecError for a destination section Braze
     cannot serve (missing identifier, reserved field names, …)."""
-    return BrazeDestination(connection, api_key, sync)
+    return BrazeDestination(connection, api_key, sync, client_options={"stop": stop} if stop else None)
