@@ -614,6 +614,31 @@ def test_applied_without_answer_then_warehouse_put_back_restores_braze(story, mo
         ctx.__exit__(None, None, None)
 
 
+def test_late_answer_landing_after_the_warehouse_was_put_back(story, monkeypatch):
+    """The user does not wait: the request that timed out is still on its way when the next run
+    sends the restored value. Braze applies the stale one last; Reflow must not then say it is in step."""
+    s = story
+    ctx = with_own_sandbox(s, monkeypatch)
+    try:
+        s.edit_project(lambda p: p["connections"]["braze"].update(timeout=1, max_retries=0))
+        first_sync(s, "--select", USERS)
+        [(tier,)] = s.sql("SELECT loyalty_tier FROM customers WHERE customer_id = 'c_00002'")
+        s.sql("UPDATE customers SET loyalty_tier = 'platinum' WHERE customer_id = 'c_00002'")
+        set_sandbox_options(s.sandbox, latency_ms=2500)
+        code, out, err = s("run", "--select", USERS)
+        assert code == 3 and "outcome unknown" in out + err, out + err
+        set_sandbox_options(s.sandbox, latency_ms=0)
+        s.sql("UPDATE customers SET loyalty_tier = ? WHERE customer_id = 'c_00002'", [tier])
+        s.ok("run", "--select", USERS)
+        time.sleep(3)                                  # the first request lands now
+        plan = s.plan("--select", USERS)
+        got = s.sandbox.user("c_00002")["custom_attributes"]["loyalty_tier"]
+        assert got == tier or plan["has_changes"], (
+            f"Braze holds loyalty_tier {got!r}, the model {tier!r}; the plan says has_changes={plan['has_changes']}")
+    finally:
+        ctx.__exit__(None, None, None)
+
+
 # ------------------------------------------------------------------------------ 11. type change
 
 
