@@ -300,6 +300,9 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
         if s.invalid:
             blocks.append(_line(f"  {plural(s.invalid, 'invalid row')} not sent; `reflow show --op invalid` "
                                 "lists them with the rule each breaks"))
+        if s.dropped:
+            blocks.append(_line(f"  {plural(s.dropped, 'row')} sent without a field Braze would refuse; "
+                                "`reflow errors` lists what was left out"))
         if s.unknown:
             blocks.append(_line(f"  {plural(s.unknown, 'row')} sent without a usable answer: Braze may or may not "
                                 "have applied them, so the next plan sends their current values again"))

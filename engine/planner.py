@@ -280,8 +280,14 @@ class PlanRows:
                 status, item, reason = SKIP, None, result.reason
             else:
                 status, item, reason = SEND, result, None
+            new_row, new_hash = row.new_row_json, row.new_hash
+            if item is not None and item.dropped:
+                # fields left out are not what Braze holds: the snapshot keeps what it knew of them, and
+                # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed)
+                reason = "sent without " + "; ".join(item.dropped)
+                new_row, new_hash = _without_dropped(row, item.dropped), None
             out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, row.key, row.op, status,
-                        row.key in pending, list(row.changed), row.new_hash, row.new_row_json,
+                        row.key in pending, list(row.changed), new_hash, new_row,
                         _old_kept(row), item.channel if item else None, item.item_json if item else None,
                         item.data_points if item else 0, reason))
         _write_rows(self.con, out)
@@ -342,6 +348,13 @@ class PlanRows:
         if context.collapsed:
             notes.append(f"{context.collapsed} removed row(s) address the same {_object_word(sync)} as another "
                          "row of the model: the removal is not sent, that row's values are")
+        dropped = self.con.execute(
+            f"SELECT count(*), min([key, reason] ORDER BY seq) FROM {DB}.plan_rows WHERE {where} "
+            f"AND status = '{SEND}' AND reason IS NOT NULL", params).fetchone()
+        if dropped and dropped[0]:
+            key, why = dropped[1]
+            notes.append(f"{dropped[0]} row(s) are sent without a field Braze would refuse (the rest of each row "
+                         f"is sent; `reflow show --sync {sync.name}` lists them), e.g. {key}: {why}")
         if moved_rows:
             fields = ", ".join(self.projection.identity)
             notes.append(f"{moved_rows} row(s) now have another {fields}: each is sent in full to its new "
@@ -421,6 +434,21 @@ def _old_kept(row: diff.DeltaRow) -> str | None:
         old = row.old_row or {}
         return json.dumps({f: old.get(f) for f in row.changed}, ensure_ascii=False, separators=(",", ":"))
     return row.old_row_json if row.op == "removed" else None
+
+
+def _without_dropped(row: diff.DeltaRow, dropped: Sequence[str]) -> str | None:
+    """The new row as Braze will hold it: each dropped field (named at the start of its reason, `field: …`)
+    keeps its old value (a changed row) or is left out (an added one)."""
+    values = dict(row.new_row or {})
+    old = row.old_row or {}
+    for reason in dropped:
+        field = reason.split(":", 1)[0]
+        if field in values:
+            if row.op == "changed" and field in old:
+                values[field] = old[field]
+            else:
+                del values[field]
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
 
 
 def _loads(text: str | None) -> Any:

@@ -61,6 +61,7 @@ class SyncOutcome:
     seconds: float = 0.0
     error: str | None = None
     blocked: str | None = None  # a guard blocked this sync: nothing was sent
+    dropped: int = 0            # rows sent without a field Braze would refuse (`reflow errors` lists them)
     reasons: dict[str, int] = field(default_factory=dict)   # why rows were left pending, with counts
 
     @property
@@ -92,7 +93,7 @@ class ApplyResult:
             return FATAL
         if any(s.blocked for s in self.syncs):
             return BLOCKED
-        if any(s.pending for s in self.syncs):
+        if any(s.pending or s.dropped for s in self.syncs):
             return UNDELIVERED
         return OK
 
@@ -239,8 +240,6 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
     outcome.invalid = len(invalid)
     for _, reason, _ in invalid:
         outcome.reasons[f"invalid: {reason}"] = outcome.reasons.get(f"invalid: {reason}", 0) + 1
-    if not n and not invalid:
-        return
     keep_removed = "AND op <> 'removed'" if sp.append_only else ""
     con.execute("BEGIN")
     if n:
@@ -254,6 +253,14 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
         con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, outcome.run_id])
     if invalid:
         _pending(con, sp.name, [(k, f"invalid: {r}") for k, r, _ in invalid], outcome.run_id)
+    # rows sent without a field Braze would refuse: `reflow errors` lists what was left out
+    row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
+                      "AND reason IS NOT NULL", params).fetchone()
+    outcome.dropped = int(row[0]) if row else 0
+    if outcome.dropped:
+        con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, sync, key, reason, item, ? FROM {DB}.plan_rows "
+                    f"WHERE plan_id = ? AND sync = ? AND status = '{SEND}' AND reason IS NOT NULL",
+                    [outcome.run_id, now(), *params])
     con.execute("COMMIT")
     outcome.skipped = n
 

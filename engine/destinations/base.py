@@ -108,6 +108,7 @@ class Item:
     channel: str
     item_json: str
     data_points: int = 0
+    dropped: tuple[str, ...] = ()       # fields left out because the destination would refuse them (why)
 
 
 @dataclass(frozen=True)

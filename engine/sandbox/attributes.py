@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .isodata import country_code
+from engine.isodata import country_code
+
 from .options import SandboxOptions
 from .store import Store, User
 from .validate import CONTROL_KEYS, MAX_STRING, STANDARD_FIELDS

@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from .isodata import CURRENCIES, LANGUAGES
+from engine.isodata import CURRENCIES, LANGUAGES
+
 from .options import SandboxOptions
 from .times import is_date, parse_time
 

@@ -126,24 +126,27 @@ def test_refused_with_its_exact_error_and_nothing_sent(name, tmp_path, braze_env
 
 
 # cases that run: what is sent, what is invalid (with its reason) and never sent
-SENT_CASES: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {
-    # case -> (exit code of `reflow run`, {external_id: first_name sent}, {invalid key: reason})
-    "bad_values": (3, {"ok_1": "Ada", "future_dob": "Fay"}, {
-        "bad_email": "email: 'not-an-email' is not a valid email address",
-        "long_name": "first_name: string of 300 characters is longer than 255",
-        "bad_country": "country: 'XX' is not an ISO-3166-1 alpha-2 country code (e.g. 'US', 'DE')",
-        "bad_dob": "dob: '31/12/1999' is not a date in the form YYYY-MM-DD"}),
-    "wrong_column_types": (3, {}, {"1": "email: 42 is not a string", "2": "email: 42 is not a string",
-                                   "3": "email: 42 is not a string"}),
-    "emoji_values": (0, {"1": "Zoë 🦄", "2": "علي", "3": "陈 👨\u200d👩\u200d👧"}, {}),
-    "case_keys": (0, {"C_1": "Upper", "c_1": "Lower", "c_1 ": "Space"}, {}),
-    "no_rows": (0, {"1": "Ada", "3": "Cy"}, {}),   # first run; the wipe is tested below
+# case -> (exit code of `reflow run`, {external_id: first_name sent}, {invalid key: reason},
+#          {key: why a field was left out while the rest of the row was sent})
+SENT_CASES: dict[str, tuple[int, dict[str, str | None], dict[str, str], dict[str, str]]] = {
+    # one value Braze would refuse drops that field, not the row
+    "bad_values": (3, {"ok_1": "Ada", "future_dob": "Fay", "bad_email": "Bob", "long_name": None,
+                       "bad_country": "Dee", "bad_dob": "Eve"}, {}, {
+        "bad_email": "sent without email: 'not-an-email' is not a valid email address",
+        "long_name": "sent without first_name: string of 300 characters is longer than 255",
+        "bad_country": "sent without country: 'XX' is not an ISO-3166-1 alpha-2 country code (e.g. 'US', 'DE')",
+        "bad_dob": "sent without dob: '31/12/1999' is not a date in the form YYYY-MM-DD"}),
+    "wrong_column_types": (3, {"1": None, "2": None, "3": None}, {}, {
+        k: "sent without email: 42 is not a string; first_name: ['a', 'b'] is not a string" for k in "123"}),
+    "emoji_values": (0, {"1": "Zoë 🦄", "2": "علي", "3": "陈 👨\u200d👩\u200d👧"}, {}, {}),
+    "case_keys": (0, {"C_1": "Upper", "c_1": "Lower", "c_1 ": "Space"}, {}, {}),
+    "no_rows": (0, {"1": "Ada", "3": "Cy"}, {}, {}),   # first run; the wipe is tested below
 }
 
 
 @pytest.mark.parametrize("case", list(SENT_CASES))
 def test_only_valid_rows_are_sent_and_invalid_ones_say_why(case, tmp_path, braze_env):
-    code, sent, invalid = SENT_CASES[case]
+    code, sent, invalid, dropped = SENT_CASES[case]
     project = make_project(tmp_path / "p", case)
     got, out, err = reflow(project, "run")
     assert got == code and "Traceback" not in err, out + err
@@ -151,10 +154,13 @@ def test_only_valid_rows_are_sent_and_invalid_ones_say_why(case, tmp_path, braze
     got, out, err = reflow(project, "show", "--op", "invalid", "--format", "json", "--limit", "0")
     assert got == 0, err
     assert {r["key"]: r["reason"] for r in json.loads(out)} == invalid
-    # deterministic: a second plan sees the same keys, nothing changed, invalid rows stay invalid
+    got, out, err = reflow(project, "errors", "--json")
+    assert {r["key"]: r["reason"] for r in json.loads(out)} == dropped
+    # deterministic: a second plan sees the same keys; a value Braze refused is still refused (and now
+    # nothing else of the row is left to send: the row is invalid until the model is fixed)
     got, out, err = reflow(project, "plan", "--json")
     plan = json.loads(out)["syncs"][0]
-    assert (plan["added"], plan["changed"], plan["removed"], plan["invalid"]) == (0, 0, 0, len(invalid))
+    assert (plan["added"], plan["changed"], plan["removed"], plan["invalid"]) == (0, 0, 0, len(invalid) + len(dropped))
 
 
 def test_a_model_returning_no_rows_is_blocked_by_the_removal_guard(tmp_path, braze_env):

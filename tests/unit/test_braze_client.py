@@ -255,14 +255,10 @@ def test_request_headers_and_body(clock: FakeClock, braze: ScriptedServer) -> No
 def test_other_channels_send_their_envelopes(clock: FakeClock, braze: ScriptedServer) -> None:
     dest = destination(clock, server=braze)
     dest.send(Batch("POST /users/delete external_ids", ("a", "b"), ('"a"', '"b"')))
-    dest.send(Batch("POST /subscription/status/set g-1 subscribed email", ("a",), ('"a@b.io"',)))
     dest.send(Batch("DELETE /catalogs/products/items", ("p",), ('{"id":"p"}',)))
     assert [(c.method, c.path) for c in braze.calls] == [
-        ("POST", "/users/delete"), ("POST", "/subscription/status/set"), ("DELETE", "/catalogs/products/items")]
-    assert [c.json() for c in braze.calls] == [
-        {"external_ids": ["a", "b"]},
-        {"subscription_group_id": "g-1", "subscription_state": "subscribed", "email": ["a@b.io"]},
-        {"items": [{"id": "p"}]}]
+        ("POST", "/users/delete"), ("DELETE", "/catalogs/products/items")]
+    assert [c.json() for c in braze.calls] == [{"external_ids": ["a", "b"]}, {"items": [{"id": "p"}]}]
 
 
 def test_remaining_zero_pauses_the_next_request(clock: FakeClock, braze: ScriptedServer) -> None:
@@ -368,8 +364,6 @@ def test_sort_response_table(status: int, body: Any, headers: dict[str, str], ki
     ("POST /users/delete external_ids", {"deleted": 1}, OK),               # ids queued; unknown ones may not count
     ("POST /users/delete external_ids", {"message": "success"}, UNEXPECTED),
     ("POST /users/delete external_ids", {"deleted": 4, "message": "success"}, UNEXPECTED),
-    ("POST /subscription/status/set g-1 subscribed external_id", {"message": "success"}, OK),
-    ("POST /subscription/status/set g-1 subscribed external_id", {"message": "ok"}, UNEXPECTED),
     ("PUT /catalogs/products/items", {"message": "success"}, OK),
     ("PATCH /catalogs/products/items", {"success": True}, UNEXPECTED),
 ])

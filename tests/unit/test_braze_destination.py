@@ -115,7 +115,7 @@ def test_users_track_batches_hold_75(legacy: bool) -> None:
 
 @pytest.mark.parametrize("channel", [
     "POST /users/delete external_ids", "POST /catalogs/products/items", "DELETE /catalogs/products/items",
-    "POST /subscription/status/set 8c4b1f6e-0a3b-4c5d-9e8f-112233445566 subscribed email",
+    "PUT /catalogs/products/items",
 ])
 def test_other_endpoints_batch_50(channel: str) -> None:
     dest = make(ConnectionConfig("braze", instance="iad-01"))
@@ -137,10 +137,9 @@ def test_batches_split_before_4mb_bodies() -> None:
 
 
 def test_request_bodies_are_the_items_joined() -> None:
-    info = channel_info("POST /subscription/status/set g-1 unsubscribed phone")
-    body = info.prefix + ",".join(['"+15555550100"', '"+15555550101"']) + info.suffix
-    assert json.loads(body) == {"subscription_group_id": "g-1", "subscription_state": "unsubscribed",
-                                "phone": ["+15555550100", "+15555550101"]}
+    info = channel_info("PUT /catalogs/products/items")
+    body = info.prefix + ",".join(['{"id":"a"}', '{"id":"b"}']) + info.suffix
+    assert json.loads(body) == {"items": [{"id": "a"}, {"id": "b"}]}
     delete = channel_info("POST /users/delete user_aliases")
     assert delete.prefix + '{"alias_name":"a","alias_label":"l"}' + delete.suffix == (
         '{"user_aliases":[{"alias_name":"a","alias_label":"l"}]}')
@@ -163,10 +162,10 @@ def test_estimate_requests_data_points_and_seconds() -> None:
 
 def test_estimate_is_bound_by_the_slowest_rate_group() -> None:
     dest = make(ConnectionConfig("braze", instance="iad-01"))
-    est = dest.estimate({"POST /subscription/status/set g subscribed external_id": (50_000, 0),
+    est = dest.estimate({"PUT /catalogs/products/items": (50_000, 0),
                          "POST /users/track attributes": (75, 10)})
-    assert est.requests == {"POST /subscription/status/set": 1000, "POST /users/track": 1}
-    assert est.seconds == pytest.approx(1000 / (5000 / 60))
+    assert est.requests == {"PUT /catalogs/products/items": 1000, "POST /users/track": 1}
+    assert est.seconds == pytest.approx(1000 / (16_000 / 60))
     assert dest.estimate({}).seconds == 0
 
 

@@ -308,8 +308,9 @@ def subs(**kw: Any) -> BrazeDestination:
                                              ("subscribed", "subscribed"), ("unsubscribed", "unsubscribed")])
 def test_subscription_state_values(state: Any, text: str) -> None:
     got = item(subs().prepare(added({"id": 1, "user": "c_1", "opt_in": state})))
-    assert got.channel == f"POST /subscription/status/set {GROUP} {text} external_id"
-    assert got.item_json == '"c_1"'
+    assert got.channel == "POST /users/track attributes"        # the state travels with the profile
+    assert json.loads(got.item_json) == {"external_id": "c_1", "subscription_groups": [
+        {"subscription_group_id": GROUP, "subscription_state": text}]}
     assert got.data_points == 0
 
 
@@ -321,8 +322,8 @@ def test_subscription_other_states_are_invalid() -> None:
 def test_subscription_group_column_and_email_identifier() -> None:
     d = subs(subscription=SubscriptionSpec(state="s", group_id_column="g"), identifier=Identifier("email", "e"))
     got = item(d.prepare(added({"id": 1, "e": "a@b.io", "s": True, "g": GROUP2})))
-    assert got.channel == f"POST /subscription/status/set {GROUP2} subscribed email"
-    assert got.item_json == '"a@b.io"'
+    assert json.loads(got.item_json) == {"email": "a@b.io", "subscription_groups": [
+        {"subscription_group_id": GROUP2, "subscription_state": "subscribed"}]}
     assert d.prepare(added({"id": 1, "e": "a@b.io", "s": True, "g": "grp-2"})) == Invalid(
         "g: 'grp-2' is not a subscription group id (a UUID from the Braze dashboard)")
 
@@ -336,7 +337,7 @@ def test_subscription_changed_only_when_state_changed_and_removed_skipped() -> N
     old = {"id": 1, "user": "c_1", "opt_in": True, "name": "a"}
     assert isinstance(subs().prepare(changed(dict(old, name="b"), old)), Skip)
     got = item(subs().prepare(changed(dict(old, opt_in=False), old)))
-    assert " unsubscribed " in got.channel
+    assert json.loads(got.item_json)["subscription_groups"][0]["subscription_state"] == "unsubscribed"
     assert isinstance(subs().prepare(PlanRow("k", "removed", old)), Skip)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -28,8 +29,6 @@ def users(field: str, value: Any) -> object:
 @pytest.mark.parametrize(("field", "value", "reason"), [
     ("email", "not-an-email", "email: 'not-an-email' is not a valid email address"),
     ("email", "a@b", "email: 'a@b' is not a valid email address"),
-    ("country", "UK", "country: 'UK' is not an ISO-3166-1 alpha-2 country code (e.g. 'US', 'DE')"),
-    ("country", "gb", "country: 'gb' is not an ISO-3166-1 alpha-2 country code (e.g. 'US', 'DE')"),
     ("language", "english", "language: 'english' is not an ISO-639-1 language code (e.g. 'en', 'fr')"),
     ("dob", "1990-02-30", "dob: '1990-02-30' is not a date in the form YYYY-MM-DD"),
     ("dob", "2024-05-01T10:00:00.000Z", "dob: '2024-05-01T10:00:00.000Z' is not a date in the form YYYY-MM-DD"),
@@ -59,6 +58,20 @@ def test_attribute_rules(field: str, value: Any, reason: str) -> None:
 ])
 def test_valid_standard_values_pass(field: str, value: Any) -> None:
     assert isinstance(users(field, value), Item)
+
+
+@pytest.mark.parametrize(("value", "sent"), [("UK", "GB"), ("gb", "GB"), ("Australia", "AU"), ("AUS", "AU"),
+                                             ("united states", "US"), ("DE", "DE")])
+def test_country_names_are_normalised_as_braze_does(value: str, sent: str) -> None:
+    got = users("country", value)
+    assert isinstance(got, Item) and json.loads(got.item_json)["country"] == sent
+
+
+def test_one_bad_standard_field_drops_that_field_not_the_row() -> None:
+    got = dest().prepare(PlanRow("k", "added", {"id": "u1", "country": "XX", "tier": "gold", "language": "zz"}))
+    assert isinstance(got, Item) and json.loads(got.item_json) == {"external_id": "u1", "tier": "gold"}
+    assert got.dropped == ("country: 'XX' is not an ISO-3166-1 alpha-2 country code (e.g. 'US', 'DE')",
+                           "language: 'zz' is not an ISO-639-1 language code (e.g. 'en', 'fr')")
 
 
 @pytest.mark.parametrize(("ident", "value", "reason"), [

@@ -14,6 +14,7 @@ create users: in upsert mode Braze updates existing profiles only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -228,10 +229,17 @@ class UsersPayloads:
             attrs = {field: None for field, _ in pairs}
             if not attrs:
                 return Skip("no mapped field to unset")
-        for field, value in attrs.items():
+        # one value Braze would refuse drops that field, not the row: the others are sent
+        dropped: list[str] = []
+        for field, value in list(attrs.items()):
+            if field == "country":
+                attrs[field] = value = validate.country(value)
             problem = validate.attribute(field, value)
             if problem:
-                return Invalid(problem)
+                dropped.append(problem)
+                del attrs[field]
+        if dropped and not attrs:
+            return Invalid("; ".join(dropped))
         obj = ident
         # unsetting a removed row's attributes must never create a profile (e.g. one that a
         # user-deletes sync just deleted): removals are always update-only
@@ -239,7 +247,8 @@ class UsersPayloads:
         if flag is not None:
             obj["_update_existing_only"] = flag
         obj.update(attrs)
-        return _item(self.channel, obj, datapoints.attributes_object(obj))
+        item = _item(self.channel, obj, datapoints.attributes_object(obj))
+        return dataclasses.replace(item, dropped=tuple(dropped)) if dropped and isinstance(item, Item) else item
 
 
 class EventsPayloads:
@@ -268,10 +277,11 @@ class EventsPayloads:
         if problem:
             return Invalid(problem)
         obj["name"] = name
-        problem = validate.time("time", values.get(spec.time))
+        when = validate.event_time(values.get(spec.time))
+        problem = validate.time("time", when)
         if problem:
             return Invalid(problem)
-        obj["time"] = values[spec.time]
+        obj["time"] = when
         problem = finish_track_object(obj, "event", spec.properties, values, self.flag)
         if problem:
             return Invalid(problem)
@@ -299,18 +309,19 @@ class PurchasesPayloads:
         product_id = _as_id(values.get(spec.product_id))
         quantity = values.get(spec.quantity) if spec.quantity else None
         quantity = 1 if quantity is None else quantity
+        when = validate.event_time(values.get(spec.time))
         problem = (validate.required_string("product_id", product_id)
                    or validate.currency(values.get(spec.currency))
                    or validate.price(values.get(spec.price))
                    or validate.quantity(quantity)
-                   or validate.time("time", values.get(spec.time)))
+                   or validate.time("time", when))
         if problem:
             return Invalid(problem)
         obj["product_id"] = product_id
         obj["currency"] = values[spec.currency]
         obj["price"] = values[spec.price]
         obj["quantity"] = quantity
-        obj["time"] = values[spec.time]
+        obj["time"] = when
         problem = finish_track_object(obj, "purchase", spec.properties, values, self.flag)
         if problem:
             return Invalid(problem)

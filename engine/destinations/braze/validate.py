@@ -9,6 +9,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from engine import isodata
+
 EXTERNAL_ID_MAX_BYTES = 987
 ALIAS_MAX_BYTES = 236
 STRING_MAX_CHARS = 255
@@ -207,6 +209,21 @@ def properties(what: str, props: Mapping[str, Any], *, event: bool) -> str | Non
         if problem:
             return problem
     return size("properties", props)
+
+
+def country(value: Any) -> Any:
+    """Country names and alpha-3 codes as Braze normalises them ('Australia', 'AUS' → 'AU'); other values
+    unchanged (then refused by `standard_attribute`: Braze would store null for them)."""
+    if isinstance(value, str) and value not in COUNTRIES:
+        return isodata.country_code(value) or value
+    return value
+
+
+def event_time(value: Any) -> Any:
+    """A date (a DATE column, normalised to YYYY-MM-DD) as the full ISO-8601 time Braze expects."""
+    if isinstance(value, str) and len(value) == 10 and _is_date(value):
+        return value + "T00:00:00.000Z"
+    return value
 
 
 def time(field: str, value: Any) -> str | None:

@@ -1,4 +1,5 @@
-"""ISO reference data the sandbox validates against (generated from Debian iso-codes 3166-1, 639-2, 4217).
+"""ISO reference data (generated from Debian iso-codes 3166-1, 639-2, 4217): what Braze accepts and how it
+normalises country names. Used by the Braze destination and by the sandbox; imports nothing.
 
 COUNTRY_NAMES maps every accepted spelling (alpha-2, alpha-3, English name, official and common name),
 lowercased, to the ISO 3166-1 alpha-2 code Braze stores.
