@@ -14,12 +14,19 @@
     ├── DestinationError             the destination refused the whole sync (bad key, permission, …)
     └── Interrupted                  SIGINT/SIGTERM during apply (exit code 130)
 
-Messages never contain secrets: anything that might is passed through `scrub()`.
+Messages never contain secrets: every ReflowError and every Problem passes through `scrub()`, which
+replaces each value given to `register_secret()` (the project registers every secret setting as it
+loads) with `***`. `contains_secret()` and `scrub_value()` serve the other outputs (plan rows,
+reports, payloads) that must check or clean what they write.
 """
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,8 @@ class Problem:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return scrub(text)
 
 
 class ReflowError(Exception):
@@ -51,7 +59,10 @@ class ReflowError(Exception):
 
     @property
     def message(self) -> str:
-        return str(self.args[0])
+        return scrub(str(self.args[0]))      # again: a secret may have been registered since
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class UserError(ReflowError):
@@ -108,17 +119,46 @@ class Interrupted(ReflowError):
     exit_code = 130
 
 
-_SECRETS: set[str] = set()
+MIN_SECRET_LENGTH = 4                # shorter values would scrub ordinary words
+
+_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()       # longest first, so a secret inside another is not half-replaced
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret so that `scrub` removes it from every message."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
+    """Remember a secret so that `scrub` removes it from every message: the value as given, stripped,
+    and as it appears inside JSON strings and URLs."""
+    global _secrets
+    if not value:
+        return
+    forms = {value, value.strip(), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             quote(value, safe="")}
+    forms = {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
+    with _lock:
+        if forms <= set(_secrets):
+            return
+        _secrets = tuple(sorted({*_secrets, *forms}, key=lambda s: (-len(s), s)))
 
 
 def scrub(text: str) -> str:
-    for secret in _SECRETS:
+    """`text` with every registered secret replaced by `***`."""
+    for secret in _secrets:          # the tuple is replaced, never changed: safe while another thread registers
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def contains_secret(text: str) -> bool:
+    """Does `text` hold a registered secret? (For outputs that must refuse rather than mask.)"""
+    return any(secret in text for secret in _secrets)
+
+
+def scrub_value(value: Any) -> Any:
+    """A JSON-like value (dicts, lists, strings, numbers) with every string scrubbed, keys too."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub_value(k): scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrub_value(v) for v in value)
+    return value

@@ -20,6 +20,17 @@ from engine.yamlfile import Document, dotted, load_schema, read_yaml, validate
 
 PROJECT_FILE = "reflow_project.yml"
 
+SECRET_FIELDS: tuple[str, ...] = ("api_key", "partner_api_key", "data_import_key")
+"""Setting names whose values are secrets, wherever they sit in reflow_project.yml outside `vars`:
+connections.<name>.api_key today; partner_api_key and data_import_key are reserved for when a
+connection takes them; add a state store's key settings here when one lands. The one list to extend.
+
+For each such setting, as soon as the project loads, whatever the command: its value is registered
+with the error scrubber (rendered now when its environment variables are set), the environment
+variables it reads (`env_var('NAME')`, which must name them with a string) are recorded in
+`Project.secret_env_vars`, and no other template (models, other settings) may read those
+variables, nor any REFLOW_SECRET_* or DBT_ENV_SECRET_* one."""
+
 
 class Secret:
     """A secret value (API key). Its str/repr never show it; `.reveal()` does."""
@@ -86,6 +97,7 @@ class Project:
     memory_limit: str = "1GB"
     file: str = PROJECT_FILE
     warnings: tuple[str, ...] = ()       # located notes for the user (e.g. an inline API key)
+    secret_env_vars: Mapping[str, str] = field(default_factory=dict)   # env var -> the secret setting it feeds
 
     def api_key(self, name: str, *, required: bool = True) -> str | None:
         """The API key of connection `name`, read from the environment now."""
@@ -124,22 +136,82 @@ def _fail(problems: list[Problem]) -> ProjectError:
     return ProjectError("\n".join(str(p) for p in problems) + f"\n{n} problem{'s' if n != 1 else ''} in {PROJECT_FILE}")
 
 
-def _is_api_key(path: tuple[str | int, ...]) -> bool:
-    return len(path) == 3 and path[0] == "connections" and path[2] == "api_key"
+Path_ = tuple[str | int, ...]
+
+
+def is_secret_field(path: Path_) -> bool:
+    """Is this setting of reflow_project.yml a secret (SECRET_FIELDS)?"""
+    return len(path) >= 2 and path[0] != "vars" and path[-1] in SECRET_FIELDS
+
+
+def _secret_settings(value: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
+    """Every secret setting holding a string: (path, raw value)."""
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _secret_settings(v, (*path, k))]
+    if isinstance(value, list):
+        return [found for i, v in enumerate(value) for found in _secret_settings(v, (*path, i))]
+    return [(path, value)] if isinstance(value, str) and is_secret_field(path) else []
+
+
+def _read_secret_settings(doc: Document, problems: list[Problem], warnings: list[str]) -> dict[str, str]:
+    """Register literal secrets, and map each env var a secret setting reads to that setting's path."""
+    from engine.render import TemplateProblem, env_vars_read, is_template
+
+    secret_env: dict[str, str] = {}
+    for path, raw in _secret_settings(doc.data):
+        where = dotted(path)
+        if not is_template(raw):
+            register_secret(raw)
+            line, col = doc.value_mark(path)
+            what = "the API key" if path[-1] == "api_key" else "a secret"
+            warnings.append(
+                f"{doc.file}:{line}:{col}: {where}: {what} is written in the project file; "
+                "use \"{{ env_var('BRAZE_API_KEY') }}\" to keep it out of version control"
+            )
+            continue
+        try:
+            uses = env_vars_read(raw)
+        except TemplateProblem as exc:
+            problems.append(doc.problem(path, exc.message))
+            continue
+        for use in uses:
+            if use.name is None:
+                problems.append(doc.problem(path, "env_var() in a secret setting must name its variable with a "
+                                                  "quoted string (env_var('BRAZE_API_KEY')), so that models can "
+                                                  "be kept from reading it"))
+            else:
+                secret_env.setdefault(use.name, where)
+    return secret_env
+
+
+def _register_secret_values(doc: Document, secret_env: Mapping[str, str]) -> None:
+    """Register, now, the value of every secret setting and every secret env var that is set, so that
+    no command (validate and plan included) can print them, whether or not it uses them."""
+    from engine.render import TemplateProblem, env_var, is_secret_env_name, is_template, render_text
+
+    for name, value in os.environ.items():
+        if name in secret_env or is_secret_env_name(name):
+            register_secret(value)
+    for _, raw in _secret_settings(doc.data):
+        if is_template(raw):
+            try:
+                register_secret(render_text(raw, {"env_var": env_var}).strip())
+            except TemplateProblem:
+                pass                      # not set: the command that needs it says so (resolve_api_key)
 
 
 def _render_tree(
     value: Any, path: tuple[str | int, ...], functions: Mapping[str, object], doc: Document,
     problems: list[Problem], templated: set[tuple[str | int, ...]], failed: set[tuple[str | int, ...]],
 ) -> Any:
-    """Render every templated string in `value` (except connection api keys)."""
+    """Render every templated string in `value` (except secret settings, read only when needed)."""
     from engine.render import TemplateProblem, is_template, render_text
 
     if isinstance(value, dict):
         return {k: _render_tree(v, (*path, k), functions, doc, problems, templated, failed) for k, v in value.items()}
     if isinstance(value, list):
         return [_render_tree(v, (*path, i), functions, doc, problems, templated, failed) for i, v in enumerate(value)]
-    if isinstance(value, str) and is_template(value) and not _is_api_key(path):
+    if isinstance(value, str) and is_template(value) and not is_secret_field(path):
         try:
             rendered = render_text(value, functions)
         except TemplateProblem as exc:
@@ -174,7 +246,6 @@ def _coerce_types(data: Any, templated: set[tuple[str | int, ...]], schema: Mapp
 
 def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list[Problem], warnings: list[str]) -> ConnectionConfig:
     from engine.destinations.braze.endpoints import EndpointProblem, resolve_endpoint
-    from engine.render import TemplateProblem, check_syntax, is_template
 
     base: tuple[str | int, ...] = ("connections", name)
     endpoint: str | None = None
@@ -188,20 +259,7 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
         if resolved.warning:
             key = "instance" if raw.get("instance") else "endpoint"
             warnings.append(str(doc.problem((*base, key), resolved.warning)))
-    api_key = raw.get("api_key")
-    if isinstance(api_key, str):
-        if is_template(api_key):
-            try:
-                check_syntax(api_key)
-            except TemplateProblem as exc:
-                problems.append(doc.problem((*base, "api_key"), exc.message))
-        else:
-            register_secret(api_key)
-            line, col = doc.value_mark((*base, "api_key"))
-            warnings.append(
-                f"{doc.file}:{line}:{col}: connections.{name}.api_key: the API key is written in the project file; "
-                "use \"{{ env_var('BRAZE_API_KEY') }}\" to keep it out of version control"
-            )
+    api_key = raw.get("api_key")            # checked and registered by _read_secret_settings
     rate = raw.get("rate_limit")
     extra: dict[str, object] = {}
     rate_limit: float | None = None
@@ -227,7 +285,7 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
 
 def load_project(root: Path) -> Project:
     """Read, render and validate `<root>/reflow_project.yml`. All problems at once (ProjectError)."""
-    from engine.render import env_var, make_var
+    from engine.render import guarded_env_var, make_var
     root = Path(root).expanduser().resolve()
     file = root / PROJECT_FILE
     if not file.is_file():
@@ -235,6 +293,10 @@ def load_project(root: Path) -> Project:
     doc, problems = read_yaml(file, PROJECT_FILE, kind="project")
     if doc is None:
         raise _fail(problems)
+    warnings: list[str] = []
+    secret_env = _read_secret_settings(doc, problems, warnings)
+    _register_secret_values(doc, secret_env)
+    env_var = guarded_env_var(secret_env, "another setting")
     schema = load_schema(SCHEMA)
     data = doc.data
     templated: set[tuple[str | int, ...]] = set()
@@ -256,7 +318,6 @@ def load_project(root: Path) -> Project:
     if problems:
         raise _fail(problems)
 
-    warnings: list[str] = []
     connections = {
         name: _connection(name, raw, doc, problems, warnings) for name, raw in data["connections"].items()
     }
@@ -281,6 +342,7 @@ def load_project(root: Path) -> Project:
         owner=dict(data.get("owner", {})),
         memory_limit=data.get("memory_limit", default_memory_limit(warehouse)),
         warnings=tuple(warnings),
+        secret_env_vars=secret_env,
     )
 
 

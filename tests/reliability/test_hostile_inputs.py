@@ -83,6 +83,11 @@ REFUSED: dict[str, tuple[str | Generate, int, str]] = {
     "Jinja reaching __globals__": ("jinja_escape_globals", 1,
         "error: models/braze_users.sql:1: unsafe template access refused: access to attribute '__init__' of "
         "'type' object is unsafe.\n"),
+    "model reading the API key's env var": ("jinja_env_secret", 1,
+        "error: models/braze_users.sql:4: env_var('BRAZE_API_KEY') feeds a secret (connections.braze.api_key) and "
+        "cannot be read by a model\n"),
+    "model rendering more than 50 MB": ("jinja_huge_output", 1,
+        "error: models/braze_users.sql: the rendered SQL is larger than 50 MB; look for a loop that writes too much\n"),
     "SQL error in a model": ("sql_error", 1,
         "error: model 'braze_users' failed on the warehouse: Binder Error: Referenced column \"no_such_column\" "
         "not found in FROM clause!\n"),
@@ -98,7 +103,8 @@ REFUSED: dict[str, tuple[str | Generate, int, str]] = {
 
 # failures of one sync's model (the plan records them and goes on with the other syncs)
 SYNC_FAILURES = {"Jinja reaching __class__.__mro__", "Jinja reaching __globals__", "SQL error in a model",
-                 "non-UTF-8 SQL", "huge SQL file"}
+                 "non-UTF-8 SQL", "huge SQL file", "model reading the API key's env var",
+                 "model rendering more than 50 MB"}
 
 
 def test_every_hostile_folder_is_in_a_table():

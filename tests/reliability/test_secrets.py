@@ -1,18 +1,36 @@
 """The API key is read from the environment and written nowhere: not to stdout/stderr (even with
 --debug tracebacks), the state file, the lock file, plan exports, HTML reports or error messages.
-Plain http:// goes only to loopback sandboxes unless a connection explicitly allows it."""
+Plain http:// goes only to loopback sandboxes unless a connection explicitly allows it.
+
+Secrets stay secrets: an environment variable that feeds a secret setting (connections.*.api_key),
+or whose name starts with REFLOW_SECRET_ or DBT_ENV_SECRET_, cannot be read by a model or by any other
+setting, and every secret is registered with the scrubber as soon as the project loads."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
+from engine.errors import (
+    Problem,
+    ProjectError,
+    RenderError,
+    contains_secret,
+    register_secret,
+    scrub,
+    scrub_value,
+)
+from engine.project import SECRET_FIELDS, load_project
+from engine.render import render_model
 from engine.sandbox.testing import running_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -110,3 +128,202 @@ def test_plain_http_only_to_loopback_unless_explicitly_allowed(example_project, 
         assert code == 1 and "Traceback" not in err
         assert "connections.braze.endpoint" in err, err
     assert KEY not in out + err
+
+
+# ------------------------------------------------------------------------------ secrets stay secrets
+
+MINIMAL = Path(__file__).resolve().parent.parent / "fixtures" / "projects" / "minimal"
+
+
+def fresh_key() -> str:
+    """A key no earlier test registered (the scrubber's registry lives as long as the process)."""
+    return f"SECRETKEY-{uuid.uuid4().hex}"
+
+
+def test_a_model_reading_the_key_is_refused_and_the_key_appears_nowhere(example_project, tmp_path):
+    """The model the issue reported: `'{{ env_var("BRAZE_API_KEY") }}' as first_name` used to print the
+    key in compile and plan, write it to the HTML report and the state file, and send it to Braze."""
+    model = example_project / "models" / "braze_users.sql"
+    lines = model.read_text().splitlines()
+    line = lines.index("    c.first_name,") + 1
+    lines[line - 1] = """    '{{ env_var("BRAZE_API_KEY") }}' as first_name,"""
+    model.write_text("\n".join(lines) + "\n")
+    refusal = (f"models/braze_users.sql:{line}: env_var('BRAZE_API_KEY') feeds a secret "
+               "(connections.braze.api_key) and cannot be read by a model")
+    report = tmp_path / "plan.html"
+    outputs: list[str] = []
+    with running_sandbox(api_key=KEY) as sandbox:
+        env = {**os.environ, "BRAZE_REST_ENDPOINT": sandbox.url, "BRAZE_API_KEY": KEY}
+        for args in (("validate",), ("compile", "braze_users"), ("--debug", "compile", "braze_users"),
+                     ("plan",), ("plan", "--json"), ("plan", "--html", str(report)), ("run",), ("--debug", "run")):
+            code, out, err = reflow(example_project, env, *args)
+            outputs += [out, err]
+            assert code == 1 and refusal in err, (args, out, err)
+        assert sandbox.stats()["requests_total"] > 0          # the other syncs ran
+        with sandbox.store.lock:
+            received = json.dumps(sandbox.store.to_json(), default=str)
+    assert not any(KEY in text for text in outputs), "the API key appeared in the output"
+    assert KEY not in received, "the API key was sent to Braze"
+    assert '"first_name"' not in received                       # braze_users sent nothing at all
+    written = [p for p in (*example_project.rglob("*"), report) if p.is_file()]
+    assert any(p.name == "state.duckdb" for p in written) and report.is_file()
+    leaked = [str(p) for p in written if KEY.encode() in p.read_bytes()]
+    assert not leaked, f"the API key was written to {leaked}"
+
+
+def minimal(root: Path, model: str | None = None, project_file: str | None = None) -> Path:
+    shutil.copytree(MINIMAL, root)
+    if model is not None:
+        (root / "models" / "braze_users.sql").write_text(model)
+    if project_file is not None:
+        (root / "reflow_project.yml").write_text(project_file)
+    return root
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("select '{{ env_var(\"BRAZE_API_KEY\") }}' as customer_id",
+     "models/braze_users.sql:1: env_var('BRAZE_API_KEY') feeds a secret (connections.braze.api_key) and "
+     "cannot be read by a model"),
+    ("select 1 as customer_id\n{% if false %}{{ env_var(name='BRAZE_API_KEY') }}{% endif %}",   # never rendered
+     "models/braze_users.sql:2: env_var('BRAZE_API_KEY') feeds a secret (connections.braze.api_key) and "
+     "cannot be read by a model"),
+    ("select 1 as customer_id,\n'{{ env_var('BRAZE_' ~ 'API_KEY') }}' as x",                     # a computed name
+     "models/braze_users.sql:2: env_var('BRAZE_API_KEY') feeds a secret (connections.braze.api_key) and "
+     "cannot be read by a model"),
+    ("select '{{ env_var('REFLOW_SECRET_TOKEN', 'none') }}' as customer_id",
+     "models/braze_users.sql:1: env_var('REFLOW_SECRET_TOKEN') is a secret (its name starts with REFLOW_SECRET_) "
+     "and cannot be read by a model"),
+    ("select '{{ env_var('DBT_ENV_SECRET_' ~ 'GIT_TOKEN', 'none') }}' as customer_id",
+     "models/braze_users.sql:1: env_var('DBT_ENV_SECRET_GIT_TOKEN') is a secret (its name starts with "
+     "DBT_ENV_SECRET_) and cannot be read by a model"),
+])
+def test_a_model_cannot_read_a_secret_env_var(tmp_path, monkeypatch, model, message):
+    monkeypatch.setenv("BRAZE_API_KEY", fresh_key())
+    monkeypatch.setenv("REFLOW_SECRET_TOKEN", fresh_key())
+    project = load_project(minimal(tmp_path / "p", model))
+    with pytest.raises(RenderError) as caught:
+        render_model(project, "braze_users")
+    assert caught.value.message == message
+
+
+def test_a_model_referencing_a_secret_reading_model_is_refused_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAZE_API_KEY", fresh_key())
+    root = minimal(tmp_path / "p", "select * from {{ ref('customers') }}")
+    (root / "models" / "customers.sql").write_text(
+        "select 1 as customer_id,\n'{{ env_var('BRAZE_API_KEY') }}' as k")
+    with pytest.raises(RenderError, match=r"^models/customers.sql:2: env_var\('BRAZE_API_KEY'\) feeds a secret"):
+        render_model(load_project(root), "braze_users")
+
+
+def test_sql_that_dbt_compiled_for_a_model_is_refused_when_it_holds_a_secret(tmp_path, monkeypatch):
+    """A Reflow model that calls a dbt macro is compiled by dbt, whose env_var() Reflow does not guard."""
+    key = fresh_key()
+    monkeypatch.setenv("BRAZE_API_KEY", key)
+
+    class DbtWarehouse:
+        def relation_for(self, name: str) -> str:
+            return f'"main"."{name}"'
+
+        def compile_inline(self, source: str, rel: str) -> str:
+            return f"select '{key}' as customer_id"          # what dbt would render from a macro
+
+    root = minimal(tmp_path / "p", "select {{ leak_it() }} as customer_id")
+    with pytest.raises(RenderError) as caught:
+        render_model(load_project(root), "braze_users", relation_for=DbtWarehouse().relation_for)
+    assert caught.value.message == (
+        "models/braze_users.sql: the SQL dbt compiled contains a secret (the value of a secret setting or "
+        "environment variable); a model cannot read secrets")
+
+
+def test_ordinary_env_vars_still_reach_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAZE_API_KEY", fresh_key())
+    monkeypatch.setenv("SHOP_REGION", "eu")
+    root = minimal(tmp_path / "p",
+                   "select '{{ env_var('SHOP_REGION') }}{{ env_var('NOT_SET_X', '-d') }}' as customer_id")
+    assert render_model(load_project(root), "braze_users").sql == "select 'eu-d' as customer_id"
+
+
+PROJECT = """name: p
+warehouse: {{type: duckdb, path: warehouse.duckdb}}
+vars:
+  region: "{vars_region}"
+connections:
+  braze:
+    type: braze
+    endpoint: "{endpoint}"
+    api_key: "{api_key}"
+"""
+
+
+def project_file(vars_region: str = "eu", endpoint: str = "https://rest.iad-01.braze.com",
+                 api_key: str = "{{ env_var('BRAZE_API_KEY') }}") -> str:
+    return PROJECT.format(vars_region=vars_region, endpoint=endpoint, api_key=api_key)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (project_file(vars_region="{{ env_var('BRAZE_API_KEY') }}"),        # var() would hand it to every model
+     "reflow_project.yml:4:11: vars.region: env_var('BRAZE_API_KEY') feeds a secret (connections.braze.api_key) "
+     "and cannot be read by another setting"),
+    (project_file(endpoint="https://{{ env_var('BRAZE_API_KEY') }}.example.com"),
+     "reflow_project.yml:8:15: connections.braze.endpoint: env_var('BRAZE_API_KEY') feeds a secret "
+     "(connections.braze.api_key) and cannot be read by another setting"),
+    (project_file(vars_region="{{ env_var('DBT_ENV_SECRET_PASSWORD', 'x') }}"),
+     "reflow_project.yml:4:11: vars.region: env_var('DBT_ENV_SECRET_PASSWORD') is a secret (its name starts with "
+     "DBT_ENV_SECRET_) and cannot be read by another setting"),
+    (project_file(api_key="{{ env_var('BRAZE_' ~ 'API_KEY') }}"),
+     "reflow_project.yml:9:14: connections.braze.api_key: env_var() in a secret setting must name its variable "
+     "with a quoted string (env_var('BRAZE_API_KEY')), so that models can be kept from reading it"),
+])
+def test_no_other_setting_reads_a_secret_env_var(tmp_path, monkeypatch, text, message):
+    monkeypatch.setenv("BRAZE_API_KEY", fresh_key())
+    with pytest.raises(ProjectError) as caught:
+        load_project(minimal(tmp_path / "p", project_file=text))
+    assert caught.value.message == f"{message}\n1 problem in reflow_project.yml"
+
+
+def test_secrets_are_registered_as_soon_as_the_project_loads(tmp_path, monkeypatch):
+    """For every command (validate, plan, compile...), not only when a destination is built."""
+    key, other, token = fresh_key(), fresh_key(), fresh_key()
+    monkeypatch.setenv("BRAZE_API_KEY", f"  {key}\n")                  # what the setting renders is stripped
+    monkeypatch.setenv("REFLOW_SECRET_WAREHOUSE", token)
+    text = project_file() + f"""  second:
+    type: braze
+    endpoint: https://rest.fra-02.braze.eu
+    api_key: "{other}"
+"""
+    project = load_project(minimal(tmp_path / "p", project_file=text))
+    assert project.secret_env_vars == {"BRAZE_API_KEY": "connections.braze.api_key"}
+    assert scrub(f"a {key} b {other} c {token}") == "a *** b *** c ***"
+    assert "api_key: the API key is written in the project file" in "\n".join(project.warnings)
+
+
+def test_an_unset_key_is_registered_later_and_validate_still_works(tmp_path, monkeypatch):
+    monkeypatch.delenv("BRAZE_API_KEY", raising=False)
+    project = load_project(minimal(tmp_path / "p"))
+    assert project.secret_env_vars == {"BRAZE_API_KEY": "connections.braze.api_key"}
+    key = fresh_key()
+    monkeypatch.setenv("BRAZE_API_KEY", key)
+    assert project.api_key("braze") == key and scrub(key) == "***"
+
+
+def test_the_secret_settings_are_one_list():
+    assert SECRET_FIELDS[0] == "api_key" and len(set(SECRET_FIELDS)) == len(SECRET_FIELDS)
+
+
+def test_the_scrubber_masks_every_form_a_key_takes():
+    key = fresh_key()
+    inner = key[10:20]
+    register_secret(inner)                                   # a secret inside another: the longer goes first
+    register_secret(key)
+    assert scrub(f"<{key}>") == "<***>"
+    quoted = f'k"{fresh_key()}\\'
+    register_secret(quoted)
+    assert scrub(json.dumps({"v": quoted})) == '{"v": "***"}'          # as it appears inside JSON
+    assert scrub(requests.utils.quote(quoted, safe="")) == "***"          # and inside a URL
+    assert contains_secret(f"x{key}y") and not contains_secret("nothing here")
+    assert scrub_value({"a": [key, 1, None], key: (f"{key}!",)}) == {"a": ["***", 1, None], "***": ("***!",)}
+    assert str(Problem("f.yml", 1, 2, "p", f"bad {key}")) == "f.yml:1:2: p: bad ***"
+    error = RenderError(f"late {fresh_key()}")
+    late = error.message.removeprefix("late ")
+    register_secret(late)                                    # registered after the error was made
+    assert error.message == "late ***" and str(error) == "late ***"
