@@ -16,8 +16,8 @@
 
 Messages never contain secrets: every ReflowError and every Problem passes through `scrub()`, which
 replaces each value given to `register_secret()` (the project registers every secret setting as it
-loads) with `***`. `contains_secret()` and `scrub_value()` serve the other outputs (plan rows,
-reports, payloads) that must check or clean what they write.
+loads) with `***`. `contains_secret()`, `scrub_value()` and `registered_secrets()` serve the other
+outputs (plan rows, reports, payloads) that must check or clean what they write.
 """
 
 from __future__ import annotations
@@ -146,6 +146,12 @@ def scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def registered_secrets() -> tuple[str, ...]:
+    """Every registered secret (each form), longest first: for outputs that search where `scrub` cannot
+    run, e.g. as parameters of a DuckDB `contains(value, ?)` over rows that never reach Python."""
+    return _secrets
 
 
 def contains_secret(text: str) -> bool:

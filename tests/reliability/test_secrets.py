@@ -26,6 +26,7 @@ from engine.errors import (
     RenderError,
     contains_secret,
     register_secret,
+    registered_secrets,
     scrub,
     scrub_value,
 )
@@ -321,6 +322,8 @@ def test_the_scrubber_masks_every_form_a_key_takes():
     assert scrub(json.dumps({"v": quoted})) == '{"v": "***"}'          # as it appears inside JSON
     assert scrub(requests.utils.quote(quoted, safe="")) == "***"          # and inside a URL
     assert contains_secret(f"x{key}y") and not contains_secret("nothing here")
+    secrets = registered_secrets()
+    assert key in secrets and inner in secrets and secrets.index(key) < secrets.index(inner)
     assert scrub_value({"a": [key, 1, None], key: (f"{key}!",)}) == {"a": ["***", 1, None], "***": ("***!",)}
     assert str(Problem("f.yml", 1, 2, "p", f"bad {key}")) == "f.yml:1:2: p: bad ***"
     error = RenderError(f"late {fresh_key()}")
