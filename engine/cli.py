@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="rows to show (0: all, for exports)")
     p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report of the plan to FILE")
-    p = cmd("reset", _reset, "forget a sync's snapshot: the next plan sends every row as added")
+    p = cmd("reset", _reset, "forget what Braze holds for a sync: the next plan sends every row again in full")
     p.add_argument("sync")
     p.add_argument("--yes", action="store_true")
     p = cmd("state", _state_help, "back up or restore the state file (`reflow state backup|restore`)")
@@ -121,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     q = state_sub.add_parser("backup", parents=[common], help="a consistent copy of the state file, taken under its lock")
     q.set_defaults(handler=_state_backup)
     q.add_argument("file", nargs="?", help="where to write it (default: next to the state file, timestamped)")
+    q = state_sub.add_parser("rename", parents=[common],
+                             help="give a sync's state a new name (after renaming its sync file or name:)")
+    q.set_defaults(handler=_state_rename)
+    q.add_argument("old")
+    q.add_argument("new")
+    q = state_sub.add_parser("forget", parents=[common],
+                             help="drop the state of a sync the project no longer has (its history stays)")
+    q.set_defaults(handler=_state_forget)
+    q.add_argument("sync")
+    q.add_argument("--yes", action="store_true")
     q = state_sub.add_parser("restore", parents=[common],
                              help="put a backup in place of the state file (the old one is kept as .bak)")
     q.set_defaults(handler=_state_restore)
@@ -330,7 +340,7 @@ def _plan(args: argparse.Namespace) -> int:
     with ctx.state("plan") as state:
         with console.progress("planning") as progress:
             plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False),
-                              progress=progress)
+                              progress=progress, project_syncs=[s.name for s in ctx.syncs()])
         if args.html:
             _write_html(state, plan, Path(args.html))
     if fmt == "json":
@@ -420,7 +430,7 @@ def _run(args: argparse.Namespace) -> int:
     with ctx.state("run") as state:
         with console.progress("planning") as progress:
             plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False),
-                              progress=progress)
+                              progress=progress, project_syncs=[s.name for s in ctx.syncs()])
         if args.json:
             console.print_json(plan.to_json())
         else:
@@ -539,17 +549,45 @@ def _reset(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise UserError("reset needs confirmation: pass --yes (no terminal to ask on)")
-        answer = input(f"Forget the snapshot of '{sync.name}'? The next plan re-sends every row. Type 'yes': ")
+        answer = input(f"Forget what Braze holds for '{sync.name}'? The next plan re-sends every row in full. "
+                       "Type 'yes': ")
         if answer.strip().lower() != "yes":
             return 1
     with ctx.state("reset") as state:
-        dropped = state.reset(sync.name)
-    console.print_lines([f"{sync.name}: forgot {dropped:,} snapshot row(s); the next plan sends every row."])
+        marked = state.reset(sync.name)
+    console.print_lines([f"{sync.name}: forgot the values of {marked:,} row(s) Braze holds; the next plan sends every "
+                         "row again in full (nulls included) and still removes rows that left the model."])
     return 0
 
 
 def _state_help(args: argparse.Namespace) -> int:
-    raise UserError("reflow state needs a command: `reflow state backup [FILE]` or `reflow state restore FILE`")
+    raise UserError("reflow state needs a command: `reflow state backup [FILE]`, `reflow state restore FILE`, "
+                    "`reflow state rename OLD NEW` or `reflow state forget SYNC`")
+
+
+def _state_rename(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    with ctx.state("state rename") as state:
+        state.rename_sync(args.old, args.new)
+    console.print_lines([f"renamed the state of sync '{args.old}' to '{args.new}': what Braze holds is kept."])
+    return 0
+
+
+def _state_forget(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError("forget needs confirmation: pass --yes (no terminal to ask on)")
+        if input(f"Drop the state of '{args.sync}'? Type 'yes': ").strip().lower() != "yes":
+            return 1
+    with ctx.state("state forget") as state:
+        rows = state.forget_sync(args.sync)
+    console.print_lines([f"dropped the state of sync '{args.sync}' ({rows:,} rows); Braze is not changed."])
+    return 0
 
 
 def _state_backup(args: argparse.Namespace) -> int:

@@ -33,9 +33,12 @@ DELTA = "memory.main.reflow_delta"
 ROWS = "memory.main.reflow_delta_rows"
 EMPTY_SNAPSHOT = "memory.main.reflow_empty_snapshot"
 KEY = "__key"
-# keys in natural order where it is cheap: numbers as numbers (1, 2, 10), then the rest as text
-# (a full natural sort, splitting digit runs, cost 6x the sort at 10M keys)
-KEY_ORDER = "ORDER BY try_cast(__k AS HUGEINT) NULLS LAST, __k"
+# keys in natural order where it is cheap: numbers as numbers (1, 2, 10), composite keys (JSON arrays)
+# part by part the same way, then the rest as text (a full natural sort, splitting digit runs inside
+# text, cost 6x the sort at 10M keys)
+_PART = "{'n': coalesce(try_cast(x AS HUGEINT), 170141183460469231731687303715884105727::HUGEINT), 's': x}"
+KEY_ORDER = (f"ORDER BY try_cast(__k AS HUGEINT) NULLS LAST, CASE WHEN starts_with(__k, '[') THEN "
+             f"list_transform(json_extract_string(__k, '$[*]'), lambda x: {_PART}) END NULLS LAST, __k")
 ISO = "%Y-%m-%dT%H:%M:%S.%gZ"
 NESTED = ("STRUCT", "MAP", "UNION", "JSON")
 
@@ -286,9 +289,10 @@ def _optimizer_disabled(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[N
 
 
 def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snapshot: str,
-                 old_columns: Sequence[str] = ()) -> int:
+                 old_columns: Sequence[str] = (), unknown: Sequence[str] = ()) -> int:
     """Phase 2: join the delta to the old full rows; render new rows as JSON; list the changed
-    fields (`old_columns`: fields the snapshot holds that the projection dropped, compared as null);
+    fields (`old_columns`: fields the snapshot holds that the projection dropped, compared as null;
+    `unknown`: fields whose old values Braze may hold although the snapshot does not, always changed);
     number rows by key. `__uncertain` marks changed rows with an UNKNOWN old value; `__replaces` and
     `__collapsed` start empty (see `collapse`).
     `__old_kept` is what a plan keeps of the old row: the old values of the changed fields of a
@@ -310,8 +314,10 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
              f"CASE WHEN d.__op = 'changed' THEN json_extract(s.row_json, [{paths}]) END AS __oj") if n else \
         "NULL::VARCHAR[] AS __nv, NULL::JSON[] AS __oj"
     names_list = f"([{', '.join(sql_str(c) for c in compared)}]::VARCHAR[])"
-    unknown = (f"list_contains(list_transform(__oj, lambda x: json_extract_string(x, '$')), {sql_str(UNKNOWN)})"
-               if n else "false")
+    positions = [str(i + 1) for i, c in enumerate(compared) if c in unknown]
+    forced = f" OR list_contains([{', '.join(positions)}], i)" if positions else ""
+    unknown_old = (f"list_contains(list_transform(__oj, lambda x: json_extract_string(x, '$')), {sql_str(UNKNOWN)})"
+                   if n else "false")
     con.execute(f"DROP TABLE IF EXISTS {ROWS}")
     con.execute(
         f"""CREATE TABLE {ROWS} AS
@@ -322,11 +328,11 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
                         lambda i: to_json({names_list}[i])::VARCHAR || ':' || coalesce(__oj[i]::VARCHAR, 'null')), ',')
                         || '}}'
                     WHEN __op = 'removed' THEN __old_row END AS __old_kept,
-               coalesce(__op = 'changed' AND {unknown}, false) AS __uncertain,
+               coalesce(__op = 'changed' AND {unknown_old}, false) AS __uncertain,
                NULL::VARCHAR AS __replaces, false AS __collapsed,
                * EXCLUDE (__k, __op, __hash, __rid, __nv, __oj, __ci, __new_row, __old_row)
         FROM (SELECT *, CASE WHEN __op = 'changed' THEN list_filter(range(1, {n + 1}),
-                          lambda i: __nv[i] <> coalesce(__oj[i]::VARCHAR, 'null')) END AS __ci
+                          lambda i: __nv[i] <> coalesce(__oj[i]::VARCHAR, 'null'){forced}) END AS __ci
               FROM (SELECT d.*, {new_row} AS __new_row, s.row_json AS __old_row, {pairs}
                     FROM {DELTA} AS d LEFT JOIN {snapshot} AS s ON s.rowid = d.__rid)) AS x
         -- numbered in key order by sorting the keys alone (a window over the wide rows costs more),
@@ -360,26 +366,48 @@ def stream_rows(con: duckdb.DuckDBPyConnection, count: int, *, where: str = "tru
 
 
 def collapse(con: duckdb.DuckDBPyConnection, identity: Sequence[str]) -> int:
-    """One destination object per plan row: a removed row whose old identity (e.g. its external_id) is
-    the new identity of a live delta row addresses the same object, so its removal is not sent
-    (`__collapsed`) and the live row takes the object over (`__replaces`: the removed row's old values).
-    Returns how many removals collapsed."""
+    """One destination object per plan row. A row that comes to address an object (an added row, or a
+    changed row whose identity fields changed) takes it over from the row that addressed it before (a
+    removed row, or a changed row that moved to another object): `__replaces` holds that row's old
+    values, so fields it held and the new row leaves null are unset. A removal taken over is not sent
+    (`__collapsed`): it would race the new row's values. Returns how many removals collapsed."""
     if not identity:
         return 0
     same = " AND ".join(f"coalesce(to_json(l.{quote(f)})::VARCHAR, 'null') = "
                         f"coalesce(json_extract(r.__old_row, {json_path(f)})::VARCHAR, 'null')" for f in identity)
     not_null = " AND ".join(f"l.{quote(f)} IS NOT NULL" for f in identity)
+    moved = f"list_has_any(__changed, [{', '.join(sql_str(f) for f in identity)}])"
     con.execute(f"""CREATE OR REPLACE TABLE {PAIRS_TABLE} AS
-        SELECT r.__rn AS removed_rn, any_value(l.__rn) AS live_rn, any_value(r.__old_row) AS old_row
-        FROM {ROWS} AS r JOIN {ROWS} AS l ON r.__op = 'removed' AND l.__op <> 'removed' AND {not_null} AND {same}
+        SELECT r.__rn AS old_rn, any_value(r.__op) AS old_op, any_value(l.__rn) AS live_rn,
+               any_value(r.__old_row) AS old_row
+        FROM (SELECT * FROM {ROWS} WHERE __op = 'removed' OR (__op = 'changed' AND {moved})) AS r
+        JOIN (SELECT * FROM {ROWS} WHERE __op = 'added' OR (__op = 'changed' AND {moved})) AS l
+          ON l.__rn <> r.__rn AND {not_null} AND {same}
         GROUP BY r.__rn""")
-    row = con.execute(f"SELECT count(*) FROM {PAIRS_TABLE}").fetchone()
-    n = int(row[0]) if row else 0
-    if n:
-        con.execute(f"UPDATE {ROWS} SET __collapsed = true WHERE __rn IN (SELECT removed_rn FROM {PAIRS_TABLE})")
+    row = con.execute(f"SELECT count(*) FILTER (WHERE old_op = 'removed'), count(*) FROM {PAIRS_TABLE}").fetchone()
+    collapsed, pairs = (int(row[0]), int(row[1])) if row else (0, 0)
+    if collapsed:
+        con.execute(f"UPDATE {ROWS} SET __collapsed = true WHERE __rn IN "
+                    f"(SELECT old_rn FROM {PAIRS_TABLE} WHERE old_op = 'removed')")
+    if pairs:
         con.execute(f"UPDATE {ROWS} AS x SET __replaces = p.old_row FROM {PAIRS_TABLE} AS p WHERE x.__rn = p.live_rn")
     con.execute(f"DROP TABLE IF EXISTS {PAIRS_TABLE}")
-    return n
+    return collapsed
+
+
+def replaces_from(con: duckdb.DuckDBPyConnection, old_snapshot: str, identity: Sequence[str]) -> int:
+    """A sync starting over in the same place (its delta diffed against an empty snapshot): each live row
+    whose identity fields equal those of a row of the old snapshot addresses the object that row
+    addressed, and takes over its old values (`__replaces`). Returns how many rows did."""
+    same = " AND ".join(f"coalesce(to_json(l.{quote(f)})::VARCHAR, 'null') = "
+                        f"coalesce(json_extract(o.row_json, {json_path(f)})::VARCHAR, 'null')" for f in identity)
+    not_null = " AND ".join(f"l.{quote(f)} IS NOT NULL" for f in identity)
+    con.execute(f"""UPDATE {ROWS} AS x SET __replaces = m.old_row FROM (
+                        SELECT l.__rn, any_value(o.row_json) AS old_row FROM {ROWS} AS l JOIN {old_snapshot} AS o
+                        ON l.__op <> 'removed' AND {not_null} AND {same} GROUP BY l.__rn) AS m
+                    WHERE x.__rn = m.__rn""")
+    row = con.execute(f"SELECT count(*) FROM {ROWS} WHERE __replaces IS NOT NULL").fetchone()
+    return int(row[0]) if row else 0
 
 
 PAIRS_TABLE = "memory.main.reflow_collapsed_pairs"

@@ -83,7 +83,10 @@ def destination_identity(sync: SyncSpec, destination: Destination) -> dict[str, 
 
 
 def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, warehouse: Warehouse,
-               destination_for: DestinationFor, *, progress: Progress | None = None) -> Plan:
+               destination_for: DestinationFor, *, progress: Progress | None = None,
+               project_syncs: Sequence[str] | None = None) -> Plan:
+    """`project_syncs`: every sync name of the project (the selected ones are `syncs`); when given, a
+    new sync whose destination is that of a sync the project no longer has is refused (a renamed file)."""
     plan_id = new_id("plan")
     created = now()
     results: list[SyncPlan] = []
@@ -92,7 +95,7 @@ def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, wareho
         try:
             rendered = render_sync(project, sync, warehouse)
             results.append(_plan_one(project, rendered, state, warehouse, destination_for(sync), plan_id,
-                                     progress))
+                                     progress, project_syncs))
         except ReflowError as exc:         # this sync's own failure: the others are planned as usual
             diff.drop_scratch(state.con)
             failed.append(SyncFailure(sync.name, exc.message, exc.exit_code))
@@ -120,7 +123,8 @@ def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, wareho
 
 
 def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse: Warehouse,
-              destination: Destination, plan_id: str, progress: Progress | None) -> SyncPlan:
+              destination: Destination, plan_id: str, progress: Progress | None,
+              project_syncs: Sequence[str] | None = None) -> SyncPlan:
     sync = rendered.sync
     con = state.con
     relation = warehouse.relation(con, rendered.sql, model=sync.model)
@@ -135,11 +139,21 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                         "reserved by Reflow; rename them in the model or in destination.fields")
     identity = destination_identity(sync, destination)
 
+    if project_syncs is not None and state.sync(sync.name) is None:
+        for old, held in state.orphans_like(identity, project_syncs):
+            raise PlanError(
+                f"sync '{sync.name}' is new, but the state holds sync '{old}' ({held:,} rows) with the same "
+                f"destination, and the project no longer has it. If you renamed it, run `reflow state rename "
+                f"{old} {sync.name}` to keep what Braze holds (else every row is sent again: events twice); "
+                f"to start this sync over, run `reflow state forget {old}`")
     st = state.ensure_sync(sync.name)
     state.convert_legacy(sync.name, projection.fields, types, identity)   # a schema-2 snapshot, once
     state.invalidate_hashes_if_needed(sync.name)
     st = state.sync(sync.name) or st
     restart = describe_restart(st.identity, identity) if st.identity is not None else None
+    before = st.identity or {}
+    same_place = restart is not None and all(
+        before.get(k) == identity.get(k) for k in ("endpoint", "object", "catalog", "subscription group"))
     snapshot_rows = state.snapshot_rows(sync.name)
     snapshot = diff.empty_snapshot(con) if restart else st.table
     first_run = restart is not None or (st.version == 0 and snapshot_rows == 0)
@@ -154,8 +168,15 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     names = set(projection.names)
     unmapped = [] if restart else [f for f, _ in st.columns if f not in names]
     on_unmapped = sync.destination.on_unmapped
-    n = diff.prepare_rows(con, fields, snapshot, unmapped if on_unmapped == "unset" else [])
+    # fields mapped again after on_unmapped: keep: Braze may still hold what was sent back then, which the
+    # snapshot forgot, so every row sends its value again (nulls too)
+    remapped = [] if restart else [f for f in st.forgotten if f in names]
+    n = diff.prepare_rows(con, fields, snapshot, unmapped if on_unmapped == "unset" else [], remapped)
     collapsed = 0 if keyed_by_identity else diff.collapse(con, projection.identity)
+    if same_place and projection.identity:
+        # a restart in the same place (another primary key or identifier column): a row addressing an
+        # object the old snapshot addressed takes over what Braze holds there (fields it leaves null are unset)
+        diff.replaces_from(con, st.table, projection.identity)
     seq_min = state.next_seq()
     rows = PlanRows(con, plan_id, sync.name, seq_min, projection, unmapped if on_unmapped == "unset" else [])
     if baseline:
@@ -173,7 +194,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                 progress(sync.name, done, left)
     diff.drop_scratch(con)
     kept = _unmapped_counts(state, st.table, unmapped) if unmapped else ()
-    context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept,
+    context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept, remapped=tuple(remapped),
                           on_unmapped=on_unmapped, collapsed=collapsed,
                           columns=tuple((f.name, f.type) for f in fields),
                           fingerprint=fingerprint(project, sync, rendered.sql, rendered.definition, identity))
@@ -189,6 +210,7 @@ class SyncContext:
     restart: str | None
     projection: Projection
     unmapped: tuple[tuple[str, int], ...]
+    remapped: tuple[str, ...]
     on_unmapped: str
     collapsed: int
     columns: tuple[tuple[str, str], ...]
@@ -255,6 +277,8 @@ class PlanRows:
             for names in (self.projection.identity, sorted(self.unset_unmapped)):
                 if names:
                     special.append(f"list_has_any(r.__changed, [{', '.join(diff.sql_str(f) for f in names)}])")
+            if self.unset_unmapped:
+                special.append("r.__op = 'removed'")     # its unmapped fields are unset too
             self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
                 status=f"'{SEND}'", channel=diff.sql_str(fast.channel), item=f"({fast.item})",
                 points=f"({fast.data_points})", reason="NULL",
@@ -270,10 +294,12 @@ class PlanRows:
         for row in chunk:
             old = row.old_row or {}
             values = old if row.op == "removed" else (row.new_row or {})
+            unmapped = (tuple(f for f in sorted(self.unset_unmapped) if old.get(f) is not None)
+                        if row.op == "removed" else tuple(f for f in row.changed if f in self.unset_unmapped))
             result = destination.prepare(PlanRow(
                 key=row.key, op=row.op, values=values, old_values=old if row.op == "changed" else None,
-                changed=row.changed, unmapped=tuple(f for f in row.changed if f in self.unset_unmapped),
-                replaces=row.replaces, uncertain=row.uncertain))
+                changed=row.changed, unmapped=unmapped,
+                replaces=row.replaces, uncertain=row.uncertain, unknowns=pending.get(row.key, 0)))
             if isinstance(result, Invalid):
                 status, item, reason = INVALID, None, result.reason
             elif isinstance(result, Skip):
@@ -285,18 +311,23 @@ class PlanRows:
                 # fields left out are not what Braze holds: the snapshot keeps what it knew of them, and
                 # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed)
                 reason = "sent without " + "; ".join(item.dropped)
-                new_row, new_hash = _without_dropped(row, item.dropped), None
+                new_row, new_hash = _without(row, [d.split(":", 1)[0] for d in item.dropped]), None
+            kept = item.kept if item is not None else result.kept if isinstance(result, Skip) else ()
+            if kept:
+                # not sent by choice (nulls: skip): Braze keeps the old values, and so does the snapshot
+                new_row, new_hash = _without(row, kept, json.loads(new_row) if new_row else None), None
             out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, row.key, row.op, status,
                         row.key in pending, list(row.changed), new_hash, new_row,
                         _old_kept(row), item.channel if item else None, item.item_json if item else None,
                         item.data_points if item else 0, reason))
         _write_rows(self.con, out)
 
-    def _pending_keys(self, chunk: list[diff.DeltaRow]) -> set[str]:
+    def _pending_keys(self, chunk: list[diff.DeltaRow]) -> dict[str, int]:
+        """Keys of the chunk that are pending, each with how many of its sends ended without an answer."""
         keys = [r.key for r in chunk]
-        found = self.con.execute(f"SELECT key FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))",
+        found = self.con.execute(f"SELECT key, unknowns FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))",
                                  [self.sync, keys]).fetchall()
-        return {k for (k,) in found}
+        return {k: int(n or 0) for k, n in found}
 
     def _where(self) -> tuple[str, list[Any]]:
         return "plan_id = ? AND sync = ? AND seq >= ?", [self.plan_id, self.sync, self.seq_min]
@@ -340,11 +371,18 @@ class PlanRows:
         sending = Counts(added=added_sent, changed=changed_sent, removed=removed_sent)
         guards = evaluate_guards(sync, sending, snapshot_rows, estimate.data_points, caps.append_only)
         notes = [context.restart] if context.restart else []
+        if context.remapped:
+            notes.append(f"{', '.join(context.remapped)} mapped again: no longer synced before, so Braze may hold old "
+                         "values; every row sends its value again, nulls included")
         if baseline:
             notes.append("first run with first_run: baseline: rows are recorded as sent, nothing is sent")
         if caps.append_only and changed:
             notes.append(f"{changed} already-sent row(s) changed; {sync.destination.object} are append-only, "
                          "changes are reported, not re-sent")
+        if sync.destination.mode == "update" and added_sent and sync.destination.object in ("users", "events",
+                                                                                          "purchases"):
+            notes.append(f"mode: update: Braze keeps nothing for a user it does not have (and answers success), so "
+                         f"the {added_sent} added row(s) land only for existing users; they are recorded as sent")
         if context.collapsed:
             notes.append(f"{context.collapsed} removed row(s) address the same {_object_word(sync)} as another "
                          "row of the model: the removal is not sent, that row's values are")
@@ -418,11 +456,12 @@ class PlanRows:
         samples: dict[str, list[dict[str, Any]]] = {}
         for op, key, changed, new_row, old_row, item, reason in rows:
             new, old = _loads(new_row) or {}, _loads(old_row) or {}
+            values: dict[str, Any]
             if op == "changed":
                 values = {f: {"old": UNKNOWN_SHOWN if old.get(f) == UNKNOWN else old.get(f), "new": new.get(f)}
                           for f in changed}
             else:
-                values = dict(new if op == "added" else old)
+                values = {k: UNKNOWN_SHOWN if v == UNKNOWN else v for k, v in (new if op == "added" else old).items()}
             samples.setdefault(op, []).append(
                 {"key": key, "values": values, "payload": _loads(item), "note": reason})
         return samples
@@ -436,13 +475,12 @@ def _old_kept(row: diff.DeltaRow) -> str | None:
     return row.old_row_json if row.op == "removed" else None
 
 
-def _without_dropped(row: diff.DeltaRow, dropped: Sequence[str]) -> str | None:
-    """The new row as Braze will hold it: each dropped field (named at the start of its reason, `field: …`)
-    keeps its old value (a changed row) or is left out (an added one)."""
-    values = dict(row.new_row or {})
+def _without(row: diff.DeltaRow, fields: Sequence[str], values: dict[str, Any] | None = None) -> str:
+    """The new row as Braze will hold it when `fields` are not sent: each keeps its old value (a changed
+    row) or is left out (an added one)."""
+    values = dict(values if values is not None else row.new_row or {})
     old = row.old_row or {}
-    for reason in dropped:
-        field = reason.split(":", 1)[0]
+    for field in fields:
         if field in values:
             if row.op == "changed" and field in old:
                 values[field] = old[field]

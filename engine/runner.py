@@ -186,6 +186,10 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
                 state.fold_acks(sp.name)
                 if not outcome.pending and not stop.is_set():
                     state.set_columns(sp.name, sp.columns)   # every row now holds exactly these fields
+                    mapped = {f for f, _ in sp.columns}
+                    st = state.sync(sp.name)
+                    if st is not None and mapped & set(st.forgotten):
+                        state.set_forgotten(sp.name, [f for f in st.forgotten if f not in mapped])
             finally:
                 destination.close()
         except DestinationError as exc:
@@ -229,6 +233,8 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
             state.set_identity(sp.name, sp.identity)
         st = state.sync(sp.name) or st
     state.set_columns(sp.name, _union(st.columns, sp.columns))
+    if sp.unmapped and sp.on_unmapped == "keep":      # Braze keeps their values: remembered, for a re-mapping
+        state.set_forgotten(sp.name, sorted({*st.forgotten, *(f for f, _ in sp.unmapped)}))
     con = state.con
     where = f"plan_id = ? AND sync = ? AND status IN ('{SKIP}', '{REHASH}', '{BASELINE}')"
     params = [plan_id, sp.name]
@@ -253,6 +259,9 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
         con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, outcome.run_id])
     if invalid:
         _pending(con, sp.name, [(k, f"invalid: {r}") for k, r, _ in invalid], outcome.run_id)
+    if sp.append_only:      # an event the plan stops resending (its sends never got an answer): listed
+        con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, sync, key, reason, item, ? FROM {DB}.plan_rows "
+                    f"WHERE plan_id = ? AND sync = ? AND status = '{SKIP}' AND retry", [outcome.run_id, now(), *params])
     # rows sent without a field Braze would refuse: `reflow errors` lists what was left out
     row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
                       "AND reason IS NOT NULL", params).fetchone()
@@ -271,13 +280,26 @@ def _union(old: Sequence[tuple[str, str]], new: Sequence[tuple[str, str]]) -> li
 
 
 def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str) -> None:
-    """Rows left undelivered, with why: shown by `status`, planned again (as retries) by the next plan."""
+    """Rows left undelivered, with why: shown by `status`, planned again (as retries) by the next plan.
+    `unknowns` counts, per row, the sends that ended without a usable answer (reasons "outcome unknown")."""
     if not rows:
         return
     keys = [k for k, _ in rows]
-    con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))", [sync, keys])
-    con.execute(f"INSERT INTO {DB}.pending SELECT ?, unnest(?), unnest(?), ?, ?",
-                [sync, keys, [r for _, r in rows], run_id, now()])
+    reasons = [r for _, r in rows]
+    unknown = [r.startswith(UNKNOWN_REASON) for r in reasons]
+    at = now()
+    con.execute(f"""UPDATE {DB}.pending AS p SET reason = n.r, run_id = ?, at_time = ?,
+                        unknowns = p.unknowns + n.u::INTEGER
+                    FROM (SELECT unnest(?) AS k, unnest(?) AS r, unnest(?) AS u) AS n
+                    WHERE p.sync = ? AND p.key = n.k""", [run_id, at, keys, reasons, unknown, sync])
+    con.execute(f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
+                    SELECT ?, n.k, n.r, ?, ?, n.u::INTEGER
+                    FROM (SELECT unnest(?) AS k, unnest(?) AS r, unnest(?) AS u) AS n
+                    WHERE n.k NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
+                [sync, run_id, at, keys, reasons, unknown, sync])
+
+
+UNKNOWN_REASON = "outcome unknown: "
 
 
 @dataclass(frozen=True)
@@ -457,6 +479,7 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
     rejected: list[tuple[str, str, str]] = []
     uncertain: list[int] = []
     left: list[tuple[str, str]] = []          # (key, reason) of rows not delivered, not rejected
+    notes: list[tuple[str, str, str]] = []    # (key, note, item) of acknowledged rows with a note
     not_attempted = unknown = 0
     data_points = 0
     for sent, results in completed:
@@ -471,13 +494,15 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
             if r.outcome == ACKNOWLEDGED:
                 acked.append(sent.seqs[i])
                 data_points += sent.points[i]
+                if r.reason:            # acknowledged with a note Braze's answer calls for (`reflow errors`)
+                    notes.append((sent.batch.keys[i], r.reason, sent.batch.items[i]))
             elif r.outcome == REJECTED:
                 rejected.append((sent.batch.keys[i], r.reason or "rejected", sent.batch.items[i]))
             elif r.outcome == UNKNOWN:
                 unknown += 1
                 if not append_only:
                     uncertain.append(sent.seqs[i])
-                left.append((sent.batch.keys[i], f"outcome unknown: {r.reason or 'no usable answer'}"))
+                left.append((sent.batch.keys[i], f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}"))
             else:
                 not_attempted += 1
                 left.append((sent.batch.keys[i], f"not sent: {r.reason or 'not attempted'}"))
@@ -496,6 +521,9 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
         con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
                     [run, sync, keys, reasons, items, now()])
     _pending(con, sync, left, run)
+    if notes:
+        con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
+                    [run, sync, [n[0] for n in notes], [n[1] for n in notes], [n[2] for n in notes], now()])
     con.execute(
         f"UPDATE {DB}.runs SET acknowledged = acknowledged + ?, rejected = rejected + ?, "
         "not_attempted = not_attempted + ?, requests = ?, data_points = data_points + ? WHERE run_id = ?",

@@ -7,7 +7,7 @@ newer Reflow is refused, never rewritten.
 
 Tables (all in `rstate.main`):
     meta(key, value)                         schema_version, created_by
-    syncs(name, id, version, columns, hash_recipe, duckdb_version, updated_at, identity, layout)
+    syncs(name, id, version, columns, hash_recipe, duckdb_version, updated_at, identity, layout, forgotten)
     snap_<id>(key, row_hash, row_json)       what Braze holds for one sync: per key, the last acknowledged
                                              value of each destination field under its destination name
                                              (`columns` lists the fields), for one destination (`identity`)
@@ -15,7 +15,8 @@ Tables (all in `rstate.main`):
     plan_syncs(plan_id, sync, …)             per sync: counts, estimate, guards, fingerprint, version
     plan_rows(plan_id, sync, seq, key, op, status, …, item)   the rows and exact payloads
     runs(run_id, plan_id, sync, …)           one per sync per apply
-    pending(sync, key, reason, run_id, at)   rejected rows not yet acknowledged
+    pending(sync, key, reason, run_id, at, unknowns)   rows not delivered yet, why; how many sends of each
+                                             ended without a usable answer
     row_errors(run_id, sync, key, reason, item, at)   every rejection, for `reflow errors`
     acks(plan_id, sync, seq)                 acknowledged plan rows not yet folded into the snapshot
     uncertain(plan_id, sync, seq)            plan rows sent without a usable answer, not yet folded
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import socket
@@ -86,8 +88,10 @@ _MIGRATIONS: dict[int, str] = {
     3: f"""
     ALTER TABLE {DB}.syncs ADD COLUMN identity VARCHAR;
     ALTER TABLE {DB}.syncs ADD COLUMN layout VARCHAR DEFAULT '{LEGACY_LAYOUT}';
+    ALTER TABLE {DB}.syncs ADD COLUMN forgotten VARCHAR;
     ALTER TABLE {DB}.plan_syncs ADD COLUMN identity VARCHAR;
     ALTER TABLE {DB}.plans ADD COLUMN failed VARCHAR;
+    ALTER TABLE {DB}.pending ADD COLUMN unknowns INTEGER DEFAULT 0;
     CREATE TABLE {DB}.uncertain (plan_id VARCHAR, sync VARCHAR, seq BIGINT);
     CREATE TABLE {DB}.frontier (run_id VARCHAR, plan_id VARCHAR, sync VARCHAR, seq BIGINT);
     """,
@@ -108,6 +112,7 @@ class SyncState:
     duckdb_version: str
     identity: dict[str, str] | None = None   # where the snapshot's rows went (None: not recorded yet)
     layout: str = FIELDS_LAYOUT
+    forgotten: tuple[str, ...] = ()          # fields unmapped with on_unmapped: keep (Braze kept values)
 
     @property
     def table(self) -> str:
@@ -258,14 +263,15 @@ class State:
         if self.empty:
             return None
         row = self.con.execute(
-            f"SELECT name, id, version, columns, hash_recipe, duckdb_version, identity, layout FROM {DB}.syncs "
-            "WHERE name = ?", [name],
+            f"SELECT name, id, version, columns, hash_recipe, duckdb_version, identity, layout, forgotten "
+            f"FROM {DB}.syncs WHERE name = ?", [name],
         ).fetchone()
         if row is None:
             return None
         cols = tuple((c[0], c[1]) for c in json.loads(row[3] or "[]"))
         identity = json.loads(row[6]) if row[6] else None
-        return SyncState(row[0], row[1], row[2], cols, row[4], row[5], identity, row[7] or FIELDS_LAYOUT)
+        return SyncState(row[0], row[1], row[2], cols, row[4], row[5], identity, row[7] or FIELDS_LAYOUT,
+                         tuple(json.loads(row[8] or "[]")))
 
     def ensure_sync(self, name: str) -> SyncState:
         existing = self.sync(name)
@@ -340,7 +346,8 @@ class State:
     def _fold_uncertain(self, st: SyncState, name: str) -> int:
         """Rows sent without a usable answer: the fields their payload may have changed become UNKNOWN
         (a changed row's changed fields; every field of an added or removed row), except the fields that
-        name the destination object (the plan's `identity_fields`: those are known either way). An added
+        name the destination object (the plan's `identity_fields`: those are known either way), unless the
+        row has no other field (a user delete: then its identifier is marked, so it is sent again). An added
         row's key enters the snapshot with its other fields UNKNOWN, so a later removal is sent too."""
         con = self.con
         rows = (f"FROM {DB}.plan_rows AS p JOIN {DB}.uncertain AS u ON p.plan_id = u.plan_id AND p.seq = u.seq "
@@ -350,8 +357,11 @@ class State:
         if not n:
             return 0
         known = "coalesce(json_extract_string(ps.info, '$.identity_fields[*]'), []::VARCHAR[])"
-        fields = (f"list_filter(CASE WHEN p.op = 'changed' THEN p.changed "
-                  f"ELSE json_keys(coalesce(p.new_row, p.old_row, '{{}}')) END, lambda f: NOT list_contains({known}, f))")
+        carried = ("CASE WHEN p.op = 'changed' THEN p.changed "
+                   "ELSE json_keys(coalesce(p.new_row, p.old_row, '{}')) END")
+        others = f"list_filter({carried}, lambda f: NOT list_contains({known}, f))"
+        # a row made of identity fields only (a user delete) has nothing else to mark: mark those
+        fields = f"CASE WHEN len({others}) > 0 THEN {others} ELSE {carried} END"
         patch = (f"to_json(map_from_entries(list_transform({fields}, "
                  f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
         con.execute(f"""UPDATE {st.table} AS s SET row_hash = NULL, row_json = json_merge_patch(s.row_json, p.patch)
@@ -401,13 +411,30 @@ class State:
         )
 
     def reset(self, sync: str) -> int:
-        """Forget a sync's snapshot, pending rows and destination; returns how many snapshot rows were dropped."""
+        """Forget what Braze holds for a sync, but not which rows it holds: every field of every snapshot row
+        becomes UNKNOWN (but the fields naming its destination object, which the last plan lists), so the
+        next plan sends every row again in full and still removes the rows that left the model. Pending rows
+        and unfolded outcomes are dropped; plans made before are stale. Returns the rows marked."""
         st = self.sync(sync)
         if st is None:
             return 0
-        dropped = self.snapshot_rows(sync)
-        self.restart(sync, None)
-        return dropped
+        self.fold_acks(sync)
+        marked = self.snapshot_rows(sync)
+        row = self.con.execute(f"SELECT info FROM {DB}.plan_syncs WHERE sync = ? ORDER BY seq_max DESC LIMIT 1",
+                               [sync]).fetchone()
+        known = json.loads(row[0]).get("identity_fields", []) if row and row[0] else []
+        keys = f"list_filter(json_keys(row_json), lambda f: NOT list_contains({_sql_list(known)}, f))"
+        fields = f"CASE WHEN len({keys}) > 0 THEN {keys} ELSE json_keys(row_json) END"
+        patch = (f"to_json(map_from_entries(list_transform({fields}, "
+                 f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
+        con = self.con
+        con.execute("BEGIN")
+        con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = json_merge_patch(row_json, {patch})")
+        for table in ("pending", "acks", "uncertain"):
+            con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [sync])
+        con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sync])
+        con.execute("COMMIT")
+        return marked
 
     def restart(self, sync: str, identity: dict[str, str] | None) -> None:
         """Start a sync over for a new destination (`identity`): its snapshot, pending rows and unfolded
@@ -421,9 +448,54 @@ class State:
         for table in ("pending", "acks", "uncertain"):
             con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [sync])
         con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ?, identity = ?, columns = '[]', "
-                    f"layout = '{FIELDS_LAYOUT}' WHERE name = ?",
+                    f"layout = '{FIELDS_LAYOUT}', forgotten = NULL WHERE name = ?",
                     [now(), json.dumps(identity, sort_keys=True) if identity is not None else None, sync])
         con.execute("COMMIT")
+
+    def orphans_like(self, identity: dict[str, str], known: Sequence[str]) -> list[tuple[str, int]]:
+        """Syncs of the state that the project no longer has, with the same destination as `identity` and
+        rows in their snapshot: (name, rows). A sync whose file was renamed looks like one of these."""
+        if self.empty:
+            return []
+        found = []
+        for name, ident in self.con.execute(f"SELECT name, identity FROM {DB}.syncs WHERE identity IS NOT NULL").fetchall():
+            if name not in known and json.loads(ident) == identity:
+                rows = self.snapshot_rows(name)
+                if rows:
+                    found.append((name, rows))
+        return found
+
+    def rename_sync(self, old: str, new: str) -> None:
+        """Give a sync's state (snapshot, plans, runs, pending rows, errors) a new name."""
+        if self.sync(old) is None:
+            raise StateError(f"the state has no sync '{old}'")
+        if self.sync(new) is not None and self.snapshot_rows(new):
+            raise StateError(f"the state already has a sync '{new}' with rows; `reflow state forget {new}` first")
+        con = self.con
+        con.execute("BEGIN")
+        con.execute(f"DELETE FROM {DB}.syncs WHERE name = ?", [new])
+        con.execute(f"UPDATE {DB}.syncs SET name = ?, version = version + 1 WHERE name = ?", [new, old])
+        for table in ("plan_syncs", "plan_rows", "runs", "pending", "row_errors", "acks", "uncertain", "frontier"):
+            con.execute(f"UPDATE {DB}.{table} SET sync = ? WHERE sync = ?", [new, old])
+        con.execute("COMMIT")
+
+    def forget_sync(self, name: str) -> int:
+        """Drop a sync's snapshot and pending rows from the state (its history stays); the rows it held."""
+        st = self.sync(name)
+        if st is None:
+            raise StateError(f"the state has no sync '{name}'")
+        rows = self.snapshot_rows(name)
+        con = self.con
+        con.execute("BEGIN")
+        con.execute(f"DROP TABLE IF EXISTS {st.table}")
+        for table in ("pending", "acks", "uncertain"):
+            con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [name])
+        con.execute(f"DELETE FROM {DB}.syncs WHERE name = ?", [name])
+        con.execute("COMMIT")
+        return rows
+
+    def set_forgotten(self, sync: str, fields: Sequence[str]) -> None:
+        self.con.execute(f"UPDATE {DB}.syncs SET forgotten = ? WHERE name = ?", [json.dumps(sorted(fields)), sync])
 
     def set_identity(self, sync: str, identity: dict[str, str]) -> None:
         self.con.execute(f"UPDATE {DB}.syncs SET identity = ? WHERE name = ?",
@@ -591,6 +663,16 @@ def _sql_str_literal(value: str) -> str:
     return "'" + _sql_str(value) + "'"
 
 
+def _sql_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_sql_str_literal(v) for v in values) + "]::VARCHAR[]"
+
+
+_ids = itertools.count(1)
+
+
 def new_id(prefix: str) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{prefix}_{stamp}_{os.getpid() % 10000:04d}{int(time.time_ns() / 1000) % 1000:03d}"
+    """A plan or run id: the time to the second, then the process, the microsecond and a counter of this
+    process, so that two ids made in one process never collide (they used to, 1 in 1,000, within a second)."""
+    now_ns = time.time_ns()
+    stamp = datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{prefix}_{stamp}_{os.getpid() % 10000:04d}{now_ns // 1000 % 1_000_000:06d}{next(_ids) % 1000:03d}"

@@ -71,15 +71,9 @@ def append_only_extras(project: Path, sandbox: Any) -> Extras:
     return Extras(events, purchases)
 
 
-def assert_in_step(project: Path, sandbox: Any, *, exactly_once: bool = True,
-                   orphaned_subscriptions: frozenset[str] = frozenset(),
-                   uncertain_items: frozenset[str] = frozenset()) -> Extras:
+def assert_in_step(project: Path, sandbox: Any, *, exactly_once: bool = True) -> Extras:
     """Profiles, deletions, catalog items and subscription states equal what the models say;
     events and purchases all landed, exactly once unless `exactly_once=False` (the extras are returned).
-
-    `orphaned_subscriptions`: customers whose subscription state may be missing (none expected: apply
-    holds back states for profiles that did not land). `uncertain_items`: catalog item ids carried by
-    requests Braze applied after the client timed out (they may outlive their removal from the model).
     """
     users = {r["customer_id"]: r for r in model_rows(project, "braze_users")}
     for cid, row in users.items():
@@ -101,15 +95,11 @@ def assert_in_step(project: Path, sandbox: Any, *, exactly_once: bool = True,
         assert not extras.purchases, f"purchase lines recorded twice: {dict(list(extras.purchases.items())[:5])}"
     items = {i["id"]: i for i in sandbox.catalog_items("products") or []}
     products = {r["product_id"]: r for r in model_rows(project, "catalog_products")}
-    assert set(products) <= set(items)
-    # an item created by a request Braze applied after the client gave up on it, and removed from the
-    # model before a retry was acknowledged, is unknown to Reflow and stays (documented in the README)
-    assert set(items) - set(products) <= uncertain_items, sorted(set(items) - set(products))
+    assert set(items) == set(products), sorted(set(items) ^ set(products))
     assert all(items[k]["price"] == pytest.approx(products[k]["price"]) for k in products)
     for r in model_rows(project, "newsletter_subscriptions"):
         profile = sandbox.user(r["customer_id"])
-        if profile is None or r["customer_id"] in orphaned_subscriptions:
-            continue
+        assert profile is not None, r
         state = (profile.get("subscription_groups") or {}).get(SUBSCRIPTION_GROUP)
         assert state == ("subscribed" if r["subscribed"] else "unsubscribed"), r
     return extras

@@ -88,6 +88,7 @@ class PlanRow:
     set and this row leaves null are unset rather than left behind.
     `uncertain`: a changed row some of whose old values are unknown (an earlier send got no usable
     answer): the destination object may hold either value, or (for an addition) may not exist.
+    `unknowns`: how many sends of this row so far ended that way (a budget for resending).
     """
 
     key: str
@@ -98,6 +99,7 @@ class PlanRow:
     unmapped: tuple[str, ...] = ()
     replaces: Mapping[str, Any] | None = None
     uncertain: bool = False
+    unknowns: int = 0                   # earlier sends of this row that ended without a usable answer
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Item:
     item_json: str
     data_points: int = 0
     dropped: tuple[str, ...] = ()       # fields left out because the destination would refuse them (why)
+    kept: tuple[str, ...] = ()          # changed fields not sent by choice (nulls: skip): Braze keeps the old value
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,11 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Skip:
-    """A row that is part of the plan but sends nothing (e.g. a changed, already-sent event)."""
+    """A row that is part of the plan but sends nothing (e.g. a changed, already-sent event).
+    `kept`: changed fields whose new value is not sent by choice, so the destination keeps the old one."""
 
     reason: str
+    kept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

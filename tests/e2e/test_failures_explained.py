@@ -59,3 +59,34 @@ def test_an_apply_that_cannot_start_leaves_nothing_dangling(cli, braze_env, monk
     assert braze_env.stats()["data_points"] > 0
     code, out, _ = cli("status")
     assert "running" not in out and "failed" not in out
+
+
+def test_a_delete_of_a_profile_too_new_for_braze_to_see_is_asked_again(cli, example_project, monkeypatch):
+    """/users/delete answers how many profiles it deleted, not which: fewer than sent means a profile
+    did not exist, or was created too recently for Braze to see (it creates profiles asynchronously).
+    The request is asked once more a few seconds later; what is still not deleted has no profile, and
+    `reflow errors` says so."""
+    import duckdb
+    import requests
+
+    from engine.demo import PRODUCTS_CATALOG
+    from engine.sandbox.testing import running_sandbox
+
+    with running_sandbox(visibility_delay_ms=1500) as sandbox:
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", sandbox.url)
+        monkeypatch.setenv("BRAZE_API_KEY", sandbox.api_key)
+        requests.post(f"{sandbox.url}/catalogs", json=PRODUCTS_CATALOG, headers=sandbox.headers, timeout=10)
+        assert cli("run", "--select", "braze_users")[0] == 0      # c_00010's profile: created just now
+        con = duckdb.connect(str(example_project / "warehouse.duckdb"))
+        con.execute("insert into gdpr_requests values ('c_00010', now()), ('nobody_ever', now())")
+        con.execute("delete from gdpr_requests where customer_id not in ('c_00010', 'nobody_ever')")
+        con.close()
+        code, out, err = cli("run", "--select", "gdpr_deletes")
+        assert code == 0, out + err
+        assert sandbox.user("c_00010") is None                  # deleted on the second asking
+        code, out, _ = cli("errors", "gdpr_deletes", "--json")
+        notes = {r["key"]: r["reason"] for r in json.loads(out)}
+        assert set(notes) == {"c_00010", "nobody_ever"}
+        assert all("Braze deleted 1 of the 2 profiles of this request, twice asked" in n for n in notes.values())
+        code, out, _ = cli("plan", "--select", "gdpr_deletes", "--json")
+        assert not json.loads(out)["has_changes"]

@@ -132,11 +132,11 @@ def test_errors_and_history_formats(cli, braze_env, monkeypatch):
     code, out, _ = cli("errors", "--json")
     [row] = [r for r in json.loads(out) if r["sync"] == "braze_users"]
     assert row["key"] == "c_00002" and row["payload"]["external_id"] == "c_00002" and row["at"].endswith("Z")
-    code, out, _ = cli("errors", "--format", "csv")
+    code, out, _ = cli("errors", "braze_users", "--format", "csv")
     records = list(csv.DictReader(io.StringIO(out)))
     assert [(r["sync"], r["key"]) for r in records] == [("braze_users", "c_00002")]
     assert json.loads(records[0]["payload"]) == row["payload"]
-    code, out, _ = cli("errors", "--format", "jsonl")
+    code, out, _ = cli("errors", "braze_users", "--format", "jsonl")
     assert [json.loads(x)["key"] for x in out.splitlines()] == ["c_00002"]
 
     code, out, _ = cli("history", "--json")

@@ -66,6 +66,7 @@ GAVE_UP = "gave_up"
 STOPPED = "stopped"
 
 MAX_RATE_LIMIT_WAIT = 3600.0      # never sleep longer than this on one 429
+DELETE_RECHECK_SECONDS = 3.0      # /users/delete short of profiles: ask again after this long, once
 TRACK_ARRAYS = ("attributes", "events", "purchases")
 _UPDATE_ONLY = re.compile(rb'"_update_existing_only"\s*:\s*true|"braze_id"\s*:')
 
@@ -84,6 +85,7 @@ class Verdict:
     message: str = ""
     wait: float | None = None
     uncertain: str | None = None    # why this request may have been applied without a usable answer
+    deleted: int | None = None      # /users/delete: how many of the identifiers Braze deleted
 
 
 def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: ChannelInfo, *, sent: int,
@@ -102,7 +104,8 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
         if problem:
             message = f"unexpected answer from {host}: {problem}"
             return Verdict(UNEXPECTED, message=message, uncertain=message)
-        return Verdict(OK, _row_errors(parsed))
+        deleted = parsed.get("deleted") if info.path == "/users/delete" and isinstance(parsed, dict) else None
+        return Verdict(OK, _row_errors(parsed), deleted=deleted if _is_int(deleted) else None)
     if status == 429:
         return Verdict(RATE_LIMITED, message=f"rate limited by {host} (429)", wait=rate_limit_wait(headers, now))
     if status >= 500:
@@ -326,7 +329,8 @@ class BrazeClient:
                  max_retries: int, rates: Mapping[str, float], stop: threading.Event | None = None,
                  sleep: Callable[[float], object] | None = None, monotonic: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
-                 backoff_base: float = 0.5, backoff_cap: float = 30.0, max_rate_limit_waits: int | None = None) -> None:
+                 backoff_base: float = 0.5, backoff_cap: float = 30.0, max_rate_limit_waits: int | None = None,
+                 delete_recheck: float = DELETE_RECHECK_SECONDS) -> None:
         self.connection = connection
         self.base_url = base_url
         self.timeout = timeout
@@ -341,6 +345,7 @@ class BrazeClient:
         if sleep is None:
             sleep = stop.wait if stop is not None else time.sleep
         self._sleep, self._monotonic, self._clock, self._rng = sleep, monotonic, clock, rng
+        self.delete_recheck = delete_recheck
         self._backoff_base, self._backoff_cap = backoff_base, backoff_cap
         self._buckets = {name: TokenBucket(rate, monotonic=monotonic, sleep=sleep) for name, rate in rates.items()}
 
@@ -361,6 +366,8 @@ class BrazeClient:
         verdict = self._exchange(info, body, len(keys))
         uncertain = verdict.uncertain or uncertain
         if verdict.kind == OK:
+            if verdict.deleted is not None and verdict.deleted < len(keys):
+                return self._recheck_deletes(info, body, keys, verdict.deleted)
             if not verdict.errors:
                 return AllAcknowledged(keys)
             reasons = self._reasons(info, verdict.errors, len(keys))
@@ -410,6 +417,21 @@ class BrazeClient:
 
     def _stopped(self) -> bool:
         return self._stop is not None and self._stop.is_set()
+
+    def _recheck_deletes(self, info: ChannelInfo, body: bytes, keys: list[str], deleted: int) -> Sequence[RowResult]:
+        """/users/delete deleted fewer profiles than identifiers sent, and does not say which: a profile
+        may not exist, or may be too new for Braze to see yet (it creates profiles asynchronously). So
+        the same request goes once more after `delete_recheck` seconds (deleting is idempotent): what was
+        too new is deleted then. The rows are acknowledged either way, those of a request still short
+        with a note that `reflow errors` lists."""
+        self._sleep(self.delete_recheck)
+        again = self._exchange(info, body, len(keys))
+        total = deleted + (again.deleted or 0) if again.kind == OK else deleted
+        if total >= len(keys):
+            return AllAcknowledged(keys)
+        note = (f"Braze deleted {total} of the {len(keys)} profiles of this request, twice asked "
+                f"({self.delete_recheck:g} s apart): the others have no profile to delete")
+        return [RowResult(key, ACKNOWLEDGED, note) for key in keys]
 
     def _exchange(self, info: ChannelInfo, body: bytes, sent: int) -> Verdict:
         """Send one body until Braze gives an answer other than 429/5xx, retries run out or `stop` is

@@ -38,6 +38,7 @@ RESERVED_ATTRIBUTE_KEYS = frozenset({
 DELETE_ARRAYS = {"external_id": "external_ids", "user_alias": "user_aliases", "braze_id": "braze_ids",
                  "email": "email_addresses", "phone": "phone_numbers"}
 DELETE_PRIORITIZATION = ["identified", "most_recently_updated"]
+MAX_UNKNOWN_SENDS = 3        # an event or purchase sent this often without an answer is not sent again
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,250}$")
 _ITEM_LIMIT = MAX_BODY_BYTES - 1_000   # one object must fit in a request with its envelope
 
@@ -203,6 +204,7 @@ class UsersPayloads:
             return Invalid(pairs)
         values = row.values
         attrs: dict[str, Any] = {}
+        kept: list[str] = []
         if row.op == ADDED or (row.op == CHANGED and self.ident.column in row.changed):
             # a user this row has not addressed before: every mapped field with a value; fields that a
             # removed row addressing the same user held, and this row leaves null, are unset
@@ -210,8 +212,8 @@ class UsersPayloads:
                 value = values.get(column)
                 if value is not None:
                     attrs[field] = value
-                elif row.replaces and row.replaces.get(column) is not None and self.nulls == "unset":
-                    attrs[field] = None
+                elif self.nulls == "unset" and row.replaces and row.replaces.get(column) is not None:
+                    attrs[field] = None         # the user holds a value from the row it replaces: unset it
             if not attrs and self.mode == "update":
                 return Skip("no mapped field has a value")
         elif row.op == CHANGED:
@@ -221,12 +223,15 @@ class UsersPayloads:
                     value = values.get(column)
                     if value is not None or self.nulls == "unset":
                         attrs[field] = value
+                    else:
+                        kept.append(field)          # nulls: skip: Braze keeps the old value
             for field in row.unmapped:              # on_unmapped: unset
                 attrs[field] = None
             if not attrs:
-                return Skip("no mapped field changed")
-        else:  # removed, on_removed unset
-            attrs = {field: None for field, _ in pairs}
+                return Skip("no mapped field changed" if not kept else
+                            f"nulls: skip: Braze keeps {', '.join(kept)}", kept=tuple(kept))
+        else:  # removed, on_removed unset (and on_unmapped: unset, the fields no longer mapped)
+            attrs = {field: None for field, _ in pairs} | dict.fromkeys(row.unmapped)
             if not attrs:
                 return Skip("no mapped field to unset")
         # one value Braze would refuse drops that field, not the row: the others are sent
@@ -248,7 +253,9 @@ class UsersPayloads:
             obj["_update_existing_only"] = flag
         obj.update(attrs)
         item = _item(self.channel, obj, datapoints.attributes_object(obj))
-        return dataclasses.replace(item, dropped=tuple(dropped)) if dropped and isinstance(item, Item) else item
+        if (dropped or kept) and isinstance(item, Item):
+            return dataclasses.replace(item, dropped=tuple(dropped), kept=tuple(kept))
+        return item
 
 
 class EventsPayloads:
@@ -451,6 +458,11 @@ def start_track_object(row: PlanRow, what: str, ident: IdentifierRule, app_id: s
         return Skip(f"{what} already sent; changes are not re-sent")
     if row.op == REMOVED:
         return Skip(f"{what}s are append-only; removed rows are not sent")
+    if row.unknowns >= MAX_UNKNOWN_SENDS:
+        # each send may have landed: stop adding copies; `reflow errors` lists it for a decision
+        return Skip(f"sent {row.unknowns} times without a usable answer (each may have landed in Braze): "
+                    f"not sent again automatically, so Braze holds it at most {row.unknowns} times; if it is "
+                    "missing in Braze, send it again with a new key")
     obj, problem = ident.track(row.values)
     if problem:
         return Invalid(problem)

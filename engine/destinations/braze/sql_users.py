@@ -155,6 +155,8 @@ class UsersSql:
             key = json.dumps(field, ensure_ascii=False) + ":"
             parts.append(f"CASE WHEN {include} THEN {_lit(key)} || coalesce(to_json({v})::VARCHAR, 'null') END")
             checks.append(f"(NOT {include} OR {v} IS NULL OR ({self._value_check(field, v, kind)}))")
+            if not unset:       # a changed field that became null is kept in Braze: the Python path says so
+                checks.append(f"NOT (r.__op = 'changed' AND list_contains(r.__changed, {_lit(column)}) AND {v} IS NULL)")
             free = field in ("email_subscribe", "push_subscribe") or (secondary and field in ("email", "phone"))
             cost = "0" if free else (f"(CASE WHEN {v} IS NULL THEN 1 ELSE {kind.points} END)"
                                      if kind.name == "object" else "1")
