@@ -37,6 +37,7 @@ from engine.specs import SyncSpec
 from engine.state import DB, State, new_id, now
 
 READ_CHUNK = 10_000
+FRONTIER_STEP = 1_000   # plan rows the crash frontier moves ahead of the batches sent (see _batches)
 LINGER = 0.02       # seconds a group commit waits for more completed batches
 
 # exit codes, most serious first: a sync failed, a guard blocked one, rows were left undelivered
@@ -326,13 +327,25 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
     seqs: list[int] = []
     points: list[int] = []
     sizes: list[int] = []
+    frontier = -1
+
+    def recorded(sent_batches: Iterator[_Sent], window_end: int) -> Iterator[_Sent]:
+        """Each batch, once the frontier covers it: the frontier moves FRONTIER_STEP plan rows ahead at a
+        time (one small INSERT per step), so after a crash at most that many rows past what was really
+        sent are taken for uncertain."""
+        nonlocal frontier
+        for sent in sent_batches:
+            if sent.seqs[-1] > frontier:
+                frontier = min(window_end, sent.seqs[-1] + FRONTIER_STEP)
+                con.execute(f"INSERT INTO {DB}.frontier VALUES (?, ?, ?, ?)", [outcome.run_id, plan_id, sp.name, frontier])
+            yield sent
+
     for start in range(sp.seq_min, sp.seq_max + 1, READ_CHUNK):
         rows = con.execute(
             f"SELECT key, item, seq, data_points, strlen(item) + 1 FROM {DB}.plan_rows "
             f"WHERE seq >= ? AND seq < ? AND {where} ORDER BY seq", [start, start + READ_CHUNK, *params]).fetchall()
         if not rows:
             continue
-        con.execute(f"INSERT INTO {DB}.frontier VALUES (?, ?, ?, ?)", [outcome.run_id, plan_id, sp.name, rows[-1][2]])
         k, it, sq, pt, sz = zip(*rows, strict=True)
         keys.extend(k)
         items.extend(it)
@@ -341,11 +354,11 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
         sizes.extend(sz)
         full = len(keys) - len(keys) % limit
         for i in range(0, full, limit):
-            yield from _fit(channel, keys[i:i + limit], seqs[i:i + limit], items[i:i + limit],
-                            points[i:i + limit], sum(sizes[i:i + limit]), budget, destination)
+            yield from recorded(_fit(channel, keys[i:i + limit], seqs[i:i + limit], items[i:i + limit],
+                                     points[i:i + limit], sum(sizes[i:i + limit]), budget, destination), seqs[-1])
         del keys[:full], items[:full], seqs[:full], points[:full], sizes[:full]
     if keys:
-        yield from _fit(channel, keys, seqs, items, points, sum(sizes), budget, destination)
+        yield from recorded(_fit(channel, keys, seqs, items, points, sum(sizes), budget, destination), seqs[-1])
 
 
 def _fit(channel: str, keys: list[str], seqs: list[int], items: list[str], points: list[int], size: int,

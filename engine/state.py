@@ -386,6 +386,17 @@ class State:
                                     [plan_id, sync]).fetchone()
             append_only = bool(info and json.loads(info[0] or "{}").get("append_only"))
             self.con.execute("BEGIN")
+            reason = ("outcome unknown: the process ended during the send (killed, or the machine stopped); it "
+                      "may have been sent")
+            # the rows it may have sent are pending (planned again as retries) with why
+            self.con.execute(
+                f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
+                    SELECT p.sync, p.key, ?, ?, ?, 1 FROM {DB}.plan_rows AS p
+                    WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
+                      AND p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?)
+                      AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
+                      AND p.key NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
+                [reason, run_id, now(), plan_id, sync, run_id, plan_id, sync, sync])
             if not append_only:
                 row = self.con.execute(
                     f"""INSERT INTO {DB}.uncertain
