@@ -265,6 +265,13 @@ def select_syncs(syncs: list[Any], select: Sequence[str] | None, *,
     return select_specs(syncs, select, reads_from=reads_from)
 
 
+def confirm(command: str, question: str) -> bool:
+    """Ask on the terminal (a UserError without one: pass --yes); True when the answer is 'yes'."""
+    if not sys.stdin.isatty():
+        raise UserError(f"{command} needs confirmation: pass --yes (no terminal to ask on)")
+    return input(f"{question} Type 'yes' to continue: ").strip().lower() == "yes"
+
+
 # ------------------------------------------------------------------------------------------ commands
 
 
@@ -377,11 +384,9 @@ def _apply(args: argparse.Namespace) -> int:
         _check(ctx, state, plan, syncs)
         require_unblocked(plan, args.allow_guard)
         if plan.has_changes and not args.yes:
-            if not sys.stdin.isatty():
-                raise UserError("apply needs confirmation: pass --yes (no terminal to ask on)")
-            console.print_plan(plan)
-            answer = input(f"Send plan {plan.plan_id} to Braze? Type 'yes' to continue: ")
-            if answer.strip().lower() != "yes":
+            if sys.stdin.isatty():
+                console.print_plan(plan)
+            if not confirm("apply", f"Send plan {plan.plan_id} to Braze?"):
                 console.print_lines(["Not applied."])
                 return 1
         return _send(ctx, state, plan, syncs, args.allow_guard)
@@ -546,13 +551,9 @@ def _reset(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     [sync] = ctx.syncs([args.sync])
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UserError("reset needs confirmation: pass --yes (no terminal to ask on)")
-        answer = input(f"Forget what Braze holds for '{sync.name}'? The next plan re-sends every row in full. "
-                       "Type 'yes': ")
-        if answer.strip().lower() != "yes":
-            return 1
+    if not args.yes and not confirm("reset", f"Forget what Braze holds for '{sync.name}'? The next plan "
+                                             "re-sends every row in full."):
+        return 1
     with ctx.state("reset") as state:
         marked = state.reset(sync.name)
     console.print_lines([f"{sync.name}: forgot the values of {marked:,} row(s) Braze holds; the next plan sends every "
@@ -579,11 +580,8 @@ def _state_forget(args: argparse.Namespace) -> int:
     from engine import console
 
     ctx = Context(args)
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UserError("forget needs confirmation: pass --yes (no terminal to ask on)")
-        if input(f"Drop the state of '{args.sync}'? Type 'yes': ").strip().lower() != "yes":
-            return 1
+    if not args.yes and not confirm("forget", f"Drop the state of '{args.sync}'?"):
+        return 1
     with ctx.state("state forget") as state:
         rows = state.forget_sync(args.sync)
     console.print_lines([f"dropped the state of sync '{args.sync}' ({rows:,} rows); Braze is not changed."])
@@ -607,12 +605,8 @@ def _state_restore(args: argparse.Namespace) -> int:
     from engine.state_backup import restore_state
 
     ctx = Context(args)
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UserError("restore needs confirmation: pass --yes (no terminal to ask on)")
-        answer = input(f"Replace {ctx.project.state_path} with {args.file}? Type 'yes': ")
-        if answer.strip().lower() != "yes":
-            return 1
+    if not args.yes and not confirm("restore", f"Replace {ctx.project.state_path} with {args.file}?"):
+        return 1
     done = restore_state(ctx.project.state_path, Path(args.file))
     kept = f"; the previous state file is kept as {done.replaced}" if done.replaced else ""
     console.print_lines([f"restored {args.file} to {done.path} (state schema {done.schema_version}){kept}. "

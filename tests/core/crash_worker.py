@@ -32,8 +32,8 @@ class LoggingDestination(MemoryDestination):
         return [RowResult(r.key, r.outcome, r.reason) for r in results]
 
 
-def main() -> int:
-    root, log = Path(sys.argv[1]), Path(sys.argv[2])
+def project_and_sync(root: Path) -> tuple[Project, SyncSpec]:
+    """The lab project of tests/core/conftest.py, and its users sync, for a worker process."""
     project = Project(root=root, name="crash", warehouse=WarehouseConfig(path="wh.duckdb"),
                       state_path=root / ".reflow" / "state.duckdb",
                       connections={"mem": ConnectionConfig(name="mem")})
@@ -41,6 +41,12 @@ def main() -> int:
                     destination=DestinationSpec(connection="mem", object="users",
                                                 identifier=Identifier("external_id", "id"), on_removed="unset"),
                     path="syncs/people.yml", raw={"name": "people"})
+    return project, sync
+
+
+def main() -> int:
+    root, log = Path(sys.argv[1]), Path(sys.argv[2])
+    project, sync = project_and_sync(root)
     dest = LoggingDestination(log)
     with State.open(project.state_path, command="crash-test") as state:
         plan = build_plan(project, [sync], state, DuckDBWarehouse(project), lambda s: dest)

@@ -12,11 +12,11 @@ import signal
 import sys
 from pathlib import Path
 
+from crash_worker import project_and_sync
+
 from engine.destinations.memory import MemoryDestination
 from engine.planner import build_plan
-from engine.project import ConnectionConfig, Project, WarehouseConfig
 from engine.runner import apply_plan
-from engine.specs import DestinationSpec, Identifier, SyncSpec
 from engine.state import State
 from engine.warehouse.duckdb import DuckDBWarehouse
 
@@ -41,13 +41,7 @@ class Braze(MemoryDestination):
 
 def main() -> int:
     root, log, kill_on = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    project = Project(root=root, name="kill", warehouse=WarehouseConfig(path="wh.duckdb"),
-                      state_path=root / ".reflow" / "state.duckdb",
-                      connections={"mem": ConnectionConfig(name="mem")})
-    sync = SyncSpec(name="people", model="people", primary_key=("id",),
-                    destination=DestinationSpec(connection="mem", object="users",
-                                                identifier=Identifier("external_id", "id"), on_removed="unset"),
-                    path="syncs/people.yml", raw={"name": "people"})
+    project, sync = project_and_sync(root)
     dest = Braze(log, kill_on)
     with State.open(project.state_path, command="kill-test") as state:
         plan = build_plan(project, [sync], state, DuckDBWarehouse(project), lambda s: dest)
