@@ -80,6 +80,7 @@ class ConnectionConfig:
     concurrency: int | None = None
     timeout: float = 30.0
     max_retries: int = 5
+    max_unknown_sends: int = 3           # events/purchases sent this often without an answer: not sent again
     legacy_limits: bool = False
     allow_http: bool = False             # permit plain http:// to a non-loopback host
     extra: Mapping[str, object] = field(default_factory=dict)
@@ -277,6 +278,7 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
         concurrency=int(raw["concurrency"]) if "concurrency" in raw else None,
         timeout=float(raw.get("timeout", 30.0)),
         max_retries=int(raw.get("max_retries", 5)),
+        max_unknown_sends=int(raw.get("max_unknown_sends", 3)),
         legacy_limits=bool(raw.get("legacy_limits", False)),
         allow_http=bool(raw.get("allow_http", False)),
         extra=extra,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -117,7 +118,9 @@ def test_changed_to_null_unsets_by_default_and_is_omitted_with_nulls_skip() -> N
 
 def test_changed_row_with_nothing_to_send_is_skipped() -> None:
     new = dict(USER, first_name=None)
-    assert dest(nulls="skip").prepare(changed(new, USER)) == Skip("no mapped field changed")
+    # nulls: skip: nothing is sent and Braze keeps the old value, which the snapshot must keep too
+    assert dest(nulls="skip").prepare(changed(new, USER)) == Skip("nulls: skip: Braze keeps first_name",
+                                                                  kept=("first_name",))
     unmapped = dest(fields={"first_name": "first_name"}).prepare(changed(dict(USER, score=99), USER))
     assert unmapped == Skip("no mapped field changed")
 
@@ -193,6 +196,19 @@ def test_event_added_golden() -> None:
                              '"properties":{"amount":9.5}}')
     assert got.data_points == 1
     assert d.capabilities.append_only is True
+
+
+def test_an_event_sent_without_an_answer_too_often_is_not_sent_again() -> None:
+    """Each unanswered send may have landed: after `max_unknown_sends` (default 3) the row is settled
+    without sending, so Braze holds it at most that many times."""
+    d = dest("events", identifier=Identifier("external_id", "user"), event=EVENT_SPEC)
+    assert isinstance(d.prepare(PlanRow("k", "added", EVENT, unknowns=2)), Item)
+    skipped = d.prepare(PlanRow("k", "added", EVENT, unknowns=3))
+    assert isinstance(skipped, Skip) and "sent 3 times without a usable answer" in skipped.reason
+    spec = SyncSpec("s", "model", ("id",), DestinationSpec("braze", "events", identifier=Identifier("external_id", "user"),
+                                                          event=EVENT_SPEC), path="syncs/s.yml")
+    patient = make_destination(dataclasses.replace(CONN, max_unknown_sends=5), None, spec)
+    assert isinstance(patient.prepare(PlanRow("k", "added", EVENT, unknowns=4)), Item)
 
 
 def test_event_name_column_app_id_update_mode() -> None:

@@ -32,7 +32,12 @@ from engine.destinations.braze.endpoints import (
     rate_groups,
     resolve_base_url,
 )
-from engine.destinations.braze.payloads import UsersPayloads, build_payloads
+from engine.destinations.braze.payloads import (
+    EventsPayloads,
+    PurchasesPayloads,
+    UsersPayloads,
+    build_payloads,
+)
 from engine.destinations.braze.sql_users import UsersSql
 from engine.errors import DestinationError, register_secret
 from engine.project import ConnectionConfig, Secret
@@ -55,7 +60,7 @@ class BrazeDestination:
         self.sync = sync
         self.base_url = resolve_base_url(connection)
         self._api_key = Secret(api_key) if api_key else None     # repr never shows it
-        self._payloads = build_payloads(sync)
+        self._payloads = self._rules(sync)
         self._rates = {name: group.requests_per_second for name, group in rate_groups(connection).items()}
         dest = sync.destination
         track = dest.object in TRACK_OBJECTS
@@ -85,8 +90,14 @@ class BrazeDestination:
     def project(self, columns: Sequence[str]) -> Projection:
         """Fix the projection (projection.py); payloads then read rows keyed by Braze field."""
         found, spec = projection.project(self.sync, columns)
-        self._payloads = build_payloads(spec)
+        self._payloads = self._rules(spec)
         return found
+
+    def _rules(self, spec: SyncSpec) -> Any:
+        payloads = build_payloads(spec)
+        if isinstance(payloads, EventsPayloads | PurchasesPayloads):
+            payloads.max_unknown_sends = self.connection.max_unknown_sends
+        return payloads
 
     def identity(self) -> Mapping[str, str]:
         return projection.identity(self.sync, self.base_url)

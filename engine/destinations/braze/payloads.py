@@ -38,7 +38,7 @@ RESERVED_ATTRIBUTE_KEYS = frozenset({
 DELETE_ARRAYS = {"external_id": "external_ids", "user_alias": "user_aliases", "braze_id": "braze_ids",
                  "email": "email_addresses", "phone": "phone_numbers"}
 DELETE_PRIORITIZATION = ["identified", "most_recently_updated"]
-MAX_UNKNOWN_SENDS = 3        # an event or purchase sent this often without an answer is not sent again
+MAX_UNKNOWN_SENDS = 3        # default: an event or purchase sent this often without an answer is not sent again
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,250}$")
 _ITEM_LIMIT = MAX_BODY_BYTES - 1_000   # one object must fit in a request with its envelope
 
@@ -260,6 +260,7 @@ class UsersPayloads:
 
 class EventsPayloads:
     channel = "POST /users/track events"
+    max_unknown_sends = MAX_UNKNOWN_SENDS       # set from the connection by the destination
 
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
@@ -276,7 +277,7 @@ class EventsPayloads:
     def prepare(self, row: PlanRow) -> Result:
         assert self.spec is not None
         spec, values = self.spec, row.values
-        obj = start_track_object(row, "event", self.ident, spec.app_id)
+        obj = start_track_object(row, "event", self.ident, spec.app_id, self.max_unknown_sends)
         if not isinstance(obj, dict):
             return obj
         name = spec.name if spec.name else values.get(spec.name_column or "")
@@ -297,6 +298,7 @@ class EventsPayloads:
 
 class PurchasesPayloads:
     channel = "POST /users/track purchases"
+    max_unknown_sends = MAX_UNKNOWN_SENDS       # set from the connection by the destination
 
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
@@ -310,7 +312,7 @@ class PurchasesPayloads:
     def prepare(self, row: PlanRow) -> Result:
         assert self.spec is not None
         spec, values = self.spec, row.values
-        obj = start_track_object(row, "purchase", self.ident, spec.app_id)
+        obj = start_track_object(row, "purchase", self.ident, spec.app_id, self.max_unknown_sends)
         if not isinstance(obj, dict):
             return obj
         product_id = _as_id(values.get(spec.product_id))
@@ -452,13 +454,14 @@ class UserDeletesPayloads:
         return self.ident.delete_item(row.values)
 
 
-def start_track_object(row: PlanRow, what: str, ident: IdentifierRule, app_id: str | None) -> dict[str, Any] | Result:
+def start_track_object(row: PlanRow, what: str, ident: IdentifierRule, app_id: str | None,
+                       max_unknown_sends: int = MAX_UNKNOWN_SENDS) -> dict[str, Any] | Result:
     """The identifier (and app_id) part of an append-only event or purchase; a Skip or Invalid instead."""
     if row.op == CHANGED:
         return Skip(f"{what} already sent; changes are not re-sent")
     if row.op == REMOVED:
         return Skip(f"{what}s are append-only; removed rows are not sent")
-    if row.unknowns >= MAX_UNKNOWN_SENDS:
+    if row.unknowns >= max_unknown_sends:
         # each send may have landed: stop adding copies; `reflow errors` lists it for a decision
         return Skip(f"sent {row.unknowns} times without a usable answer (each may have landed in Braze): "
                     f"not sent again automatically, so Braze holds it at most {row.unknowns} times; if it is "
