@@ -56,6 +56,7 @@ from engine.project import Secret
 
 OK = "ok"
 ROW_ERRORS = "row_errors"
+ITEM_ERRORS = "item_errors"        # a catalog 400 naming the offending item ids in parameter_values
 SPLIT = "split"
 RATE_LIMITED = "rate_limited"
 RETRY = "retry"
@@ -86,6 +87,7 @@ class Verdict:
     wait: float | None = None
     uncertain: str | None = None    # why this request may have been applied without a usable answer
     deleted: int | None = None      # /users/delete: how many of the identifiers Braze deleted
+    items: frozenset[str] = frozenset()     # catalog item ids a 400 names (ITEM_ERRORS)
 
 
 def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: ChannelInfo, *, sent: int,
@@ -126,6 +128,9 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
         errors = _row_errors(parsed)
         if errors and all(e.index is not None and e.input_array is not None for e in errors):
             return Verdict(ROW_ERRORS, errors, message=message)
+        named = _catalog_items(parsed) if info.path.startswith("/catalogs/") else frozenset()
+        if named:
+            return Verdict(ITEM_ERRORS, message=_catalog_detail(parsed) or message, items=named)
         return Verdict(SPLIT, message=_catalog_detail(parsed) or message)
     if status == 401:
         return Verdict(FATAL, message=f"Braze rejected the API key (401) for connection '{connection}' at "
@@ -134,6 +139,10 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
         return Verdict(FATAL, message=f"Braze refused {request} (403) for connection '{connection}': "
                                       f"the API key lacks {info.permission} (or the account does not allow it); "
                                       f"create a key with the {info.permission} permission ({message})")
+    if status == 404 and _catalog_not_found(parsed):
+        catalog = info.path.split("/")[2] if info.path.startswith("/catalogs/") else "?"
+        return Verdict(FATAL, message=f"Braze has no catalog '{catalog}' (catalog-not-found) at {base_url}: create it "
+                                      "in the Braze dashboard, or fix destination.catalog in the sync")
     if status == 404:
         return Verdict(FATAL, message=f"Braze answered 404 for {request} at {base_url} (connection "
                                       f"'{connection}'): check the endpoint URL or instance"
@@ -180,6 +189,14 @@ def _success_problem(status: int, parsed: dict[str, Any], info: ChannelInfo, sen
                         f"{info.array if array == info.array else array} object(s) were sent"
                         f"{'' if array != info.array else f' and {len(rejected)} rejected'}")
     return None
+
+
+def _item_id(item: str) -> str | None:
+    try:
+        value = json.loads(item)
+    except ValueError:
+        return None
+    return str(value.get("id")) if isinstance(value, dict) and "id" in value else None
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -279,6 +296,23 @@ def _row_errors(parsed: Any) -> tuple[RowError, ...]:
             index if _is_int(index) else None,
             str(err.get("type") or err.get("message") or err.get("id") or "rejected by Braze")))
     return tuple(found)
+
+
+def _catalog_items(parsed: Any) -> frozenset[str]:
+    """Item ids a catalog 400 names: errors whose `parameters` are ["id"] list them in `parameter_values`."""
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("errors"), list):
+        return frozenset()
+    found: set[str] = set()
+    for err in parsed["errors"]:
+        if isinstance(err, dict) and err.get("parameters") == ["id"] and isinstance(err.get("parameter_values"), list):
+            found.update(str(v) for v in err["parameter_values"])
+    return frozenset(found)
+
+
+def _catalog_not_found(parsed: Any) -> bool:
+    errors = parsed.get("errors") if isinstance(parsed, dict) else None
+    return isinstance(errors, list) and any(isinstance(e, dict) and e.get("id") == "catalog-not-found"
+                                            for e in errors)
 
 
 def _catalog_detail(parsed: Any) -> str | None:
@@ -387,6 +421,22 @@ class BrazeClient:
                 for i in rest:
                     results[i] = self._unsettled(keys[i], f"Braze refused the request: {verdict.message}", uncertain)
             return [results[i] for i in range(len(keys))]
+        if verdict.kind == ITEM_ERRORS:
+            ids = [_item_id(item) for item in items]
+            named = {i for i, item_id in enumerate(ids) if item_id in verdict.items}
+            if named:       # exactly those items are refused; the others go again, once
+                results = {i: RowResult(keys[i], REJECTED, verdict.message) for i in named}
+                rest = [i for i in range(len(keys)) if i not in named]
+                if rest and resend:
+                    again = self._send(info, [keys[i] for i in rest], [items[i] for i in rest], resend=False,
+                                       uncertain=uncertain)
+                    results.update(zip(rest, again, strict=True))
+                else:
+                    for i in rest:
+                        results[i] = self._unsettled(keys[i], f"Braze refused the request: {verdict.message}",
+                                                     uncertain)
+                return [results[i] for i in range(len(keys))]
+            verdict = Verdict(SPLIT, message=verdict.message)
         if verdict.kind == SPLIT:
             if len(keys) == 1:
                 return [RowResult(keys[0], REJECTED, verdict.message)]
