@@ -79,6 +79,7 @@ class DestinationSpec:
     on_removed: str = "ignore"                  # ignore | unset | delete
     nulls: str = "unset"                        # unset | skip
     on_unmapped: str = "keep"                   # keep | unset: a field no longer mapped
+    prioritization: tuple[str, ...] | None = None   # deleting by email/phone: which profile (Braze's rules)
     event: EventSpec | None = None
     purchase: PurchaseSpec | None = None
     catalog: str | None = None
@@ -290,6 +291,13 @@ def _rules(doc: Document) -> list[Problem]:
             ("destination", "object"),
             "user_deletes requires guards.max_removed so a bad model cannot delete your users",
         ))
+    ident: dict[str, Any] = dest["identifier"] if isinstance(dest.get("identifier"), dict) else {}
+    if "prioritization" in dest and not ({"email", "phone"} & set(ident) and (
+            obj == "user_deletes" or (obj == "users" and on_removed == "delete"))):
+        problems.append(doc.problem(
+            ("destination", "prioritization"),
+            "prioritization applies to deleting by email or phone (user_deletes, or users with on_removed: delete)",
+        ))
     if obj in ("events", "purchases") and on_removed in ("unset", "delete"):
         problems.append(doc.problem(
             ("destination", "on_removed"),
@@ -348,6 +356,7 @@ def _build(doc: Document) -> SyncSpec:
         on_removed=d.get("on_removed", "ignore"),
         nulls=d.get("nulls", "unset"),
         on_unmapped=d.get("on_unmapped", "keep"),
+        prioritization=tuple(d["prioritization"]) if "prioritization" in d else None,
         event=event,
         purchase=purchase,
         catalog=d.get("catalog"),

@@ -378,3 +378,11 @@ def test_events_need_an_event_section_and_reserved_properties_are_refused() -> N
         dest("events")
     with pytest.raises(SpecError, match="reserved"):
         dest("events", event=EventSpec(time="ts", name="e", properties={"time": "ts"}))
+
+
+def test_deletes_by_email_use_the_sync_s_prioritization() -> None:
+    d = dest("user_deletes", identifier=Identifier("email", "e"))
+    assert json.loads(item(d.prepare(added({"id": 1, "e": "a@b.io"}))).item_json) == {
+        "email": "a@b.io", "prioritization": ["identified", "most_recently_updated"]}
+    d = dest("user_deletes", identifier=Identifier("email", "e"), prioritization=("unidentified",))
+    assert json.loads(item(d.prepare(added({"id": 1, "e": "a@b.io"}))).item_json)["prioritization"] == ["unidentified"]

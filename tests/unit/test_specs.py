@@ -98,7 +98,8 @@ EXPECTED: dict[str, list[str]] = {
     "syncs/unknown_keys.yml": [
         "syncs/unknown_keys.yml:1:1: descripton: unknown key (did you mean 'description'?)",
         "syncs/unknown_keys.yml:7:3: destination.colour: unknown key; expected one of: connection, object, mode, "
-        "identifier, fields, on_removed, on_unmapped, nulls, event, purchase, catalog, item_id, subscription_group_id, "
+        "identifier, fields, on_removed, on_unmapped, prioritization, nulls, event, purchase, catalog, item_id, "
+        "subscription_group_id, "
         "subscription_group_id_column, state",
         "syncs/unknown_keys.yml:9:5: destination.identifier.user_alias: missing required key 'alias_label'",
         "syncs/unknown_keys.yml:9:18: destination.identifier.user_alias.alias_lable: unknown key "
@@ -631,3 +632,10 @@ def test_check_columns_locates_dotted_attribute_names(tmp_path: Path) -> None:
         "syncs/users.yml:7:23: destination.fields.Favorite Color: column 'colour' is not returned by model "
         "'braze_users' (did you mean 'color'?)",
     ]
+
+
+def test_prioritization_only_where_deletes_go_by_email_or_phone(tmp_path: Path) -> None:
+    make_project(tmp_path, {"users.yml": USERS + "  prioritization: [unidentified]\n"})
+    assert problems_of(tmp_path) == [
+        "syncs/users.yml:7:19: destination.prioritization: prioritization applies to deleting by email or phone "
+        "(user_deletes, or users with on_removed: delete)"]

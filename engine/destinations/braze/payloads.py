@@ -90,6 +90,7 @@ class IdentifierRule:
         self.kind = ident.kind if ident else ""
         self.column = ident.column if ident else ""
         self.alias_label = (ident.alias_label or "") if ident else ""
+        self.prioritization = list(sync.destination.prioritization or DELETE_PRIORITIZATION)
         if ident is None:
             problems.add("destination.identifier", f"{sync.destination.object} needs an identifier "
                          f"({' | '.join(allowed)})")
@@ -129,7 +130,7 @@ class IdentifierRule:
         if self.kind == "user_alias":
             obj = {"alias_name": raw, "alias_label": self.alias_label}
         elif self.kind in ("email", "phone"):
-            obj = {self.kind: raw, "prioritization": DELETE_PRIORITIZATION}
+            obj = {self.kind: raw, "prioritization": self.prioritization}
         else:
             obj = raw
         return _item(self.delete_channel(), obj, 0)
