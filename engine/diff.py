@@ -37,7 +37,7 @@ KEY = "__key"
 # part by part the same way, then the rest as text (a full natural sort, splitting digit runs inside
 # text, cost 6x the sort at 10M keys)
 _PART = "{'n': coalesce(try_cast(x AS HUGEINT), 170141183460469231731687303715884105727::HUGEINT), 's': x}"
-KEY_ORDER = (f"ORDER BY try_cast(__k AS HUGEINT) NULLS LAST, CASE WHEN starts_with(__k, '[') THEN "
+KEY_ORDER = (f"ORDER BY try_cast(__k AS HUGEINT) NULLS LAST, CASE WHEN starts_with(__k, '[') AND json_valid(__k) THEN "
              f"list_transform(json_extract_string(__k, '$[*]'), lambda x: {_PART}) END NULLS LAST, __k")
 ISO = "%Y-%m-%dT%H:%M:%S.%gZ"
 NESTED = ("STRUCT", "MAP", "UNION", "JSON")
