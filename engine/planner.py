@@ -103,8 +103,8 @@ def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, wareho
     con = state.con
     con.execute("BEGIN")
     con.execute(f"UPDATE {DB}.plans SET status = 'superseded' WHERE status = 'planned'")
-    con.execute(f"INSERT INTO {DB}.plans (plan_id, created_at, status, created_by) VALUES (?, ?, 'planned', ?)",
-                [plan_id, created, "reflow"])
+    con.execute(f"INSERT INTO {DB}.plans (plan_id, created_at, status, created_by, seq) "
+                f"SELECT ?, ?, 'planned', ?, coalesce(max(seq), 0) + 1 FROM {DB}.plans", [plan_id, created, "reflow"])
     for s in results:
         con.execute(
             f"INSERT INTO {DB}.plan_syncs (plan_id, sync, snapshot_version, fingerprint, counts, estimate, guards, "

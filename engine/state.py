@@ -57,6 +57,9 @@ HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
 DB = "rstate.main"
 UNKNOWN = "\u001freflow:outcome-unknown"        # a field value Braze may or may not hold
 UNKNOWN_JSON = json.dumps(UNKNOWN)
+# plans and runs are ordered by the sequence the state assigns, never by the clock (a clock that jumps
+# must not make an old plan the latest, or prune the one just saved); rows older than schema 3 have none
+NEWEST = "seq DESC NULLS LAST, created_at DESC"
 LEGACY_LAYOUT = "model"      # schema <= 2: snapshots held model columns; converted on the sync's next plan
 FIELDS_LAYOUT = "fields"
 
@@ -91,6 +94,8 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE {DB}.syncs ADD COLUMN forgotten VARCHAR;
     ALTER TABLE {DB}.plan_syncs ADD COLUMN identity VARCHAR;
     ALTER TABLE {DB}.plans ADD COLUMN failed VARCHAR;
+    ALTER TABLE {DB}.plans ADD COLUMN seq BIGINT;
+    ALTER TABLE {DB}.runs ADD COLUMN seq BIGINT;
     ALTER TABLE {DB}.pending ADD COLUMN unknowns INTEGER DEFAULT 0;
     CREATE TABLE {DB}.uncertain (plan_id VARCHAR, sync VARCHAR, seq BIGINT);
     CREATE TABLE {DB}.frontier (run_id VARCHAR, plan_id VARCHAR, sync VARCHAR, seq BIGINT);
@@ -573,7 +578,7 @@ class State:
     def latest_plan_id(self) -> str | None:
         if self.empty:
             return None
-        row = self.con.execute(f"SELECT plan_id FROM {DB}.plans ORDER BY created_at DESC LIMIT 1").fetchone()
+        row = self.con.execute(f"SELECT plan_id FROM {DB}.plans ORDER BY {NEWEST} LIMIT 1").fetchone()
         return row[0] if row else None
 
     def set_plan_status(self, plan_id: str, status: str) -> None:
@@ -585,7 +590,7 @@ class State:
         """Drop the rows of old plans (their summaries stay) so the state file stays small."""
         self.con.execute(
             f"""DELETE FROM {DB}.plan_rows WHERE plan_id NOT IN (
-                SELECT plan_id FROM {DB}.plans ORDER BY created_at DESC LIMIT {int(keep)})
+                SELECT plan_id FROM {DB}.plans ORDER BY {NEWEST} LIMIT {int(keep)})
               AND plan_id NOT IN (SELECT plan_id FROM {DB}.acks)"""
         )
 
@@ -593,7 +598,9 @@ class State:
 
     def start_run(self, run_id: str, plan_id: str, sync: str) -> None:
         self.con.execute(
-            f"INSERT INTO {DB}.runs VALUES (?, ?, ?, ?, NULL, 'running', 0, 0, 0, 0, 0, 0, ?, NULL)",
+            f"INSERT INTO {DB}.runs (run_id, plan_id, sync, started_at, finished_at, status, acknowledged, rejected, "
+            "not_attempted, skipped, requests, data_points, pid, message, seq) "
+            f"SELECT ?, ?, ?, ?, NULL, 'running', 0, 0, 0, 0, 0, 0, ?, NULL, coalesce(max(seq), 0) + 1 FROM {DB}.runs",
             [run_id, plan_id, sync, now(), os.getpid()],
         )
 
@@ -606,7 +613,8 @@ class State:
             return []
         where, params = ("WHERE sync = ?", [sync]) if sync else ("", [])
         cur = self.con.execute(
-            f"SELECT * FROM {DB}.runs {where} ORDER BY started_at DESC LIMIT {int(limit)}", params)
+            f"SELECT * FROM {DB}.runs {where} ORDER BY seq DESC NULLS LAST, started_at DESC LIMIT {int(limit)}",
+            params)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
