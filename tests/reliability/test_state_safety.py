@@ -92,37 +92,33 @@ def test_truncated_state_file_is_refused(cli, braze_env, example_project):
     assert requests_total(braze_env) == before
 
 
-def test_state_from_a_newer_reflow_is_refused_and_left_untouched(cli, braze_env, example_project):
+def refused_with_version(cli, braze_env, project, version: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Set the state's schema_version, then every state command is refused, nothing is sent, the file is
+    untouched; returns each command's stderr."""
     assert cli("run")[0] == 0
-    path = state_file(example_project)
+    path = state_file(project)
     con = duckdb.connect(str(path))
-    con.execute("update meta set value = '99' where key = 'schema_version'")
+    con.execute("update meta set value = ? where key = 'schema_version'", [version])
     con.close()
     unchanged = digest(path)
     assert cli("example", "mutate")[0] == 0
     before = requests_total(braze_env)
-    for command in (("run",), ("plan",), ("status",), ("apply", "--yes")):
-        err = refused(cli, *command)
-        assert "written by a newer Reflow (state schema 99" in err, err
+    errors = [refused(cli, *command) for command in (("run",), ("plan",), ("status",), ("apply", "--yes"))]
     assert requests_total(braze_env) == before
     assert digest(path) == unchanged
+    return errors
+
+
+def test_state_from_a_newer_reflow_is_refused_and_left_untouched(cli, braze_env, example_project):
+    for err in refused_with_version(cli, braze_env, example_project, "99"):
+        assert "written by a newer Reflow (state schema 99" in err, err
 
 
 def test_corrupt_schema_version_is_refused_with_how_to_recover(cli, braze_env, example_project):
-    assert cli("run")[0] == 0
     path = state_file(example_project)
-    con = duckdb.connect(str(path))
-    con.execute("update meta set value = 'abc' where key = 'schema_version'")
-    con.close()
-    unchanged = digest(path)
-    assert cli("example", "mutate")[0] == 0
-    before = requests_total(braze_env)
-    for command in (("run",), ("plan",), ("status",), ("apply", "--yes")):
-        err = refused(cli, *command)
+    for err in refused_with_version(cli, braze_env, example_project, "abc"):
         assert err == (f"error: the state file {path} is corrupt: its schema_version is 'abc', not a number. "
                        "Restore a backup (`reflow state restore FILE`) or move the file away to start over\n"), err
-    assert requests_total(braze_env) == before
-    assert digest(path) == unchanged
 
 
 def test_read_only_state_folder(cli, braze_env, example_project):

@@ -211,40 +211,33 @@ def test_404_415_and_other_4xx_are_fatal(braze: ScriptedServer) -> None:
     assert "Braze answered 409" in fatal_case(braze, 409, {"message": "conflict"})
 
 
-def test_a_catalog_400_naming_items_rejects_exactly_those(clock: FakeClock, braze: ScriptedServer) -> None:
+def catalog_400(clock: FakeClock, braze: ScriptedServer, error: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """Items a, bad, c where Braze refuses any request holding `bad` with `error`; the outcomes."""
     def answer(call: Any) -> dict[str, Any]:
         if b'"bad"' in call.body:
-            return reply(400, {"message": "Invalid Request", "errors": [
-                {"id": "invalid-fields", "message": "Some of the fields given do not exist in the catalog",
-                 "parameters": ["id"], "parameter_values": ["bad"]}]})
+            return reply(400, {"message": "Invalid Request", "errors": [error]})
         return reply(202, {"message": "success"})
 
     braze.answer(answer)
     dest = destination(clock, "catalog_items", server=braze, catalog="products", item_id="id")
     items = ('{"id":"a"}', '{"id":"bad"}', '{"id":"c"}')
-    got = dest.send(Batch("POST /catalogs/products/items", ("a", "bad", "c"), items))
-    assert outcomes(got) == [
-        ("a", ACKNOWLEDGED, None),
-        ("bad", REJECTED, "invalid-fields: Some of the fields given do not exist in the catalog"),
-        ("c", ACKNOWLEDGED, None)]
+    return outcomes(dest.send(Batch("POST /catalogs/products/items", ("a", "bad", "c"), items)))
+
+
+CATALOG_REFUSAL = [("a", ACKNOWLEDGED, None),
+                   ("bad", REJECTED, "invalid-fields: Some of the fields given do not exist in the catalog"),
+                   ("c", ACKNOWLEDGED, None)]
+INVALID_FIELDS = {"id": "invalid-fields", "message": "Some of the fields given do not exist in the catalog"}
+
+
+def test_a_catalog_400_naming_items_rejects_exactly_those(clock: FakeClock, braze: ScriptedServer) -> None:
+    error = {**INVALID_FIELDS, "parameters": ["id"], "parameter_values": ["bad"]}
+    assert catalog_400(clock, braze, error) == CATALOG_REFUSAL
     assert [body_keys(c) for c in braze.calls] == [["a", "bad", "c"], ["a", "c"]]     # no bisecting
 
 
 def test_400_without_row_info_is_isolated_by_splitting(clock: FakeClock, braze: ScriptedServer) -> None:
-    def answer(call: Any) -> dict[str, Any]:
-        if b'"bad"' in call.body:
-            return reply(400, {"message": "Invalid Request", "errors": [
-                {"id": "invalid-fields", "message": "Some of the fields given do not exist in the catalog"}]})
-        return reply(202, {"message": "success"})
-
-    braze.answer(answer)
-    dest = destination(clock, "catalog_items", server=braze, catalog="products", item_id="id")
-    items = ('{"id":"a"}', '{"id":"bad"}', '{"id":"c"}')
-    got = dest.send(Batch("POST /catalogs/products/items", ("a", "bad", "c"), items))
-    assert outcomes(got) == [
-        ("a", ACKNOWLEDGED, None),
-        ("bad", REJECTED, "invalid-fields: Some of the fields given do not exist in the catalog"),
-        ("c", ACKNOWLEDGED, None)]
+    assert catalog_400(clock, braze, INVALID_FIELDS) == CATALOG_REFUSAL
     assert [body_keys(c) for c in braze.calls] == [["a", "bad", "c"], ["a"], ["bad", "c"], ["bad"], ["c"]]
 
 
