@@ -363,3 +363,25 @@ def test_sub_millisecond_and_timezone_noise_is_no_change(lab, run_once):
     lab.sql("update people_raw set joined = joined + interval 300 microseconds")
     plan, _ = run_once(sync, MemoryDestination())
     assert not plan.has_changes
+
+
+def test_a_new_destination_starts_the_sync_over_and_refuses_older_plans(lab, run_once):
+    """The snapshot belongs to one destination (endpoint, object, catalog, identifier, primary key): a
+    change of any of it plans every row again under first_run, sends no removal for the old rows, says
+    so in one line, and makes plans made before stale."""
+    lab.insert_people(10)
+    sync = lab.sync()
+    run_once(sync, MemoryDestination(identity={"object": "users", "catalog": "a"}))
+    old = lab.plan(sync, MemoryDestination(identity={"object": "users", "catalog": "a"}))
+    moved = MemoryDestination(identity={"object": "users", "catalog": "b"})
+    plan = lab.plan(sync, moved)
+    s = plan.syncs[0]
+    assert s.restart == "destination changed: catalog a → b; the sync starts again"
+    assert s.first_run and (s.counts.added, s.counts.removed, s.counts.unchanged) == (10, 0, 0)
+    with State.open(lab.project.state_path, command="t") as state:
+        with pytest.raises(PlanError, match="superseded|stale"):
+            check_plan(state, load_plan(state, old.plan_id), {"people": old.syncs[0].fingerprint})
+    result = lab.apply(plan, sync, moved)
+    assert result.exit_code == 0 and len(moved.sent_items) == 10
+    assert all(i["op"] == "added" for i in moved.sent_items)
+    assert not lab.plan(sync, MemoryDestination(identity={"object": "users", "catalog": "b"})).has_changes
