@@ -629,8 +629,12 @@ def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDB
         if not os.access(path.parent, os.W_OK):
             raise StateError(f"the state folder {path.parent} is not writable; fix its permissions or "
                              "set state_path in reflow_project.yml")
+    # models run on this connection: they may not install extensions (a model is one read-only query:
+    # engine/warehouse/guard.py)
     config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": memory_limit,
-                                                               "temp_directory": str(spill)}
+                                                               "temp_directory": str(spill),
+                                                               "autoinstall_known_extensions": False,
+                                                               "allow_community_extensions": False}
     con = duckdb.connect(":memory:", config=config)
     if read_only and not path.exists():
         con.execute("ATTACH ':memory:' AS rstate")

@@ -31,6 +31,7 @@ import yaml
 from engine.dbt_project import DbtProject, fingerprint, load_dbt_project
 from engine.errors import ProjectError, RenderError, WarehouseError, scrub
 from engine.project import PROJECT_FILE, Project
+from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
 
 if TYPE_CHECKING:
@@ -374,6 +375,7 @@ class DbtWarehouse:
         if self.adapter_type == "duckdb":
             self.attach(con)
             self._check_built(built, self._duckdb_exists(con))
+            check_model_sql(con, sql, model=model)     # it runs next to Reflow's state: one read-only query
             return f"(\n{sql}\n)"
         if self.adapter_type != "postgres":
             raise WarehouseError(f"dbt adapter '{self.adapter_type}' is not supported yet "

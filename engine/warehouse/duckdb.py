@@ -9,6 +9,7 @@ import duckdb
 
 from engine.errors import WarehouseError
 from engine.project import Project
+from engine.warehouse.guard import check_model_sql
 
 if TYPE_CHECKING:
     from engine.specs import SyncSpec
@@ -51,6 +52,7 @@ class DuckDBWarehouse:
 
     def relation(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> str:
         self.attach(con)
+        check_model_sql(con, sql, model=model)         # one read-only query, away from Reflow's state
         return f"(\n{sql}\n)"
 
     def definition(self, project: Project, sync: SyncSpec) -> str:

@@ -92,6 +92,14 @@ REFUSED: dict[str, tuple[str | Generate, int, str]] = {
         "error: model 'braze_users' failed on the warehouse: Binder Error: Referenced column \"no_such_column\" "
         "not found in FROM clause!\n"),
     "non-UTF-8 SQL": ("non_utf8_sql", 1, "error: models/braze_users.sql: not valid UTF-8 text\n"),
+    "a statement smuggled after the model": ("sql_smuggled_statement", 1,
+        "error: model 'braze_users' is not one SQL query: Parser Error: syntax error at or near \")\"\n"),
+    "a model reading Reflow's state": ("sql_reads_the_state", 1,
+        "error: model 'braze_users' reads rstate.main.plan_rows: the catalogs memory, rstate, system, temp are "
+        "Reflow's own, not the warehouse's\n"),
+    "a model naming a table in a string": ("sql_query_function", 1,
+        "error: model 'braze_users' calls query_table(): a model names the tables it reads (ref(), source() or a "
+        "table name), not a string of SQL\n"),
     "non-UTF-8 YAML": ("non_utf8_yaml", 1,
         "error: syncs/braze_users.yml:3:18: not valid UTF-8 text (byte 0xe9)\n1 problem found\n"),
     "deeply nested YAML": (_deep, 1, "error: syncs/braze_users.yml:3:63: nesting deeper than 50 levels\n1 problem found\n"),
@@ -102,7 +110,9 @@ REFUSED: dict[str, tuple[str | Generate, int, str]] = {
 
 
 # failures of one sync's model (the plan records them and goes on with the other syncs)
-SYNC_FAILURES = {"Jinja reaching __class__.__mro__", "Jinja reaching __globals__", "SQL error in a model",
+SYNC_FAILURES = {"a statement smuggled after the model", "a model reading Reflow's state",
+                 "a model naming a table in a string",
+                 "Jinja reaching __class__.__mro__", "Jinja reaching __globals__", "SQL error in a model",
                  "non-UTF-8 SQL", "huge SQL file", "model reading the API key's env var",
                  "model rendering more than 50 MB"}
 
