@@ -373,16 +373,13 @@ def collapse(con: duckdb.DuckDBPyConnection, identity: Sequence[str]) -> int:
     (`__collapsed`): it would race the new row's values. Returns how many removals collapsed."""
     if not identity:
         return 0
-    same = " AND ".join(f"coalesce(to_json(l.{quote(f)})::VARCHAR, 'null') = "
-                        f"coalesce(json_extract(r.__old_row, {json_path(f)})::VARCHAR, 'null')" for f in identity)
-    not_null = " AND ".join(f"l.{quote(f)} IS NOT NULL" for f in identity)
     moved = f"list_has_any(__changed, [{', '.join(sql_str(f) for f in identity)}])"
     con.execute(f"""CREATE OR REPLACE TABLE {PAIRS_TABLE} AS
         SELECT r.__rn AS old_rn, any_value(r.__op) AS old_op, any_value(l.__rn) AS live_rn,
                any_value(r.__old_row) AS old_row
         FROM (SELECT * FROM {ROWS} WHERE __op = 'removed' OR (__op = 'changed' AND {moved})) AS r
         JOIN (SELECT * FROM {ROWS} WHERE __op = 'added' OR (__op = 'changed' AND {moved})) AS l
-          ON l.__rn <> r.__rn AND {not_null} AND {same}
+          ON l.__rn <> r.__rn AND {_same_object(identity, "r.__old_row")}
         GROUP BY r.__rn""")
     row = con.execute(f"SELECT count(*) FILTER (WHERE old_op = 'removed'), count(*) FROM {PAIRS_TABLE}").fetchone()
     collapsed, pairs = (int(row[0]), int(row[1])) if row else (0, 0)
@@ -395,16 +392,21 @@ def collapse(con: duckdb.DuckDBPyConnection, identity: Sequence[str]) -> int:
     return collapsed
 
 
+def _same_object(identity: Sequence[str], old_json: str) -> str:
+    """SQL: the live delta row `l` (its identity fields all set) addresses the object the JSON row
+    `old_json` addressed."""
+    same = " AND ".join(f"coalesce(to_json(l.{quote(f)})::VARCHAR, 'null') = "
+                        f"coalesce(json_extract({old_json}, {json_path(f)})::VARCHAR, 'null')" for f in identity)
+    return " AND ".join(f"l.{quote(f)} IS NOT NULL" for f in identity) + " AND " + same
+
+
 def replaces_from(con: duckdb.DuckDBPyConnection, old_snapshot: str, identity: Sequence[str]) -> int:
     """A sync starting over in the same place (its delta diffed against an empty snapshot): each live row
     whose identity fields equal those of a row of the old snapshot addresses the object that row
     addressed, and takes over its old values (`__replaces`). Returns how many rows did."""
-    same = " AND ".join(f"coalesce(to_json(l.{quote(f)})::VARCHAR, 'null') = "
-                        f"coalesce(json_extract(o.row_json, {json_path(f)})::VARCHAR, 'null')" for f in identity)
-    not_null = " AND ".join(f"l.{quote(f)} IS NOT NULL" for f in identity)
     con.execute(f"""UPDATE {ROWS} AS x SET __replaces = m.old_row FROM (
                         SELECT l.__rn, any_value(o.row_json) AS old_row FROM {ROWS} AS l JOIN {old_snapshot} AS o
-                        ON l.__op <> 'removed' AND {not_null} AND {same} GROUP BY l.__rn) AS m
+                        ON l.__op <> 'removed' AND {_same_object(identity, "o.row_json")} GROUP BY l.__rn) AS m
                     WHERE x.__rn = m.__rn""")
     row = con.execute(f"SELECT count(*) FROM {ROWS} WHERE __replaces IS NOT NULL").fetchone()
     return int(row[0]) if row else 0

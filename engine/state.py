@@ -361,14 +361,9 @@ class State:
         n = int(row[0]) if row else 0
         if not n:
             return 0
-        known = "coalesce(json_extract_string(ps.info, '$.identity_fields[*]'), []::VARCHAR[])"
-        carried = ("CASE WHEN p.op = 'changed' THEN p.changed "
-                   "ELSE json_keys(coalesce(p.new_row, p.old_row, '{}')) END")
-        others = f"list_filter({carried}, lambda f: NOT list_contains({known}, f))"
-        # a row made of identity fields only (a user delete) has nothing else to mark: mark those
-        fields = f"CASE WHEN len({others}) > 0 THEN {others} ELSE {carried} END"
-        patch = (f"to_json(map_from_entries(list_transform({fields}, "
-                 f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
+        patch = _unknown_patch(
+            "CASE WHEN p.op = 'changed' THEN p.changed ELSE json_keys(coalesce(p.new_row, p.old_row, '{}')) END",
+            "coalesce(json_extract_string(ps.info, '$.identity_fields[*]'), []::VARCHAR[])")
         con.execute(f"""UPDATE {st.table} AS s SET row_hash = NULL, row_json = json_merge_patch(s.row_json, p.patch)
                         FROM (SELECT p.key, {patch} AS patch {rows} AND p.op <> 'added') AS p WHERE s.key = p.key""",
                     [name])
@@ -439,10 +434,7 @@ class State:
         row = self.con.execute(f"SELECT info FROM {DB}.plan_syncs WHERE sync = ? ORDER BY seq_max DESC LIMIT 1",
                                [sync]).fetchone()
         known = json.loads(row[0]).get("identity_fields", []) if row and row[0] else []
-        keys = f"list_filter(json_keys(row_json), lambda f: NOT list_contains({_sql_list(known)}, f))"
-        fields = f"CASE WHEN len({keys}) > 0 THEN {keys} ELSE json_keys(row_json) END"
-        patch = (f"to_json(map_from_entries(list_transform({fields}, "
-                 f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
+        patch = _unknown_patch("json_keys(row_json)", _sql_list(known))
         con = self.con
         con.execute("BEGIN")
         con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = json_merge_patch(row_json, {patch})")
@@ -684,6 +676,16 @@ def _sql_str(value: str) -> str:
 
 def _sql_str_literal(value: str) -> str:
     return "'" + _sql_str(value) + "'"
+
+
+def _unknown_patch(fields: str, known: str) -> str:
+    """SQL for a JSON merge patch setting the fields of the list `fields` to UNKNOWN, except those in the
+    list `known` (the fields naming the destination object: known either way) unless nothing else is
+    left (a user delete's row is its identifier: then that is marked, so it is sent again)."""
+    others = f"list_filter({fields}, lambda f: NOT list_contains({known}, f))"
+    chosen = f"CASE WHEN len({others}) > 0 THEN {others} ELSE {fields} END"
+    return (f"to_json(map_from_entries(list_transform({chosen}, "
+            f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
 
 
 def _sql_list(values: Sequence[str]) -> str:

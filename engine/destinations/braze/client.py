@@ -411,31 +411,11 @@ class BrazeClient:
             return [self._unsettled(key, verdict.message, uncertain) for key in keys]
         if verdict.kind == ROW_ERRORS:
             reasons = self._reasons(info, verdict.errors, len(keys))
-            rest = [i for i in range(len(keys)) if i not in reasons]
-            results: dict[int, RowResult] = {i: RowResult(keys[i], REJECTED, r) for i, r in reasons.items()}
-            if rest and resend:
-                again = self._send(info, [keys[i] for i in rest], [items[i] for i in rest], resend=False,
-                                   uncertain=uncertain)
-                results.update(zip(rest, again, strict=True))
-            else:
-                for i in rest:
-                    results[i] = self._unsettled(keys[i], f"Braze refused the request: {verdict.message}", uncertain)
-            return [results[i] for i in range(len(keys))]
+            return self._refused(info, keys, items, reasons, verdict.message, resend=resend, uncertain=uncertain)
         if verdict.kind == ITEM_ERRORS:
-            ids = [_item_id(item) for item in items]
-            named = {i for i, item_id in enumerate(ids) if item_id in verdict.items}
-            if named:       # exactly those items are refused; the others go again, once
-                results = {i: RowResult(keys[i], REJECTED, verdict.message) for i in named}
-                rest = [i for i in range(len(keys)) if i not in named]
-                if rest and resend:
-                    again = self._send(info, [keys[i] for i in rest], [items[i] for i in rest], resend=False,
-                                       uncertain=uncertain)
-                    results.update(zip(rest, again, strict=True))
-                else:
-                    for i in rest:
-                        results[i] = self._unsettled(keys[i], f"Braze refused the request: {verdict.message}",
-                                                     uncertain)
-                return [results[i] for i in range(len(keys))]
+            named = {i: verdict.message for i, item in enumerate(items) if _item_id(item) in verdict.items}
+            if named:       # exactly those items are refused
+                return self._refused(info, keys, items, named, verdict.message, resend=resend, uncertain=uncertain)
             verdict = Verdict(SPLIT, message=verdict.message)
         if verdict.kind == SPLIT:
             if len(keys) == 1:
@@ -467,6 +447,21 @@ class BrazeClient:
 
     def _stopped(self) -> bool:
         return self._stop is not None and self._stop.is_set()
+
+    def _refused(self, info: ChannelInfo, keys: list[str], items: list[str], reasons: dict[int, str],
+                 message: str, *, resend: bool, uncertain: str | None) -> Sequence[RowResult]:
+        """Braze refused the rows at `reasons`' positions, each with its reason: the others go again,
+        once (`resend`), else stay unsettled with the request's `message`."""
+        results: dict[int, RowResult] = {i: RowResult(keys[i], REJECTED, r) for i, r in reasons.items()}
+        rest = [i for i in range(len(keys)) if i not in reasons]
+        if rest and resend:
+            again = self._send(info, [keys[i] for i in rest], [items[i] for i in rest], resend=False,
+                               uncertain=uncertain)
+            results.update(zip(rest, again, strict=True))
+        else:
+            for i in rest:
+                results[i] = self._unsettled(keys[i], f"Braze refused the request: {message}", uncertain)
+        return [results[i] for i in range(len(keys))]
 
     def _recheck_deletes(self, info: ChannelInfo, body: bytes, keys: list[str], deleted: int) -> Sequence[RowResult]:
         """/users/delete deleted fewer profiles than identifiers sent, and does not say which: a profile
