@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from engine.cli import main
+from cli_runner import Cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTS_CATALOG = None  # set lazily from engine.demo
@@ -49,20 +48,6 @@ def braze_env(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     r = requests.post(f"{sandbox.url}/catalogs", json=PRODUCTS_CATALOG, headers=sandbox.headers, timeout=10)
     assert r.status_code == 201, r.text
     return sandbox
-
-
-class Cli:
-    """Runs `reflow ...` in-process like a user would, returning (exit code, stdout, stderr)."""
-
-    def __init__(self, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.project = project
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(["--project-dir", str(self.project), *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
 
 
 @pytest.fixture

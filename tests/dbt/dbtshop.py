@@ -8,8 +8,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from cli_runner import Cli
 
-from engine.cli import main
 from engine.example import TABLES, build_warehouse, mutate_warehouse
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "dbt_shop"
@@ -69,20 +69,7 @@ def drop_schemas(dsn: str, *schemas: str) -> None:
         pg.close()
 
 
-class ShopCli:
-    """`reflow ...` in-process on a dbt_shop copy: (exit code, stdout, stderr)."""
-
-    def __init__(self, project: Path, capsys: pytest.CaptureFixture[str], target: str | None = None) -> None:
-        self.project = project
-        self.capsys = capsys
-        self.target = target
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        extra = ["--target", self.target] if self.target else []
-        code = main(["--project-dir", str(self.project), *extra, *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
+ShopCli = Cli      # `reflow ...` on a dbt_shop copy (optionally with --target)
 
 
 def pg_dsn() -> str:
@@ -101,3 +88,18 @@ def pg_dsn() -> str:
             pytest.fail(f"PostgreSQL at REFLOW_TEST_PG is unreachable in CI: {exc}")
         pytest.skip(f"PostgreSQL at REFLOW_TEST_PG is unreachable: {exc}")
     return dsn
+
+
+def side_project(shop: Path, model_sql: str) -> Path:
+    """A Reflow project in a subfolder of the dbt project, with a model of its own."""
+    side = shop / "reflow_side"
+    (side / "models").mkdir(parents=True)
+    (side / "syncs").mkdir()
+    text = (shop / "reflow_project.yml").read_text().replace("warehouse: {type: dbt}",
+                                                             "warehouse: {type: dbt, project_dir: ..}")
+    (side / "reflow_project.yml").write_text(text)
+    (side / "models" / "vip_customers.sql").write_text(model_sql)
+    (side / "syncs" / "vip.yml").write_text(
+        "name: vip\nmodel: vip_customers\nprimary_key: customer_id\n"
+        "destination: {connection: braze, object: users, identifier: {external_id: customer_id}}\n")
+    return side

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dbtshop import mutate
+from dbtshop import mutate, side_project
 
 from engine.project import load_project
 from engine.specs import load_syncs
@@ -166,19 +166,6 @@ def test_macros_vars_env_vars_config_and_seeds_upstream_are_part_of_it(shop: Pat
     seed.write_text("customer_id\nc_00002\n")
     expect(both, "a seed's CSV (its checksum)")
 
-def side_project(shop: Path, model_sql: str) -> Path:
-    """A Reflow project in a subfolder of the dbt project, with a model of its own."""
-    side = shop / "reflow_side"
-    (side / "models").mkdir(parents=True)
-    (side / "syncs").mkdir()
-    text = (shop / "reflow_project.yml").read_text().replace("warehouse: {type: dbt}",
-                                                             "warehouse: {type: dbt, project_dir: ..}")
-    (side / "reflow_project.yml").write_text(text)
-    (side / "models" / "vip_customers.sql").write_text(model_sql)
-    (side / "syncs" / "vip.yml").write_text(
-        "name: vip\nmodel: vip_customers\nprimary_key: customer_id\n"
-        "destination: {connection: braze, object: users, identifier: {external_id: customer_id}}\n")
-    return side
 
 
 @pytest.mark.dbt

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dbtshop import ShopCli
+from dbtshop import ShopCli, side_project
 
 from engine.dbt_project import load_dbt_project
 from engine.errors import ProjectError, RenderError, WarehouseError
@@ -78,19 +78,6 @@ def test_unknown_ref_and_ephemeral_models_are_explained(shop: Path) -> None:
         warehouse.source_for("shop", "nope")
 
 
-def side_project(shop: Path, model_sql: str) -> Path:
-    """A Reflow project in a subfolder of the dbt project, with a model of its own."""
-    side = shop / "reflow_side"
-    (side / "models").mkdir(parents=True)
-    (side / "syncs").mkdir()
-    text = (shop / "reflow_project.yml").read_text().replace("warehouse: {type: dbt}",
-                                                             "warehouse: {type: dbt, project_dir: ..}")
-    (side / "reflow_project.yml").write_text(text)
-    (side / "models" / "vip_customers.sql").write_text(model_sql)
-    (side / "syncs" / "vip.yml").write_text(
-        "name: vip\nmodel: vip_customers\nprimary_key: customer_id\n"
-        "destination: {connection: braze, object: users, identifier: {external_id: customer_id}}\n")
-    return side
 
 
 def test_reflow_model_refs_resolve_to_dbt_relations_without_dbt_compile(shop: Path, capsys) -> None:

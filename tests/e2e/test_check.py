@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import requests
+from cli_runner import Cli
 
-from engine.cli import main
 from engine.destinations.braze.check import (
     MISSING,
     NOT_CHECKED,
@@ -56,19 +56,6 @@ def project(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "models", dest / "models")
     shutil.copytree(ROOT / "syncs", dest / "syncs")
     return dest
-
-
-class Cli:
-    """`reflow ...` in-process, as a user runs it: (exit code, stdout, stderr)."""
-
-    def __init__(self, project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.project, self.capsys = project, capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(["--project-dir", str(self.project), *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from cli_runner import Cli
 
-from engine.cli import main
 from engine.state import SCHEMA_VERSION
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "state_v2"
@@ -47,15 +47,10 @@ def upgraded(tmp_path: Path) -> Path:
     return root
 
 
-def reflow(root: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--project-dir", str(root), *args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_the_first_plan_after_upgrading_sends_nothing(upgraded, braze_env, capsys):
-    code, out, err = reflow(upgraded, capsys, "plan", "--json")
+    code, out, err = Cli(upgraded, capsys)("plan", "--json")
     assert code == 0, err
     plan = json.loads(out)
     assert not plan["has_changes"], [(s["name"], s["added"], s["changed"], s["removed"]) for s in plan["syncs"]]
@@ -66,7 +61,7 @@ def test_the_first_plan_after_upgrading_sends_nothing(upgraded, braze_env, capsy
     con.close()
     assert version == (str(SCHEMA_VERSION),)
     assert users["external_id"] == "c_00003" and "customer_id" not in users      # Braze's names now
-    code, out, err = reflow(upgraded, capsys, "apply", "--yes")
+    code, out, err = Cli(upgraded, capsys)("apply", "--yes")
     assert code == 0 and "nothing to send" in out, out + err
     assert braze_env.stats()["requests_total"] == 1              # only the fixture's catalog creation
 
@@ -75,7 +70,7 @@ def test_a_plan_made_by_the_old_release_is_refused(upgraded, braze_env, capsys):
     con = duckdb.connect(str(upgraded / ".reflow" / "state.duckdb"), read_only=True)
     [(old_plan,)] = con.execute("SELECT plan_id FROM plans WHERE status = 'planned'").fetchall()
     con.close()
-    code, out, err = reflow(upgraded, capsys, "apply", old_plan, "--yes", "--allow-guard", "max_removed_pct")
+    code, out, err = Cli(upgraded, capsys)("apply", old_plan, "--yes", "--allow-guard", "max_removed_pct")
     assert code == 1 and "made by an older Reflow; run `reflow plan` again" in err, out + err
     assert braze_env.stats()["requests_total"] == 1
 
@@ -88,12 +83,12 @@ def test_after_upgrading_the_next_change_plans_the_same_rows_the_old_release_did
     old = con.execute("""SELECT sync, key, op FROM plan_rows WHERE status = 'send'
                          AND NOT (sync IN ('order_events', 'purchases') AND op = 'changed')""").fetchall()
     con.close()
-    assert reflow(upgraded, capsys, "plan")[0] == 0
-    assert reflow(upgraded, capsys, "apply", "--yes")[0] == 0       # records the re-hashed rows
+    assert Cli(upgraded, capsys)("plan")[0] == 0
+    assert Cli(upgraded, capsys)("apply", "--yes")[0] == 0       # records the re-hashed rows
     (upgraded / "warehouse.duckdb").unlink()
     load_tables(upgraded / "warehouse.duckdb", FIXTURE / "warehouse_step2", FIXTURE / "warehouse" / "schema.sql")
-    code, out, err = reflow(upgraded, capsys, "plan", "--json")
+    code, out, err = Cli(upgraded, capsys)("plan", "--json")
     assert code == 0, err
-    code, rows, err = reflow(upgraded, capsys, "show", "--limit", "0", "--format", "json")
+    code, rows, err = Cli(upgraded, capsys)("show", "--limit", "0", "--format", "json")
     new = {(r["sync"], r["key"], r["op"]) for r in json.loads(rows) if r["status"] == "send"}
     assert new == set(old)
