@@ -287,7 +287,7 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
         if s.blocked:
             blocks.append(_line((s.name, "bold"), ": ", ("blocked by a guard", "bold red"), f": {s.blocked}"))
             continue
-        pending = s.not_attempted + s.unknown + s.invalid
+        pending = s.not_attempted + s.unknown + s.invalid + s.waiting
         blocks.append(_line(
             (s.name, "bold"), ": ",
             (f"{n(s.acknowledged)} acknowledged", "green" if s.acknowledged else "dim"), ", ",
@@ -303,6 +303,11 @@ def apply_blocks(result: ApplyResult) -> list[Block]:
         if s.dropped:
             blocks.append(_line(f"  {plural(s.dropped, 'row')} sent without a field Braze would refuse; "
                                 "`reflow errors` lists what was left out"))
+        if s.noted:
+            blocks.append(_line(f"  {plural(s.noted, 'row')} sent with a note; `reflow errors` lists them"))
+        if s.waiting:
+            blocks.append(_line(f"  {plural(s.waiting, 'row')} waiting for the user's profile in Braze (missing_users: "
+                                "wait): sent once it exists; `reflow status` counts them"))
         if s.unknown:
             blocks.append(_line(f"  {plural(s.unknown, 'row')} sent without a usable answer: Braze may or may not "
                                 "have applied them, so the next plan sends their current values again"))

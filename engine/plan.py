@@ -13,6 +13,8 @@ INVALID = "invalid"      # failed the destination's validation; never sent, stay
 SKIP = "skip"            # part of the plan, sends nothing (e.g. a changed, already-sent event)
 REHASH = "rehash"        # hash differs but no value did (column order, DuckDB upgrade): record only
 BASELINE = "baseline"    # first_run: baseline records the row without sending
+DROPPED = "sent without "   # reason of a SEND row sent without a field the destination would refuse
+                            # (any other reason of a SEND row is a note about it)
 
 PLAN_FORMAT_VERSION = 1  # of Plan.to_json; bumped only if a key changes meaning or goes away
 

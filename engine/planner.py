@@ -19,6 +19,7 @@ from engine.diff import ROWS
 from engine.errors import PlanError, ReflowError
 from engine.plan import (
     BASELINE,
+    DROPPED,
     INVALID,
     REHASH,
     SEND,
@@ -273,14 +274,16 @@ class PlanRows:
         if fast is not None:
             # rows that take a destination object over, change what names it, unset unmapped fields or
             # have unknown old values are the Python path's
-            special = ["r.__collapsed", "r.__replaces IS NOT NULL", "r.__uncertain"]
+            special = ["r.__collapsed", "r.__replaces IS NOT NULL", "r.__uncertain",
+                       f"r.__key IN (SELECT key FROM {DB}.pending WHERE sync = {diff.sql_str(self.sync)} "
+                       "AND waiting_since IS NOT NULL)"]     # held back: how long is prepare()'s to judge
             for names in (self.projection.identity, sorted(self.unset_unmapped)):
                 if names:
                     special.append(f"list_has_any(r.__changed, [{', '.join(diff.sql_str(f) for f in names)}])")
             if self.unset_unmapped:
                 special.append("r.__op = 'removed'")     # its unmapped fields are unset too
             self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
-                status=f"'{SEND}'", channel=diff.sql_str(fast.channel), item=f"({fast.item})",
+                status=f"'{SEND}'", channel=fast.channel_sql or diff.sql_str(fast.channel), item=f"({fast.item})",
                 points=f"({fast.data_points})", reason="NULL",
                 where=f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})"), params)
         # the rest: delta rows not written yet (an anti-join, cheaper than evaluating `eligible` again)
@@ -299,7 +302,8 @@ class PlanRows:
             result = destination.prepare(PlanRow(
                 key=row.key, op=row.op, values=values, old_values=old if row.op == "changed" else None,
                 changed=row.changed, unmapped=unmapped,
-                replaces=row.replaces, uncertain=row.uncertain, unknowns=pending.get(row.key, 0)))
+                replaces=row.replaces, uncertain=row.uncertain, unknowns=pending.get(row.key, (0, None))[0],
+                waiting_since=pending.get(row.key, (0, None))[1]))
             if isinstance(result, Invalid):
                 status, item, reason = INVALID, None, result.reason
             elif isinstance(result, Skip):
@@ -310,8 +314,10 @@ class PlanRows:
             if item is not None and item.dropped:
                 # fields left out are not what Braze holds: the snapshot keeps what it knew of them, and
                 # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed)
-                reason = "sent without " + "; ".join(item.dropped)
+                reason = DROPPED + "; ".join(item.dropped)
                 new_row, new_hash = _without(row, [d.split(":", 1)[0] for d in item.dropped]), None
+            if item is not None and item.note:
+                reason = item.note if reason is None else f"{reason}; {item.note}"
             kept = item.kept if item is not None else result.kept if isinstance(result, Skip) else ()
             if kept:
                 # not sent by choice (nulls: skip): Braze keeps the old values, and so does the snapshot
@@ -322,12 +328,13 @@ class PlanRows:
                         item.data_points if item else 0, reason))
         _write_rows(self.con, out)
 
-    def _pending_keys(self, chunk: list[diff.DeltaRow]) -> dict[str, int]:
-        """Keys of the chunk that are pending, each with how many of its sends ended without an answer."""
+    def _pending_keys(self, chunk: list[diff.DeltaRow]) -> dict[str, tuple[int, Any]]:
+        """Keys of the chunk that are pending, each with how many of its sends ended without an answer
+        and since when it is held back waiting (None: it is not)."""
         keys = [r.key for r in chunk]
-        found = self.con.execute(f"SELECT key, unknowns FROM {DB}.pending WHERE sync = ? AND key IN (SELECT unnest(?))",
-                                 [self.sync, keys]).fetchall()
-        return {k: int(n or 0) for k, n in found}
+        found = self.con.execute(f"SELECT key, unknowns, waiting_since FROM {DB}.pending "
+                                 "WHERE sync = ? AND key IN (SELECT unnest(?))", [self.sync, keys]).fetchall()
+        return {k: (int(n or 0), since) for k, n, since in found}
 
     def _where(self) -> tuple[str, list[Any]]:
         return "plan_id = ? AND sync = ? AND seq >= ?", [self.plan_id, self.sync, self.seq_min]
@@ -379,20 +386,28 @@ class PlanRows:
         if caps.append_only and changed:
             notes.append(f"{changed} already-sent row(s) changed; {sync.destination.object} are append-only, "
                          "changes are reported, not re-sent")
-        if sync.destination.mode == "update" and added_sent and sync.destination.object in ("users", "events",
-                                                                                          "purchases"):
-            notes.append(f"mode: update: Braze keeps nothing for a user it does not have (and answers success), so "
-                         f"the {added_sent} added row(s) land only for existing users; they are recorded as sent")
+        notes += self._waiting_note(sync)
+        if hasattr(destination, "plan_notes"):
+            notes += destination.plan_notes(added_sent + changed_sent)
         if context.collapsed:
             notes.append(f"{context.collapsed} removed row(s) address the same {_object_word(sync)} as another "
                          "row of the model: the removal is not sent, that row's values are")
-        dropped = self.con.execute(
-            f"SELECT count(*), min([key, reason] ORDER BY seq) FROM {DB}.plan_rows WHERE {where} "
-            f"AND status = '{SEND}' AND reason IS NOT NULL", params).fetchone()
-        if dropped and dropped[0]:
-            key, why = dropped[1]
-            notes.append(f"{dropped[0]} row(s) are sent without a field Braze would refuse (the rest of each row "
+        found: tuple[Any, ...] = self.con.execute(
+            f"SELECT count(*) FILTER (WHERE starts_with(reason, '{DROPPED}')), "
+            f"min([key, reason] ORDER BY seq) FILTER (WHERE starts_with(reason, '{DROPPED}')), "
+            f"count(*) FILTER (WHERE NOT starts_with(reason, '{DROPPED}')), "
+            f"min([key, reason] ORDER BY seq) FILTER (WHERE NOT starts_with(reason, '{DROPPED}')) "
+            f"FROM {DB}.plan_rows WHERE {where} AND status = '{SEND}' AND reason IS NOT NULL",
+            params).fetchone() or (0, None, 0, None)
+        dropped, dropped_first, noted, noted_first = found
+        if dropped:
+            key, why = dropped_first
+            notes.append(f"{dropped} row(s) are sent without a field Braze would refuse (the rest of each row "
                          f"is sent; `reflow show --sync {sync.name}` lists them), e.g. {key}: {why}")
+        if noted:
+            key, why = noted_first
+            notes.append(f"{noted} row(s) are sent with a note (`reflow errors` lists them after apply), "
+                         f"e.g. {key}: {why}")
         if moved_rows:
             fields = ", ".join(self.projection.identity)
             notes.append(f"{moved_rows} row(s) now have another {fields}: each is sent in full to its new "
@@ -411,6 +426,18 @@ class PlanRows:
             unmapped=context.unmapped, on_unmapped=context.on_unmapped, append_only=caps.append_only,
             columns=context.columns, identity_fields=self.projection.identity,
         )
+
+    def _waiting_note(self, sync: SyncSpec) -> list[str]:
+        """Rows of the plan held back before (WAITING), and since when."""
+        where, params = self._where()
+        count, since = self.con.execute(
+            f"SELECT count(*), min(p.waiting_since) FROM {DB}.plan_rows AS r JOIN {DB}.pending AS p "
+            f"ON p.sync = r.sync AND p.key = r.key WHERE r.plan_id = ? AND r.sync = ? AND r.seq >= ? "
+            "AND p.waiting_since IS NOT NULL", params).fetchone() or (0, None)
+        if not count:
+            return []
+        return [f"{count} row(s) have been waiting for what they need in {sync.destination.object} (e.g. their "
+                f"user's profile) since {since:%Y-%m-%d %H:%M} UTC; `reflow status` shows why"]
 
     def _fields(self) -> tuple[FieldStat, ...]:
         """Per changed field: rows, how many became null, how many changed JSON type (Braze keeps the first

@@ -26,13 +26,14 @@ from engine.destinations.base import (
     NOT_ATTEMPTED,
     REJECTED,
     UNKNOWN,
+    WAITING,
     AllAcknowledged,
     Batch,
     Destination,
     RowResult,
 )
 from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError
-from engine.plan import BASELINE, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
+from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
 from engine.specs import SyncSpec
 from engine.state import DB, State, new_id, now
 
@@ -55,6 +56,7 @@ class SyncOutcome:
     rejected: int = 0
     not_attempted: int = 0
     unknown: int = 0            # sent without a usable answer: planned again in full
+    waiting: int = 0            # held back until their user's profile exists (missing_users: wait)
     skipped: int = 0
     invalid: int = 0
     requests: int = 0
@@ -63,11 +65,17 @@ class SyncOutcome:
     error: str | None = None
     blocked: str | None = None  # a guard blocked this sync: nothing was sent
     dropped: int = 0            # rows sent without a field Braze would refuse (`reflow errors` lists them)
+    noted: int = 0              # rows sent with a note (e.g. unchecked after waiting for a profile)
     reasons: dict[str, int] = field(default_factory=dict)   # why rows were left pending, with counts
 
     @property
     def pending(self) -> int:
-        return self.rejected + self.not_attempted + self.unknown + self.invalid
+        return self.rejected + self.not_attempted + self.unknown + self.invalid + self.waiting
+
+    @property
+    def undelivered(self) -> int:
+        """Pending rows that should have gone and did not (rows waiting for a profile are as configured)."""
+        return self.pending - self.waiting
 
     @property
     def reason(self) -> str | None:
@@ -94,7 +102,7 @@ class ApplyResult:
             return FATAL
         if any(s.blocked for s in self.syncs):
             return BLOCKED
-        if any(s.pending or s.dropped for s in self.syncs):
+        if any(s.undelivered or s.dropped for s in self.syncs):
             return UNDELIVERED
         return OK
 
@@ -201,7 +209,7 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
         if stop.is_set():
             result.interrupted = True
         status = "failed" if outcome.error else "interrupted" if stop.is_set() else (
-            "partial" if outcome.pending else "succeeded")
+            "partial" if outcome.undelivered else "succeeded")
         state.finish_run(outcome.run_id, status, outcome.error or outcome.reason)
     # a plan is applied once every sync in it went through; otherwise it can be applied again for the
     # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
@@ -263,11 +271,11 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
     if sp.append_only:      # an event the plan stops resending (its sends never got an answer): listed
         con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, sync, key, reason, item, ? FROM {DB}.plan_rows "
                     f"WHERE plan_id = ? AND sync = ? AND status = '{SKIP}' AND retry", [outcome.run_id, now(), *params])
-    # rows sent without a field Braze would refuse: `reflow errors` lists what was left out
-    row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
-                      "AND reason IS NOT NULL", params).fetchone()
-    outcome.dropped = int(row[0]) if row else 0
-    if outcome.dropped:
+    # rows sent without a field Braze would refuse, or with a note: `reflow errors` lists them
+    row = con.execute(f"SELECT count(*) FILTER (WHERE starts_with(reason, '{DROPPED}')), count(*) FROM {DB}.plan_rows "
+                      f"WHERE plan_id = ? AND sync = ? AND status = '{SEND}' AND reason IS NOT NULL", params).fetchone()
+    outcome.dropped, outcome.noted = (int(row[0]), int(row[1]) - int(row[0])) if row else (0, 0)
+    if outcome.dropped or outcome.noted:
         con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, sync, key, reason, item, ? FROM {DB}.plan_rows "
                     f"WHERE plan_id = ? AND sync = ? AND status = '{SEND}' AND reason IS NOT NULL",
                     [outcome.run_id, now(), *params])
@@ -280,9 +288,10 @@ def _union(old: Sequence[tuple[str, str]], new: Sequence[tuple[str, str]]) -> li
     return [*new, *[(f, t) for f, t in old if f not in names]]
 
 
-def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str) -> None:
+def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str, *, waiting: bool = False) -> None:
     """Rows left undelivered, with why: shown by `status`, planned again (as retries) by the next plan.
-    `unknowns` counts, per row, the sends that ended without a usable answer (reasons "outcome unknown")."""
+    `unknowns` counts, per row, the sends that ended without a usable answer (reasons "outcome unknown");
+    `waiting_since` is when a row held back (`waiting`) first was, kept while it stays held back."""
     if not rows:
         return
     keys = [k for k, _ in rows]
@@ -290,14 +299,15 @@ def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str) 
     unknown = [r.startswith(UNKNOWN_REASON) for r in reasons]
     at = now()
     con.execute(f"""UPDATE {DB}.pending AS p SET reason = n.r, run_id = ?, at_time = ?,
-                        unknowns = p.unknowns + n.u::INTEGER
+                        unknowns = p.unknowns + n.u::INTEGER,
+                        waiting_since = CASE WHEN ? THEN coalesce(p.waiting_since, ?::TIMESTAMP) END
                     FROM (SELECT unnest(?) AS k, unnest(?) AS r, unnest(?) AS u) AS n
-                    WHERE p.sync = ? AND p.key = n.k""", [run_id, at, keys, reasons, unknown, sync])
-    con.execute(f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
-                    SELECT ?, n.k, n.r, ?, ?, n.u::INTEGER
+                    WHERE p.sync = ? AND p.key = n.k""", [run_id, at, waiting, at, keys, reasons, unknown, sync])
+    con.execute(f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns, waiting_since)
+                    SELECT ?, n.k, n.r, ?, ?, n.u::INTEGER, CASE WHEN ? THEN ?::TIMESTAMP END
                     FROM (SELECT unnest(?) AS k, unnest(?) AS r, unnest(?) AS u) AS n
                     WHERE n.k NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
-                [sync, run_id, at, keys, reasons, unknown, sync])
+                [sync, run_id, at, waiting, at, keys, reasons, unknown, sync])
 
 
 UNKNOWN_REASON = "outcome unknown: "
@@ -492,8 +502,9 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
     rejected: list[tuple[str, str, str]] = []
     uncertain: list[int] = []
     left: list[tuple[str, str]] = []          # (key, reason) of rows not delivered, not rejected
+    held: list[tuple[str, str]] = []          # (key, reason) of rows held back (WAITING)
     notes: list[tuple[str, str, str]] = []    # (key, note, item) of acknowledged rows with a note
-    not_attempted = unknown = 0
+    not_attempted = unknown = waiting = 0
     data_points = 0
     for sent, results in completed:
         if isinstance(results, AllAcknowledged):
@@ -501,7 +512,7 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
             acked.extend(sent.seqs)
             data_points += sum(sent.points)
             continue
-        if any(r.outcome != NOT_ATTEMPTED for r in results):
+        if any(r.outcome not in (NOT_ATTEMPTED, WAITING) for r in results):
             outcome.requests += 1
         for i, r in enumerate(results):
             if r.outcome == ACKNOWLEDGED:
@@ -516,6 +527,9 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
                 if not append_only:
                     uncertain.append(sent.seqs[i])
                 left.append((sent.batch.keys[i], f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}"))
+            elif r.outcome == WAITING:
+                waiting += 1
+                held.append((sent.batch.keys[i], r.reason or "waiting"))
             else:
                 not_attempted += 1
                 left.append((sent.batch.keys[i], f"not sent: {r.reason or 'not attempted'}"))
@@ -534,20 +548,22 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
         con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
                     [run, sync, keys, reasons, items, now()])
     _pending(con, sync, left, run)
+    _pending(con, sync, held, run, waiting=True)
     if notes:
         con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
                     [run, sync, [n[0] for n in notes], [n[1] for n in notes], [n[2] for n in notes], now()])
     con.execute(
         f"UPDATE {DB}.runs SET acknowledged = acknowledged + ?, rejected = rejected + ?, "
         "not_attempted = not_attempted + ?, requests = ?, data_points = data_points + ? WHERE run_id = ?",
-        [len(acked), len(rejected), not_attempted + unknown, outcome.requests, data_points, run])
+        [len(acked), len(rejected), not_attempted + unknown + waiting, outcome.requests, data_points, run])
     con.execute("COMMIT")
     outcome.acknowledged += len(acked)
     outcome.rejected += len(rejected)
     outcome.not_attempted += not_attempted
     outcome.unknown += unknown
+    outcome.waiting += waiting
     outcome.data_points += data_points
-    for _, reason in left:
+    for _, reason in (*left, *held):
         outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
 
 

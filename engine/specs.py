@@ -80,6 +80,8 @@ class DestinationSpec:
     nulls: str = "unset"                        # unset | skip
     on_unmapped: str = "keep"                   # keep | unset: a field no longer mapped
     prioritization: tuple[str, ...] | None = None   # deleting by email/phone: which profile (Braze's rules)
+    missing_users: str = "wait"                 # wait | skip: update-only rows of users Braze does not have
+    missing_users_max_wait: float = 7 * 86400.0     # seconds a row may wait for its user's profile
     event: EventSpec | None = None
     purchase: PurchaseSpec | None = None
     catalog: str | None = None
@@ -357,6 +359,8 @@ def _build(doc: Document) -> SyncSpec:
         nulls=d.get("nulls", "unset"),
         on_unmapped=d.get("on_unmapped", "keep"),
         prioritization=tuple(d["prioritization"]) if "prioritization" in d else None,
+        missing_users=d.get("missing_users", "wait"),
+        missing_users_max_wait=seconds(d.get("missing_users_max_wait", "7d")),
         event=event,
         purchase=purchase,
         catalog=d.get("catalog"),
@@ -391,6 +395,14 @@ def _build(doc: Document) -> SyncSpec:
 
 def _int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(duration: str) -> float:
+    """A duration the schema checked ("30m", "12h", "7d") in seconds."""
+    return float(int(duration[:-1]) * _UNITS[duration[-1]])
 
 
 def _float(value: object) -> float | None:

@@ -15,7 +15,8 @@ Tables (all in `rstate.main`):
     plan_syncs(plan_id, sync, …)             per sync: counts, estimate, guards, fingerprint, version
     plan_rows(plan_id, sync, seq, key, op, status, …, item)   the rows and exact payloads
     runs(run_id, plan_id, sync, …)           one per sync per apply
-    pending(sync, key, reason, run_id, at, unknowns)   rows not delivered yet, why; how many sends of each
+    pending(sync, key, reason, run_id, at, unknowns, waiting_since)   rows not delivered yet, why; how many
+                                                sends of each ended unanswered; since when held back
                                              ended without a usable answer
     row_errors(run_id, sync, key, reason, item, at)   every rejection, for `reflow errors`
     acks(plan_id, sync, seq)                 acknowledged plan rows not yet folded into the snapshot
@@ -97,6 +98,7 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE {DB}.plans ADD COLUMN seq BIGINT;
     ALTER TABLE {DB}.runs ADD COLUMN seq BIGINT;
     ALTER TABLE {DB}.pending ADD COLUMN unknowns INTEGER DEFAULT 0;
+    ALTER TABLE {DB}.pending ADD COLUMN waiting_since TIMESTAMP;
     CREATE TABLE {DB}.uncertain (plan_id VARCHAR, sync VARCHAR, seq BIGINT);
     CREATE TABLE {DB}.frontier (run_id VARCHAR, plan_id VARCHAR, sync VARCHAR, seq BIGINT);
     """,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, overload
 
 ADDED = "added"
@@ -39,6 +40,8 @@ NOT_ATTEMPTED = "not_attempted"    # the row certainly did not reach the destina
 UNKNOWN = "unknown"                # the request may have been applied, but no usable answer came back
                                    # (timeout, 5xx, connection lost after sending, an answer that is not
                                    # the destination's): the snapshot must not trust its old values
+WAITING = "waiting"                # held back, not sent: what the row needs is not there yet (its user's
+                                   # profile); it stays pending and is planned again
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class PlanRow:
     `uncertain`: a changed row some of whose old values are unknown (an earlier send got no usable
     answer): the destination object may hold either value, or (for an addition) may not exist.
     `unknowns`: how many sends of this row so far ended that way (a budget for resending).
+    `waiting_since`: the row has been held back (WAITING) since then, e.g. for its user's profile.
     """
 
     key: str
@@ -100,6 +104,7 @@ class PlanRow:
     replaces: Mapping[str, Any] | None = None
     uncertain: bool = False
     unknowns: int = 0                   # earlier sends of this row that ended without a usable answer
+    waiting_since: datetime | None = None   # pending since then, held back waiting for what it needs (UTC)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class Item:
     data_points: int = 0
     dropped: tuple[str, ...] = ()       # fields left out because the destination would refuse them (why)
     kept: tuple[str, ...] = ()          # changed fields not sent by choice (nulls: skip): Braze keeps the old value
+    note: str | None = None             # sent, with something the user should know (`reflow errors` lists it)
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ class SqlItems:
     item: str
     data_points: str
     eligible: str
+    channel_sql: str | None = None      # an SQL expression choosing the channel per row (default: `channel`)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ class Batch:
 @dataclass(frozen=True)
 class RowResult:
     key: str
-    outcome: str                        # ACKNOWLEDGED | REJECTED | NOT_ATTEMPTED | UNKNOWN
+    outcome: str                        # ACKNOWLEDGED | REJECTED | NOT_ATTEMPTED | UNKNOWN | WAITING
     reason: str | None = None
 
 
@@ -230,6 +237,7 @@ class Destination(Protocol):
         """Build and validate the payload for one plan row (no network)."""
 
     # optional: def sql_items(self, columns: Sequence[Column]) -> SqlItems | None
+    # optional: def plan_notes(self, sent: int) -> list[str]   (what the plan should say about sent rows)
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""

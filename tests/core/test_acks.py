@@ -70,7 +70,8 @@ def test_a_schema_1_state_file_is_migrated_and_keeps_its_snapshot(lab, run_once)
     for table in ("uncertain", "frontier"):                # schema 3's additions
         con.execute(f"DROP TABLE {table}")
     for table, column in (("syncs", "identity"), ("syncs", "layout"), ("plan_syncs", "identity"),
-                          ("plans", "failed"), ("pending", "unknowns"), ("syncs", "forgotten"), ("plans", "seq"),
+                          ("plans", "failed"), ("pending", "unknowns"), ("pending", "waiting_since"), ("syncs", "forgotten"),
+                          ("plans", "seq"),
                           ("runs", "seq")):
         con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")

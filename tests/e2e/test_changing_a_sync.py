@@ -285,21 +285,39 @@ def test_mode_upsert_to_update_resends_nothing(story):
     s.assert_users_in_step()
 
 
-def test_mode_update_says_new_users_land_nowhere_and_switching_back_resends_nothing(story):
-    """Under mode: update Braze silently ignores a new user (201, nothing kept): the plan says so when it
-    happens. Switching back to upsert applies from then on and re-sends nothing (the issue's rule; asking
-    Braze which profiles exist is `missing_users: wait`, not built yet)."""
+def test_mode_update_with_skip_says_new_users_land_nowhere_and_switching_back_resends_nothing(story):
+    """Under mode: update Braze silently ignores a new user (201, nothing kept). With missing_users: skip
+    the plan says so when it happens; switching back to upsert applies from then on and re-sends nothing."""
+    s = story
+    first_sync(s, "--select", USERS)
+    s.set_destination(USERS, mode="update", missing_users="skip")
+    add_customer(s, "c_09001", like="c_00002", order_id="o_9000001", email="new.customer9001@example.com")
+    plan = s.plan("--select", USERS)
+    [note] = [n for n in s.sync_of(plan, USERS)["notes"] if n.startswith("missing_users: skip")]
+    assert "Braze keeps nothing for a user it does not have" in note and "1 row(s) sent" in note, note
+    s.ok("run", "--select", USERS)
+    assert s.sandbox.user("c_09001") is None          # update-only: Braze kept nothing, as the plan said
+    s.edit_spec(USERS, lambda d: (d["destination"].pop("missing_users"), d["destination"].update(mode="upsert")))
+    assert not s.plan("--select", USERS)["has_changes"]
+
+
+def test_mode_update_holds_a_new_user_back_and_switching_back_sends_it(story):
+    """Under mode: update with missing_users: wait (the default) a row whose user Braze does not have is
+    held back, pending, not recorded as sent; switching back to upsert delivers it (Braze creates it)."""
     s = story
     first_sync(s, "--select", USERS)
     s.set_destination(USERS, mode="update")
     add_customer(s, "c_09001", like="c_00002", order_id="o_9000001", email="new.customer9001@example.com")
     plan = s.plan("--select", USERS)
-    [note] = [n for n in s.sync_of(plan, USERS)["notes"] if n.startswith("mode: update")]
-    assert "Braze keeps nothing for a user it does not have" in note and "1 added row(s)" in note, note
+    assert any(n.startswith("missing_users: wait") for n in s.sync_of(plan, USERS)["notes"]), plan
     s.ok("run", "--select", USERS)
-    assert s.sandbox.user("c_09001") is None          # update-only: Braze kept nothing, as the plan said
+    assert s.sandbox.user("c_09001") is None
     s.set_destination(USERS, mode="upsert")
-    assert not s.plan("--select", USERS)["has_changes"]
+    plan = s.plan("--select", USERS)
+    assert s.sync_of(plan, USERS)["retry"] == 1, plan
+    s.ok("run", "--select", USERS)
+    assert s.sandbox.user("c_09001") is not None
+    s.assert_users_in_step()
 
 
 # ------------------------------------------------------------------------------ 6. mapped column renamed

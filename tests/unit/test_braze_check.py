@@ -40,9 +40,13 @@ def sync(obj: str, name: str = "s", raw: dict[str, Any] | None = None, **dest: A
      ["catalogs.replace_items", "catalogs.update_items", "catalogs.delete_items"]),
     (sync("subscription_groups", subscription=SubscriptionSpec("s", group_id="g")), ["users.track"]),
     (sync("user_deletes"), ["users.delete"]),
-    (sync("users", raw={"destination": {"missing_users": "wait"}}), ["users.track", "users.export.ids"]),
-    (sync("events", raw={"missing_users": "wait"}), ["users.track", "users.export.ids"]),
-    (sync("users", raw={"destination": {"missing_users": "skip"}}), ["users.track"]),
+    # update-only rows are looked up first (missing_users: wait, the default); alias events create profiles
+    (sync("users", mode="update"), ["users.track", "users.export.ids"]),
+    (sync("events", mode="update"), ["users.track", "users.export.ids"]),
+    (sync("purchases", identifier=Identifier("braze_id", "bid")), ["users.track", "users.export.ids"]),
+    (sync("events", identifier=Identifier("user_alias", "a", "crm")), ["users.track", "users.export.ids"]),
+    (sync("users", mode="update", missing_users="skip"), ["users.track"]),
+    (sync("users", identifier=Identifier("user_alias", "a", "crm")), ["users.track"]),
 ])
 def test_what_each_object_needs(spec: SyncSpec, permissions: list[str]) -> None:
     assert [p for p, _ in needs(spec)] == permissions

@@ -98,7 +98,8 @@ EXPECTED: dict[str, list[str]] = {
     "syncs/unknown_keys.yml": [
         "syncs/unknown_keys.yml:1:1: descripton: unknown key (did you mean 'description'?)",
         "syncs/unknown_keys.yml:7:3: destination.colour: unknown key; expected one of: connection, object, mode, "
-        "identifier, fields, on_removed, on_unmapped, prioritization, nulls, event, purchase, catalog, item_id, "
+        "identifier, fields, on_removed, on_unmapped, missing_users, missing_users_max_wait, prioritization, nulls, "
+        "event, purchase, catalog, item_id, "
         "subscription_group_id, "
         "subscription_group_id_column, state",
         "syncs/unknown_keys.yml:9:5: destination.identifier.user_alias: missing required key 'alias_label'",

@@ -27,7 +27,7 @@ What each object needs (README, "Permissions each object needs"):
                       + catalogs.delete_items with on_removed: delete
     subscription_groups  users.track (states travel in attributes objects' subscription_groups)
     user_deletes      users.delete
-    any, with missing_users: wait   + users.export.ids
+    update-only rows with missing_users: wait, alias events/purchases   + users.export.ids
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import ChannelInfo, channel_info, resolve_base_url
+from engine.destinations.braze.payloads import profile_rule
 from engine.destinations.braze.transport import Answer, TransportError
 from engine.errors import ProjectError
 from engine.project import Project, Secret
@@ -127,18 +128,9 @@ def needs(sync: SyncSpec) -> list[tuple[str, ChannelInfo | None]]:
         if dest.on_removed == "delete":
             found.append(channel_info(f"DELETE {path}"))
     out: list[tuple[str, ChannelInfo | None]] = [(info.permission, info) for info in found]
-    if _waits_for_missing_users(sync):
+    if profile_rule(sync):          # users looked up before their objects go out (profiles.py)
         out.append(("users.export.ids", None))
     return out
-
-
-def _waits_for_missing_users(sync: SyncSpec) -> bool:
-    """`missing_users: wait` (a coming option) checks profiles with /users/export/ids."""
-    raw: Mapping[str, Any] = sync.raw if isinstance(sync.raw, Mapping) else {}
-    dest_raw = raw.get("destination")
-    values = [raw.get("missing_users"), dest_raw.get("missing_users") if isinstance(dest_raw, Mapping) else None,
-              getattr(sync, "missing_users", None), getattr(sync.destination, "missing_users", None)]
-    return "wait" in values
 
 
 def project_needs(syncs: Sequence[SyncSpec], connection: str) -> list[Need]:

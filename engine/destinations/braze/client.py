@@ -88,6 +88,7 @@ class Verdict:
     uncertain: str | None = None    # why this request may have been applied without a usable answer
     deleted: int | None = None      # /users/delete: how many of the identifiers Braze deleted
     items: frozenset[str] = frozenset()     # catalog item ids a 400 names (ITEM_ERRORS)
+    users: tuple[Mapping[str, Any], ...] = ()   # /users/export/ids: the users Braze found
 
 
 def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: ChannelInfo, *, sent: int,
@@ -106,7 +107,10 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
         if problem:
             message = f"unexpected answer from {host}: {problem}"
             return Verdict(UNEXPECTED, message=message, uncertain=message)
-        deleted = parsed.get("deleted") if info.path == "/users/delete" and isinstance(parsed, dict) else None
+        assert isinstance(parsed, dict)
+        if info.path == "/users/export/ids":
+            return Verdict(OK, users=tuple(parsed["users"]))
+        deleted = parsed.get("deleted") if info.path == "/users/delete" else None
         return Verdict(OK, _row_errors(parsed), deleted=deleted if _is_int(deleted) else None)
     if status == 429:
         return Verdict(RATE_LIMITED, message=f"rate limited by {host} (429)", wait=rate_limit_wait(headers, now))
@@ -163,6 +167,11 @@ def _success_problem(status: int, parsed: dict[str, Any], info: ChannelInfo, sen
         deleted = parsed.get("deleted")
         if not _is_int(deleted) or not 0 <= deleted <= sent or message not in (None, "success"):
             return f"{status} {_snippet(json.dumps(parsed))} is not /users/delete's {{\"deleted\": N, \"message\": \"success\"}}"
+    elif info.path == "/users/export/ids":
+        users = parsed.get("users")
+        if message != "success" or not isinstance(users, list) or not all(isinstance(u, dict) for u in users):
+            return f"{status} {_snippet(json.dumps(parsed))} is not /users/export/ids's {{\"users\": [...], \"message\": \"success\"}}"
+        return None
     elif message != "success" and not (status == 202 and message == "queued"):   # "queued": maintenance
         return f"{status} without \"message\": \"success\": {_snippet(json.dumps(parsed))}"
     errors = parsed.get("errors")
@@ -448,6 +457,19 @@ class BrazeClient:
     def _stopped(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 
+    def stopped(self) -> bool:
+        """Whether the run is stopping (its waits end at once)."""
+        return self._stopped()
+
+    def monotonic(self) -> float:
+        """The client's monotonic clock (the one its waits advance)."""
+        return self._monotonic()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep `seconds`, or less when the run stops."""
+        if not self._stopped():
+            self._sleep(seconds)
+
     def _refused(self, info: ChannelInfo, keys: list[str], items: list[str], reasons: dict[int, str],
                  message: str, *, resend: bool, uncertain: str | None) -> Sequence[RowResult]:
         """Braze refused the rows at `reasons`' positions, each with its reason: the others go again,
@@ -532,6 +554,17 @@ class BrazeClient:
             if wait:
                 self._buckets[info.group].pause_until(self._monotonic() + wait)
         return verdict
+
+    def lookup(self, info: ChannelInfo, items: Sequence[str]) -> tuple[Mapping[str, Any], ...] | str:
+        """The users /users/export/ids finds among `items` (JSON identifiers, at most `info.limit`), or
+        why Braze gave no usable answer. It writes nothing: retried like any request, never uncertain."""
+        body = (info.prefix + ",".join(items) + info.suffix).encode("utf-8")
+        verdict = self._exchange(info, body, len(items))
+        if verdict.kind == OK:
+            return verdict.users
+        if verdict.kind == FATAL:
+            raise DestinationError(verdict.message)
+        return verdict.message
 
     def probe(self, method: str, path: str, body: bytes | None) -> Answer:
         """One request and its answer, without retries or waits (for `reflow check`). Raises

@@ -29,6 +29,7 @@ from engine.destinations.braze.endpoints import (
     TRACK_GROUP,
     TRACK_LIMIT,
     channel_info,
+    export_info,
     rate_groups,
     resolve_base_url,
 )
@@ -37,7 +38,9 @@ from engine.destinations.braze.payloads import (
     PurchasesPayloads,
     UsersPayloads,
     build_payloads,
+    profile_notes,
 )
+from engine.destinations.braze.profiles import ProfileGate
 from engine.destinations.braze.sql_users import UsersSql
 from engine.errors import DestinationError, register_secret
 from engine.project import ConnectionConfig, Secret
@@ -80,6 +83,7 @@ class BrazeDestination:
         )
         self._client_options = dict(client_options or {})
         self._client: BrazeClient | None = None
+        self._gate: ProfileGate | None = None
         self._lock = threading.Lock()
 
     def _main_group(self) -> str:
@@ -105,6 +109,10 @@ class BrazeDestination:
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         return self._payloads.prepare(row)
 
+    def plan_notes(self, sent: int) -> list[str]:
+        """What the plan should say about this sync's `sent` rows (profiles Braze may not have)."""
+        return profile_notes(self.sync, sent)
+
     def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
         """DuckDB-built payloads for the rows SQL can prove valid (users attributes only)."""
         if isinstance(self._payloads, UsersPayloads):
@@ -121,6 +129,15 @@ class BrazeDestination:
             requests[info.endpoint] = requests.get(info.endpoint, 0) + n
             per_group[info.group] = per_group.get(info.group, 0) + n
             data_points += points
+            if info.profiles and info.identifier and count:
+                # at most: users are looked up once per apply, and a user with several rows once
+                lookup = export_info(info.identifier)
+                asks = math.ceil(count / lookup.limit)
+                requests[lookup.endpoint] = requests.get(lookup.endpoint, 0) + asks
+                per_group[lookup.group] = per_group.get(lookup.group, 0) + asks
+                if info.profiles == "create":
+                    requests[info.endpoint] += n
+                    per_group[info.group] += n
         seconds = max((n / self._rates[group] for group, n in per_group.items()), default=0.0)
         return Estimate(requests=requests, data_points=data_points, seconds=seconds)
 
@@ -133,7 +150,17 @@ class BrazeDestination:
 
     # -- sending ---------------------------------------------------------------------------------
     def send(self, batch: Batch) -> Sequence[RowResult]:
-        return self._get_client().send(channel_info(batch.channel), batch.keys, batch.items)
+        info = channel_info(batch.channel)
+        if info.profiles:
+            return self._get_gate().send(info, batch.keys, batch.items)
+        return self._get_client().send(info, batch.keys, batch.items)
+
+    def _get_gate(self) -> ProfileGate:
+        client = self._get_client()
+        with self._lock:
+            if self._gate is None:
+                self._gate = ProfileGate(client, profile_wait=self.connection.profile_wait)
+            return self._gate
 
     def _get_client(self) -> BrazeClient:
         client = self._client
@@ -156,6 +183,6 @@ class BrazeDestination:
 
     def close(self) -> None:
         with self._lock:
-            client, self._client = self._client, None
+            client, self._client, self._gate = self._client, None, None
         if client is not None:
             client.close()

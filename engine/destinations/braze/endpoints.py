@@ -6,6 +6,9 @@ A channel names one kind of request; rows of one channel may share a request bod
     "POST /users/track events" / "... purchases"    {"events":[...]} / {"purchases":[...]}
     "POST /users/delete external_ids"               {"external_ids":[item,...]}   (one id kind per request)
     "POST|PATCH|DELETE /catalogs/<name>/items"      {"items":[item,...]}
+
+A /users/track channel may end in a profile rule (profiles.py): `check:<kind>` (send only the rows
+whose user /users/export/ids finds) or `create:user_alias` (create the alias profiles first).
 """
 
 from __future__ import annotations
@@ -56,10 +59,13 @@ class RateGroup:
 
 # Documented defaults (requests per minute / 60). /users/track comes from the connection's rate_limit.
 TRACK_GROUP = "users.track"
+EXPORT_GROUP = "users.export.ids"
+EXPORT_LIMIT = 50               # external_ids or user_aliases per /users/export/ids request
 DEFAULT_RATES: dict[str, float] = {
     TRACK_GROUP: 1000.0,                  # 3,000 requests / 3 s
     "users.identity": 20_000 / 60,        # /users/delete, alias, identify, merge: 20,000/min shared
     "catalog.items": 16_000 / 60,         # async catalog item endpoints: 16,000/min shared
+    EXPORT_GROUP: 250 / 60,               # workspaces onboarded since 2024-08-22 (older: 2,500/min)
 }
 
 
@@ -77,6 +83,8 @@ class ChannelInfo:
     permission: str                       # the API key permission Braze checks
     prefix: str                           # body = prefix + ",".join(items) + suffix
     suffix: str
+    profiles: str | None = None           # /users/track: "check" | "create" (profiles.py), None: send as is
+    identifier: str | None = None         # the identifier kind the profile rule looks users up by
 
 
 @lru_cache(maxsize=256)
@@ -87,10 +95,13 @@ def channel_info(channel: str) -> ChannelInfo:
         raise ValueError(f"unknown channel {channel!r}")
     method, path, rest = parts[0], parts[1], parts[2:]
     endpoint = f"{method} {path}"
-    if path == "/users/track" and method == "POST" and len(rest) == 1:
+    if path == "/users/track" and method == "POST" and len(rest) in (1, 2):
         array = rest[0]
+        rule, _, kind = rest[1].partition(":") if len(rest) == 2 else (None, "", None)
+        if rule is not None and (rule not in ("check", "create") or kind not in EXPORT_BODIES):
+            raise ValueError(f"unknown channel {channel!r}")
         return ChannelInfo(channel, method, path, endpoint, array, TRACK_LIMIT, TRACK_GROUP, "users.track",
-                           '{"' + array + '":[', "]}")
+                           '{"' + array + '":[', "]}", rule, kind or None)
     if path == "/users/delete" and method == "POST" and len(rest) == 1:
         array = rest[0]
         return ChannelInfo(channel, method, path, endpoint, array, OTHER_LIMIT, "users.identity", "users.delete",
@@ -102,6 +113,27 @@ def channel_info(channel: str) -> ChannelInfo:
             return ChannelInfo(channel, method, path, endpoint, "items", OTHER_LIMIT, "catalog.items",
                                permission, '{"items":[', "]}")
     raise ValueError(f"unknown channel {channel!r}")
+
+
+# /users/export/ids by identifier kind: the request's key, how many per request, the field to export
+# (a required list for newer workspaces; one field keeps the answer small). braze-api.md §4.1
+EXPORT_BODIES: dict[str, tuple[str, int, str]] = {
+    "external_id": ("external_ids", EXPORT_LIMIT, "external_id"),
+    "user_alias": ("user_aliases", EXPORT_LIMIT, "user_aliases"),
+    "braze_id": ("braze_id", 1, "braze_id"),
+    "email": ("email_address", 1, "email"),
+    "phone": ("phone", 1, "phone"),
+}
+
+
+def export_info(kind: str) -> ChannelInfo:
+    """The /users/export/ids request that looks users up by `kind` (items: JSON identifiers)."""
+    key, limit, field = EXPORT_BODIES[kind]
+    many = limit > 1
+    return ChannelInfo(f"POST /users/export/ids {key}", "POST", "/users/export/ids", "POST /users/export/ids",
+                       key, limit, EXPORT_GROUP, "users.export.ids",
+                       '{"' + key + '":' + ("[" if many else ""),
+                       ("]" if many else "") + ',"fields_to_export":["' + field + '"]}')
 
 
 @dataclass(frozen=True)
@@ -241,4 +273,6 @@ def rate_groups(connection: ConnectionConfig) -> dict[str, RateGroup]:
     rates = dict(DEFAULT_RATES)
     if connection.rate_limit:
         rates[TRACK_GROUP] = float(connection.rate_limit)
+    if connection.export_rate_limit:
+        rates[EXPORT_GROUP] = float(connection.export_rate_limit)
     return {name: RateGroup(name, rate) for name, rate in rates.items()}

@@ -10,6 +10,11 @@
 Identifiers and `_update_existing_only`: mode `update` always sends `true`; mode `upsert` omits it,
 except for `user_alias`, which Braze treats as update-only unless `false` is sent. `braze_id` cannot
 create users: in upsert mode Braze updates existing profiles only.
+
+Update-only objects for a user Braze does not have are dropped with a success answer, so such rows go
+on a channel with a profile rule (`ProfileRule`, sent by profiles.py): `check` (missing_users: wait)
+or `create` (alias-identified events and purchases in upsert mode, which Braze never lets create a
+profile).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
@@ -64,6 +70,72 @@ def _as_id(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return value
+
+
+def profile_rule(sync: SyncSpec) -> str | None:
+    """What the profiles of a sync's rows need before their objects go out (endpoints.py, profiles.py):
+    "create" for alias-identified events and purchases in upsert mode (Braze never lets them create
+    the profile), "check" for update-only objects (mode: update, braze_id) with missing_users: wait,
+    None when Braze creates the profile or the sync chose to skip missing users."""
+    dest = sync.destination
+    if dest.object not in ("users", "events", "purchases") or dest.identifier is None:
+        return None
+    kind = dest.identifier.kind
+    if dest.object != "users" and kind == "user_alias" and dest.mode == "upsert":
+        return "create"
+    if (dest.mode == "update" or kind == "braze_id") and dest.missing_users == "wait":
+        return "check"
+    return None
+
+
+class ProfileRule:
+    """The channel of a sync's objects: `base`, or `base` with the sync's profile rule, until a row has
+    waited `missing_users_max_wait` for its user's profile: it then goes out unchecked, with a note."""
+
+    def __init__(self, sync: SyncSpec, base: str) -> None:
+        self.rule = profile_rule(sync)
+        self.base = base
+        ident = sync.destination.identifier
+        self.channel = f"{base} {self.rule}:{ident.kind}" if self.rule and ident else base
+        self.max_wait = sync.destination.missing_users_max_wait
+
+    def place(self, row: PlanRow, item: Result) -> Result:
+        if not isinstance(item, Item) or self.rule is None or row.op == REMOVED:
+            return item
+        if row.waiting_since is not None:
+            waited = (datetime.now(UTC).replace(tzinfo=None) - row.waiting_since).total_seconds()
+            if waited > self.max_wait:
+                return dataclasses.replace(item, channel=self.base, note=(
+                    f"waited {_duration(waited)} for the user's profile (missing_users_max_wait "
+                    f"{_duration(self.max_wait)}): sent without checking; Braze keeps nothing for a user it "
+                    "does not have"))
+        return dataclasses.replace(item, channel=self.channel)
+
+
+def profile_notes(sync: SyncSpec, sent: int) -> list[str]:
+    """What a plan says about rows whose user Braze may not have, `sent` of them being sent."""
+    dest = sync.destination
+    rule = profile_rule(sync)
+    if not sent or dest.object not in ("users", "events", "purchases") or dest.identifier is None:
+        return []
+    if rule == "create":
+        return ["alias-identified rows: Braze never lets them create a profile, so each alias profile is created "
+                "first and the rows go out once Braze shows it (/users/export/ids)"]
+    if rule == "check":
+        return [f"missing_users: wait: Reflow asks Braze which users exist (/users/export/ids) and holds the rows of "
+                f"the others back, pending as 'waiting for profile', until their profile exists (at most "
+                f"{_duration(dest.missing_users_max_wait)}, then they are sent unchecked)"]
+    if dest.mode == "update" or dest.identifier.kind == "braze_id":
+        return [f"missing_users: skip: Braze keeps nothing for a user it does not have (and answers success), so of "
+                f"the {sent} row(s) sent only those of existing users land; all are recorded as sent"]
+    return []
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.0f}s"
 
 
 class SpecProblems:
@@ -190,7 +262,8 @@ class UsersPayloads:
         self.mode = dest.mode
         self.nulls = dest.nulls
         self.on_removed = dest.on_removed
-        self.channel = "POST /users/track attributes"
+        self.profiles = ProfileRule(sync, "POST /users/track attributes")
+        self.channel = self.profiles.channel       # of added and changed rows (removals: profiles.base)
 
     def prepare(self, row: PlanRow) -> Result:
         if row.op == REMOVED and self.on_removed == "delete":
@@ -253,10 +326,10 @@ class UsersPayloads:
         if flag is not None:
             obj["_update_existing_only"] = flag
         obj.update(attrs)
-        item = _item(self.channel, obj, datapoints.attributes_object(obj))
+        item = _item(self.profiles.base, obj, datapoints.attributes_object(obj))
         if (dropped or kept) and isinstance(item, Item):
-            return dataclasses.replace(item, dropped=tuple(dropped), kept=tuple(kept))
-        return item
+            item = dataclasses.replace(item, dropped=tuple(dropped), kept=tuple(kept))
+        return self.profiles.place(row, item)
 
 
 class EventsPayloads:
@@ -266,6 +339,7 @@ class EventsPayloads:
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
         self.flag = self.ident.update_flag(sync.destination.mode)
+        self.profiles = ProfileRule(sync, self.channel)
         spec = sync.destination.event
         if spec is None:
             problems.add("destination", "events need an event: section (name, time, properties)")
@@ -294,7 +368,7 @@ class EventsPayloads:
         problem = finish_track_object(obj, "event", spec.properties, values, self.flag)
         if problem:
             return Invalid(problem)
-        return _item(self.channel, obj, datapoints.event_object(obj))
+        return self.profiles.place(row, _item(self.channel, obj, datapoints.event_object(obj)))
 
 
 class PurchasesPayloads:
@@ -304,6 +378,7 @@ class PurchasesPayloads:
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
         self.flag = self.ident.update_flag(sync.destination.mode)
+        self.profiles = ProfileRule(sync, self.channel)
         self.spec = sync.destination.purchase
         if self.spec is None:
             problems.add("destination", "purchases need a purchase: section (product_id, currency, price, time)")
@@ -335,7 +410,7 @@ class PurchasesPayloads:
         problem = finish_track_object(obj, "purchase", spec.properties, values, self.flag)
         if problem:
             return Invalid(problem)
-        return _item(self.channel, obj, datapoints.purchase_object(obj))
+        return self.profiles.place(row, _item(self.channel, obj, datapoints.purchase_object(obj)))
 
 
 class CatalogPayloads:

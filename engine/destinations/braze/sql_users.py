@@ -167,12 +167,17 @@ class UsersSql:
         eligible = " AND ".join(
             ["r.__op IN ('added', 'changed')", "(" + " OR ".join(includes) + ")", *checks])
         removed = self._removed(pairs, list(types), secondary)
+        channel_sql = None
         if removed is not None:
+            if self.p.profiles.rule:    # removals (update-only unsets) need no profile check
+                channel_sql = (f"CASE WHEN r.__op = 'removed' THEN {_lit(self.p.profiles.base)} "
+                               f"ELSE {_lit(self.p.channel)} END")
             r_item, r_points, r_eligible = removed
             item = f"CASE WHEN r.__op = 'removed' THEN {r_item} ELSE {item} END"
             points = [f"CASE WHEN r.__op = 'removed' THEN {r_points} ELSE {' + '.join(points)} END"]
             eligible = f"(({eligible}) OR ({r_eligible}))"
-        return SqlItems(channel=self.p.channel, item=item, data_points=" + ".join(points), eligible=eligible)
+        return SqlItems(channel=self.p.channel, item=item, data_points=" + ".join(points), eligible=eligible,
+                        channel_sql=channel_sql)
 
     def _removed(self, pairs: list[tuple[str, str]], columns: list[str],
                  secondary: bool) -> tuple[str, str, str] | None:
