@@ -49,6 +49,12 @@ class RenderedSync:
     sync: SyncSpec
     sql: str
     definition: str = ""       # the warehouse's account of the model's definition (dbt: node checksums)
+    model_file: str = ""       # the model's file, relative to the project (for errors)
+
+    @property
+    def model(self) -> str:
+        """The model as errors name it: `'braze_users' (models/braze_users.sql)`."""
+        return diff.model_label(self.sync.model, self.model_file)
 
 
 def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = "",
@@ -68,7 +74,7 @@ def render_sync(project: Project, sync: SyncSpec, warehouse: Warehouse) -> Rende
 
     model = render_model(project, sync.model, relation_for=warehouse.relation_for,
                          source_for=warehouse.source_for)
-    return RenderedSync(sync, model.sql, warehouse.definition(project, sync))
+    return RenderedSync(sync, model.sql, warehouse.definition(project, sync), model.file)
 
 
 def current_fingerprint(project: Project, sync: SyncSpec, warehouse: Warehouse, destination: Destination) -> str:
@@ -127,16 +133,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
               project_syncs: Sequence[str] | None = None) -> SyncPlan:
     sync = rendered.sync
     con = state.con
-    relation = warehouse.relation(con, rendered.sql, model=sync.model)
-    columns = diff.describe(con, relation, model=sync.model)
-    types = {c.name: c.type for c in columns}
-    check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
-    projection = destination.project(list(types))
-    fields = [diff.Column(f, types[c]) for f, c in projection.fields]
-    reserved = sorted(f for f in projection.names if f.startswith("__"))
-    if reserved:
-        raise PlanError(f"sync '{sync.name}': field(s) {', '.join(reserved)}: names starting with '__' are "
-                        "reserved by Reflow; rename them in the model or in destination.fields")
+    model = read_model(con, rendered, warehouse, destination)
+    relation, projection, fields = model.relation, model.projection, model.fields
     identity = destination_identity(sync, destination)
 
     if project_syncs is not None and state.sync(sync.name) is None:
@@ -147,7 +145,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                 f"{old} {sync.name}` to keep what Braze holds (else every row is sent again: events twice); "
                 f"to start this sync over, run `reflow state forget {old}`")
     st = state.ensure_sync(sync.name)
-    state.convert_legacy(sync.name, projection.fields, types, identity)   # a schema-2 snapshot, once
+    state.convert_legacy(sync.name, projection.fields, model.types, identity)   # a schema-2 snapshot, once
     state.invalidate_hashes_if_needed(sync.name)
     st = state.sync(sync.name) or st
     restart = describe_restart(st.identity, identity) if st.identity is not None else None
@@ -161,10 +159,11 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     caps = destination.capabilities
     source = diff.projected(relation, projection.fields, sync.primary_key)
     counts = diff.compute_delta(con, source, fields, ", ".join(sync.primary_key), snapshot, sync=sync.name,
-                                include_removed=not caps.append_only)
+                                include_removed=not caps.append_only, model=rendered.model)
     keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
     if projection.identity and not keyed_by_identity:
-        diff.check_identity(con, source, projection.identity, sync=sync.name, what=_object_word(sync))
+        diff.check_identity(con, source, projection.identity, sync=sync.name, what=_object_word(sync),
+                            model=rendered.model)
     names = set(projection.names)
     unmapped = [] if restart else [f for f, _ in st.columns if f not in names]
     on_unmapped = sync.destination.on_unmapped
@@ -200,6 +199,44 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                           fingerprint=fingerprint(project, sync, rendered.sql, rendered.definition, identity))
     return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
                           baseline, seq_min + n - 1, context)
+
+
+@dataclass(frozen=True)
+class ModelRead:
+    """A sync's model made readable on the planner's connection, through the destination's projection."""
+
+    relation: str                      # SQL reading the model's result
+    types: dict[str, str]              # model column -> type
+    projection: Projection
+    fields: list[diff.Column]          # destination fields, with their model types
+
+
+def read_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destination: Destination) -> ModelRead:
+    """The sync's model made readable on `con` (planned, not run). Columns the spec names that the model
+    lacks are refused (located, with a did-you-mean)."""
+    sync = rendered.sync
+    relation = warehouse.relation(con, rendered.sql, model=sync.model)
+    columns = diff.describe(con, relation, model=rendered.model, sync=sync.name)
+    types = {c.name: c.type for c in columns}
+    check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
+    projection = destination.project(list(types))
+    fields = [diff.Column(f, types[c]) for f, c in projection.fields]
+    reserved = sorted(f for f in projection.names if f.startswith("__"))
+    if reserved:
+        raise PlanError(f"sync '{sync.name}': field(s) {', '.join(reserved)}: names starting with '__' are "
+                        "reserved by Reflow; rename them in the model or in destination.fields")
+    return ModelRead(relation, types, projection, fields)
+
+
+def run_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destination: Destination) -> int:
+    """`validate`'s check: the sync's model run to its end as a plan runs it (every row: its key and the
+    value of every field the sync sends), writing nothing. A value that fails on one row, a null or
+    duplicate key: the error a plan would give, naming the sync and the model. Returns the rows."""
+    sync = rendered.sync
+    model = read_model(con, rendered, warehouse, destination)
+    source = diff.projected(model.relation, model.projection.fields, sync.primary_key)
+    return diff.check_keys(con, source, ", ".join(sync.primary_key), sync=sync.name, model=rendered.model,
+                           columns=model.fields)
 
 
 @dataclass(frozen=True)
