@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import ReflowError, UserError, scrub
+from engine.errors import ReflowError, UserError, scrub, scrubbed_output
 from engine.interrupts import Interrupts
 
 Handler = Callable[[argparse.Namespace], int]
@@ -28,20 +28,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    with scrubbed_output():
+        return _handle(args)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Run the command: the one error handler (exit codes in the module docstring)."""
     try:
         return int(args.handler(args))
     except ReflowError as exc:
         from engine import console
 
         if args.debug:
-            traceback.print_exc()
+            sys.stderr.write(scrub(traceback.format_exc()))
         console.error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a clear line
         if args.debug:
-            traceback.print_exc()
+            sys.stderr.write(scrub(traceback.format_exc()))
         sys.stderr.write(scrub(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
                                "traceback, and please report it)\n"))
         return 1

@@ -458,11 +458,12 @@ def mark_rows(con: duckdb.DuckDBPyConnection, where: str) -> int:
 
 
 def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, sync: str, seq: int,
-                   status: str) -> int:
-    """Write every delta row to the plan as recorded-not-sent, in SQL; returns the next seq."""
+                   status: str, where: str = "true") -> int:
+    """Write every delta row (matching `where`, over `r`) to the plan as recorded-not-sent, in SQL;
+    returns the next seq."""
     con.execute(
         f"""INSERT INTO {table} SELECT ?, ?, ? + __rn - 1, __key, __op, ?, false, []::VARCHAR[], __hash,
-               __new_row, __old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS}""",
+               __new_row, __old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS} AS r WHERE {where}""",
         [plan_id, sync, seq, status])
     row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
     return seq + (int(row[0]) if row else 0)

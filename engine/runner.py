@@ -31,7 +31,7 @@ from engine.destinations.base import (
     Destination,
     RowResult,
 )
-from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError, StateError
+from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError, StateError, scrub
 from engine.plan import BASELINE, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
 from engine.specs import SyncSpec
 from engine.state import DB, State, new_id, now
@@ -213,12 +213,16 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             result.interrupted = True
         status = "failed" if outcome.error else "interrupted" if stop.is_set() else (
             "partial" if outcome.pending else "succeeded")
-        state.finish_run(outcome.run_id, status, outcome.error or outcome.reason)
+        state.finish_run(outcome.run_id, status, scrub_or_none(outcome.error or outcome.reason))
     # a plan is applied once every sync in it went through; otherwise it can be applied again for the
     # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
     done = not result.interrupted and not any(o.error or o.blocked for o in result.syncs)
     state.set_plan_status(plan.plan_id, "applied" if done else "incomplete")
     return result
+
+
+def scrub_or_none(text: str | None) -> str | None:
+    return scrub(text) if text is not None else None
 
 
 def _in_flight(sp: SyncPlan, outcome: SyncOutcome) -> str:
@@ -443,7 +447,7 @@ class _Checkpointer(threading.Thread):
             results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in keys]
         except BaseException as exc:  # noqa: BLE001 - the request may have gone out: recorded as unknown
             self.failure = self.failure or exc
-            results = [RowResult(k, UNKNOWN, f"unexpected error: {exc!r}") for k in keys]
+            results = [RowResult(k, UNKNOWN, scrub(f"unexpected error: {exc!r}")) for k in keys]
         self.queue.put((sent, results))
 
     def run(self) -> None:
@@ -538,17 +542,17 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
                 acked.append(sent.seqs[i])
                 data_points += sent.points[i]
                 if r.reason:            # acknowledged with a note Braze's answer calls for (`reflow errors`)
-                    notes.append((sent.batch.keys[i], r.reason, sent.batch.items[i]))
-            elif r.outcome == REJECTED:
-                rejected.append((sent.batch.keys[i], r.reason or "rejected", sent.batch.items[i]))
+                    notes.append((sent.batch.keys[i], scrub(r.reason), sent.batch.items[i]))
+            elif r.outcome == REJECTED:       # reasons are scrubbed: an answer may echo a value
+                rejected.append((sent.batch.keys[i], scrub(r.reason or "rejected"), sent.batch.items[i]))
             elif r.outcome == UNKNOWN:
                 unknown += 1
                 if not append_only:
                     uncertain.append(sent.seqs[i])
-                left.append((sent.batch.keys[i], f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}"))
+                left.append((sent.batch.keys[i], scrub(f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}")))
             else:
                 not_attempted += 1
-                left.append((sent.batch.keys[i], f"not sent: {r.reason or 'not attempted'}"))
+                left.append((sent.batch.keys[i], scrub(f"not sent: {r.reason or 'not attempted'}")))
     con = state.con
     run = outcome.run_id
     con.execute("BEGIN")
