@@ -469,3 +469,19 @@ def test_a_dbt_profile_password_is_a_secret(tmp_path, monkeypatch):
         render_model(project, "leak")
     assert caught.value.message == ("models/leak.sql:1: env_var('SHOP_PG_PASSWORD') feeds a secret "
                                     "(profiles.yml: dbt_shop.outputs.pg.password) and cannot be read by a model")
+
+
+def test_a_baseline_first_run_records_no_row_holding_a_secret(example_project):
+    """first_run: baseline records rows in SQL without payloads: a row holding a secret is refused there too."""
+    key = fresh_key()
+    plant(example_project / "models" / "braze_users.sql", "    c.first_name,",
+          f"    case when c.customer_id = 'c_00002' then 'x{key}x' else c.first_name end as first_name,")
+    plant(example_project / "syncs" / "braze_users.yml", "first_run: send_all", "first_run: baseline")
+    env = {**os.environ, "BRAZE_REST_ENDPOINT": "http://127.0.0.1:9", "BRAZE_API_KEY": key}
+    code, out, err = reflow(example_project, env, "plan", "--select", "braze_users", "--json")
+    assert code == 0, err
+    [users] = json.loads(out)["syncs"]
+    assert users["invalid"] == 1 and users["invalid_samples"][0]["key"] == "c_00002", users
+    assert users["invalid_samples"][0]["reason"].startswith("first_name: holds a secret value")
+    state = example_project / ".reflow" / "state.duckdb"
+    assert key not in out + err and key.encode() not in state.read_bytes()
