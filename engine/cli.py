@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.errors import ReflowError, UserError, scrub
+from engine.errors import ReflowError, UserError, scrub, scrubbed_output
 from engine.interrupts import Interrupts
 
 Handler = Callable[[argparse.Namespace], int]
@@ -28,20 +28,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    with scrubbed_output():
+        return _handle(args)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Run the command: the one error handler (exit codes in the module docstring)."""
     try:
         return int(args.handler(args))
     except ReflowError as exc:
         from engine import console
 
         if args.debug:
-            traceback.print_exc()
+            sys.stderr.write(scrub(traceback.format_exc()))
         console.error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a clear line
         if args.debug:
-            traceback.print_exc()
+            sys.stderr.write(scrub(traceback.format_exc()))
         sys.stderr.write(scrub(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
                                "traceback, and please report it)\n"))
         return 1
@@ -291,8 +297,10 @@ def _validate(args: argparse.Namespace) -> int:
     ctx = Context(args)
     syncs = ctx.syncs()
     check_model_columns(ctx, syncs)
-    console.print_lines([f"OK: {ctx.project.file} and {len(syncs)} sync(s) are valid; every model renders "
-                         "and returns the columns its sync names."])
+    rows = run_models(ctx, syncs)
+    console.print_lines([f"OK: {ctx.project.file} and {len(syncs)} sync(s) are valid; every model renders, "
+                         f"returns the columns its sync names and runs to its end ({rows:,} rows, keys unique "
+                         "and not null)."])
     return 0
 
 
@@ -309,11 +317,39 @@ def check_model_columns(ctx: Context, syncs: Sequence[Any]) -> None:
         def columns_of(sync: Any) -> list[str]:
             rendered = render_sync(ctx.project, sync, warehouse)
             relation = warehouse.relation(con, rendered.sql, model=sync.model)
-            return [c.name for c in diff.describe(con, relation, model=sync.model)]
+            return [c.name for c in diff.describe(con, relation, model=rendered.model, sync=sync.name)]
 
         check_columns(syncs, columns_of)
     finally:
         con.close()
+
+
+def run_models(ctx: Context, syncs: Sequence[Any]) -> int:
+    """Run every sync's model to its end as `plan` would (planner.run_model), writing nothing; every
+    failing sync is reported at once. Returns the rows read."""
+    import duckdb
+
+    from engine.planner import render_sync, run_model
+
+    warehouse = ctx.warehouse()
+    destination_for = ctx.destination_for(need_key=False)
+    failures: list[str] = []
+    rows = 0
+    con = duckdb.connect(":memory:")
+    try:
+        for sync in syncs:
+            destination = destination_for(sync)
+            try:
+                rows += run_model(con, render_sync(ctx.project, sync, warehouse), warehouse, destination)
+            except UserError as exc:
+                failures.append(exc.message)
+            finally:
+                destination.close()
+    finally:
+        con.close()
+    if failures:
+        raise UserError("\n".join(failures))
+    return rows
 
 
 def _compile(args: argparse.Namespace) -> int:

@@ -84,6 +84,45 @@ def _env_var_any(name: str, default: object = None) -> str:
     return env_var(name) if default is None else env_var(name, default)
 
 
+# settings of a dbt profile's targets whose values are secrets (dbt adapters' passwords, tokens, keys)
+PROFILE_SECRET_FIELDS = ("password", "pass", "token", "private_key", "private_key_passphrase", "keyfile_json",
+                         "client_secret", "refresh_token", "access_token", "secret")
+
+
+def profile_secrets(project: Project) -> dict[str, str]:
+    """The secret settings of the dbt profile's targets (PROFILE_SECRET_FIELDS, every target: --target may
+    choose any): each value is registered with the scrubber now (env_var() rendered when set), and the
+    env vars they read are returned (name -> the setting), so that models cannot read them either. A
+    profile that cannot be read registers nothing: the command that needs it says why."""
+    from engine.errors import register_secret
+    from engine.render import TemplateProblem, env_vars_read, is_template, render_text
+
+    try:
+        dbt = load_dbt_project(project)
+        entry = _load(dbt.profiles_dir / PROFILES_FILE, PROFILES_FILE).get(dbt.profile)
+    except ProjectError:
+        return {}
+    outputs = entry.get("outputs") if isinstance(entry, dict) else None
+    found: dict[str, str] = {}
+    for target, settings in (outputs or {}).items():
+        if not isinstance(settings, dict):
+            continue
+        for name, raw in settings.items():
+            if name not in PROFILE_SECRET_FIELDS or not isinstance(raw, str | dict):
+                continue
+            text = raw if isinstance(raw, str) else json.dumps(raw)
+            where = f"{PROFILES_FILE}: {dbt.profile}.outputs.{target}.{name}"
+            if not is_template(text):
+                register_secret(text)
+                continue
+            try:
+                found.update({use.name: where for use in env_vars_read(text) if use.name})
+                register_secret(render_text(text, {"env_var": _env_var_any}).strip())
+            except TemplateProblem:
+                pass                      # not set here: dbt says so when it connects
+    return found
+
+
 def dbt_root(project: Project) -> Path:
     return (project.root / project.warehouse.project_dir).expanduser().resolve()
 

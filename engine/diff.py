@@ -76,12 +76,31 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def describe(con: duckdb.DuckDBPyConnection, relation: str, *, model: str) -> list[Column]:
+def describe(con: duckdb.DuckDBPyConnection, relation: str, *, model: str, sync: str | None = None) -> list[Column]:
+    """The model's columns (the query is planned, not run). `model`: its `model_label`."""
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {relation} AS m").fetchall()
     except duckdb.Error as exc:
-        raise WarehouseError(f"model '{model}' failed on the warehouse: {_first_line(exc)}") from exc
+        raise model_failed(exc, sync=sync, model=model) from exc
     return [Column(r[0], r[1]) for r in rows]
+
+
+# errors a model's rows raise when they are computed (a cast failing on one row, a date out of range, a
+# bad regular expression), not when the query is planned: DuckDB computes a model lazily, in whichever
+# query first reads the row
+ROW_ERRORS = (duckdb.DataError, duckdb.ProgrammingError, duckdb.NotSupportedError)
+
+
+def model_failed(exc: duckdb.Error, *, sync: str | None, model: str) -> WarehouseError:
+    """The located error for a model whose query failed: names the sync (when known) and the model
+    (`model_label`: its name and file)."""
+    who = f"sync '{sync}': " if sync else ""
+    return WarehouseError(f"{who}model {model} failed on the warehouse: {_first_line(exc)}")
+
+
+def model_label(name: str, file: str | None) -> str:
+    """How errors name a model: `'braze_users' (models/braze_users.sql)`."""
+    return f"'{name}' ({file})" if file else f"'{name}'"
 
 
 def normalized(col: Column, table: str = "") -> str:
@@ -163,14 +182,18 @@ def projected(relation: str, fields: Sequence[tuple[str, str]], primary_key: Seq
     return f"(SELECT {key_expr(primary_key)} AS {KEY}{cols} FROM {relation} AS m)"
 
 
-def check_keys(con: duckdb.DuckDBPyConnection, relation: str, key_label: str, *, sync: str) -> int:
-    """Count the rows of a projected relation; stop with samples when its key is null or duplicated."""
+def check_keys(con: duckdb.DuckDBPyConnection, relation: str, key_label: str, *, sync: str, model: str = "",
+               columns: Sequence[Column] = ()) -> int:
+    """Count the rows of a projected relation; stop with samples when its key is null or duplicated.
+    With `columns`, every value of those columns is computed too (the model runs to its end, as a plan
+    runs it), so a value that fails on one row fails here."""
+    every_value = f", bit_xor({hash_expr(columns)})" if columns else ""
     try:
-        total, nulls, distinct = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE {KEY} IS NULL), count(DISTINCT {KEY}) FROM {relation} AS m"
-        ).fetchone() or (0, 0, 0)
+        total, nulls, distinct, *_ = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {KEY} IS NULL), count(DISTINCT {KEY}){every_value} "
+            f"FROM {relation} AS m").fetchone() or (0, 0, 0)
     except duckdb.Error as exc:
-        raise WarehouseError(f"sync '{sync}': model query failed: {_first_line(exc)}") from exc
+        raise model_failed(exc, sync=sync, model=model or model_label(sync, None)) from exc
     duplicates = total - nulls - distinct
     if not nulls and not duplicates:
         return int(total)
@@ -191,7 +214,7 @@ def check_keys(con: duckdb.DuckDBPyConnection, relation: str, key_label: str, *,
 
 
 def check_identity(con: duckdb.DuckDBPyConnection, relation: str, fields: Sequence[str], *, sync: str,
-                   what: str) -> None:
+                   what: str, model: str = "") -> None:
     """Two live rows must not address one destination object (e.g. two keys, one external_id): their
     sends would race. Stops the sync with examples."""
     ident = ", ".join(quote(f) for f in fields)
@@ -202,7 +225,7 @@ def check_identity(con: duckdb.DuckDBPyConnection, relation: str, fields: Sequen
                 FROM {relation} AS m WHERE {not_null} GROUP BY ALL HAVING count(*) > 1
                 ORDER BY n DESC, v LIMIT 5""").fetchall()
     except duckdb.Error as exc:
-        raise WarehouseError(f"sync '{sync}': model query failed: {_first_line(exc)}") from exc
+        raise model_failed(exc, sync=sync, model=model or model_label(sync, None)) from exc
     if not found:
         return
     names = ", ".join(fields)
@@ -225,7 +248,8 @@ def empty_snapshot(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[Column],
-                  key_label: str, snapshot: str, *, sync: str, include_removed: bool = True) -> DeltaCounts:
+                  key_label: str, snapshot: str, *, sync: str, include_removed: bool = True,
+                  model: str = "") -> DeltaCounts:
     """Phase 1: keep only keys that are new, gone, or whose hash differs (with the snapshot row's
     rowid, so phase 2 fetches old rows without scanning the snapshot again). `relation` is a
     projected relation (`projected`): `__key` and one column per field, described by `columns`.
@@ -238,12 +262,12 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     number exactly the snapshot's matched keys (all but the removed ones), and the added keys must
     be distinct and not null; only a mismatch runs the full check, which names the keys."""
     if not include_removed:
-        total = check_keys(con, relation, key_label, sync=sync)
+        total = check_keys(con, relation, key_label, sync=sync, model=model)
     else:
         try:
             row = con.execute(f"SELECT count(*) FROM {relation} AS m").fetchone()
         except duckdb.Error as exc:
-            raise WarehouseError(f"sync '{sync}': model query failed: {_first_line(exc)}") from exc
+            raise model_failed(exc, sync=sync, model=model or model_label(sync, None)) from exc
         total = int(row[0]) if row else 0
     removed_filter = "" if include_removed else " AND n.__key IS NOT NULL"
     # values are rendered (ISO timestamps, JSON) after the join, for the delta rows only
@@ -252,7 +276,7 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     # the snapshot's (key, hash, rowid) is the hash join's build side, as written: DuckDB's side
     # flipping would build the wide model side when the two have the same row count (the steady
     # state), which measured 2.5x slower at 10M rows
-    with _optimizer_disabled(con, "build_side_probe_side"):
+    with _optimizer_disabled(con, "build_side_probe_side"), _model_rows(sync=sync, model=model or model_label(sync, None)):
         con.execute(f"""
             CREATE TABLE {DELTA} AS
             SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN n.__key IS NULL THEN 'removed' ELSE 'changed' END AS __op,
@@ -272,8 +296,17 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     added, candidates, removed, null_keys, distinct_added, snapshot_rows = (int(x) for x in row)
     if include_removed and (null_keys or distinct_added != added - null_keys
                             or total - added != snapshot_rows - removed):
-        check_keys(con, relation, key_label, sync=sync)        # raises, naming the keys
+        check_keys(con, relation, key_label, sync=sync, model=model)        # raises, naming the keys
     return DeltaCounts(total=total, added=added, candidates=candidates, removed=removed)
+
+
+@contextlib.contextmanager
+def _model_rows(*, sync: str, model: str) -> Iterator[None]:
+    """While a query computes the model's rows: their errors (ROW_ERRORS) are the model's."""
+    try:
+        yield
+    except ROW_ERRORS as exc:
+        raise model_failed(exc, sync=sync, model=model) from exc
 
 
 @contextlib.contextmanager
@@ -425,11 +458,12 @@ def mark_rows(con: duckdb.DuckDBPyConnection, where: str) -> int:
 
 
 def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, sync: str, seq: int,
-                   status: str) -> int:
-    """Write every delta row to the plan as recorded-not-sent, in SQL; returns the next seq."""
+                   status: str, where: str = "true") -> int:
+    """Write every delta row (matching `where`, over `r`) to the plan as recorded-not-sent, in SQL;
+    returns the next seq."""
     con.execute(
         f"""INSERT INTO {table} SELECT ?, ?, ? + __rn - 1, __key, __op, ?, false, []::VARCHAR[], __hash,
-               __new_row, __old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS}""",
+               __new_row, __old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS} AS r WHERE {where}""",
         [plan_id, sync, seq, status])
     row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
     return seq + (int(row[0]) if row else 0)

@@ -17,15 +17,21 @@
 Messages never contain secrets: every ReflowError and every Problem passes through `scrub()`, which
 replaces each value given to `register_secret()` (the project registers every secret setting as it
 loads) with `***`. `contains_secret()`, `scrub_value()` and `registered_secrets()` serve the other
-outputs (plan rows, reports, payloads) that must check or clean what they write.
+outputs (plan rows, reports, payloads) that must check or clean what they write; `scrubbed_output()`
+puts the scrubber between every command and its stdout/stderr (console lines, JSON, CSV, progress,
+`--debug` tracebacks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 
@@ -127,12 +133,12 @@ _secrets: tuple[str, ...] = ()       # longest first, so a secret inside another
 
 def register_secret(value: str | None) -> None:
     """Remember a secret so that `scrub` removes it from every message: the value as given, stripped,
-    and as it appears inside JSON strings and URLs."""
+    and as it appears inside JSON strings, URLs and HTML."""
     global _secrets
     if not value:
         return
     forms = {value, value.strip(), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
-             quote(value, safe="")}
+             quote(value, safe=""), html.escape(value)}
     forms = {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
     with _lock:
         if forms <= set(_secrets):
@@ -168,3 +174,49 @@ def scrub_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(scrub_value(v) for v in value)
     return value
+
+
+class ScrubbedStream:
+    """A text stream that writes through `scrub`: whole lines as they complete, the rest when flushed
+    (so a secret split across two writes of one line is still found). Everything else (isatty,
+    encoding, fileno) is the wrapped stream's."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        end = self._pending.rfind("\n")
+        if end >= 0:
+            self.stream.write(scrub(self._pending[: end + 1]))
+            self._pending = self._pending[end + 1:]
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.stream.write(scrub(self._pending))
+            self._pending = ""
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def scrubbed_output() -> Iterator[None]:
+    """While a command runs, its stdout and stderr pass through the scrubber (defence in depth: every
+    message is scrubbed where it is made, and any output a secret still reaches is masked here)."""
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbedStream(before[0]), ScrubbedStream(before[1])   # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        sys.stdout, sys.stderr = before

@@ -16,7 +16,7 @@ from typing import Any
 from engine import diff
 from engine.destinations.base import Destination, Invalid, PlanRow, Projection, Skip, SqlItems
 from engine.diff import ROWS
-from engine.errors import PlanError, ReflowError
+from engine.errors import PlanError, ReflowError, contains_secret, registered_secrets, scrub
 from engine.plan import (
     BASELINE,
     DROPPED,
@@ -31,7 +31,7 @@ from engine.plan import (
     SyncFailure,
     SyncPlan,
 )
-from engine.project import Project
+from engine.project import SECRET_FIELDS, Project
 from engine.specs import SyncSpec, check_columns
 from engine.state import DB, UNKNOWN, State, new_id, now
 from engine.warehouse.base import Warehouse
@@ -50,6 +50,12 @@ class RenderedSync:
     sync: SyncSpec
     sql: str
     definition: str = ""       # the warehouse's account of the model's definition (dbt: node checksums)
+    model_file: str = ""       # the model's file, relative to the project (for errors)
+
+    @property
+    def model(self) -> str:
+        """The model as errors name it: `'braze_users' (models/braze_users.sql)`."""
+        return diff.model_label(self.sync.model, self.model_file)
 
 
 def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = "",
@@ -58,7 +64,9 @@ def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = ""
     in the warehouse (dbt nodes and their upstream nodes), the connection's settings and where the rows
     go. A plan whose fingerprint no longer matches is refused by `apply`."""
     conn = project.connections.get(sync.destination.connection)
-    settings = {k: v for k, v in (vars(conn).items() if conn else []) if k not in ("api_key_template",)}
+    # secret settings stay out (a new key is no change to a plan, and no digest of a key is stored)
+    settings = {k: v for k, v in (vars(conn).items() if conn else [])
+                if k != "api_key_template" and k not in SECRET_FIELDS}
     blob = json.dumps({"spec": sync.raw, "sql": sql, "definition": definition, "connection": settings,
                        "identity": dict(identity or {})}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -69,7 +77,7 @@ def render_sync(project: Project, sync: SyncSpec, warehouse: Warehouse) -> Rende
 
     model = render_model(project, sync.model, relation_for=warehouse.relation_for,
                          source_for=warehouse.source_for)
-    return RenderedSync(sync, model.sql, warehouse.definition(project, sync))
+    return RenderedSync(sync, model.sql, warehouse.definition(project, sync), model.file)
 
 
 def current_fingerprint(project: Project, sync: SyncSpec, warehouse: Warehouse, destination: Destination) -> str:
@@ -128,16 +136,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
               project_syncs: Sequence[str] | None = None) -> SyncPlan:
     sync = rendered.sync
     con = state.con
-    relation = warehouse.relation(con, rendered.sql, model=sync.model)
-    columns = diff.describe(con, relation, model=sync.model)
-    types = {c.name: c.type for c in columns}
-    check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
-    projection = destination.project(list(types))
-    fields = [diff.Column(f, types[c]) for f, c in projection.fields]
-    reserved = sorted(f for f in projection.names if f.startswith("__"))
-    if reserved:
-        raise PlanError(f"sync '{sync.name}': field(s) {', '.join(reserved)}: names starting with '__' are "
-                        "reserved by Reflow; rename them in the model or in destination.fields")
+    model = read_model(con, rendered, warehouse, destination)
+    relation, projection, fields = model.relation, model.projection, model.fields
     identity = destination_identity(sync, destination)
 
     if project_syncs is not None and state.sync(sync.name) is None:
@@ -148,7 +148,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                 f"{old} {sync.name}` to keep what Braze holds (else every row is sent again: events twice); "
                 f"to start this sync over, run `reflow state forget {old}`")
     st = state.ensure_sync(sync.name)
-    state.convert_legacy(sync.name, projection.fields, types, identity)   # a schema-2 snapshot, once
+    state.convert_legacy(sync.name, projection.fields, model.types, identity)   # a schema-2 snapshot, once
     state.invalidate_hashes_if_needed(sync.name)
     st = state.sync(sync.name) or st
     restart = describe_restart(st.identity, identity) if st.identity is not None else None
@@ -162,10 +162,11 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     caps = destination.capabilities
     source = diff.projected(relation, projection.fields, sync.primary_key)
     counts = diff.compute_delta(con, source, fields, ", ".join(sync.primary_key), snapshot, sync=sync.name,
-                                include_removed=not caps.append_only)
+                                include_removed=not caps.append_only, model=rendered.model)
     keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
     if projection.identity and not keyed_by_identity:
-        diff.check_identity(con, source, projection.identity, sync=sync.name, what=_object_word(sync))
+        diff.check_identity(con, source, projection.identity, sync=sync.name, what=_object_word(sync),
+                            model=rendered.model)
     names = set(projection.names)
     unmapped = [] if restart else [f for f, _ in st.columns if f not in names]
     on_unmapped = sync.destination.on_unmapped
@@ -181,18 +182,19 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     seq_min = state.next_seq()
     rows = PlanRows(con, plan_id, sync.name, seq_min, projection, unmapped if on_unmapped == "unset" else [])
     if baseline:
-        # first_run: baseline records every row as sent without building payloads: all in SQL
-        diff.write_baseline(con, f"{DB}.plan_rows", plan_id, sync.name, seq_min, BASELINE)
+        # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
+        # holding a secret, refused in Python)
+        rows.write_baseline(sync.name)
     else:
         fast = destination.sql_items(fields) if hasattr(destination, "sql_items") else None
         rows.write_sql(sync.name, n, fast)
-        done = 0
-        left = diff.mark_rows(con, rows.python_rows)      # rows that need the Python path, numbered once
-        for chunk in diff.stream_rows(con, n if left else 0, where=diff.MARKED):
-            rows.write_python(chunk, destination)
-            done += len(chunk)
-            if progress:
-                progress(sync.name, done, left)
+    done = 0
+    left = diff.mark_rows(con, rows.python_rows)      # rows that need the Python path, numbered once
+    for chunk in diff.stream_rows(con, n if left else 0, where=diff.MARKED):
+        rows.write_python(chunk, destination)
+        done += len(chunk)
+        if progress:
+            progress(sync.name, done, left)
     diff.drop_scratch(con)
     kept = _unmapped_counts(state, st.table, unmapped) if unmapped else ()
     context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept, remapped=tuple(remapped),
@@ -201,6 +203,44 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                           fingerprint=fingerprint(project, sync, rendered.sql, rendered.definition, identity))
     return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
                           baseline, seq_min + n - 1, context)
+
+
+@dataclass(frozen=True)
+class ModelRead:
+    """A sync's model made readable on the planner's connection, through the destination's projection."""
+
+    relation: str                      # SQL reading the model's result
+    types: dict[str, str]              # model column -> type
+    projection: Projection
+    fields: list[diff.Column]          # destination fields, with their model types
+
+
+def read_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destination: Destination) -> ModelRead:
+    """The sync's model made readable on `con` (planned, not run). Columns the spec names that the model
+    lacks are refused (located, with a did-you-mean)."""
+    sync = rendered.sync
+    relation = warehouse.relation(con, rendered.sql, model=sync.model)
+    columns = diff.describe(con, relation, model=rendered.model, sync=sync.name)
+    types = {c.name: c.type for c in columns}
+    check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
+    projection = destination.project(list(types))
+    fields = [diff.Column(f, types[c]) for f, c in projection.fields]
+    reserved = sorted(f for f in projection.names if f.startswith("__"))
+    if reserved:
+        raise PlanError(f"sync '{sync.name}': field(s) {', '.join(reserved)}: names starting with '__' are "
+                        "reserved by Reflow; rename them in the model or in destination.fields")
+    return ModelRead(relation, types, projection, fields)
+
+
+def run_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destination: Destination) -> int:
+    """`validate`'s check: the sync's model run to its end as a plan runs it (every row: its key and the
+    value of every field the sync sends), writing nothing. A value that fails on one row, a null or
+    duplicate key: the error a plan would give, naming the sync and the model. Returns the rows."""
+    sync = rendered.sync
+    model = read_model(con, rendered, warehouse, destination)
+    source = diff.projected(model.relation, model.projection.fields, sync.primary_key)
+    return diff.check_keys(con, source, ", ".join(sync.primary_key), sync=sync.name, model=rendered.model,
+                           columns=model.fields)
 
 
 @dataclass(frozen=True)
@@ -253,6 +293,14 @@ class PlanRows:
         self.projection = projection or Projection(fields=())
         self.unset_unmapped = frozenset(unset_unmapped)
         self.python_rows = "true"
+        self.secret_free = secret_free_sql(("r.__key", "r.__new_row", "r.__old_kept"))
+
+    def write_baseline(self, sync: str) -> None:
+        """first_run: baseline: every row recorded as sent (in SQL); those holding a secret are left to
+        the Python path, which refuses them."""
+        diff.write_baseline(self.con, f"{DB}.plan_rows", self.plan_id, sync, self.seq_min, BASELINE,
+                            where=self.secret_free)
+        self.python_rows = f"NOT ({self.secret_free})"
 
     def _pending(self) -> str:
         return f"(SELECT key FROM {DB}.pending WHERE sync = {diff.sql_str(self.sync)})"
@@ -264,13 +312,18 @@ class PlanRows:
                 f"r.__changed, r.__hash, r.__new_row, r.__old_kept, {{channel}}, {{item}}, {{points}}, {{reason}} "
                 f"FROM {ROWS} AS r WHERE {{where}}")
         params = [self.plan_id, sync, self.seq_min]
+        # a row holding a secret is written by none of these: the Python path refuses it (the condition is
+        # a format() argument: a secret with braces in it stays as it is)
+        base = base.replace("{where}", "({where}) AND {secret_free}")
         rehash = "r.__op = 'changed' AND len(r.__changed) = 0"
         self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
-            status=f"'{REHASH}'", channel="NULL", item="NULL", points="0", reason="NULL", where=rehash), params)
+            status=f"'{REHASH}'", channel="NULL", item="NULL", points="0", reason="NULL", where=rehash,
+            secret_free=self.secret_free), params)
         self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
             status=f"'{SKIP}'", channel="NULL", item="NULL", points="0", where="r.__collapsed",
             reason=diff.sql_str("another key of the model addresses the same destination object; "
-                                "that row's values are sent instead of this removal")), params)
+                                "that row's values are sent instead of this removal"),
+            secret_free=self.secret_free), params)
         if fast is not None:
             # rows that take a destination object over, change what names it, unset unmapped fields or
             # have unknown old values are the Python path's
@@ -285,7 +338,8 @@ class PlanRows:
             self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
                 status=f"'{SEND}'", channel=fast.channel_sql or diff.sql_str(fast.channel), item=f"({fast.item})",
                 points=f"({fast.data_points})", reason="NULL",
-                where=f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})"), params)
+                where=f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})",
+                secret_free=self.secret_free), params)
         # the rest: delta rows not written yet (an anti-join, cheaper than evaluating `eligible` again)
         self.python_rows = (f"r.__rn NOT IN (SELECT seq - {int(self.seq_min)} + 1 FROM {DB}.plan_rows "
                             f"WHERE plan_id = {diff.sql_str(self.plan_id)} AND sync = {diff.sql_str(sync)} "
@@ -322,9 +376,18 @@ class PlanRows:
             if kept:
                 # not sent by choice (nulls: skip): Braze keeps the old values, and so does the snapshot
                 new_row, new_hash = _without(row, kept, json.loads(new_row) if new_row else None), None
-            out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, row.key, row.op, status,
+            key, old_kept = row.key, _old_kept(row)
+            holding = _holding_secrets(row, item) if registered_secrets() else []
+            if holding:
+                # never sent, never stored: the row is invalid, and what the plan keeps of it is scrubbed
+                status, item, new_hash = INVALID, None, None
+                reason = f"{', '.join(holding)}: {SECRET_REASON}; it is not sent. Fix the model"
+                key, new_row = scrub(key), scrub(new_row) if new_row is not None else None
+            if old_kept is not None and registered_secrets():
+                old_kept = scrub(old_kept)          # a value sent before the secret was registered
+            out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, key, row.op, status,
                         row.key in pending, list(row.changed), new_hash, new_row,
-                        _old_kept(row), item.channel if item else None, item.item_json if item else None,
+                        old_kept, item.channel if item else None, item.item_json if item else None,
                         item.data_points if item else 0, reason))
         _write_rows(self.con, out)
 
@@ -412,6 +475,13 @@ class PlanRows:
             fields = ", ".join(self.projection.identity)
             notes.append(f"{moved_rows} row(s) now have another {fields}: each is sent in full to its new "
                          f"{fields}; what the old one holds in Braze is left as it is")
+        secret = self.con.execute(
+            f"SELECT count(*) FROM {DB}.plan_rows WHERE {where} AND status = '{INVALID}' AND contains(reason, ?)",
+            [*params, SECRET_REASON]).fetchone()
+        if secret and secret[0]:
+            notes.append(f"{secret[0]} row(s) hold a secret value (an API key or a secret environment variable): "
+                         f"they are not sent, and the plan keeps them masked (`reflow show --sync {sync.name} "
+                         "--op invalid`); fix the model")
         invalid_samples = tuple((k, r) for k, r in self.con.execute(
             f"SELECT key, reason FROM {DB}.plan_rows WHERE {where} AND status = '{INVALID}' ORDER BY seq "
             f"LIMIT {INVALID_SAMPLES}", params).fetchall())
@@ -492,6 +562,26 @@ class PlanRows:
             samples.setdefault(op, []).append(
                 {"key": key, "values": values, "payload": _loads(item), "note": reason})
         return samples
+
+
+SECRET_REASON = ("holds a secret value (the value of a secret setting such as an API key, or of a secret "
+                 "environment variable)")
+
+
+def secret_free_sql(columns: Sequence[str]) -> str:
+    """SQL true for a row none of whose `columns` (text) holds a registered secret, in any of its forms."""
+    hits = [f"contains(coalesce({c}, ''), {diff.sql_str(s)})" for c in columns for s in registered_secrets()]
+    return f"NOT ({' OR '.join(hits)})" if hits else "true"
+
+
+def _holding_secrets(row: diff.DeltaRow, item: Any) -> list[str]:
+    """Where a plan row holds a registered secret: 'the primary key', field names, else 'the payload'."""
+    found = ["the primary key"] if contains_secret(row.key) else []
+    found += [f for f, v in (row.new_row or {}).items()
+              if contains_secret(json.dumps(v, ensure_ascii=False, default=str))]
+    if not found and item is not None and contains_secret(item.item_json):
+        found.append("the payload")
+    return found
 
 
 def _old_kept(row: diff.DeltaRow) -> str | None:

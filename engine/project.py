@@ -338,6 +338,11 @@ def load_project(root: Path) -> Project:
     state = Path(os.path.expanduser(data.get("state_path", DEFAULT_STATE_PATH)))
     if problems:
         raise _fail(problems)
+    if warehouse.type == "dbt":           # the dbt profile's passwords and tokens are secrets too
+        from engine.dbt_project import profile_secrets
+
+        partial = Project(root=root, name=data["name"], warehouse=warehouse, state_path=root / DEFAULT_STATE_PATH)
+        secret_env = {**profile_secrets(partial), **secret_env}
     return Project(
         root=root,
         name=data["name"],

@@ -415,6 +415,7 @@ class RenderedModel:
     refs: tuple[str, ...]                       # every ref() name used (models and tables), transitively
     sources: tuple[tuple[str, str], ...]        # every source() used, transitively
     config: Mapping[str, object] = field(default_factory=dict)   # config(...) of this model
+    file: str = ""                              # `path` as errors name it: relative to the project
 
 
 def _scan(project: Project) -> dict[str, list[Path]]:
@@ -641,4 +642,5 @@ def render_model(
         refs=tuple(renderer.refs),
         sources=tuple(renderer.sources),
         config=dict(config),
+        file=_rel(project, path),
     )

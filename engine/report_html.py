@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.console import duration as _duration
-from engine.errors import UserError
+from engine.errors import UserError, scrub
 from engine.plan import Plan, SyncPlan
 from engine.show import count_rows, iter_plan_rows, numeric_deltas, select_syncs
 from engine.state import State
@@ -32,7 +32,7 @@ def write_report(path: Path, state: State, plan: Plan, *, sync: str | None = Non
     page, info = render_report(state, plan, sync=sync, op=op, field=field, key=key, max_rows=max_rows)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(page, encoding="utf-8")
+        path.write_text(scrub(page), encoding="utf-8")     # defence in depth: rows holding one are refused
     except OSError as exc:
         raise UserError(f"cannot write the report to {path}: {exc.strerror or exc}") from exc
     return info

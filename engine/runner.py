@@ -32,7 +32,7 @@ from engine.destinations.base import (
     Destination,
     RowResult,
 )
-from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError
+from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError, StateError, scrub
 from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
 from engine.specs import SyncSpec
 from engine.state import DB, State, new_id, now
@@ -66,6 +66,7 @@ class SyncOutcome:
     blocked: str | None = None  # a guard blocked this sync: nothing was sent
     dropped: int = 0            # rows sent without a field Braze would refuse (`reflow errors` lists them)
     noted: int = 0              # rows sent with a note (e.g. unchecked after waiting for a profile)
+    unrecorded: int = 0         # rows sent whose outcome the state could not record (a full disk): sent again
     reasons: dict[str, int] = field(default_factory=dict)   # why rows were left pending, with counts
 
     @property
@@ -205,17 +206,45 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             outcome.error = exc.message
         except ReflowError as exc:      # e.g. a bad connection setting of this sync only
             outcome.error = exc.message
+        except Exception as exc:
+            problem = state.write_problem(exc)
+            if problem is None:
+                raise
+            # the state file cannot be written (a full disk): the apply stops here, saying what the next
+            # run sends again; the run ends failed with that reason when the state takes a last small write
+            message = f"{problem.message}. {_in_flight(sp, outcome)}"
+            with contextlib.suppress(Exception):
+                state.recover(status="failed", message=message, reason=UNRECORDED_REASON)
+            raise StateError(message) from exc
         outcome.seconds = time.monotonic() - started
         if stop.is_set():
             result.interrupted = True
         status = "failed" if outcome.error else "interrupted" if stop.is_set() else (
             "partial" if outcome.undelivered else "succeeded")
-        state.finish_run(outcome.run_id, status, outcome.error or outcome.reason)
+        state.finish_run(outcome.run_id, status, scrub_or_none(outcome.error or outcome.reason))
     # a plan is applied once every sync in it went through; otherwise it can be applied again for the
     # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
     done = not result.interrupted and not any(o.error or o.blocked for o in result.syncs)
     state.set_plan_status(plan.plan_id, "applied" if done else "incomplete")
     return result
+
+
+def scrub_or_none(text: str | None) -> str | None:
+    return scrub(text) if text is not None else None
+
+
+def _in_flight(sp: SyncPlan, outcome: SyncOutcome) -> str:
+    """What a sync stopped by an unwritable state file leaves to the next run: the rows sent whose outcome
+    could not be recorded (the next run sends them again; events and purchases then reach Braze twice)."""
+    n = outcome.unrecorded
+    if not n:
+        return (f"Sync '{sp.name}' stopped; every row it sent has its outcome recorded, so the next run sends "
+                "none of them again")
+    rows = f"{n:,} row{'s' if n != 1 else ''}"
+    twice = (f"Braze receives these {n:,} {sp.object} twice" if sp.append_only
+             else "Braze receives the same values again")
+    return (f"Sync '{sp.name}' stopped with {rows} in flight: sent to Braze, but their outcome could not be "
+            f"recorded. The next run sends them again ({twice})")
 
 
 # the order syncs are applied in, by destination object (others: 1): user deletes last, so that a
@@ -311,6 +340,7 @@ def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str, 
 
 
 UNKNOWN_REASON = "outcome unknown: "
+UNRECORDED_REASON = f"{UNKNOWN_REASON}the state file could not record the outcome (full disk?); it may have been sent"
 
 
 @dataclass(frozen=True)
@@ -401,6 +431,7 @@ class _Checkpointer(threading.Thread):
         self.fatal: DestinationError | None = None
         self.failure: BaseException | None = None
         self.progress, self.total, self.done = progress, total, 0
+        self.unrecorded = 0     # rows sent whose outcome a failed commit did not record
 
     def stopping(self, stop: threading.Event) -> bool:
         return stop.is_set() or self.fatal is not None or self.failure is not None
@@ -426,7 +457,7 @@ class _Checkpointer(threading.Thread):
             results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in keys]
         except BaseException as exc:  # noqa: BLE001 - the request may have gone out: recorded as unknown
             self.failure = self.failure or exc
-            results = [RowResult(k, UNKNOWN, f"unexpected error: {exc!r}") for k in keys]
+            results = [RowResult(k, UNKNOWN, scrub(f"unexpected error: {exc!r}")) for k in keys]
         self.queue.put((sent, results))
 
     def run(self) -> None:
@@ -450,6 +481,8 @@ class _Checkpointer(threading.Thread):
                 _checkpoint(self.state, self.plan_id, self.sync, self.outcome, group, append_only=self.append_only)
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk: stop sending, report it
                 self.failure = self.failure or exc
+                # sent, but the outcome is not recorded: the next run sends these rows again
+                self.unrecorded += sum(r.outcome != NOT_ATTEMPTED for _, results in group for r in results)
             for _ in group:
                 self.slots.release()
             self.done += sum(len(s.batch.keys) for s, _ in group)
@@ -485,6 +518,7 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
         writer.queue.put(None)
         writer.join()
         reader.close()
+        outcome.unrecorded += writer.unrecorded
     if writer.failure:
         raise writer.failure
     if writer.fatal:
@@ -519,44 +553,49 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
                 acked.append(sent.seqs[i])
                 data_points += sent.points[i]
                 if r.reason:            # acknowledged with a note Braze's answer calls for (`reflow errors`)
-                    notes.append((sent.batch.keys[i], r.reason, sent.batch.items[i]))
-            elif r.outcome == REJECTED:
-                rejected.append((sent.batch.keys[i], r.reason or "rejected", sent.batch.items[i]))
+                    notes.append((sent.batch.keys[i], scrub(r.reason), sent.batch.items[i]))
+            elif r.outcome == REJECTED:       # reasons are scrubbed: an answer may echo a value
+                rejected.append((sent.batch.keys[i], scrub(r.reason or "rejected"), sent.batch.items[i]))
             elif r.outcome == UNKNOWN:
                 unknown += 1
                 if not append_only:
                     uncertain.append(sent.seqs[i])
-                left.append((sent.batch.keys[i], f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}"))
+                left.append((sent.batch.keys[i], scrub(f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}")))
             elif r.outcome == WAITING:
                 waiting += 1
-                held.append((sent.batch.keys[i], r.reason or "waiting"))
+                held.append((sent.batch.keys[i], scrub(r.reason or "waiting")))
             else:
                 not_attempted += 1
-                left.append((sent.batch.keys[i], f"not sent: {r.reason or 'not attempted'}"))
+                left.append((sent.batch.keys[i], scrub(f"not sent: {r.reason or 'not attempted'}")))
     con = state.con
     run = outcome.run_id
     con.execute("BEGIN")
-    if acked:
-        con.execute(f"INSERT INTO {DB}.acks SELECT ?, ?, unnest(?)", [plan_id, sync, acked])
-    if uncertain:
-        con.execute(f"INSERT INTO {DB}.uncertain SELECT ?, ?, unnest(?)", [plan_id, sync, uncertain])
-    if rejected:
-        keys = [r[0] for r in rejected]
-        reasons = [r[1] for r in rejected]
-        items = [r[2] for r in rejected]
-        _pending(con, sync, list(zip(keys, reasons, strict=True)), run)
-        con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
-                    [run, sync, keys, reasons, items, now()])
-    _pending(con, sync, left, run)
-    _pending(con, sync, held, run, waiting=True)
-    if notes:
-        con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
-                    [run, sync, [n[0] for n in notes], [n[1] for n in notes], [n[2] for n in notes], now()])
-    con.execute(
-        f"UPDATE {DB}.runs SET acknowledged = acknowledged + ?, rejected = rejected + ?, "
-        "not_attempted = not_attempted + ?, requests = ?, data_points = data_points + ? WHERE run_id = ?",
-        [len(acked), len(rejected), not_attempted + unknown + waiting, outcome.requests, data_points, run])
-    con.execute("COMMIT")
+    try:
+        if acked:
+            con.execute(f"INSERT INTO {DB}.acks SELECT ?, ?, unnest(?)", [plan_id, sync, acked])
+        if uncertain:
+            con.execute(f"INSERT INTO {DB}.uncertain SELECT ?, ?, unnest(?)", [plan_id, sync, uncertain])
+        if rejected:
+            keys = [r[0] for r in rejected]
+            reasons = [r[1] for r in rejected]
+            items = [r[2] for r in rejected]
+            _pending(con, sync, list(zip(keys, reasons, strict=True)), run)
+            con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
+                        [run, sync, keys, reasons, items, now()])
+        _pending(con, sync, left, run)
+        _pending(con, sync, held, run, waiting=True)
+        if notes:
+            con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
+                        [run, sync, [n[0] for n in notes], [n[1] for n in notes], [n[2] for n in notes], now()])
+        con.execute(
+            f"UPDATE {DB}.runs SET acknowledged = acknowledged + ?, rejected = rejected + ?, "
+            "not_attempted = not_attempted + ?, requests = ?, data_points = data_points + ? WHERE run_id = ?",
+            [len(acked), len(rejected), not_attempted + unknown + waiting, outcome.requests, data_points, run])
+        con.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.execute("ROLLBACK")     # a failed COMMIT (a full disk) rolled back already; anything else now
+        raise
     outcome.acknowledged += len(acked)
     outcome.rejected += len(rejected)
     outcome.not_attempted += not_attempted

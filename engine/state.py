@@ -374,11 +374,13 @@ class State:
                     f"{rows} AND p.op = 'added'", [name])
         return n
 
-    def recover(self) -> int:
+    def recover(self, *, status: str = "interrupted", message: str | None = None,
+                reason: str | None = None) -> int:
         """After a crash: runs still `running` belong to a dead process (a writer holds the lock).
         Their plan rows that may have been sent (up to the run's frontier) and have no recorded outcome
         become `uncertain` (append-only syncs excepted: their rows are simply sent again), and the run
-        is marked interrupted. Returns how many rows became uncertain."""
+        is marked interrupted. Returns how many rows became uncertain. An apply stopped by a state it
+        cannot write recovers its own run at once: `status` failed, its `message`, the rows' `reason`."""
         if self.empty:
             return 0
         dead = self.con.execute(f"SELECT run_id, plan_id, sync FROM {DB}.runs WHERE status = 'running'").fetchall()
@@ -388,8 +390,8 @@ class State:
                                     [plan_id, sync]).fetchone()
             append_only = bool(info and json.loads(info[0] or "{}").get("append_only"))
             self.con.execute("BEGIN")
-            reason = ("outcome unknown: the process ended during the send (killed, or the machine stopped); it "
-                      "may have been sent")
+            reason = reason or ("outcome unknown: the process ended during the send (killed, or the machine "
+                                "stopped); it may have been sent")
             # the rows it may have sent are pending (planned again as retries) with why
             self.con.execute(
                 f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
@@ -411,9 +413,9 @@ class State:
                     [plan_id, sync, run_id, plan_id, sync, plan_id, sync, run_id]).fetchone()
                 marked += int(row[0]) if row else 0
             self.con.execute(
-                f"UPDATE {DB}.runs SET status = 'interrupted', finished_at = coalesce(finished_at, ?), "
-                "message = coalesce(message, 'the process ended during the send (killed, or the machine stopped); "
-                "rows it may have sent are planned again in full') WHERE run_id = ?", [now(), run_id])
+                f"UPDATE {DB}.runs SET status = ?, finished_at = coalesce(finished_at, ?), "
+                "message = coalesce(?, message, 'the process ended during the send (killed, or the machine stopped); "
+                "rows it may have sent are planned again in full') WHERE run_id = ?", [status, now(), message, run_id])
             self.con.execute(f"DELETE FROM {DB}.frontier WHERE run_id = ?", [run_id])
             self.con.execute("COMMIT")
         return marked
@@ -598,6 +600,13 @@ class State:
             [run_id, plan_id, sync, now(), os.getpid()],
         )
 
+    def write_problem(self, exc: BaseException) -> StateError | None:
+        """The StateError for a failure to write the state file (a full disk, a read-only folder), or None
+        when `exc` is something else."""
+        if isinstance(exc, duckdb.IOException | duckdb.TransactionException):
+            return _io_problem(self.path, exc)
+        return None
+
     def finish_run(self, run_id: str, status: str, message: str | None = None) -> None:
         self.con.execute(f"UPDATE {DB}.runs SET finished_at = ?, status = ?, message = ? WHERE run_id = ?",
                          [now(), status, message, run_id])
@@ -668,7 +677,7 @@ def _io_problem(path: Path, exc: BaseException) -> StateError:
         return _unreadable(path, exc)
     return StateError(
         f"cannot write the state file {path} ({text}); free disk space or fix the folder's permissions, then "
-        "run again. Nothing is lost: rows whose outcome was not recorded are planned again"
+        "run again"
     )
 
 

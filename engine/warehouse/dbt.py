@@ -29,7 +29,7 @@ import duckdb
 import yaml
 
 from engine.dbt_project import DbtProject, fingerprint, load_dbt_project
-from engine.errors import ProjectError, RenderError, WarehouseError, scrub
+from engine.errors import ProjectError, RenderError, WarehouseError, contains_secret, scrub
 from engine.project import PROJECT_FILE, Project
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
@@ -166,6 +166,8 @@ class DbtWarehouse:
             raise RenderError(f"{where}: compiled through dbt, which failed: {exc.message}") from None
         except (ValueError, KeyError):
             raise RenderError(f"{where}: unexpected output from `dbt compile --inline`: {out[:300]}") from None
+        if contains_secret(str(compiled)):     # the model is refused (render); and nothing written holds it
+            return str(compiled)
         cache[key] = compiled
         cache_file.write_text(json.dumps(dict(list(cache.items())[-200:])), encoding="utf-8")
         return str(compiled)

@@ -90,3 +90,46 @@ def test_a_delete_of_a_profile_too_new_for_braze_to_see_is_asked_again(cli, exam
         assert all("Braze deleted 1 of the 2 profiles of this request, twice asked" in n for n in notes.values())
         code, out, _ = cli("plan", "--select", "gdpr_deletes", "--json")
         assert not json.loads(out)["has_changes"]
+
+
+def a_cast_failing_on_one_row(project) -> None:  # type: ignore[no-untyped-def]
+    """The issue's model: loyalty_tier cast to an integer, which fails for the last customer only."""
+    model = project / "models" / "braze_users.sql"
+    failing = ("    case when c.customer_id = (select max(customer_id) from {{ ref('customers') }}) then 'gold' "
+               "else '1' end::integer as loyalty_tier,")
+    model.write_text(model.read_text().replace("    c.loyalty_tier,", failing))
+
+
+CAST_FAILED = ("sync 'braze_users': model 'braze_users' (models/braze_users.sql) failed on the warehouse: "
+               "Conversion Error: Could not convert string 'gold' to INT32")
+
+
+def test_a_model_whose_cast_fails_on_one_row_is_named_by_plan_and_validate(cli, example_project, braze_env):
+    a_cast_failing_on_one_row(example_project)
+    code, out, err = cli("validate")                 # validate runs each model to its end, as plan does
+    assert (code, out, err) == (1, "", f"error: {CAST_FAILED}\n")
+    code, out, err = cli("plan")
+    assert code == 1 and "unexpected" not in err and "please report it" not in err, err
+    assert f"braze_users: not planned: {CAST_FAILED}" in out, out
+    assert err.endswith(f"error: sync 'braze_users' was not planned: {CAST_FAILED}\n"), err
+    code, out, err = cli("plan", "--json")
+    failed = json.loads(out)["failed"]
+    assert [(f["sync"], f["message"]) for f in failed] == [("braze_users", CAST_FAILED)], failed
+
+
+def test_validate_reports_every_sync_whose_model_fails_to_run(cli, example_project, braze_env):
+    """A duplicate key in one model and a failing cast in another: both at once, and no state is written."""
+    a_cast_failing_on_one_row(example_project)
+    model = example_project / "models" / "catalog_products.sql"
+    model.write_text(f"select * from ({model.read_text()}) union all select * from ({model.read_text()}) limit 101")
+    code, out, err = cli("validate")
+    assert code == 1, out + err
+    assert f"error: {CAST_FAILED}\n" in err
+    assert "sync 'catalog_products': 1 duplicate primary key value(s)" in err, err
+    assert not (example_project / ".reflow").exists()
+
+
+def test_validate_says_how_many_rows_ran(cli, example_project):
+    code, out, err = cli("validate")
+    assert code == 0, err
+    assert "every model renders, returns the columns its sync names and runs to its end (" in out, out

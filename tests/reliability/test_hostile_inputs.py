@@ -89,7 +89,8 @@ REFUSED: dict[str, tuple[str | Generate, int, str]] = {
     "model rendering more than 50 MB": ("jinja_huge_output", 1,
         "error: models/braze_users.sql: the rendered SQL is larger than 50 MB; look for a loop that writes too much\n"),
     "SQL error in a model": ("sql_error", 1,
-        "error: model 'braze_users' failed on the warehouse: Binder Error: Referenced column \"no_such_column\" "
+        "error: sync 'braze_users': model 'braze_users' (models/braze_users.sql) failed on the warehouse: "
+        "Binder Error: Referenced column \"no_such_column\" "
         "not found in FROM clause!\n"),
     "non-UTF-8 SQL": ("non_utf8_sql", 1, "error: models/braze_users.sql: not valid UTF-8 text\n"),
     "a statement smuggled after the model": ("sql_smuggled_statement", 1,

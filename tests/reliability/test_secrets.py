@@ -330,3 +330,158 @@ def test_the_scrubber_masks_every_form_a_key_takes():
     late = error.message.removeprefix("late ")
     register_secret(late)                                    # registered after the error was made
     assert error.message == "late ***" and str(error) == "late ***"
+
+
+# ------------------------------------------------------------------------------ every output, every file
+
+def plant(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def test_a_secret_planted_everywhere_reaches_no_output_no_file_and_not_braze(example_project, tmp_path):
+    """The API key (from the environment), a REFLOW_SECRET_ token, and both typed into models as literals
+    (a user's model, which no env_var() guard sees: a first name, an event property, a user key): every
+    command's stdout and stderr (--debug tracebacks too), plan exports, HTML reports, show/errors/history
+    JSON, the state file's bytes and what Braze received are searched for each. The rows holding them
+    are invalid with the reason, and the plan says so."""
+    key, token = fresh_key(), f"tok-{uuid.uuid4().hex}"
+    users = example_project / "models" / "braze_users.sql"
+    plant(users, "    c.first_name,",
+          f"    case when c.customer_id = 'c_00002' then '{key}' else c.first_name end as first_name,")
+    plant(example_project / "models" / "order_events.sql", "    o.channel,",
+          f"    case when o.order_id = 'o_0000003' then 'via {token}' else o.channel end as channel,")
+    plant(example_project / "models" / "gdpr_deletes.sql", "select",
+          f"select '{key}' as customer_id, null as requested_at union all select")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    outputs: list[str] = []
+    with running_sandbox(api_key=key) as sandbox:
+        from engine.demo import PRODUCTS_CATALOG
+
+        r = requests.post(f"{sandbox.url}/catalogs", json=PRODUCTS_CATALOG, headers=sandbox.headers, timeout=10)
+        assert r.status_code == 201
+        env = {**os.environ, "BRAZE_REST_ENDPOINT": sandbox.url, "BRAZE_API_KEY": key,
+               "REFLOW_SECRET_TOKEN": token}
+
+        def step(expect: int, *args: str) -> str:
+            code, out, err = reflow(example_project, env, *args)
+            outputs.extend([out, err])
+            assert code == expect, (args, out, err)
+            return out
+
+        step(0, "validate")
+        step(0, "--debug", "compile", "braze_users")
+        text = step(0, "plan", "--html", str(exports / "plan.html"))
+        assert "2 row(s) hold a secret value" in text or "1 row(s) hold a secret value" in text, text
+        plan = json.loads(step(0, "plan", "--json"))
+        invalid = {(s["name"], i["key"]): i["reason"] for s in plan["syncs"] for i in s["invalid_samples"]}
+        assert invalid[("braze_users", "c_00002")].startswith("first_name: holds a secret value"), invalid
+        assert invalid[("order_events", "o_0000003")].startswith("properties.channel: holds a secret value") \
+            or invalid[("order_events", "o_0000003")].startswith("channel: holds a secret value"), invalid
+        assert invalid[("gdpr_deletes", "***")].startswith("the primary key"), invalid
+        step(0, "plan", "--format", "markdown")
+        for fmt in ("json", "jsonl", "csv", "table"):
+            step(0, "show", "--format", fmt, "--limit", "0")
+        step(0, "show", "--op", "invalid", "--html", str(exports / "show.html"))
+        step(3, "apply", "--yes")                                  # the refused rows stay pending
+        for args in (("status",), ("history", "--json"), ("errors", "--json"), ("errors",)):
+            step(0, *args)
+        step(1, "--debug", "apply", "--yes")                      # already applied: a traceback
+        assert "Traceback" in outputs[-1]
+        step(3, "--debug", "run")
+        step(0, "state", "backup", str(exports / "backup.duckdb"))
+        with sandbox.store.lock:
+            received = json.dumps(sandbox.store.to_json(), default=str)
+    assert sandbox.stats()["requests_total"] > 0 and "c_00001" in received
+    written = [p for p in (*example_project.rglob("*"), *exports.rglob("*")) if p.is_file()]
+    assert {"state.duckdb", "plan.html", "show.html", "backup.duckdb"} <= {p.name for p in written}
+    for secret in (key, token):
+        assert not [o for o in outputs if secret in o], "a secret appeared in the output"
+        assert secret not in received, "a secret was sent to Braze"
+        leaked = [str(p) for p in written if secret.encode() in p.read_bytes() and p.suffix != ".sql"]
+        assert not leaked, f"a secret was written to {leaked}"
+
+
+def test_an_unexpected_error_holding_a_key_is_scrubbed_even_with_debug(capsys, monkeypatch):
+    """An exception text (a library's, say) that holds a registered key: the one-line error and the
+    --debug traceback (its chained causes too) are scrubbed."""
+    from engine import cli
+
+    key = fresh_key()
+    register_secret(key)
+
+    def boom(args: object) -> int:
+        try:
+            raise ValueError(f"inner {key}")
+        except ValueError as exc:
+            raise RuntimeError(f"connect to https://x/?api_key={key} failed") from exc
+
+    monkeypatch.setattr(cli, "_validate", boom)
+    for argv in (["validate"], ["--debug", "validate"]):
+        assert cli.main(argv) == 1
+        out, err = capsys.readouterr()
+        assert key not in out + err and "***" in err, err
+    assert "Traceback" in err and "inner ***" in err
+
+
+def test_output_split_across_writes_is_scrubbed():
+    from engine.errors import ScrubbedStream
+
+    key = fresh_key()
+    register_secret(key)
+
+    class Sink:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> int:
+            self.text += text
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    sink = Sink()
+    stream = ScrubbedStream(sink)          # type: ignore[arg-type]
+    stream.write(f"a {key[:7]}")
+    stream.write(f"{key[7:]} b\nc {key}")
+    stream.flush()
+    assert sink.text == "a *** b\nc ***"
+
+
+def test_a_dbt_profile_password_is_a_secret(tmp_path, monkeypatch):
+    """The password of a dbt profile's target (here from an env var) is registered as the project loads,
+    and a Reflow model cannot read its env var."""
+    password = fresh_key()
+    monkeypatch.setenv("SHOP_PG_PASSWORD", password)
+    monkeypatch.setenv("BRAZE_API_KEY", fresh_key())
+    monkeypatch.delenv("DBT_PROFILES_DIR", raising=False)
+    root = tmp_path / "shop"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "fixtures" / "dbt_shop", root)
+    plant(root / "dbt_project.yml", "model-paths: [models]", "model-paths: [models/marts, models/staging]")
+    project = load_project(root)
+    assert scrub(f"x {password} y") == "x *** y"
+    assert project.secret_env_vars["SHOP_PG_PASSWORD"] == "profiles.yml: dbt_shop.outputs.pg.password"
+    (root / "models" / "leak.sql").write_text("select '{{ env_var(\"SHOP_PG_PASSWORD\") }}' as customer_id")
+    with pytest.raises(RenderError) as caught:
+        render_model(project, "leak")
+    assert caught.value.message == ("models/leak.sql:1: env_var('SHOP_PG_PASSWORD') feeds a secret "
+                                    "(profiles.yml: dbt_shop.outputs.pg.password) and cannot be read by a model")
+
+
+def test_a_baseline_first_run_records_no_row_holding_a_secret(example_project):
+    """first_run: baseline records rows in SQL without payloads: a row holding a secret is refused there too."""
+    key = fresh_key()
+    plant(example_project / "models" / "braze_users.sql", "    c.first_name,",
+          f"    case when c.customer_id = 'c_00002' then 'x{key}x' else c.first_name end as first_name,")
+    plant(example_project / "syncs" / "braze_users.yml", "first_run: send_all", "first_run: baseline")
+    env = {**os.environ, "BRAZE_REST_ENDPOINT": "http://127.0.0.1:9", "BRAZE_API_KEY": key}
+    code, out, err = reflow(example_project, env, "plan", "--select", "braze_users", "--json")
+    assert code == 0, err
+    [users] = json.loads(out)["syncs"]
+    assert users["invalid"] == 1 and users["invalid_samples"][0]["key"] == "c_00002", users
+    assert users["invalid_samples"][0]["reason"].startswith("first_name: holds a secret value")
+    state = example_project / ".reflow" / "state.duckdb"
+    assert key not in out + err and key.encode() not in state.read_bytes()

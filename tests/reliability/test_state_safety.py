@@ -164,6 +164,9 @@ def test_full_disk_while_applying_never_loses_an_acknowledgement(cli, braze_env,
         assert code in (0, 1, 3), out + err
         if code == 1:
             assert "cannot write the state file" in err and "No space left" in err, err
+            assert "the next run sends" in err and "Nothing is lost" not in err, err
+        code, out, _ = cli("history", "--json")         # the run ended with its reason, not "running"
+        assert code == 0 and not [r for r in json.loads(out) if r["status"] == "running"], out
         remount(folder, "size=256m")
         received = {e["properties"]["order_id"] for e in braze_env.events()}
         recorded = snapshot_count(state_file(example_project), "order_events")

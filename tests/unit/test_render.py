@@ -32,7 +32,8 @@ def render_error(p: Project, name: str) -> str:
 def test_plain_sql_and_trailing_semicolons(tmp_path: Path) -> None:
     p = project(tmp_path, {"a": "select 1 as x;\n\n"})
     m = render_model(p, "a")
-    assert m == RenderedModel(name="a", path=tmp_path / "models" / "a.sql", sql="select 1 as x", refs=(), sources=())
+    assert m == RenderedModel(name="a", path=tmp_path / "models" / "a.sql", sql="select 1 as x", refs=(), sources=(),
+                             file="models/a.sql")
 
 
 def test_ref_to_model_is_inlined_recursively_and_runs(tmp_path: Path) -> None:
