@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("init", _init, "scaffold a working project")
     p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--schemas", action="store_true",
+                   help="only refresh the project's copies of the JSON Schemas (schemas/) after an upgrade")
     cmd("validate", _validate, "check the project file, every sync spec and every model")
     p = cmd("compile", _compile, "print the rendered SQL of a sync's model")
     p.add_argument("sync")
@@ -283,8 +285,11 @@ def confirm(command: str, question: str) -> bool:
 
 def _init(args: argparse.Namespace) -> int:
     from engine import console
-    from engine.scaffold import init_project
+    from engine.scaffold import init_project, write_schemas
 
+    if args.schemas:
+        console.print_lines([f"wrote {p}" for p in write_schemas(Path(args.dir))])
+        return 0
     created = init_project(Path(args.dir))
     console.print_lines([f"created {p}" for p in created] + [
         "", f"Next: cd {args.dir} && reflow validate && reflow plan"])

@@ -11,8 +11,11 @@ from engine.yamlfile import schema_path
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
+SCHEMAS = ("project.schema.json", "sync.schema.json")
 PROJECT_TEMPLATE = """\
-# Reflow project: every key is described in {project_schema}
+# yaml-language-server: $schema=schemas/project.schema.json
+# Reflow project: every key is described in schemas/project.schema.json, a copy of this Reflow
+# version's (`reflow init --schemas` refreshes the copies after an upgrade)
 name: {name}
 warehouse:
   type: duckdb                 # or: {{type: dbt, project_dir: ., target: dev}}
@@ -44,7 +47,7 @@ where orders >= {{ var('min_orders') }}
 """
 
 SYNC_TEMPLATE = """\
-# yaml-language-server: $schema={sync_schema}
+# yaml-language-server: $schema=../schemas/sync.schema.json
 description: Customers with at least one order, as Braze users
 model: braze_users                 # models/braze_users.sql
 primary_key: customer_id
@@ -89,12 +92,11 @@ def init_project(target: Path, name: str | None = None) -> list[Path]:
             "starting with a letter, digit or '_'"
         )
     files = {
-        target / PROJECT_FILE: PROJECT_TEMPLATE.format(
-            name=name, project_schema=schema_path("project.schema.json")
-        ),
+        target / PROJECT_FILE: PROJECT_TEMPLATE.format(name=name),
         target / "models" / "braze_users.sql": MODEL,
-        target / "syncs" / "braze_users.yml": SYNC_TEMPLATE.format(sync_schema=schema_path("sync.schema.json")),
+        target / "syncs" / "braze_users.yml": SYNC_TEMPLATE,
         target / ".gitignore": GITIGNORE,
+        **{target / "schemas" / name: schema_path(name).read_text(encoding="utf-8") for name in SCHEMAS},
     }
     warehouse = target / "warehouse.duckdb"
     existing = [p for p in (*files, warehouse) if p.exists()]
@@ -111,6 +113,21 @@ def init_project(target: Path, name: str | None = None) -> list[Path]:
         created.append(path)
     created.append(_empty_warehouse(warehouse))
     return created
+
+
+def write_schemas(target: Path) -> list[Path]:
+    """Copy this Reflow version's JSON Schemas into `<target>/schemas/`, the relative path the project's
+    files name (so the reference holds on any machine the project is checked out on)."""
+    target = Path(target).expanduser()
+    if not (target / PROJECT_FILE).exists():
+        raise UserError(f"{target} has no {PROJECT_FILE}: run `reflow init` there first")
+    written = []
+    for name in SCHEMAS:
+        path = target / "schemas" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(schema_path(name).read_text(encoding="utf-8"), encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def _empty_warehouse(path: Path) -> Path:

@@ -9,6 +9,7 @@ import pytest
 
 from engine.errors import ProjectError, scrub
 from engine.project import ConnectionConfig, find_project, load_project, resolve_api_key
+from engine.yamlfile import schema_path
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MINIMAL = FIXTURES / "projects" / "minimal"
@@ -316,7 +317,8 @@ def test_init_scaffolds_a_working_project(tmp_path: Path) -> None:
     target = tmp_path / "my project"
     created = init_project(target)
     assert sorted(p.relative_to(target).as_posix() for p in created) == [
-        ".gitignore", "models/braze_users.sql", "reflow_project.yml", "syncs/braze_users.yml", "warehouse.duckdb",
+        ".gitignore", "models/braze_users.sql", "reflow_project.yml", "schemas/project.schema.json",
+        "schemas/sync.schema.json", "syncs/braze_users.yml", "warehouse.duckdb",
     ]
     p = load_project(target)
     assert p.name == "my_project"
@@ -334,8 +336,26 @@ def test_init_scaffolds_a_working_project(tmp_path: Path) -> None:
     ]
     check_columns([spec], lambda s: columns)
     assert ".reflow/" in (target / ".gitignore").read_text()
+    # the files point at the schemas by a path relative to the project: it holds on any machine
     first_line = (target / "syncs" / "braze_users.yml").read_text().splitlines()[0]
-    assert first_line.startswith("# yaml-language-server: $schema=") and first_line.endswith("sync.schema.json")
+    assert first_line == "# yaml-language-server: $schema=../schemas/sync.schema.json"
+    assert (target / "syncs" / "../schemas/sync.schema.json").read_text() == schema_path("sync.schema.json").read_text()
+    project_text = (target / "reflow_project.yml").read_text()
+    assert project_text.startswith("# yaml-language-server: $schema=schemas/project.schema.json\n")
+    assert str(tmp_path) not in project_text and "/schemas/" not in project_text.replace("$schema=schemas/", "")
+
+
+def test_init_schemas_refreshes_the_copies(tmp_path: Path) -> None:
+    from engine.errors import UserError
+    from engine.scaffold import init_project, write_schemas
+
+    init_project(tmp_path, name="x")
+    stale = tmp_path / "schemas" / "sync.schema.json"
+    stale.write_text("{}")
+    write_schemas(tmp_path)
+    assert stale.read_text() == schema_path("sync.schema.json").read_text()
+    with pytest.raises(UserError, match="run `reflow init` there first"):
+        write_schemas(tmp_path / "nowhere")
 
 
 def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
