@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from engine.errors import ProjectError
+from engine.errors import ProjectError, register_secret
+from engine.templates import TemplateProblem, env_var, env_vars_read, is_template, render_text
 
 if TYPE_CHECKING:
     from engine.project import Project
@@ -68,7 +69,6 @@ def _paths(data: dict[str, Any], key: str, default: str) -> tuple[str, ...]:
 
 def _render(text: str) -> str:
     """A profiles.yml value with env_var() rendered (Reflow's own renderer; dbt renders the same)."""
-    from engine.render import TemplateProblem, is_template, render_text
 
     if not is_template(text):
         return text
@@ -79,7 +79,6 @@ def _render(text: str) -> str:
 
 
 def _env_var_any(name: str, default: object = None) -> str:
-    from engine.render import env_var
 
     return env_var(name) if default is None else env_var(name, default)
 
@@ -94,8 +93,6 @@ def profile_secrets(project: Project) -> dict[str, str]:
     choose any): each value is registered with the scrubber now (env_var() rendered when set), and the
     env vars they read are returned (name -> the setting), so that models cannot read them either. A
     profile that cannot be read registers nothing: the command that needs it says why."""
-    from engine.errors import register_secret
-    from engine.render import TemplateProblem, env_vars_read, is_template, render_text
 
     try:
         dbt = load_dbt_project(project)

@@ -73,10 +73,7 @@ def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = ""
 
 
 def render_sync(project: Project, sync: SyncSpec, warehouse: Warehouse) -> RenderedSync:
-    from engine.render import render_model
-
-    model = render_model(project, sync.model, relation_for=warehouse.relation_for,
-                         source_for=warehouse.source_for)
+    model = warehouse.render(project, sync.model)
     return RenderedSync(sync, model.sql, warehouse.definition(project, sync), model.file)
 
 

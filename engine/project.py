@@ -15,7 +15,18 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from engine.dbt_project import profile_secrets
 from engine.errors import Problem, ProjectError, register_secret
+from engine.templates import (
+    TemplateProblem,
+    env_var,
+    env_vars_read,
+    guarded_env_var,
+    is_secret_env_name,
+    is_template,
+    make_var,
+    render_text,
+)
 from engine.yamlfile import Document, dotted, load_schema, read_yaml, validate
 
 PROJECT_FILE = "reflow_project.yml"
@@ -158,7 +169,6 @@ def _secret_settings(value: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
 
 def _read_secret_settings(doc: Document, problems: list[Problem], warnings: list[str]) -> dict[str, str]:
     """Register literal secrets, and map each env var a secret setting reads to that setting's path."""
-    from engine.render import TemplateProblem, env_vars_read, is_template
 
     secret_env: dict[str, str] = {}
     for path, raw in _secret_settings(doc.data):
@@ -190,7 +200,6 @@ def _read_secret_settings(doc: Document, problems: list[Problem], warnings: list
 def _register_secret_values(doc: Document, secret_env: Mapping[str, str]) -> None:
     """Register, now, the value of every secret setting and every secret env var that is set, so that
     no command (validate and plan included) can print them, whether or not it uses them."""
-    from engine.render import TemplateProblem, env_var, is_secret_env_name, is_template, render_text
 
     for name, value in os.environ.items():
         if name in secret_env or is_secret_env_name(name):
@@ -208,7 +217,6 @@ def _render_tree(
     problems: list[Problem], templated: set[tuple[str | int, ...]], failed: set[tuple[str | int, ...]],
 ) -> Any:
     """Render every templated string in `value` (except secret settings, read only when needed)."""
-    from engine.render import TemplateProblem, is_template, render_text
 
     if isinstance(value, dict):
         return {k: _render_tree(v, (*path, k), functions, doc, problems, templated, failed) for k, v in value.items()}
@@ -291,7 +299,6 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
 
 def load_project(root: Path) -> Project:
     """Read, render and validate `<root>/reflow_project.yml`. All problems at once (ProjectError)."""
-    from engine.render import guarded_env_var, make_var
     root = Path(root).expanduser().resolve()
     file = root / PROJECT_FILE
     if not file.is_file():
@@ -339,7 +346,6 @@ def load_project(root: Path) -> Project:
     if problems:
         raise _fail(problems)
     if warehouse.type == "dbt":           # the dbt profile's passwords and tokens are secrets too
-        from engine.dbt_project import profile_secrets
 
         partial = Project(root=root, name=data["name"], warehouse=warehouse, state_path=root / DEFAULT_STATE_PATH)
         secret_env = {**profile_secrets(partial), **secret_env}
@@ -366,7 +372,6 @@ def default_memory_limit(warehouse: WarehouseConfig) -> str:
 
 def resolve_api_key(connection: ConnectionConfig, *, required: bool) -> str | None:
     """Render the connection's api_key now. Missing → ProjectError naming the env var (if required)."""
-    from engine.render import TemplateProblem, env_var, is_template, render_text
 
     name = connection.name
     template = connection.api_key_template

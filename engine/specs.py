@@ -17,8 +17,8 @@ from typing import Any
 
 from engine.dbt_project import dbt_model_files
 from engine.errors import Problem, RenderError, SpecError, UserError
+from engine.models import find_model, list_models
 from engine.project import PROJECT_FILE, Project
-from engine.render import find_model, list_models
 from engine.yamlfile import Document, did_you_mean, dotted, load_schema, read_yaml, validate
 
 OBJECTS = ("users", "events", "purchases", "catalog_items", "subscription_groups", "user_deletes")

@@ -21,12 +21,11 @@ SUBSCRIPTION_GROUP = "5b7b9a4e-1c43-4e7a-9f3b-2d5f0c8e1a11"
 def model_rows(project: Path, model: str) -> list[dict[str, Any]]:
     """Rows of a model of the project, as the planner would read them."""
     from engine.project import load_project
-    from engine.render import render_model
     from engine.warehouse.duckdb import DuckDBWarehouse
 
     proj = load_project(project)
     wh = DuckDBWarehouse(proj)
-    sql = render_model(proj, model, relation_for=wh.relation_for, source_for=wh.source_for).sql
+    sql = wh.render(proj, model).sql
     con = duckdb.connect(":memory:")
     wh.attach(con)
     cur = con.execute(f"select * from ({sql})")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 import duckdb
 
 if TYPE_CHECKING:
+    from engine.models import RenderedModel
     from engine.project import Project
     from engine.specs import SyncSpec
 
@@ -19,6 +20,9 @@ class Warehouse(Protocol):
 
     def source_for(self, schema: str, table: str) -> str:
         """SQL for `source(schema, table)`."""
+
+    def render(self, project: Project, model: str) -> RenderedModel:
+        """A model rendered with this warehouse's names, target and compiler (models.render_model)."""
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """Make the warehouse readable from `con` (read-only)."""

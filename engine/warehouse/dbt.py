@@ -30,6 +30,7 @@ import yaml
 
 from engine.dbt_project import DbtProject, fingerprint, load_dbt_project
 from engine.errors import ProjectError, RenderError, WarehouseError, contains_secret, scrub
+from engine.models import RenderedModel, render_model
 from engine.project import PROJECT_FILE, Project
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
@@ -193,15 +194,18 @@ class DbtWarehouse:
             raise RenderError(f"source('{schema}', '{table}'): not declared in the dbt project's sources")
         return node.relation_name
 
+    def render(self, project: Project, model: str) -> RenderedModel:
+        """A model rendered on dbt's names and target; what needs dbt (macros) compiled by dbt."""
+        return render_model(project, model, relation_for=self.relation_for, source_for=self.source_for,
+                            target=self.target_context(), compile_inline=self.compile_inline)
+
     def target_context(self) -> dict[str, str]:
         """`target` in Reflow's own templates: the dbt target's name and adapter type."""
         return {"name": self.dbt.target, "type": self.manifest().adapter_type, "profile_name": self.dbt.profile}
 
     def reads(self, project: Project, spec: SyncSpec) -> list[Node]:
         """The dbt models, seeds, snapshots and sources a sync reads (from its rendered SQL)."""
-        from engine.render import render_model
-
-        sql = render_model(project, spec.model, relation_for=self.relation_for, source_for=self.source_for).sql
+        sql = self.render(project, spec.model).sql
         return self.manifest().relations_in(sql)
 
     def definition(self, project: Project, sync: SyncSpec) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from engine.errors import WarehouseError
+from engine.models import RenderedModel, render_model
 from engine.project import Project
 from engine.warehouse.guard import check_model_sql
 
@@ -30,6 +31,9 @@ class DuckDBWarehouse:
 
     def source_for(self, schema: str, table: str) -> str:
         return f"{quote(self.name)}.{quote(schema)}.{quote(table)}"
+
+    def render(self, project: Project, model: str) -> RenderedModel:
+        return render_model(project, model, relation_for=self.relation_for, source_for=self.source_for)
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         if not self.path.exists():

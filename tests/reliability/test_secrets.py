@@ -30,8 +30,8 @@ from engine.errors import (
     scrub,
     scrub_value,
 )
+from engine.models import render_model
 from engine.project import SECRET_FIELDS, load_project
-from engine.render import render_model
 from engine.sandbox.testing import running_sandbox
 
 pytestmark = pytest.mark.e2e
@@ -230,7 +230,9 @@ def test_sql_that_dbt_compiled_for_a_model_is_refused_when_it_holds_a_secret(tmp
 
     root = minimal(tmp_path / "p", "select {{ leak_it() }} as customer_id")
     with pytest.raises(RenderError) as caught:
-        render_model(load_project(root), "braze_users", relation_for=DbtWarehouse().relation_for)
+        dbt = DbtWarehouse()
+        render_model(load_project(root), "braze_users", relation_for=dbt.relation_for,
+                     compile_inline=dbt.compile_inline)
     assert caught.value.message == (
         "models/braze_users.sql: the SQL dbt compiled contains a secret (the value of a secret setting or "
         "environment variable); a model cannot read secrets")

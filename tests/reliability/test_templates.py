@@ -18,8 +18,9 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from engine.errors import ProjectError, RenderError
+from engine.models import render_model
 from engine.project import load_project
-from engine.render import DEFAULT_RENDER_TIMEOUT, TemplateProblem, render_model, render_text
+from engine.templates import DEFAULT_RENDER_TIMEOUT, TemplateProblem, render_text
 
 MINIMAL = Path(__file__).resolve().parent.parent / "fixtures" / "projects" / "minimal"
 BUDGET = 1.0                      # seconds, via REFLOW_RENDER_TIMEOUT

@@ -82,7 +82,7 @@ def _standin_renderer() -> Callable[[str], str]:
 
 @functools.cache
 def _renderer() -> Callable[[str], str]:
-    render = importlib.import_module("engine.render") if importlib.util.find_spec("engine.render") else None
+    render = importlib.import_module("engine.models") if importlib.util.find_spec("engine.models") else None
     project = importlib.import_module("engine.project")
     if render is None or not hasattr(render, "render_model") or not hasattr(project, "load_project"):
         return _standin_renderer()

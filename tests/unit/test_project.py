@@ -310,7 +310,7 @@ def test_minimal_fixture() -> None:
 def test_init_scaffolds_a_working_project(tmp_path: Path) -> None:
     import duckdb
 
-    from engine.render import render_model
+    from engine.models import render_model
     from engine.scaffold import init_project
     from engine.specs import check_columns, load_syncs
 

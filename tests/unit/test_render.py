@@ -8,8 +8,8 @@ import duckdb
 import pytest
 
 from engine.errors import RenderError, WarehouseError
+from engine.models import RenderedModel, find_model, list_models, render_model
 from engine.project import Project, WarehouseConfig
-from engine.render import RenderedModel, find_model, list_models, render_model
 
 
 def project(root: Path, models: dict[str, str], vars: dict[str, object] | None = None) -> Project:

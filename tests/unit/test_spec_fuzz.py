@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ProjectError, RenderError, SpecError, UserError
+from engine.models import render_model
 from engine.project import Project, load_project
-from engine.render import render_model
 from engine.specs import SyncSpec, load_syncs
 
 MINIMAL = Path(__file__).resolve().parent.parent / "fixtures" / "projects" / "minimal"

@@ -1,8 +1,8 @@
-"""Jinja rendering of models (`models/**/<name>.sql`) and of templated settings.
+"""Jinja templates: the sandbox every model and templated setting renders in, and the functions
+templates may call (`env_var`, `var`). Imports nothing of Reflow but errors.
 
-The only module that imports jinja2. Templates run in a `SandboxedEnvironment` with
-`StrictUndefined`: an unknown name, a missing var or env var, or an attempt to reach Python
-internals stops rendering with `models/<file>.sql:<line>: <what went wrong>`.
+Templates run in a `SandboxedEnvironment` with `StrictUndefined`: an unknown name, a missing var or env
+var, or an attempt to reach Python internals stops rendering with a located message.
 
 Secrets: an environment variable that feeds a secret setting of the project (`Project.secret_env_vars`,
 e.g. BRAZE_API_KEY for connections.braze.api_key), or whose name starts with REFLOW_SECRET_ or
@@ -12,15 +12,6 @@ Budgets: a render stops after REFLOW_RENDER_TIMEOUT seconds (default 10) and whe
 more than 50 MB. The deadline is checked inside the sandbox (every call, attribute and item lookup,
 operator, filter or test applied per item, long loop's iteration and buffer join), not with signals,
 so it works off the main thread too.
-
-    ref('model')          another model in models/: inlined as a parenthesised subquery
-    ref('table')          a warehouse table: relation_for(name), else "main"."table"
-    source('s', 't')      source_for(s, t), else "s"."t"
-    var('x', default)     project vars
-    env_var('X', default) environment
-    config(...)           captured into RenderedModel.config; renders ''
-    is_incremental()      False
-    target                {name: 'reflow', type: 'duckdb'}
 """
 
 from __future__ import annotations
@@ -29,24 +20,17 @@ import functools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from time import monotonic
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from jinja2.utils import generate_lorem_ipsum
 
-from engine.errors import ReflowError, RenderError, contains_secret
+from engine.errors import RenderError
 
-if TYPE_CHECKING:
-    from engine.project import Project
-
-MODELS_DIR = "models"
-MAX_MODEL_BYTES = 5_000_000
 _MAX_REPEAT = 10_000_000        # longest string/list a template may build with `*`
 _MAX_EXPONENT = 1024
 _MAX_LIPSUM = 100               # paragraphs lipsum() may generate (one call, no budget check inside)
@@ -258,7 +242,7 @@ def _bounded_lipsum(lipsum: Callable[..., str]) -> Callable[..., str]:
     return bounded
 
 
-def _environment(timeout: float | None = None) -> _Sandbox:
+def sandbox_environment(timeout: float | None = None) -> _Sandbox:
     return _Sandbox(
         timeout=render_timeout() if timeout is None else timeout,
         undefined=StrictUndefined,
@@ -268,7 +252,7 @@ def _environment(timeout: float | None = None) -> _Sandbox:
     )
 
 
-def _render_within_budget(env: _Sandbox, template: Any, context: Mapping[str, object]) -> str:
+def render_within_budget(env: _Sandbox, template: Any, context: Mapping[str, object]) -> str:
     """template.render(context), stopping when the output passes the size budget."""
     parts: list[str] = []
     size = 0
@@ -337,7 +321,7 @@ def env_vars_read(template: str | nodes.Template) -> list[EnvVarUse]:
     """Every `env_var(...)` call in a template (TemplateProblem on a syntax error)."""
     if isinstance(template, str):
         try:
-            template = _environment(DEFAULT_RENDER_TIMEOUT).parse(template)
+            template = sandbox_environment(DEFAULT_RENDER_TIMEOUT).parse(template)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(f"template syntax error: {exc.message}") from None
     uses: list[EnvVarUse] = []
@@ -368,11 +352,11 @@ def make_var(values: Mapping[str, object]) -> Callable[..., object]:
 
 def render_text(text: str, functions: Mapping[str, object]) -> str:
     """Render one templated setting. Raises TemplateProblem with an unlocated message."""
-    env = _environment()
+    env = sandbox_environment()
     try:
         template = env.from_string(text)
         env.start()
-        return _render_within_budget(env, template, functions)
+        return render_within_budget(env, template, functions)
     except TemplateProblem:
         raise
     except TemplateSyntaxError as exc:
@@ -382,265 +366,19 @@ def render_text(text: str, functions: Mapping[str, object]) -> str:
     except UndefinedError as exc:
         raise TemplateProblem(str(exc.message)) from None
     except Exception as exc:  # a user template can fail in any way
-        raise TemplateProblem(_describe(exc)) from None
+        raise TemplateProblem(describe_error(exc)) from None
 
 
 def check_syntax(text: str) -> None:
     """Parse a template without rendering it; TemplateProblem on a syntax error."""
     try:
-        _environment(DEFAULT_RENDER_TIMEOUT).parse(text)
+        sandbox_environment(DEFAULT_RENDER_TIMEOUT).parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message}") from None
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "template recursion is too deep"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-# ---------------------------------------------------------------- models
-
-
-@dataclass(frozen=True)
-class RenderedModel:
-    name: str
-    path: Path
-    sql: str
-    refs: tuple[str, ...]                       # every ref() name used (models and tables), transitively
-    sources: tuple[tuple[str, str], ...]        # every source() used, transitively
-    config: Mapping[str, object] = field(default_factory=dict)   # config(...) of this model
-    file: str = ""                              # `path` as errors name it: relative to the project
-
-
-def _scan(project: Project) -> dict[str, list[Path]]:
-    from engine.dbt_project import dbt_model_dirs
-
-    root = project.root / MODELS_DIR
-    found: dict[str, list[Path]] = {}
-    if not root.is_dir():
-        return found
-    dbt_dirs = dbt_model_dirs(project)      # a dbt project's models are relations, not Reflow models
-    for path in sorted(root.rglob("*.sql")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if dbt_dirs and any(path.resolve().is_relative_to(d) for d in dbt_dirs):
-            continue
-        found.setdefault(path.stem, []).append(path)
-    return found
-
-
-def _rel(project: Project, path: Path) -> str:
-    try:
-        return path.relative_to(project.root).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _unique(project: Project, name: str, paths: list[Path]) -> Path:
-    if len(paths) > 1:
-        where = " and ".join(_rel(project, p) for p in paths)
-        raise RenderError(f"two models are named '{name}': {where}; model names must be unique")
-    return paths[0]
-
-
-def list_models(project: Project) -> dict[str, Path]:
-    """Every model: name (file stem) -> path. Two files with one name → RenderError."""
-    return {name: _unique(project, name, paths) for name, paths in _scan(project).items()}
-
-
-def find_model(project: Project, name: str) -> Path | None:
-    """models/**/<name>.sql, or None."""
-    paths = _scan(project).get(name)
-    return _unique(project, name, paths) if paths else None
-
-
-class _Config:
-    """`config(materialized='view')` records settings; `config.get('x', default)` reads them."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, object] = {}
-
-    def __call__(self, *args: object, **kwargs: object) -> str:
-        for arg in args:
-            if isinstance(arg, Mapping):
-                self.values.update({str(k): v for k, v in arg.items()})
-        self.values.update(kwargs)
-        return ""
-
-    def get(self, key: str, default: object = None) -> object:
-        return self.values.get(key, default)
-
-
-def _template_line(exc: BaseException, filename: str) -> int | None:
-    line = None
-    tb: TracebackType | None = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
-class _ModelRenderer:
-    def __init__(
-        self,
-        project: Project,
-        relation_for: Callable[[str], str] | None,
-        source_for: Callable[[str, str], str] | None,
-    ) -> None:
-        self.project = project
-        self.models = _scan(project)
-        self.relation_for = relation_for
-        self.source_for = source_for
-        # a dbt warehouse names its own target ({name, type}); anything else it lacks goes to dbt compile
-        owner_target = getattr(getattr(relation_for, "__self__", None), "target_context", None)
-        self.target = owner_target() if callable(owner_target) else {"name": "reflow", "type": "duckdb",
-                                                                       "schema": "main"}
-        self.env = _environment()         # one budget for the model and everything it ref()s
-        self.env.output_name = "SQL"
-        self.env_var = guarded_env_var(project.secret_env_vars, "a model")
-        self.refs: list[str] = []
-        self.sources: list[tuple[str, str]] = []
-
-    def render(self, name: str, stack: tuple[str, ...]) -> tuple[Path, str, dict[str, object]]:
-        paths = self.models.get(name)
-        if not paths and not stack and self.relation_for is not None:
-            from engine.dbt_project import dbt_model_files
-
-            dbt_file = dbt_model_files(self.project).get(name)
-            if dbt_file is not None:         # a sync reading a dbt model: read the relation dbt built
-                return dbt_file, f"select * from {self.relation_for(name)}", {}
-        if not paths:
-            raise RenderError(f"no model '{name}' in {MODELS_DIR}/ (expected {MODELS_DIR}/{name}.sql)")
-        path = _unique(self.project, name, paths)
-        rel = _rel(self.project, path)
-        if name in stack:
-            raise RenderError(f"{rel}: ref() cycle: {' -> '.join((*stack, name))}")
-        source = self._read(path, rel)
-        config = _Config()
-        context = {
-            "ref": lambda *args, **kwargs: self._ref((*stack, name), *args, **kwargs),
-            "source": self._source,
-            "var": make_var(self.project.vars),
-            "env_var": self.env_var,
-            "config": config,
-            "is_incremental": lambda: False,
-            "target": self.target,
-        }
-        filename = str(path.resolve())
-        try:
-            tree = self.env.parse(source, rel, filename)
-            if "env_var" in source:
-                self._refuse_secret_env_vars(tree, rel)
-            code = self.env.compile(tree, name=rel, filename=filename)
-            template = self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
-            text = _render_within_budget(self.env, template, context)
-        except ReflowError:
-            raise  # from a ref()'d model (already located), or from relation_for/source_for
-        except TemplateSyntaxError as exc:
-            raise RenderError(f"{rel}:{exc.lineno}: template syntax error: {exc.message}") from None
-        except UndefinedError as exc:
-            compile_inline = getattr(getattr(self.relation_for, "__self__", None), "compile_inline", None)
-            if compile_inline is None:         # a dbt warehouse compiles what needs dbt (macros, adapter.*)
-                line = _template_line(exc, filename)
-                raise RenderError(f"{f'{rel}:{line}' if line else rel}: {exc.message}") from None
-            text = compile_inline(source, rel)
-            if contains_secret(text):          # dbt rendered it: Reflow's env_var() guard did not run
-                raise RenderError(f"{rel}: the SQL dbt compiled contains a secret (the value of a secret setting "
-                                  "or environment variable); a model cannot read secrets") from None
-        except BudgetExceeded as exc:
-            exc.line = exc.line or _template_line(exc, filename)
-            raise RenderError(exc.located(rel)) from None
-        except Exception as exc:  # a user template can fail in any way
-            line = _template_line(exc, filename)
-            where = f"{rel}:{line}" if line else rel
-            if isinstance(exc, TemplateProblem):
-                message = exc.message
-            elif isinstance(exc, SecurityError):
-                message = f"unsafe template access refused: {exc}"
-            elif isinstance(exc, UndefinedError):
-                message = str(exc.message)
-            else:
-                message = _describe(exc)
-            raise RenderError(f"{where}: {message}") from None
-        sql = text.strip()
-        while sql.endswith(";"):
-            sql = sql[:-1].rstrip()
-        if not sql:
-            raise RenderError(f"{rel}: the model renders to empty SQL")
-        return path, sql, config.values
-
-    def _refuse_secret_env_vars(self, tree: nodes.Template, rel: str) -> None:
-        """Before anything runs: an env_var('NAME') naming a secret, even in a branch never taken.
-        (Names computed while rendering are refused by the guarded env_var itself.)"""
-        for use in env_vars_read(tree):
-            problem = use.name and secret_env_problem(use.name, self.project.secret_env_vars, "a model")
-            if problem:
-                raise RenderError(f"{rel}:{use.line}: {problem}")
-
-    def _read(self, path: Path, rel: str) -> str:
-        try:
-            if path.stat().st_size > MAX_MODEL_BYTES:
-                raise RenderError(f"{rel}: model file is larger than 5 MB")
-            return path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise RenderError(f"{rel}: not valid UTF-8 text") from None
-        except OSError as exc:
-            raise RenderError(f"{rel}: cannot read model: {exc.strerror or exc}") from None
-
-    def _ref(self, stack: tuple[str, ...], *args: object, **kwargs: object) -> str:
-        kwargs.pop("version", None)
-        kwargs.pop("v", None)
-        if kwargs or not 1 <= len(args) <= 2 or not all(isinstance(a, str) and a for a in args):
-            raise TemplateProblem("ref() takes a model or table name, e.g. ref('customers')")
-        name = str(args[-1])
-        if name not in self.refs:
-            self.refs.append(name)
-        if name in self.models:
-            _, sql, _ = self.render(name, stack)
-            return f"(\n{sql}\n)"
-        if self.relation_for is not None:
-            return self.relation_for(name)
-        return f"{quote('main')}.{quote(name)}"
-
-    def _source(self, *args: object) -> str:
-        if len(args) != 2 or not all(isinstance(a, str) and a for a in args):
-            raise TemplateProblem("source() takes a source and a table name, e.g. source('shop', 'orders')")
-        schema, table = str(args[0]), str(args[1])
-        if (schema, table) not in self.sources:
-            self.sources.append((schema, table))
-        if self.source_for is not None:
-            return self.source_for(schema, table)
-        return f"{quote(schema)}.{quote(table)}"
-
-
-def render_model(
-    project: Project,
-    name: str,
-    *,
-    relation_for: Callable[[str], str] | None = None,
-    source_for: Callable[[str, str], str] | None = None,
-) -> RenderedModel:
-    """Render models/**/<name>.sql into SQL the warehouse can run."""
-    renderer = _ModelRenderer(project, relation_for, source_for)
-    renderer.env.start()
-    try:
-        path, sql, config = renderer.render(name, ())
-    except RecursionError:
-        raise RenderError(f"model '{name}': ref() nesting is too deep") from None
-    return RenderedModel(
-        name=name,
-        path=path,
-        sql=sql,
-        refs=tuple(renderer.refs),
-        sources=tuple(renderer.sources),
-        config=dict(config),
-        file=_rel(project, path),
-    )
