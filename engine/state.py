@@ -36,11 +36,9 @@ after a crash. Until then the snapshot is the last folded one plus `acks`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -50,7 +48,10 @@ from typing import Any
 
 import duckdb
 
-from engine.errors import LockError, StateError
+from engine.errors import LockError, StateError, StateGoneError
+from engine.live_status import RUNS as LIVE_RUNS
+from engine.live_status import LiveStatus
+from engine.state_lock import StateLock, describe_holder, file_change, read_holder
 
 SCHEMA_VERSION = 3
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
@@ -124,57 +125,6 @@ class SyncState:
         return f"{DB}.snap_{self.id}"
 
 
-class StateLock:
-    """An exclusive lock on the state file, held by one process, naming its holder.
-
-    A second process gets a LockError naming the holder's pid and start time. The OS
-    releases the lock when the holder dies (even with SIGKILL), so no stale locks."""
-
-    def __init__(self, state_path: Path, command: str) -> None:
-        self.path = Path(str(state_path) + ".lock")
-        self.command = command
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot open the state lock {self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LockError(
-                f"the state file is in use by another reflow run ({holder}); "
-                "wait for it to finish, or stop it"
-            ) from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                "started_at": now().isoformat(timespec="seconds") + "Z"}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                os.close(self._fd)
-            self._fd = None
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        info = {}
-    if not info:
-        return "holder unknown"
-    return f"pid {info.get('pid')} on {info.get('host')}, `reflow {info.get('command')}` started {info.get('started_at')}"
-
-
 class State:
     """An open state file. Use `State.open(...)` as a context manager."""
 
@@ -183,6 +133,9 @@ class State:
         self.path = path
         self._lock = lock
         self._has_tables = False
+        self._file: os.stat_result | None = None     # a writer's state file, as opened (see `moved`)
+        self._live = LiveStatus(path, lock.holder) if lock else None
+        self._live_syncs: dict[str, dict[str, Any]] | None = None
 
     # ---------------------------------------------------------------- opening
 
@@ -197,18 +150,84 @@ class State:
             con = _connect(path, memory_limit=memory_limit, read_only=read_only)
             state = cls(con, path, lock)
             try:
+                if lock:
+                    state._file = os.stat(path)
                 state._migrate(read_only=read_only)
                 if not read_only:
                     state.recover()             # runs a dead process left `running`
                     state.fold_acks()           # what a crashed apply recorded but did not fold
+                    state.publish()
                 yield state
+                state.check_in_place()          # the last commits reached the file a later run opens
+            except StateGoneError as exc:
+                raise StateGoneError(f"{exc.message}. {state._rescue()}") from None
             except (duckdb.IOException, duckdb.TransactionException) as exc:
+                moved = state.moved()
+                if moved:
+                    raise StateGoneError(f"{moved}. {state._rescue()}") from exc
                 raise _io_problem(path, exc) from exc
             finally:
+                if state._live:
+                    state._live.remove()
                 con.close()
         finally:
             if lock:
                 lock.release()
+
+    def moved(self) -> str | None:
+        """For a writer: None while the state file and the lock files are the ones it opened (by path);
+        else which was deleted or replaced."""
+        if self._lock is None or self._file is None:
+            return None
+        change = file_change(self.path, self._file)
+        return f"the state file {self.path} was {change}" if change else self._lock.moved()
+
+    def check_in_place(self) -> None:
+        """StateGoneError when the state file or a lock file was deleted or replaced since this writer
+        opened them: what it commits would reach no later run, and a second run may start beside it.
+        Called after each commit of a run (two stat calls)."""
+        moved = self.moved()
+        if moved:
+            raise StateGoneError(moved)
+
+    def _rescue(self) -> str:
+        """The state file was deleted or replaced under this writer: keep DuckDB from touching the files now
+        at its path when it closes, and save what this connection still holds next to it. A sentence
+        saying where, and what to do, for the error."""
+        if self._file is None or file_change(self.path, self._file) is None:
+            return "The state file is intact: nothing is lost. Run again"
+        with contextlib.suppress(duckdb.Error):
+            # else closing removes `<state>.wal` by path: the write-ahead log of whatever file is there now
+            self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+        from engine.state_backup import rescue_state
+
+        lost = ("the next run sends every row again (events and purchases would reach Braze twice)")
+        try:
+            saved = rescue_state(self)
+        except StateError as exc:
+            return f"Its contents could not be saved ({exc.message}): {lost}"
+        return (f"What the state held, this run included, is saved in {saved}: `reflow state restore {saved}` "
+                f"puts it back and nothing Braze acknowledged is sent again; without it {lost}")
+
+    def publish(self, progress: dict[str, Any] | None = None, *, full: bool = True) -> None:
+        """Write the live status file (engine/live_status.py) for `status` and `history` while this writer
+        holds the state: per-sync counts when `full`, the recent runs, and `progress`. A progress-only
+        write is skipped unless one is due (every half second)."""
+        live = self._live
+        if live is None or (not full and not live.due()):
+            return
+        try:
+            if self.empty:
+                return
+            if full or self._live_syncs is None:
+                self._live_syncs = {
+                    name: {"snapshot_rows": self.snapshot_rows(name), "pending": self.pending_count(name),
+                           "why_pending": self.pending_reason(name)}
+                    for (name,) in self.con.execute(f"SELECT name FROM {DB}.syncs ORDER BY name").fetchall()}
+            runs = self.runs(limit=LIVE_RUNS)
+        except duckdb.Error:        # best effort: the run's own next commit reports a broken state file
+            return
+        live.write(syncs=self._live_syncs, runs=runs, progress=progress)
 
     def _migrate(self, *, read_only: bool) -> None:
         has_meta = self.con.execute(
@@ -638,7 +657,9 @@ def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDB
         con.close()
         text = str(exc)
         if "lock" in text.lower():
-            raise LockError(f"the state file {path} is in use by another process") from exc
+            holder = read_holder(path)
+            who = f"another reflow run ({describe_holder(holder)})" if holder is not None else "another process"
+            raise LockError(f"the state file {path} is in use by {who}") from exc
         raise _io_problem(path, exc) from exc
     except duckdb.Error as exc:
         con.close()
