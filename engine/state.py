@@ -147,6 +147,8 @@ class State:
         if lock:
             lock.acquire()
         try:
+            if lock:
+                _refuse_if_rescued(path)
             con = _connect(path, memory_limit=memory_limit, read_only=read_only)
             state = cls(con, path, lock)
             try:
@@ -196,9 +198,6 @@ class State:
         saying where, and what to do, for the error."""
         if self._file is None or file_change(self.path, self._file) is None:
             return "The state file is intact: nothing is lost. Run again"
-        with contextlib.suppress(duckdb.Error):
-            # else closing removes `<state>.wal` by path: the write-ahead log of whatever file is there now
-            self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
         from engine.state_backup import rescue_state
 
         lost = ("the next run sends every row again (events and purchases would reach Braze twice)")
@@ -206,6 +205,10 @@ class State:
             saved = rescue_state(self)
         except StateError as exc:
             return f"Its contents could not be saved ({exc.message}): {lost}"
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                # else closing removes `<state>.wal` by path: the write-ahead log of whatever file is there now
+                self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
         return (f"What the state held, this run included, is saved in {saved}: `reflow state restore {saved}` "
                 f"puts it back and nothing Braze acknowledged is sent again; without it {lost}")
 
@@ -628,6 +631,19 @@ class State:
             params)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _refuse_if_rescued(path: Path) -> None:
+    """A writer finding no state file where a run saved a rescue copy (its state file was deleted while it
+    ran) stops: starting over would send every row again, events and purchases included."""
+    if path.exists():
+        return
+    rescued = sorted(path.parent.glob(f"{path.stem}-rescued-*{path.suffix or '.duckdb'}"))
+    if rescued:
+        raise StateError(
+            f"there is no state file at {path}, but {rescued[-1]} holds what a run saved when the state file was "
+            f"deleted while it ran: `reflow state restore {rescued[-1]}` goes on from it; move it away to start "
+            "over instead (every row is then sent again, events and purchases included)")
 
 
 def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDBPyConnection:
