@@ -196,7 +196,7 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
             continue
         state.check_in_place()
         state.start_run(outcome.run_id, plan.plan_id, sp.name)
-        state.publish(full=False)
+        state.publish(counts=False)
         started = time.monotonic()
         try:
             destination = destination_for(specs[sp.name])
@@ -475,7 +475,7 @@ class _Checkpointer(threading.Thread):
             if self.progress:
                 self.progress(self.sync, self.done, self.total, self.outcome.requests)
             self.state.publish({"sync": self.sync, "done": self.done, "total": self.total,
-                                "requests": self.outcome.requests}, full=False)
+                                "requests": self.outcome.requests}, counts=False, when_due=True)
             if end:
                 return
 

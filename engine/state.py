@@ -212,17 +212,17 @@ class State:
         return (f"What the state held, this run included, is saved in {saved}: `reflow state restore {saved}` "
                 f"puts it back and nothing Braze acknowledged is sent again; without it {lost}")
 
-    def publish(self, progress: dict[str, Any] | None = None, *, full: bool = True) -> None:
+    def publish(self, progress: dict[str, Any] | None = None, *, counts: bool = True, when_due: bool = False) -> None:
         """Write the live status file (engine/live_status.py) for `status` and `history` while this writer
-        holds the state: per-sync counts when `full`, the recent runs, and `progress`. A progress-only
-        write is skipped unless one is due (every half second)."""
+        holds the state: the recent runs, `progress`, and per-sync counts (counted again when `counts`).
+        With `when_due`, skipped unless the last write is half a second old."""
         live = self._live
-        if live is None or (not full and not live.due()):
+        if live is None or (when_due and not live.due()):
             return
         try:
             if self.empty:
                 return
-            if full or self._live_syncs is None:
+            if counts or self._live_syncs is None:
                 self._live_syncs = {
                     name: {"snapshot_rows": self.snapshot_rows(name), "pending": self.pending_count(name),
                            "why_pending": self.pending_reason(name)}
