@@ -61,6 +61,7 @@ UNKNOWN_JSON = json.dumps(UNKNOWN)
 # plans and runs are ordered by the sequence the state assigns, never by the clock (a clock that jumps
 # must not make an old plan the latest, or prune the one just saved); rows older than schema 3 have none
 NEWEST = "seq DESC NULLS LAST, created_at DESC"
+READER_WAIT = 5.0        # seconds a writer waits for a reader's DuckDB lock on the state file to go
 LEGACY_LAYOUT = "model"      # schema <= 2: snapshots held model columns; converted on the sync's next plan
 FIELDS_LAYOUT = "fields"
 
@@ -160,7 +161,9 @@ class State:
                     state.fold_acks()           # what a crashed apply recorded but did not fold
                     state.publish()
                 yield state
-                state.check_in_place()          # the last commits reached the file a later run opens
+                moved = state.moved()           # did the last commits reach the file a later run opens?
+                if moved:
+                    raise StateGoneError(f"{moved} while `reflow {command}` ran")
             except StateGoneError as exc:
                 raise StateGoneError(f"{exc.message}. {state._rescue()}") from None
             except (duckdb.IOException, duckdb.TransactionException) as exc:
@@ -667,8 +670,18 @@ def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDB
         con.execute("ATTACH ':memory:' AS rstate")
         return con
     mode = " (READ_ONLY)" if read_only else ""
+    # a writer holds the state lock, so DuckDB's own lock can only be held by a reader (`reflow status`,
+    # for a few milliseconds) or another program: a writer waits READER_WAIT seconds for it to go
+    deadline = time.monotonic() + (0 if read_only else READER_WAIT)
     try:
-        con.execute(f"ATTACH '{_sql_str(str(path))}' AS rstate{mode}")
+        while True:
+            try:
+                con.execute(f"ATTACH '{_sql_str(str(path))}' AS rstate{mode}")
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
     except duckdb.IOException as exc:
         con.close()
         text = str(exc)

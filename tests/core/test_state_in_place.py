@@ -175,3 +175,25 @@ def _ino(path: Path) -> int | None:
         return os.stat(path).st_ino
     except FileNotFoundError:
         return None
+
+
+def test_a_writer_waits_for_a_reader_to_let_go_of_the_state_file(lab):
+    """`reflow status` polled while an apply starts: DuckDB's lock held by a reader for a moment does not
+    make the apply fail."""
+    lab.insert_people(3)
+    lab.plan(lab.sync(), MemoryDestination())
+    reader = subprocess.Popen([sys.executable, "-c", f"""
+import duckdb, sys, time
+con = duckdb.connect(":memory:")
+con.execute("ATTACH '{lab.project.state_path}' AS s (READ_ONLY)")
+print("reading", flush=True)
+time.sleep(1)
+con.close()
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        # the reader holds DuckDB's lock now; the writer opens once it lets go (else: LockError)
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        with State.open(lab.project.state_path, command="apply") as state:
+            assert state.sync("people") is not None
+    finally:
+        reader.communicate(timeout=30)
