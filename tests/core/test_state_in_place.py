@@ -197,3 +197,22 @@ con.close()
             assert state.sync("people") is not None
     finally:
         reader.communicate(timeout=30)
+
+
+def test_state_file_deleted_while_planning_is_reported_with_its_rescue(lab):
+    lab.insert_people(5)
+    state = lab.project.state_path
+
+    class Deleting(MemoryDestination):
+        def prepare(self, row):  # type: ignore[no-untyped-def]
+            if state.exists():
+                state.unlink()
+            return super().prepare(row)
+
+    with pytest.raises(StateGoneError, match=rf"the state file {state} was deleted while `reflow plan` ran\. "
+                                             r"What the state held.* is saved in .*state-rescued-"):
+        lab.plan(lab.sync(), Deleting())
+    [saved] = rescued(lab)
+    restore_state(state, saved)
+    with State.open(state, command="test", read_only=True) as st:
+        assert st.latest_plan_id() is not None          # the plan it made is in the rescue
