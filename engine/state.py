@@ -3,7 +3,10 @@
 One DuckDB file (`state_path`), attached as catalog `rstate` to an in-memory DuckDB
 connection so that the planner can attach the warehouse next to it. Schema is
 versioned (`meta.schema_version`) with numbered migrations; a file written by a
-newer Reflow is refused, never rewritten.
+newer Reflow is refused, never rewritten. A writer holds the lock (engine/state_lock.py), stops when the
+state file or a lock file it opened is deleted or replaced (`check_in_place`, after each commit of a
+run; `open` then saves what it holds as a rescue file), and keeps the live status file
+(engine/live_status.py) that `status` and `history` read while it runs.
 
 Tables (all in `rstate.main`):
     meta(key, value)                         schema_version, created_by

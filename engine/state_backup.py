@@ -3,6 +3,8 @@
 A backup is taken under the state lock (no apply can be writing) with DuckDB's own
 `COPY FROM DATABASE`, so it holds whole transactions only. A restore refuses a file that is not a
 Reflow state file or was written by a newer Reflow, and keeps the file it replaces as `<state>.bak`.
+A rescue (`rescue_state`) is the same copy, taken by a run whose state file was deleted or replaced
+under it, from the file it still has open.
 """
 
 from __future__ import annotations
