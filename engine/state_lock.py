@@ -27,6 +27,7 @@ import os
 import socket
 import stat
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from engine.errors import LockError, StateError
 
 _ATTEMPTS = 5       # opens of a lock file that keeps being replaced before giving up
+_PROBE_TRIES = 5    # flock attempts, 10 ms apart, before a lock counts as held by a run
 
 
 class StateLock:
@@ -141,9 +143,7 @@ def _take(path: Path) -> int:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StateError(f"cannot open the state lock {path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _flock(fd):
             holder = _holder_info(fd)
             os.close(fd)
             raise LockError(f"the state file is in use by another reflow run ({describe_holder(holder)}); "
@@ -152,6 +152,19 @@ def _take(path: Path) -> int:
             return fd
         os.close(fd)        # deleted or replaced before we locked it: lock the file the path names now
     raise StateError(f"cannot take the state lock {path}: the file keeps being deleted or replaced")
+
+
+def _flock(fd: int) -> bool:
+    """Take the exclusive flock; False if a run holds it. A reader (`read_holder`) holds a shared one for
+    microseconds: it is waited for, a little, so `reflow status` polled in a loop never refuses a run."""
+    for attempt in range(_PROBE_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < _PROBE_TRIES:
+                time.sleep(0.01)
+    return False
 
 
 def _drop(fd: int) -> None:

@@ -216,3 +216,38 @@ def test_state_file_deleted_while_planning_is_reported_with_its_rescue(lab):
     restore_state(state, saved)
     with State.open(state, command="test", read_only=True) as st:
         assert st.latest_plan_id() is not None          # the plan it made is in the rescue
+
+
+def test_a_reader_probing_the_lock_does_not_refuse_a_run(tmp_path, monkeypatch):
+    """`read_holder` (status, history) takes a shared flock for an instant: a run starting at that instant
+    tries again rather than calling it held."""
+    import fcntl
+
+    from engine import state_lock
+
+    state = tmp_path / ".reflow" / "state.duckdb"
+    real = fcntl.flock
+    probed: list[int] = []
+
+    def flock(fd: int, op: int) -> None:
+        if op & fcntl.LOCK_EX and not probed:
+            probed.append(fd)
+            raise BlockingIOError       # a reader holds it this instant
+        real(fd, op)
+
+    monkeypatch.setattr(state_lock.fcntl, "flock", flock)
+    lock = StateLock(state, "apply")
+    lock.acquire()
+    lock.release()
+    assert probed
+    # held for real, though: refused, naming the holder
+    monkeypatch.setattr(state_lock.fcntl, "flock", real)
+    first, second = StateLock(state, "apply"), StateLock(state, "run")
+    first.acquire()
+    try:
+        with pytest.raises(LockError, match="`reflow apply`"):
+            second.acquire()
+        assert state_lock.read_holder(state) == first.holder
+    finally:
+        first.release()
+    assert state_lock.read_holder(state) is None
