@@ -168,14 +168,14 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
 
 
 def _unrecorded(result: ApplyResult) -> str:
-    """What Braze acknowledged in this apply, which the state file now at its path does not hold."""
+    """What Braze acknowledged in this apply, which the state path (no file, or another one) does not hold."""
     acked = [(o.name, o.acknowledged) for o in result.syncs if o.acknowledged]
     if not acked:
         return "Braze acknowledged no rows in this apply"
     total = sum(n for _, n in acked)
     each = ", ".join(f"{name} {n:,}" for name, n in acked)
-    return (f"Braze acknowledged {total:,} row{'s' if total != 1 else ''} in this apply ({each}) that the file now "
-            "at the state path does not record")
+    return (f"Braze acknowledged {total:,} row{'s' if total != 1 else ''} in this apply ({each}), which the state "
+            "path no longer records")
 
 
 def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
