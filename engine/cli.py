@@ -508,34 +508,65 @@ def _check_connection(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from engine import console
+    from engine.errors import LockError
 
     ctx = Context(args)
     syncs = ctx.syncs()
     rows = []
-    with ctx.state("status", read_only=True) as state:
+    try:
+        with ctx.state("status", read_only=True) as state:
+            for s in syncs:
+                runs = state.runs(s.name, limit=1)
+                rows.append(_status_row(s.name, runs[0] if runs else None, state.snapshot_rows(s.name),
+                                        state.pending_count(s.name), state.pending_reason(s.name)))
+    except LockError as exc:
+        view = _live_view(ctx, exc)
         for s in syncs:
-            runs = state.runs(s.name, limit=1)
-            last = runs[0] if runs else None
-            rows.append({
-                "sync": s.name, "snapshot rows": state.snapshot_rows(s.name),
-                "pending": state.pending_count(s.name),
-                "last run": f"{last['started_at']:%Y-%m-%d %H:%M:%S}" if last else "never",
-                "outcome": last["status"] if last else "-",
-                "why pending": state.pending_reason(s.name),
-            })
+            last = next((r for r in view.runs if r["sync"] == s.name), None)
+            counts = view.syncs.get(s.name, {})
+            rows.append(_status_row(s.name, last, counts.get("snapshot_rows", 0), counts.get("pending", 0),
+                                    counts.get("why_pending")))
+        console.print_lines(console.live_lines(view))
     console.print_lines(console.table(rows, ["sync", "snapshot rows", "pending", "last run", "outcome", "why pending"]))
     return 0
 
 
+def _status_row(sync: str, last: dict[str, Any] | None, snapshot_rows: int, pending: int,
+                why: str | None) -> dict[str, Any]:
+    return {"sync": sync, "snapshot rows": snapshot_rows, "pending": pending,
+            "last run": f"{last['started_at']:%Y-%m-%d %H:%M:%S}" if last else "never",
+            "outcome": last["status"] if last else "-", "why pending": why}
+
+
+def _live_view(ctx: Context, busy: Exception) -> Any:
+    """While another Reflow run holds the state (DuckDB lets no one else open it): the status file that run
+    keeps current (engine/live_status.py). Raises `busy` (the LockError, which names the holder) when there
+    is none (e.g. an older Reflow holds it)."""
+    from engine.live_status import read_live
+
+    view = read_live(ctx.project.state_path)
+    if view is None or not view.published:
+        raise busy
+    return view
+
+
 def _history(args: argparse.Namespace) -> int:
     from engine import console
+    from engine.errors import LockError
 
     ctx = Context(args)
-    with ctx.state("history", read_only=True) as state:
-        runs = state.runs(args.sync, limit=args.limit)
+    try:
+        with ctx.state("history", read_only=True) as state:
+            runs = state.runs(args.sync, limit=args.limit)
+        live = None
+    except LockError as exc:
+        live = _live_view(ctx, exc)
+        runs = [r for r in live.runs if not args.sync or r["sync"] == args.sync][:args.limit]
     if args.json:
         console.print_json([console.run_json(r) for r in runs])
         return 0
+    if live is not None:
+        console.print_lines(console.live_lines(live))
     console.print_table(console.history_rows(runs), console.HISTORY_COLUMNS)
     return 0
 

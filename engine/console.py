@@ -538,6 +538,19 @@ def history_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out_rows
 
 
+def live_lines(view: Any) -> list[str]:
+    """The head of `status`/`history` while another run holds the state: who, how far, and as of when
+    (a live_status.LiveView)."""
+    h = view.holder
+    lines = [f"`reflow {h.get('command')}` is running (pid {h.get('pid')} on {h.get('host')}, started "
+             f"{h.get('started_at')}); figures as of {view.at}, from its status file"]
+    p = view.progress
+    if p:
+        lines.append(f"  sending {p['sync']}: {n(p['done'])} of {n(p['total'])} rows done, "
+                     f"{plural(p['requests'], 'request')}")
+    return lines
+
+
 HISTORY_COLUMNS = ("run", "sync", "started", "duration", "outcome", "acknowledged", "rejected", "pending",
                    "recorded", "requests", "data points")
 

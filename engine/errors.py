@@ -8,7 +8,8 @@
     │   ├── WarehouseError           the model query failed on the warehouse
     │   ├── KeyCheckError            null or duplicate primary keys in a model result
     │   ├── StateError               the state file is unusable (newer version, corrupt, read-only)
-    │   │   └── LockError            another run holds the state lock
+    │   │   ├── LockError            another run holds the state lock
+    │   │   └── StateGoneError       the state file (or its lock) was deleted or replaced while held
     │   ├── PlanError                no plan, unknown plan id, stale plan, plan already applied
     │   └── GuardError               a guard blocked the plan (exit code 4)
     ├── DestinationError             the destination refused the whole sync (bad key, permission, …)
@@ -107,6 +108,11 @@ class StateError(UserError):
 
 class LockError(StateError):
     pass
+
+
+class StateGoneError(StateError):
+    """The state file or a lock file was deleted or replaced (by path) while a run held them: what the
+    run records from then on reaches no later run, so it stops."""
 
 
 class PlanError(UserError):

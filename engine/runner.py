@@ -32,7 +32,16 @@ from engine.destinations.base import (
     Destination,
     RowResult,
 )
-from engine.errors import DestinationError, GuardError, Interrupted, PlanError, ReflowError, StateError, scrub
+from engine.errors import (
+    DestinationError,
+    GuardError,
+    Interrupted,
+    PlanError,
+    ReflowError,
+    StateError,
+    StateGoneError,
+    scrub,
+)
 from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
 from engine.specs import SyncSpec
 from engine.state import DB, State, new_id, now
@@ -168,6 +177,28 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
     recorded first, so a plan with nothing to send still brings the snapshot up to date."""
     stop = stop or threading.Event()
     result = ApplyResult(plan.plan_id, failed=[(f.sync, f.message) for f in plan.failed])
+    try:
+        _apply_syncs(state, plan, specs, destination_for, result, stop, progress, allow_guards)
+        state.check_in_place()          # the last commits reached the file the next run opens
+    except StateGoneError as exc:
+        raise StateGoneError(f"{exc.message} while this apply ran: it stopped. {_unrecorded(result)}") from None
+    return result
+
+
+def _unrecorded(result: ApplyResult) -> str:
+    """What Braze acknowledged in this apply, which the state path (no file, or another one) does not hold."""
+    acked = [(o.name, o.acknowledged) for o in result.syncs if o.acknowledged]
+    if not acked:
+        return "Braze acknowledged no rows in this apply"
+    total = sum(n for _, n in acked)
+    each = ", ".join(f"{name} {n:,}" for name, n in acked)
+    return (f"Braze acknowledged {total:,} row{'s' if total != 1 else ''} in this apply ({each}), which the state "
+            "path no longer records")
+
+
+def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
+                 destination_for: Callable[[SyncSpec], Destination], result: ApplyResult,
+                 stop: threading.Event, progress: ApplyProgress | None, allow_guards: Sequence[str]) -> None:
     blocked = blocked_syncs(plan, allow_guards)
     state.set_plan_status(plan.plan_id, "applying")
     for sp in sorted(plan.syncs, key=lambda s: APPLY_ORDER.get(s.object, 1)):
@@ -181,7 +212,9 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
             continue
         if not sp.has_changes and not _local_rows(state, plan.plan_id, sp):
             continue
+        state.check_in_place()
         state.start_run(outcome.run_id, plan.plan_id, sp.name)
+        state.publish(counts=False)
         started = time.monotonic()
         try:
             destination = destination_for(specs[sp.name])
@@ -202,6 +235,9 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
                         state.set_forgotten(sp.name, [f for f in st.forgotten if f not in mapped])
             finally:
                 destination.close()
+        except StateGoneError as exc:       # recorded in the file this process still has open (rescued)
+            state.finish_run(outcome.run_id, "failed", exc.message)
+            raise
         except DestinationError as exc:
             outcome.error = exc.message
         except ReflowError as exc:      # e.g. a bad connection setting of this sync only
@@ -222,11 +258,11 @@ def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
         status = "failed" if outcome.error else "interrupted" if stop.is_set() else (
             "partial" if outcome.undelivered else "succeeded")
         state.finish_run(outcome.run_id, status, scrub_or_none(outcome.error or outcome.reason))
+        state.publish()
     # a plan is applied once every sync in it went through; otherwise it can be applied again for the
     # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
     done = not result.interrupted and not any(o.error or o.blocked for o in result.syncs)
     state.set_plan_status(plan.plan_id, "applied" if done else "incomplete")
-    return result
 
 
 def scrub_or_none(text: str | None) -> str | None:
@@ -479,6 +515,8 @@ class _Checkpointer(threading.Thread):
                 group.append(nxt)
             try:
                 _checkpoint(self.state, self.plan_id, self.sync, self.outcome, group, append_only=self.append_only)
+                # committed, but to the file a later run opens? (else stop: see State.check_in_place)
+                self.state.check_in_place()
             except BaseException as exc:  # noqa: BLE001 - e.g. a full disk: stop sending, report it
                 self.failure = self.failure or exc
                 # sent, but the outcome is not recorded: the next run sends these rows again
@@ -488,6 +526,8 @@ class _Checkpointer(threading.Thread):
             self.done += sum(len(s.batch.keys) for s, _ in group)
             if self.progress:
                 self.progress(self.sync, self.done, self.total, self.outcome.requests)
+            self.state.publish({"sync": self.sync, "done": self.done, "total": self.total,
+                                "requests": self.outcome.requests}, counts=False, when_due=True)
             if end:
                 return
 

@@ -3,7 +3,10 @@
 One DuckDB file (`state_path`), attached as catalog `rstate` to an in-memory DuckDB
 connection so that the planner can attach the warehouse next to it. Schema is
 versioned (`meta.schema_version`) with numbered migrations; a file written by a
-newer Reflow is refused, never rewritten.
+newer Reflow is refused, never rewritten. A writer holds the lock (engine/state_lock.py), stops when the
+state file or a lock file it opened is deleted or replaced (`check_in_place`, after each commit of a
+run; `open` then saves what it holds as a rescue file), and keeps the live status file
+(engine/live_status.py) that `status` and `history` read while it runs.
 
 Tables (all in `rstate.main`):
     meta(key, value)                         schema_version, created_by
@@ -37,11 +40,9 @@ after a crash. Until then the snapshot is the last folded one plus `acks`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,10 @@ from typing import Any
 
 import duckdb
 
-from engine.errors import LockError, StateError
+from engine.errors import LockError, StateError, StateGoneError
+from engine.live_status import RUNS as LIVE_RUNS
+from engine.live_status import LiveStatus
+from engine.state_lock import StateLock, describe_holder, file_change, read_holder
 
 SCHEMA_VERSION = 3
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
@@ -61,6 +65,7 @@ UNKNOWN_JSON = json.dumps(UNKNOWN)
 # plans and runs are ordered by the sequence the state assigns, never by the clock (a clock that jumps
 # must not make an old plan the latest, or prune the one just saved); rows older than schema 3 have none
 NEWEST = "seq DESC NULLS LAST, created_at DESC"
+READER_WAIT = 5.0        # seconds a writer waits for a reader's DuckDB lock on the state file to go
 LEGACY_LAYOUT = "model"      # schema <= 2: snapshots held model columns; converted on the sync's next plan
 FIELDS_LAYOUT = "fields"
 
@@ -126,57 +131,6 @@ class SyncState:
         return f"{DB}.snap_{self.id}"
 
 
-class StateLock:
-    """An exclusive lock on the state file, held by one process, naming its holder.
-
-    A second process gets a LockError naming the holder's pid and start time. The OS
-    releases the lock when the holder dies (even with SIGKILL), so no stale locks."""
-
-    def __init__(self, state_path: Path, command: str) -> None:
-        self.path = Path(str(state_path) + ".lock")
-        self.command = command
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot open the state lock {self.path}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LockError(
-                f"the state file is in use by another reflow run ({holder}); "
-                "wait for it to finish, or stop it"
-            ) from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                "started_at": now().isoformat(timespec="seconds") + "Z"}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                os.close(self._fd)
-            self._fd = None
-
-
-def _read_holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        info = {}
-    if not info:
-        return "holder unknown"
-    return f"pid {info.get('pid')} on {info.get('host')}, `reflow {info.get('command')}` started {info.get('started_at')}"
-
-
 class State:
     """An open state file. Use `State.open(...)` as a context manager."""
 
@@ -185,6 +139,9 @@ class State:
         self.path = path
         self._lock = lock
         self._has_tables = False
+        self._file: os.stat_result | None = None     # a writer's state file, as opened (see `moved`)
+        self._live = LiveStatus(path, lock.holder) if lock else None
+        self._live_syncs: dict[str, dict[str, Any]] | None = None
 
     # ---------------------------------------------------------------- opening
 
@@ -196,21 +153,92 @@ class State:
         if lock:
             lock.acquire()
         try:
+            if lock:
+                _refuse_if_rescued(path)
             con = _connect(path, memory_limit=memory_limit, read_only=read_only)
             state = cls(con, path, lock)
             try:
+                if lock:
+                    state._file = os.stat(path)
                 state._migrate(read_only=read_only)
                 if not read_only:
                     state.recover()             # runs a dead process left `running`
                     state.fold_acks()           # what a crashed apply recorded but did not fold
+                    state.publish()
                 yield state
+                moved = state.moved()           # did the last commits reach the file a later run opens?
+                if moved:
+                    raise StateGoneError(f"{moved} while `reflow {command}` ran")
+            except StateGoneError as exc:
+                raise StateGoneError(f"{exc.message}. {state._rescue()}") from None
             except (duckdb.IOException, duckdb.TransactionException) as exc:
+                moved = state.moved()
+                if moved:
+                    raise StateGoneError(f"{moved}. {state._rescue()}") from exc
                 raise _io_problem(path, exc) from exc
             finally:
+                if state._live:
+                    state._live.remove()
                 con.close()
         finally:
             if lock:
                 lock.release()
+
+    def moved(self) -> str | None:
+        """For a writer: None while the state file and the lock files are the ones it opened (by path);
+        else which was deleted or replaced."""
+        if self._lock is None or self._file is None:
+            return None
+        change = file_change(self.path, self._file)
+        return f"the state file {self.path} was {change}" if change else self._lock.moved()
+
+    def check_in_place(self) -> None:
+        """StateGoneError when the state file or a lock file was deleted or replaced since this writer
+        opened them: what it commits would reach no later run, and a second run may start beside it.
+        Called after each commit of a run (two stat calls)."""
+        moved = self.moved()
+        if moved:
+            raise StateGoneError(moved)
+
+    def _rescue(self) -> str:
+        """The state file was deleted or replaced under this writer: keep DuckDB from touching the files now
+        at its path when it closes, and save what this connection still holds next to it. A sentence
+        saying where, and what to do, for the error."""
+        if self._file is None or file_change(self.path, self._file) is None:
+            return "The state file is intact: nothing is lost. Run again"
+        from engine.state_backup import rescue_state
+
+        lost = ("the next run sends every row again (events and purchases would reach Braze twice)")
+        try:
+            saved = rescue_state(self)
+        except StateError as exc:
+            return f"Its contents could not be saved ({exc.message}): {lost}"
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                # else closing removes `<state>.wal` by path: the write-ahead log of whatever file is there now
+                self.con.execute("PRAGMA disable_checkpoint_on_shutdown")
+        return (f"What the state held, this run included, is saved in {saved}: `reflow state restore {saved}` "
+                f"puts it back and nothing Braze acknowledged is sent again; without it {lost}")
+
+    def publish(self, progress: dict[str, Any] | None = None, *, counts: bool = True, when_due: bool = False) -> None:
+        """Write the live status file (engine/live_status.py) for `status` and `history` while this writer
+        holds the state: the recent runs, `progress`, and per-sync counts (counted again when `counts`).
+        With `when_due`, skipped unless the last write is half a second old."""
+        live = self._live
+        if live is None or (when_due and not live.due()):
+            return
+        try:
+            if self.empty:
+                return
+            if counts or self._live_syncs is None:
+                self._live_syncs = {
+                    name: {"snapshot_rows": self.snapshot_rows(name), "pending": self.pending_count(name),
+                           "why_pending": self.pending_reason(name)}
+                    for (name,) in self.con.execute(f"SELECT name FROM {DB}.syncs ORDER BY name").fetchall()}
+            runs = self.runs(limit=LIVE_RUNS)
+        except duckdb.Error:        # best effort: the run's own next commit reports a broken state file
+            return
+        live.write(syncs=self._live_syncs, runs=runs, progress=progress)
 
     def _migrate(self, *, read_only: bool) -> None:
         has_meta = self.con.execute(
@@ -622,6 +650,19 @@ class State:
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+def _refuse_if_rescued(path: Path) -> None:
+    """A writer finding no state file where a run saved a rescue copy (its state file was deleted while it
+    ran) stops: starting over would send every row again, events and purchases included."""
+    if path.exists():
+        return
+    rescued = sorted(path.parent.glob(f"{path.stem}-rescued-*{path.suffix or '.duckdb'}"))
+    if rescued:
+        raise StateError(
+            f"there is no state file at {path}, but {rescued[-1]} holds what a run saved when the state file was "
+            f"deleted while it ran: `reflow state restore {rescued[-1]}` goes on from it; move it away to start "
+            "over instead (every row is then sent again, events and purchases included)")
+
+
 def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     spill = path.parent / "spill"
     if not read_only:
@@ -643,13 +684,25 @@ def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDB
         con.execute("ATTACH ':memory:' AS rstate")
         return con
     mode = " (READ_ONLY)" if read_only else ""
+    # a writer holds the state lock, so DuckDB's own lock can only be held by a reader (`reflow status`,
+    # for a few milliseconds) or another program: a writer waits READER_WAIT seconds for it to go
+    deadline = time.monotonic() + (0 if read_only else READER_WAIT)
     try:
-        con.execute(f"ATTACH '{_sql_str(str(path))}' AS rstate{mode}")
+        while True:
+            try:
+                con.execute(f"ATTACH '{_sql_str(str(path))}' AS rstate{mode}")
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
     except duckdb.IOException as exc:
         con.close()
         text = str(exc)
         if "lock" in text.lower():
-            raise LockError(f"the state file {path} is in use by another process") from exc
+            holder = read_holder(path)
+            who = f"another reflow run ({describe_holder(holder)})" if holder is not None else "another process"
+            raise LockError(f"the state file {path} is in use by {who}") from exc
         raise _io_problem(path, exc) from exc
     except duckdb.Error as exc:
         con.close()

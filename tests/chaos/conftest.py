@@ -14,6 +14,7 @@ from faulty_sandbox import (
     FaultySandbox,
     tune_connection,
 )
+from reflow_process import Processes
 
 from engine.sandbox.testing import running_sandbox
 
@@ -37,3 +38,11 @@ def faulty(monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultySandbox]:
         r = requests.post(f"{handle.url}/catalogs", json=PRODUCTS_CATALOG, headers=handle.headers, timeout=10)
         assert r.status_code == 201, r.text
         yield FaultySandbox(handle)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """`processes.start(project, *args)`: a `reflow` process; any still running is killed afterwards."""
+    started = Processes()
+    yield started
+    started.stop_all()

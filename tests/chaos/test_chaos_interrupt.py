@@ -12,16 +12,15 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from braze_checks import assert_in_step, model_rows, plan_json
 from faulty_sandbox import run_until_clean, tune_connection
+from reflow_process import Processes, wait_for_requests
 
 from engine.state import State
 
@@ -38,35 +37,9 @@ def slow_project(example_project: Path) -> Path:
     return example_project
 
 
-_started: list[subprocess.Popen[str]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_leftover_processes() -> Iterator[None]:
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
-
-
-def start(project: Path, *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "--project-dir", str(project), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _started.append(proc)
-    return proc
-
-
-def wait_for_requests(sandbox: Any, n: int, proc: subprocess.Popen[str], limit: float = 60) -> bool:
-    """Wait until the sandbox has answered n requests in total; False if the process ended first."""
-    deadline = time.monotonic() + limit
-    while sandbox.stats()["requests_total"] < n:
-        if proc.poll() is not None:
-            return False
-        assert time.monotonic() < deadline, "the apply never reached the sandbox"
-        time.sleep(0.01)
-    return True
+@pytest.fixture
+def start(processes: Processes) -> Callable[..., subprocess.Popen[str]]:
+    return processes.start
 
 
 def snapshot_keys(project: Path, sync: str) -> set[str]:
@@ -75,7 +48,7 @@ def snapshot_keys(project: Path, sync: str) -> set[str]:
         return {r[0] for r in state.con.execute(f"select key from {st.table}").fetchall()} if st else set()
 
 
-def test_ctrl_c_finishes_in_flight_batches_records_them_and_exits_130(cli, slow_project, faulty):
+def test_ctrl_c_finishes_in_flight_batches_records_them_and_exits_130(cli, slow_project, faulty, start):
     faulty.set(latency_ms=LATENCY_MS)
     assert cli("plan")[0] == 0
     proc = start(slow_project, "apply", "--yes")
@@ -110,7 +83,7 @@ def test_ctrl_c_finishes_in_flight_batches_records_them_and_exits_130(cli, slow_
     assert_in_step(slow_project, faulty)           # exactly once: nothing was sent twice
 
 
-def test_second_ctrl_c_exits_at_once_and_is_still_safe(cli, slow_project, faulty):
+def test_second_ctrl_c_exits_at_once_and_is_still_safe(cli, slow_project, faulty, start):
     faulty.set(latency_ms=LATENCY_MS * 4)
     # one big sync, so both signals land mid-send (not between syncs, where the first alone ends it)
     assert cli("plan", "--select", "purchases")[0] == 0
@@ -135,7 +108,7 @@ def test_second_ctrl_c_exits_at_once_and_is_still_safe(cli, slow_project, faulty
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_loses_nothing(cli, slow_project, faulty, record_property):
+def test_kill_9_at_random_moments_loses_nothing(cli, slow_project, faulty, start, record_property):
     trials = 8
     rng = random.Random(2024)
     faulty.set(latency_ms=60)
@@ -167,7 +140,7 @@ def test_kill_9_at_random_moments_loses_nothing(cli, slow_project, faulty, recor
     assert extras.total <= bound, measured
 
 
-def test_sigterm_during_a_long_rate_limit_wait_exits_promptly(cli, slow_project, faulty):
+def test_sigterm_during_a_long_rate_limit_wait_exits_promptly(cli, slow_project, faulty, start):
     """Braze asks for a minute's wait (a 429 with its reset 60 s away): a scheduler's SIGTERM must not
     wait for it (before, the process slept out the window, inviting the scheduler's SIGKILL)."""
     faulty.set(rate_limit=(1, 60.0))               # one /users/track request a minute
