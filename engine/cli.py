@@ -475,14 +475,16 @@ def _status(args: argparse.Namespace) -> int:
         for s in syncs:
             runs = state.runs(s.name, limit=1)
             last = runs[0] if runs else None
+            # as apply's summary counts them: rejected by Braze, and pending (invalid, not sent, outcome unknown)
+            rejected = state.rejected_count(s.name)
             rows.append({
-                "sync": s.name, "snapshot rows": state.snapshot_rows(s.name),
-                "pending": state.pending_count(s.name),
+                "sync": s.name, "snapshot rows": state.snapshot_rows(s.name), "rejected": rejected,
+                "pending": state.pending_count(s.name) - rejected,
                 "last run": f"{last['started_at']:%Y-%m-%d %H:%M:%S}" if last else "never",
                 "outcome": last["status"] if last else "-",
                 "why pending": state.pending_reason(s.name),
             })
-    console.print_lines(console.table(rows, ["sync", "snapshot rows", "pending", "last run", "outcome", "why pending"]))
+    console.print_lines(console.table(rows, ["sync", "snapshot rows", "rejected", "pending", "last run", "outcome", "why pending"]))
     return 0
 
 

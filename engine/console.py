@@ -107,9 +107,9 @@ def plan_blocks(plan: Plan) -> list[Block]:
         blocks += [Text(""), _line((f.sync, "bold"), ": ", ("not planned", "bold red"), f": {f.message}")]
     blocks.append(Text(""))
     totals = [s.to_json() for s in plan.syncs]
-    to_send = sum(t["to_send"] - t["invalid"] for t in totals)
+    to_send = sum(t["to_send"] for t in totals)       # invalid rows are already left out of it
     blocks.append(_line(
-        "Total: ", f"{plural(max(0, to_send), 'row')} to send in {plural(sum(t['requests'] for t in totals), 'request')}, "
+        "Total: ", f"{plural(to_send, 'row')} to send in {plural(sum(t['requests'] for t in totals), 'request')}, "
         f"~{n(sum(t['data_points'] for t in totals))} data points, "
         f"~{duration(sum(s.seconds for s in plan.syncs))} at the rate limit."))
     blocked = plan.blocked

@@ -561,6 +561,14 @@ class State:
         row = self.con.execute(f"SELECT count(*) FROM {DB}.pending WHERE sync = ?", [sync]).fetchone()
         return int(row[0]) if row else 0
 
+    def rejected_count(self, sync: str) -> int:
+        """Pending rows Braze rejected (their reason starts 'rejected: '); the others were not delivered."""
+        if self.empty:
+            return 0
+        row = self.con.execute(f"SELECT count(*) FROM {DB}.pending WHERE sync = ? AND starts_with(reason, 'rejected: ')",
+                               [sync]).fetchone()
+        return int(row[0]) if row else 0
+
     # ---------------------------------------------------------------- plans
 
     def next_seq(self) -> int:
