@@ -21,6 +21,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from engine import strict_json
 from engine.plan import Plan, SyncPlan
 from engine.runner import ApplyResult
 
@@ -49,7 +50,7 @@ def compact(value: float) -> str:
 
 
 def short(value: Any, width: int = 40) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
+    text = strict_json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -149,6 +150,8 @@ def sync_blocks(s: SyncPlan) -> list[Block]:
         blocks.append(_line(f"  {plural(c.not_sent, 'row')} in the plan send nothing (recorded only)"))
     for note in s.notes:
         blocks.append(_line(("  note: ", "yellow"), note))
+    for warning in s.warnings:
+        blocks.append(_line(("  warning: ", "yellow"), warning.describe()))
     blocks += _unmapped_blocks(s)
     if s.fields:
         rows = []
@@ -269,7 +272,7 @@ def print_plan(plan: Plan) -> None:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(strict_json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -574,7 +577,7 @@ def error_json(r: dict[str, Any]) -> dict[str, Any]:
 
 def print_jsonl(records: Iterable[Any]) -> None:
     for record in records:
-        sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(strict_json.dumps(record, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 

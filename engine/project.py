@@ -81,6 +81,7 @@ class ConnectionConfig:
     timeout: float = 30.0
     max_retries: int = 5
     max_unknown_sends: int = 3           # events/purchases sent this often without an answer: not sent again
+    array_max: int = 25                  # the workspace's longest array attribute (Braze keeps the newest N)
     legacy_limits: bool = False
     allow_http: bool = False             # permit plain http:// to a non-loopback host
     extra: Mapping[str, object] = field(default_factory=dict)
@@ -279,6 +280,7 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
         timeout=float(raw.get("timeout", 30.0)),
         max_retries=int(raw.get("max_retries", 5)),
         max_unknown_sends=int(raw.get("max_unknown_sends", 3)),
+        array_max=int(raw.get("array_max", 25)),
         legacy_limits=bool(raw.get("legacy_limits", False)),
         allow_http=bool(raw.get("allow_http", False)),
         extra=extra,

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from engine import strict_json
 from engine.errors import UserError
 from engine.plan import INVALID, REHASH, Plan, SyncPlan
 from engine.state import DB, State
@@ -146,7 +147,7 @@ def csv_record(row: dict[str, Any]) -> list[str]:
     """One row as CSV cells: lists joined with ';', objects as compact JSON, the payload exactly as sent."""
     return [
         row["sync"], row["key"], row["kind"], row["op"], row["status"], ";".join(row["changed"]),
-        json.dumps(row["diff"], ensure_ascii=False, separators=(",", ":"), default=str) if row["diff"] else "",
+        strict_json.dumps(row["diff"], ensure_ascii=False, separators=(",", ":")) if row["diff"] else "",
         row["channel"] or "", row["payload_json"] or "", str(row["data_points"] or 0), row["reason"] or "",
     ]
 
