@@ -342,19 +342,21 @@ class PlanRows:
                 status, item, reason = SKIP, None, result.reason
             else:
                 status, item, reason = SEND, result, None
-            new_row, new_hash = row.new_row_json, row.new_hash
+            new_row, new_hash, changed = row.new_row_json, row.new_hash, list(row.changed)
             if item is not None and item.dropped:
                 # fields left out are not what Braze holds: the snapshot keeps what it knew of them, and
-                # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed)
+                # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed);
+                # nor do they change in Braze (the plan's field counts and diffs leave them out)
                 reason = "sent without " + "; ".join(item.dropped)
-                new_row, new_hash = _without(row, [getattr(d, "field", None) or d.split(":", 1)[0]
-                                                   for d in item.dropped]), None
+                left_out = [getattr(d, "field", None) or d.split(":", 1)[0] for d in item.dropped]
+                new_row, new_hash = _without(row, left_out), None
+                changed = [f for f in changed if f not in left_out]
             kept = item.kept if item is not None else result.kept if isinstance(result, Skip) else ()
             if kept:
                 # not sent by choice (nulls: skip): Braze keeps the old values, and so does the snapshot
                 new_row, new_hash = _without(row, kept, json.loads(new_row) if new_row else None), None
             out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, row.key, row.op, status,
-                        row.key in pending, list(row.changed), new_hash, new_row,
+                        row.key in pending, changed, new_hash, new_row,
                         _old_kept(row), item.channel if item else None, item.item_json if item else None,
                         item.data_points if item else 0, reason))
         _write_rows(self.con, out)
