@@ -169,10 +169,12 @@ def numeric_deltas(state: State, plan: Plan, sp: SyncPlan, field: str, bins: int
     path = "$." + json.dumps(field)
     numeric = "('BIGINT', 'UBIGINT', 'DOUBLE')"
     deltas = (
-        f"SELECT json_extract(new_row, $path)::DOUBLE - json_extract(old_row, $path)::DOUBLE AS v "
+        f"SELECT try_cast(json_extract(new_row, $path) AS DOUBLE) - try_cast(json_extract(old_row, $path) AS DOUBLE) AS v "
         f"FROM {DB}.plan_rows WHERE seq >= $lo AND seq <= $hi AND plan_id = $plan AND sync = $sync "
         f"AND status <> '{REHASH}' AND list_contains(changed, $field) "
         f"AND json_type(new_row, $path) IN {numeric} AND json_type(old_row, $path) IN {numeric}")
+    # a NaN or ±Infinity (flagged, never sent) has no delta (try_cast: the filters may run in any order)
+    deltas = f"SELECT v FROM ({deltas}) WHERE isfinite(v)"
     params = {"path": path, "lo": sp.seq_min, "hi": sp.seq_max, "plan": plan.plan_id, "sync": sp.name,
               "field": field}
     head = state.con.execute(
