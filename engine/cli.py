@@ -517,23 +517,26 @@ def _status(args: argparse.Namespace) -> int:
         with ctx.state("status", read_only=True) as state:
             for s in syncs:
                 runs = state.runs(s.name, limit=1)
-                rows.append(_status_row(s.name, runs[0] if runs else None, state.snapshot_rows(s.name),
-                                        state.pending_count(s.name), state.pending_reason(s.name)))
+                # as apply's summary counts them: rejected by Braze, and pending (invalid, not sent, unknown)
+                rejected = state.rejected_count(s.name)
+                rows.append(_status_row(s.name, runs[0] if runs else None, state.snapshot_rows(s.name), rejected,
+                                        state.pending_count(s.name) - rejected, state.pending_reason(s.name)))
     except LockError as exc:
         view = _live_view(ctx, exc)
         for s in syncs:
             last = next((r for r in view.runs if r["sync"] == s.name), None)
             counts = view.syncs.get(s.name, {})
-            rows.append(_status_row(s.name, last, counts.get("snapshot_rows", 0), counts.get("pending", 0),
-                                    counts.get("why_pending")))
+            rows.append(_status_row(s.name, last, counts.get("snapshot_rows", 0), counts.get("rejected", 0),
+                                    counts.get("pending", 0), counts.get("why_pending")))
         console.print_lines(console.live_lines(view))
-    console.print_lines(console.table(rows, ["sync", "snapshot rows", "pending", "last run", "outcome", "why pending"]))
+    console.print_lines(console.table(rows, ["sync", "snapshot rows", "rejected", "pending", "last run", "outcome",
+                                             "why pending"]))
     return 0
 
 
-def _status_row(sync: str, last: dict[str, Any] | None, snapshot_rows: int, pending: int,
+def _status_row(sync: str, last: dict[str, Any] | None, snapshot_rows: int, rejected: int, pending: int,
                 why: str | None) -> dict[str, Any]:
-    return {"sync": sync, "snapshot rows": snapshot_rows, "pending": pending,
+    return {"sync": sync, "snapshot rows": snapshot_rows, "rejected": rejected, "pending": pending,
             "last run": f"{last['started_at']:%Y-%m-%d %H:%M:%S}" if last else "never",
             "outcome": last["status"] if last else "-", "why pending": why}
 

@@ -21,6 +21,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from engine import strict_json
 from engine.plan import Plan, SyncPlan
 from engine.runner import ApplyResult
 
@@ -49,7 +50,7 @@ def compact(value: float) -> str:
 
 
 def short(value: Any, width: int = 40) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
+    text = strict_json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -107,9 +108,9 @@ def plan_blocks(plan: Plan) -> list[Block]:
         blocks += [Text(""), _line((f.sync, "bold"), ": ", ("not planned", "bold red"), f": {f.message}")]
     blocks.append(Text(""))
     totals = [s.to_json() for s in plan.syncs]
-    to_send = sum(t["to_send"] - t["invalid"] for t in totals)
+    to_send = sum(t["to_send"] for t in totals)       # invalid rows are already left out of it
     blocks.append(_line(
-        "Total: ", f"{plural(max(0, to_send), 'row')} to send in {plural(sum(t['requests'] for t in totals), 'request')}, "
+        "Total: ", f"{plural(to_send, 'row')} to send in {plural(sum(t['requests'] for t in totals), 'request')}, "
         f"~{n(sum(t['data_points'] for t in totals))} data points, "
         f"~{duration(sum(s.seconds for s in plan.syncs))} at the rate limit."))
     blocked = plan.blocked
@@ -149,6 +150,8 @@ def sync_blocks(s: SyncPlan) -> list[Block]:
         blocks.append(_line(f"  {plural(c.not_sent, 'row')} in the plan send nothing (recorded only)"))
     for note in s.notes:
         blocks.append(_line(("  note: ", "yellow"), note))
+    for warning in s.warnings:
+        blocks.append(_line(("  warning: ", "yellow"), warning.describe()))
     blocks += _unmapped_blocks(s)
     if s.fields:
         rows = []
@@ -269,7 +272,7 @@ def print_plan(plan: Plan) -> None:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(strict_json.dumps(data, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -592,7 +595,7 @@ def error_json(r: dict[str, Any]) -> dict[str, Any]:
 
 def print_jsonl(records: Iterable[Any]) -> None:
     for record in records:
-        sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(strict_json.dumps(record, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 

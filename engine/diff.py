@@ -11,7 +11,8 @@ snapshot is compared field by field with what the destination holds, a mapping c
 change of fields, and model columns that no field reads never enter the diff.
 
 Values are normalised before hashing so that a run with no real change plans nothing:
-timestamps become ISO-8601 UTC strings, decimals and floats become finite doubles,
+timestamps become ISO-8601 UTC strings, decimals and floats become doubles (NaN and ±Infinity
+kept, for the payload rules to flag),
 nested values (STRUCT, LIST, MAP, JSON) become canonical JSON.
 """
 
@@ -114,7 +115,7 @@ def normalized(col: Column, table: str = "") -> str:
     if t == "DATE":
         return f"strftime({c}, '%Y-%m-%d')"
     if _is_float(t):
-        return f"CASE WHEN isfinite({c}::DOUBLE) THEN {c}::DOUBLE + 0.0 END"
+        return f"{c}::DOUBLE + 0.0"         # NaN and ±Infinity stay what they are: the payload rules flag them
     if t in ("TIME", "INTERVAL", "UUID", "BIT") or t.startswith("ENUM") or t.startswith("TIME "):
         return f"{c}::VARCHAR"
     if t == "BLOB":
@@ -128,7 +129,7 @@ def normalized(col: Column, table: str = "") -> str:
 
 def hashable(col: Column) -> str:
     """A cheap typed form of a column for hashing, equal exactly when `normalized` is equal
-    (timestamps in UTC to the millisecond, numbers as finite doubles, maps sorted, JSON minified):
+    (timestamps in UTC to the millisecond, numbers as doubles, maps sorted, JSON minified):
     formatting strings is left to the delta rows only."""
     c = quote(col.name)
     t = col.type.upper()
@@ -137,7 +138,9 @@ def hashable(col: Column) -> str:
     if t.startswith("TIMESTAMP"):
         return f"date_trunc('millisecond', {c}::TIMESTAMP)"
     if _is_float(t):
-        return f"CASE WHEN isfinite({c}::DOUBLE) THEN {c}::DOUBLE + 0.0 END"
+        # finite values and nulls hash as they always did; NaN and ±Infinity (once hashed as null) now
+        # hash as themselves, so such a row is looked at again and flagged
+        return f"{c}::DOUBLE + 0.0"
     if t.startswith("MAP"):
         return f"map_from_entries(list_sort(map_entries({c})))"
     if t == "JSON":

@@ -71,6 +71,40 @@ class FieldStat:
                    sample)  # type: ignore[arg-type]
 
 
+# what a ValueWarning says, by kind (destinations.base: NON_FINITE, TIME_RANGE, ARRAY_MAX)
+WARNING_TEXT = {
+    "non_finite": "is NaN or ±Infinity (JSON cannot carry it)",
+    "time_range": "is a time Braze cannot store (infinite, or a year outside 0-3000)",
+    "array_max": "is an array longer than the workspace keeps (connection array_max)",
+}
+WARNING_ACTION = {
+    "left out": "the field is left out of those rows (the rest of each row is sent)",
+    "invalid": "those rows are invalid and not sent",
+}
+
+
+@dataclass(frozen=True)
+class ValueWarning:
+    """Rows whose value of one field the destination would mangle, and what the plan does instead."""
+
+    kind: str           # non_finite | time_range | array_max
+    field: str
+    rows: int
+    action: str         # "left out" (the field) | "invalid" (the row)
+    key: str            # an example row ...
+    reason: str         # ... and its reason
+
+    def describe(self) -> str:
+        what = WARNING_TEXT.get(self.kind, "cannot be stored as it is")
+        rows = f"{self.rows:,} row{'' if self.rows == 1 else 's'}"
+        return (f"{self.field} {what} on {rows}; {WARNING_ACTION.get(self.action, self.action)}; "
+                f"e.g. {self.key}: {self.reason}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "field": self.field, "rows": self.rows, "action": self.action,
+                "example": {"key": self.key, "reason": self.reason}, "message": self.describe()}
+
+
 @dataclass(frozen=True)
 class SyncFailure:
     """A sync that could not be planned, and why (the other syncs of the plan are unaffected)."""
@@ -111,6 +145,7 @@ class SyncPlan:
     append_only: bool = False
     columns: tuple[tuple[str, str], ...] = ()   # the fields this plan's rows hold, with their model types
     identity_fields: tuple[str, ...] = ()       # fields naming the destination object of a row
+    warnings: tuple[ValueWarning, ...] = ()     # values the destination would mangle, counted per field
 
     @property
     def blocked(self) -> tuple[GuardResult, ...]:
@@ -155,6 +190,7 @@ class SyncPlan:
             "samples": {op: list(rows) for op, rows in self.samples.items()},
             "invalid_samples": [{"key": k, "reason": r} for k, r in self.invalid_samples],
             "notes": list(self.notes),
+            "warnings": [w.to_json() for w in self.warnings],
             "snapshot_version": self.snapshot_version,
             "snapshot_rows": self.snapshot_rows,
             "fingerprint": self.fingerprint,
@@ -168,6 +204,7 @@ class SyncPlan:
             "restart": self.restart, "unmapped": [list(u) for u in self.unmapped], "on_unmapped": self.on_unmapped,
             "append_only": self.append_only, "columns": [list(c) for c in self.columns],
             "identity_fields": list(self.identity_fields),
+            "warnings": [asdict(w) for w in self.warnings],
         }, default=str)
 
 

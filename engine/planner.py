@@ -14,7 +14,16 @@ from datetime import datetime
 from typing import Any
 
 from engine import diff
-from engine.destinations.base import Destination, Invalid, PlanRow, Projection, Skip, SqlItems
+from engine.destinations.base import (
+    Destination,
+    Invalid,
+    Item,
+    PlanRow,
+    Projection,
+    Skip,
+    SqlItems,
+    is_time_type,
+)
 from engine.diff import ROWS
 from engine.errors import PlanError, ReflowError, contains_secret, registered_secrets, scrub
 from engine.plan import (
@@ -30,6 +39,7 @@ from engine.plan import (
     Plan,
     SyncFailure,
     SyncPlan,
+    ValueWarning,
 )
 from engine.project import SECRET_FIELDS, Project
 from engine.specs import SyncSpec, check_columns
@@ -177,7 +187,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
         # object the old snapshot addressed takes over what Braze holds there (fields it leaves null are unset)
         diff.replaces_from(con, st.table, projection.identity)
     seq_min = state.next_seq()
-    rows = PlanRows(con, plan_id, sync.name, seq_min, projection, unmapped if on_unmapped == "unset" else [])
+    rows = PlanRows(con, plan_id, sync.name, seq_min, projection, unmapped if on_unmapped == "unset" else [],
+                    times=frozenset(f.name for f in fields if is_time_type(f.type)))
     if baseline:
         # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
         # holding a secret, refused in Python)
@@ -282,15 +293,19 @@ class PlanRows:
     them with SQL, so a plan of millions of rows never sits in Python."""
 
     def __init__(self, con: Any, plan_id: str, sync: str, seq_min: int,
-                 projection: Projection | None = None, unset_unmapped: Sequence[str] = ()) -> None:
+                 projection: Projection | None = None, unset_unmapped: Sequence[str] = (),
+                 times: frozenset[str] = frozenset()) -> None:
         self.con = con
         self.plan_id = plan_id
         self.sync = sync
         self.seq_min = seq_min
         self.projection = projection or Projection(fields=())
         self.unset_unmapped = frozenset(unset_unmapped)
+        self.times = times
         self.python_rows = "true"
         self.secret_free = secret_free_sql(("r.__key", "r.__new_row", "r.__old_kept"))
+        # values the destination would mangle: (kind, field, action) -> [rows, example key, its reason]
+        self.flagged: dict[tuple[str, str, str], list[Any]] = {}
 
     def write_baseline(self, sync: str) -> None:
         """first_run: baseline: every row recorded as sent (in SQL); those holding a secret are left to
@@ -298,6 +313,26 @@ class PlanRows:
         diff.write_baseline(self.con, f"{DB}.plan_rows", self.plan_id, sync, self.seq_min, BASELINE,
                             where=self.secret_free)
         self.python_rows = f"NOT ({self.secret_free})"
+
+    def _flag(self, key: str, result: Item | Invalid | Skip) -> None:
+        """Count the problems of one row's result that name a value the destination would mangle
+        (a `destinations.base.Reason` with a `kind`)."""
+        if isinstance(result, Invalid):
+            problems, action = result.problems or (result.reason,), "invalid"
+        elif isinstance(result, Item):
+            problems, action = result.dropped, "left out"
+        else:
+            return
+        for problem in problems:
+            kind = getattr(problem, "kind", None)
+            if not kind:
+                continue
+            entry = self.flagged.setdefault((kind, getattr(problem, "field", ""), action), [0, key, str(problem)])
+            entry[0] += 1
+
+    def warnings(self) -> tuple[ValueWarning, ...]:
+        return tuple(ValueWarning(kind, field, rows, action, key, reason)
+                     for (kind, field, action), (rows, key, reason) in sorted(self.flagged.items()))
 
     def _pending(self) -> str:
         return f"(SELECT key FROM {DB}.pending WHERE sync = {diff.sql_str(self.sync)})"
@@ -354,19 +389,23 @@ class PlanRows:
                 key=row.key, op=row.op, values=values, old_values=old if row.op == "changed" else None,
                 changed=row.changed, unmapped=unmapped,
                 replaces=row.replaces, uncertain=row.uncertain, unknowns=pending.get(row.key, (0, None))[0],
-                waiting_since=pending.get(row.key, (0, None))[1]))
+                waiting_since=pending.get(row.key, (0, None))[1], times=self.times))
+            self._flag(row.key, result)
             if isinstance(result, Invalid):
                 status, item, reason = INVALID, None, result.reason
             elif isinstance(result, Skip):
                 status, item, reason = SKIP, None, result.reason
             else:
                 status, item, reason = SEND, result, None
-            new_row, new_hash = row.new_row_json, row.new_hash
+            new_row, new_hash, changed = row.new_row_json, row.new_hash, list(row.changed)
             if item is not None and item.dropped:
                 # fields left out are not what Braze holds: the snapshot keeps what it knew of them, and
-                # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed)
+                # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed);
+                # nor do they change in Braze (the plan's field counts and diffs leave them out)
                 reason = DROPPED + "; ".join(item.dropped)
-                new_row, new_hash = _without(row, [d.split(":", 1)[0] for d in item.dropped]), None
+                left_out = [getattr(d, "field", None) or d.split(":", 1)[0] for d in item.dropped]
+                new_row, new_hash = _without(row, left_out), None
+                changed = [f for f in changed if f not in left_out]
             if item is not None and item.note:
                 reason = item.note if reason is None else f"{reason}; {item.note}"
             kept = item.kept if item is not None else result.kept if isinstance(result, Skip) else ()
@@ -383,7 +422,7 @@ class PlanRows:
             if old_kept is not None and registered_secrets():
                 old_kept = scrub(old_kept)          # a value sent before the secret was registered
             out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, key, row.op, status,
-                        row.key in pending, list(row.changed), new_hash, new_row,
+                        row.key in pending, changed, new_hash, new_row,
                         old_kept, item.channel if item else None, item.item_json if item else None,
                         item.data_points if item else 0, reason))
         _write_rows(self.con, out)
@@ -491,7 +530,7 @@ class PlanRows:
             fingerprint=context.fingerprint, seq_min=self.seq_min, seq_max=seq_max,
             first_run=first_run, notes=tuple(notes), identity=context.identity, restart=context.restart,
             unmapped=context.unmapped, on_unmapped=context.on_unmapped, append_only=caps.append_only,
-            columns=context.columns, identity_fields=self.projection.identity,
+            columns=context.columns, identity_fields=self.projection.identity, warnings=self.warnings(),
         )
 
     def _waiting_note(self, sync: SyncSpec) -> list[str]:
@@ -680,6 +719,7 @@ def load_plan(state: State, plan_id: str | None = None) -> Plan:
             unmapped=tuple((f, c) for f, c in info.get("unmapped", [])), on_unmapped=info.get("on_unmapped", "keep"),
             append_only=bool(info.get("append_only")), columns=tuple((f, t) for f, t in info.get("columns", [])),
             identity_fields=tuple(info.get("identity_fields", [])),
+            warnings=tuple(ValueWarning(**w) for w in info.get("warnings", [])),
         ))
     created = head[1] if isinstance(head[1], datetime) else datetime.fromisoformat(str(head[1]))
     failed = tuple(SyncFailure(**f) for f in json.loads(head[3] or "[]"))

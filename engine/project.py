@@ -94,6 +94,7 @@ class ConnectionConfig:
     max_unknown_sends: int = 3           # events/purchases sent this often without an answer: not sent again
     export_rate_limit: float | None = None   # requests per second for /users/export/ids (default 250/min)
     profile_wait: float = 30.0           # seconds to wait for a just-created profile to become visible
+    array_max: int = 25                  # the workspace's longest array attribute (Braze keeps the newest N)
     legacy_limits: bool = False
     allow_http: bool = False             # permit plain http:// to a non-loopback host
     extra: Mapping[str, object] = field(default_factory=dict)
@@ -291,6 +292,7 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
         max_unknown_sends=int(raw.get("max_unknown_sends", 3)),
         export_rate_limit=float(raw["export_rate_limit"]) if "export_rate_limit" in raw else None,
         profile_wait=float(raw.get("profile_wait", 30.0)),
+        array_max=int(raw.get("array_max", 25)),
         legacy_limits=bool(raw.get("legacy_limits", False)),
         allow_http=bool(raw.get("allow_http", False)),
         extra=extra,

@@ -11,10 +11,10 @@ such as `#filter=field:loyalty_tier,op:changed,sync:braze_users,q:c_0001`.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
+from engine import strict_json
 from engine.console import duration as _duration
 from engine.errors import UserError, scrub
 from engine.plan import Plan, SyncPlan
@@ -87,7 +87,7 @@ def _compact_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _script_json(data: Any) -> str:
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = strict_json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -137,7 +137,8 @@ def _cards(plan: Plan) -> str:
         guards = "".join(
             f'<li class="{"bad" if g.blocked else "ok"}">{_e(g.describe())}</li>' for g in s.guards)
         reqs = ", ".join(f"{_e(k)}: {_n(v)}" for k, v in sorted(s.requests.items())) or "none"
-        warnings = [*(f"{f.field} changes type on {f.type_changes} row(s); Braze keeps the type it saw first"
+        warnings = [*(w.describe() for w in s.warnings),
+                    *(f"{f.field} changes type on {f.type_changes} row(s); Braze keeps the type it saw first"
                       for f in s.fields if f.type_changes),
                     *((f"{name}: unset on {held} row(s) (on_unmapped: unset)" if s.on_unmapped == "unset"
                        else f"no longer synced: Braze keeps {name} on {held} row(s)") for name, held in s.unmapped)]
@@ -228,7 +229,7 @@ def _num(value: float) -> str:
 
 
 def _short(value: Any, width: int = 30) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = strict_json.dumps(value, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -97,6 +97,9 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
             what = (f"`{name}` is unset on {_n(held)} rows (on_unmapped: unset)" if s.on_unmapped == "unset"
                     else f"no longer synced: Braze keeps `{name}` on {_n(held)} rows")
             lines.append(f"- **{s.name}**: {what}")
+    for s in plan.syncs:
+        for w in s.warnings:
+            lines.append(f"- **{s.name}**: ⚠ {w.describe()}")
     quiet = [s.name for s in plan.syncs if not s.has_changes]
     if quiet:
         lines.append(f"- no changes: {', '.join(quiet)}")
@@ -137,9 +140,9 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
 
 
 def _cell(value: object) -> str:
-    import json
+    from engine import strict_json
 
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = strict_json.dumps(value, ensure_ascii=False)
     if len(text) > 40:
         text = text[:39] + "…"
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"

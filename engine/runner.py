@@ -331,7 +331,9 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
                     [sp.name, *params])
         con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
         con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, outcome.run_id])
-    if invalid:
+    if invalid:         # not attempted either: history's pending counts them, as apply's summary does
+        con.execute(f"UPDATE {DB}.runs SET not_attempted = not_attempted + ? WHERE run_id = ?",
+                    [len(invalid), outcome.run_id])
         _pending(con, sp.name, [(k, f"invalid: {r}") for k, r, _ in invalid], outcome.run_id)
     if sp.append_only:      # an event the plan stops resending (its sends never got an answer): listed
         con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, sync, key, reason, item, ? FROM {DB}.plan_rows "
@@ -377,6 +379,7 @@ def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str, 
 
 UNKNOWN_REASON = "outcome unknown: "
 UNRECORDED_REASON = f"{UNKNOWN_REASON}the state file could not record the outcome (full disk?); it may have been sent"
+REJECTED_REASON = "rejected: "      # `reflow status` counts these apart from the other pending rows
 
 
 @dataclass(frozen=True)
@@ -619,7 +622,7 @@ def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
             keys = [r[0] for r in rejected]
             reasons = [r[1] for r in rejected]
             items = [r[2] for r in rejected]
-            _pending(con, sync, list(zip(keys, reasons, strict=True)), run)
+            _pending(con, sync, [(k, REJECTED_REASON + r) for k, r in zip(keys, reasons, strict=True)], run)
             con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
                         [run, sync, keys, reasons, items, now()])
         _pending(con, sync, left, run)

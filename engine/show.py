@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from engine import strict_json
 from engine.errors import UserError
 from engine.plan import INVALID, REHASH, Plan, SyncPlan
 from engine.state import DB, State
@@ -146,7 +147,7 @@ def csv_record(row: dict[str, Any]) -> list[str]:
     """One row as CSV cells: lists joined with ';', objects as compact JSON, the payload exactly as sent."""
     return [
         row["sync"], row["key"], row["kind"], row["op"], row["status"], ";".join(row["changed"]),
-        json.dumps(row["diff"], ensure_ascii=False, separators=(",", ":"), default=str) if row["diff"] else "",
+        strict_json.dumps(row["diff"], ensure_ascii=False, separators=(",", ":")) if row["diff"] else "",
         row["channel"] or "", row["payload_json"] or "", str(row["data_points"] or 0), row["reason"] or "",
     ]
 
@@ -168,10 +169,12 @@ def numeric_deltas(state: State, plan: Plan, sp: SyncPlan, field: str, bins: int
     path = "$." + json.dumps(field)
     numeric = "('BIGINT', 'UBIGINT', 'DOUBLE')"
     deltas = (
-        f"SELECT json_extract(new_row, $path)::DOUBLE - json_extract(old_row, $path)::DOUBLE AS v "
+        f"SELECT try_cast(json_extract(new_row, $path) AS DOUBLE) - try_cast(json_extract(old_row, $path) AS DOUBLE) AS v "
         f"FROM {DB}.plan_rows WHERE seq >= $lo AND seq <= $hi AND plan_id = $plan AND sync = $sync "
         f"AND status <> '{REHASH}' AND list_contains(changed, $field) "
         f"AND json_type(new_row, $path) IN {numeric} AND json_type(old_row, $path) IN {numeric}")
+    # a NaN or ±Infinity (flagged, never sent) has no delta (try_cast: the filters may run in any order)
+    deltas = f"SELECT v FROM ({deltas}) WHERE isfinite(v)"
     params = {"path": path, "lo": sp.seq_min, "hi": sp.seq_max, "plan": plan.plan_id, "sync": sp.name,
               "field": field}
     head = state.con.execute(

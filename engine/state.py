@@ -232,7 +232,8 @@ class State:
                 return
             if counts or self._live_syncs is None:
                 self._live_syncs = {
-                    name: {"snapshot_rows": self.snapshot_rows(name), "pending": self.pending_count(name),
+                    name: {"snapshot_rows": self.snapshot_rows(name), "rejected": self.rejected_count(name),
+                           "pending": self.pending_count(name) - self.rejected_count(name),
                            "why_pending": self.pending_reason(name)}
                     for (name,) in self.con.execute(f"SELECT name FROM {DB}.syncs ORDER BY name").fetchall()}
             runs = self.runs(limit=LIVE_RUNS)
@@ -591,6 +592,14 @@ class State:
         if self.empty:
             return 0
         row = self.con.execute(f"SELECT count(*) FROM {DB}.pending WHERE sync = ?", [sync]).fetchone()
+        return int(row[0]) if row else 0
+
+    def rejected_count(self, sync: str) -> int:
+        """Pending rows Braze rejected (their reason starts 'rejected: '); the others were not delivered."""
+        if self.empty:
+            return 0
+        row = self.con.execute(f"SELECT count(*) FROM {DB}.pending WHERE sync = ? AND starts_with(reason, 'rejected: ')",
+                               [sync]).fetchone()
         return int(row[0]) if row else 0
 
     # ---------------------------------------------------------------- plans

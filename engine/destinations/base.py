@@ -93,6 +93,8 @@ class PlanRow:
     answer): the destination object may hold either value, or (for an addition) may not exist.
     `unknowns`: how many sends of this row so far ended that way (a budget for resending).
     `waiting_since`: the row has been held back (WAITING) since then, e.g. for its user's profile.
+    `times`: the fields whose model column is a TIMESTAMP or DATE (normalised to ISO-8601 text, or to
+    'infinity' / '-infinity'), so that times the destination cannot store are told from strings.
     """
 
     key: str
@@ -105,6 +107,14 @@ class PlanRow:
     uncertain: bool = False
     unknowns: int = 0                   # earlier sends of this row that ended without a usable answer
     waiting_since: datetime | None = None   # pending since then, held back waiting for what it needs (UTC)
+    times: frozenset[str] = frozenset()  # fields read from TIMESTAMP or DATE columns (ISO text or 'infinity')
+
+
+def is_time_type(type_text: str) -> bool:
+    """A TIMESTAMP or DATE column (of any precision or time zone): the diff normalises its values to
+    ISO-8601 text, or to 'infinity' / '-infinity'. `PlanRow.times` lists the fields read from one."""
+    t = type_text.strip().upper()
+    return t.startswith("TIMESTAMP") or t == "DATE"
 
 
 @dataclass(frozen=True)
@@ -115,14 +125,37 @@ class Item:
     channel: str
     item_json: str
     data_points: int = 0
-    dropped: tuple[str, ...] = ()       # fields left out because the destination would refuse them (why)
+    dropped: tuple[str, ...] = ()       # fields left out because the destination would refuse them (why;
+                                        # a `Reason` names the field)
     kept: tuple[str, ...] = ()          # changed fields not sent by choice (nulls: skip): Braze keeps the old value
     note: str | None = None             # sent, with something the user should know (`reflow errors` lists it)
+
+
+# kinds of values a destination would store otherwise than the model holds them (`Reason.kind`)
+NON_FINITE = "non_finite"          # NaN, ±Infinity: JSON has no such number
+TIME_RANGE = "time_range"          # an infinite timestamp or date, a year the destination cannot store
+ARRAY_MAX = "array_max"            # an array longer than the destination keeps
+
+
+class Reason(str):
+    """A reason (its text) about one field's value: `field` names it (the top-level field, also for a
+    problem deep inside a nested value); `kind` is set when the destination would mangle the value
+    (NON_FINITE, TIME_RANGE, ARRAY_MAX): the planner counts those per field into the plan's warnings."""
+
+    field: str
+    kind: str | None
+
+    def __new__(cls, text: str, field: str, kind: str | None = None) -> Reason:
+        self = super().__new__(cls, text)
+        self.field = field
+        self.kind = kind
+        return self
 
 
 @dataclass(frozen=True)
 class Invalid:
     reason: str
+    problems: tuple[str, ...] = field(default=(), compare=False)   # each problem, when `reason` joins several
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ ROW = st.fixed_dictionaries({
     "email_subscribe": st.one_of(st.none(), TEXT),
     "score": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=64)),
     "visits": st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), "vip": st.one_of(st.none(), st.booleans()),
-    "tags": st.one_of(st.none(), st.lists(TEXT, max_size=3)),
+    "tags": st.one_of(st.none(), st.lists(TEXT, max_size=3), st.lists(st.just("t"), min_size=25, max_size=26)),
+    # times Braze cannot store (infinite, years past 3000) beside ordinary ones; "" for a computed time
+    "when": st.sampled_from(["", "", "infinity", "-infinity", "3500-01-01 00:00:00+00", "3000-12-31 00:00:00+00"]),
     "prefs": st.one_of(st.none(), st.fixed_dictionaries({"channel": st.one_of(st.none(), TEXT),
                                                           "n": st.one_of(st.none(), st.integers(0, 9))})),
 })
@@ -99,9 +101,11 @@ def _load(root: Path, rows: list[dict[str, Any]]) -> None:
             continue
         seen.add(r["id"])
         con.execute("insert into people_raw values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    "timestamptz '2024-01-01 00:00:00+00' + to_seconds(?), date '2000-01-01' + ?::int)",
+                    "coalesce(nullif(?, '')::timestamptz, timestamptz '2024-01-01 00:00:00+00' + to_seconds(?)), "
+                    "coalesce(nullif(?, '')::timestamptz::date, date '2000-01-01' + ?::int))",
                     [r["id"], r["email"], r["country"], r["dob"], r["gender"], r["first_name"], r["phone"],
-                     r["email_subscribe"], r["score"], r["visits"], r["vip"], r["tags"], r["prefs"], i, i])
+                     r["email_subscribe"], r["score"], r["visits"], r["vip"], r["tags"], r["prefs"],
+                     r.get("when", ""), i, r.get("when", ""), i])
     con.close()
 
 
@@ -175,3 +179,22 @@ def test_removed_rows_take_the_fast_path_too(tmp_path_factory: pytest.TempPathFa
         first = json.loads(items[0][0])
         assert first["_update_existing_only"] is True and set(first) - {"external_id", "_update_existing_only"}
         assert all(v is None for k, v in first.items() if k not in ("external_id", "_update_existing_only"))
+
+
+@pytest.mark.parametrize(("change", "left_out"), [
+    ({"score": float("nan")}, "score"), ({"score": float("inf")}, "score"), ({"score": float("-inf")}, "score"),
+    ({"tags": ["t"] * 26}, "tags"), ({"when": "infinity"}, "seen_at"), ({"when": "-infinity"}, "seen_at"),
+    ({"when": "3500-01-01 00:00:00+00"}, "seen_at"),
+])
+def test_values_braze_would_mangle_leave_the_fast_path(tmp_path: Path, change: dict[str, Any], left_out: str) -> None:
+    """A row otherwise valid, holding one value Braze would mangle: both paths leave that field out."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "people.sql").write_text("select * from {{ ref('people_raw') }}")
+    row = {"id": "c_1", "email": "a@b.com", "country": "US", "dob": None, "gender": None, "first_name": "Ann",
+           "phone": None, "email_subscribe": None, "score": 1.5, "visits": 1, "vip": None, "tags": ["t"],
+           "prefs": None, "when": "2024-01-01 00:00:00+00"}
+    _load(tmp_path, [row | change])
+    fast, slow = (_plan_rows(tmp_path, VARIANTS["explicit"], f) for f in (True, False))
+    assert fast == slow
+    op, status, _, payload, _, _ = fast["c_1"]
+    assert (op, status) == ("added", "send") and left_out not in payload and payload["first_name"] == "Ann"

@@ -96,6 +96,20 @@ def test_numeric_deltas_are_computed_in_sql(plan10k):
     assert numeric_deltas(state, plan, sp, "tier") is None       # text: no distribution
 
 
+def test_numeric_deltas_skip_nan_and_infinity(plan10k):
+    """An invalid row whose new value is NaN or Infinity (flagged, never sent) has no delta to chart."""
+    from engine.state import DB
+
+    state, plan = plan10k
+    [sp] = plan.syncs
+    state.con.execute(f"UPDATE {DB}.plan_rows SET status = 'invalid', new_row = '{{\"score\": NaN}}' "
+                      "WHERE plan_id = ? AND key = 'u_0000000'", [plan.plan_id])
+    state.con.execute(f"UPDATE {DB}.plan_rows SET status = 'invalid', new_row = '{{\"score\": Infinity}}' "
+                      "WHERE plan_id = ? AND key = 'u_0000002'", [plan.plan_id])
+    d = numeric_deltas(state, plan, sp, "score")
+    assert d is not None and (d["count"], d["min"], d["max"], d["bins"]) == (4998, 1.0, 1.0, [4998])
+
+
 def test_csv_record_keeps_the_payload_text_exactly(plan10k):
     state, plan = plan10k
     [row] = plan_rows(state, plan, limit=1)

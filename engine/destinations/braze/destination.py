@@ -101,6 +101,8 @@ class BrazeDestination:
         payloads = build_payloads(spec)
         if isinstance(payloads, EventsPayloads | PurchasesPayloads):
             payloads.max_unknown_sends = self.connection.max_unknown_sends
+        if isinstance(payloads, UsersPayloads):
+            payloads.array_max = self.connection.array_max
         return payloads
 
     def identity(self) -> Mapping[str, str]:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
+from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Reason, Skip
 from engine.destinations.braze import datapoints, validate
 from engine.destinations.braze.endpoints import MAX_BODY_BYTES
 from engine.errors import Problem, SpecError
@@ -249,6 +249,8 @@ class FieldMap:
 
 
 class UsersPayloads:
+    array_max = validate.ARRAY_MAX_DEFAULT      # set from the connection by the destination
+
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         dest = sync.destination
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
@@ -313,12 +315,12 @@ class UsersPayloads:
         for field, value in list(attrs.items()):
             if field == "country":
                 attrs[field] = value = validate.country(value)
-            problem = validate.attribute(field, value)
+            problem = validate.attribute(field, value, time=field in row.times, array_max=self.array_max)
             if problem:
-                dropped.append(problem)
+                dropped.append(problem if isinstance(problem, Reason) else Reason(problem, field))
                 del attrs[field]
         if dropped and not attrs:
-            return Invalid("; ".join(dropped))
+            return Invalid("; ".join(dropped), tuple(dropped))
         obj = ident
         # unsetting a removed row's attributes must never create a profile (e.g. one that a
         # user-deletes sync just deleted): removals are always update-only
@@ -365,7 +367,7 @@ class EventsPayloads:
         if problem:
             return Invalid(problem)
         obj["time"] = when
-        problem = finish_track_object(obj, "event", spec.properties, values, self.flag)
+        problem = finish_track_object(obj, "event", spec.properties, values, self.flag, row.times)
         if problem:
             return Invalid(problem)
         return self.profiles.place(row, _item(self.channel, obj, datapoints.event_object(obj)))
@@ -407,7 +409,7 @@ class PurchasesPayloads:
         obj["price"] = values[spec.price]
         obj["quantity"] = quantity
         obj["time"] = when
-        problem = finish_track_object(obj, "purchase", spec.properties, values, self.flag)
+        problem = finish_track_object(obj, "purchase", spec.properties, values, self.flag, row.times)
         if problem:
             return Invalid(problem)
         return self.profiles.place(row, _item(self.channel, obj, datapoints.purchase_object(obj)))
@@ -464,7 +466,7 @@ class CatalogPayloads:
             channel = self.patch
         for field, value in obj.items():
             if field != "id":
-                problem = validate.catalog_value(field, value)
+                problem = validate.catalog_value(field, value, time=field in row.times)
                 if problem:
                     return Invalid(problem)
         return _item(channel, obj, 0)
@@ -551,11 +553,13 @@ def start_track_object(row: PlanRow, what: str, ident: IdentifierRule, app_id: s
 
 
 def finish_track_object(obj: dict[str, Any], what: str, mapping: Mapping[str, str], values: Mapping[str, Any],
-                        flag: bool | None) -> str | None:
-    """Add an event's or purchase's properties (validated) and `_update_existing_only`; a reason if invalid."""
+                        flag: bool | None, times: frozenset[str] = frozenset()) -> str | None:
+    """Add an event's or purchase's properties (validated) and `_update_existing_only`; a reason if invalid.
+    `times`: the columns read from TIMESTAMP or DATE model columns."""
     props = collect_properties(mapping, values)
     if props:
-        problem = validate.properties(what, props, event=what == "event")
+        problem = validate.properties(what, props, event=what == "event",
+                                      times=frozenset(p for p, column in mapping.items() if column in times))
         if problem:
             return problem
         obj["properties"] = props

@@ -11,10 +11,11 @@ through Python. A property test (tests/unit/test_braze_sql_users.py) checks both
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.destinations.base import SqlItems
+from engine.destinations.base import SqlItems, is_time_type
 from engine.destinations.braze import datapoints, validate
 from engine.destinations.braze.payloads import UsersPayloads
 
@@ -26,6 +27,8 @@ _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _SCALAR_STRING = ("VARCHAR", "TIMESTAMP", "DATE", "TIME", "INTERVAL", "UUID", "BIT", "ENUM", "BLOB")
 _NUMBER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
            "FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT", "DECIMAL")
+_FLOATS = re.compile(r"\b(?:DOUBLE|FLOAT|REAL)\b")        # a nested type holding floats: NaN is possible
+_YEAR_OK = r"^(?:[0-2][0-9]{3}|3000)-"                     # validate.YEAR_MIN..YEAR_MAX, as text
 _STANDARD = (frozenset({"email", "country", "language", "dob", "gender", "email_subscribe", "push_subscribe"})
              | validate.STRING_FIELDS)
 
@@ -154,7 +157,8 @@ class UsersSql:
             includes.append(include)
             key = json.dumps(field, ensure_ascii=False) + ":"
             parts.append(f"CASE WHEN {include} THEN {_lit(key)} || coalesce(to_json({v})::VARCHAR, 'null') END")
-            checks.append(f"(NOT {include} OR {v} IS NULL OR ({self._value_check(field, v, kind)}))")
+            checks.append(f"(NOT {include} OR {v} IS NULL OR (({self._value_check(field, v, kind)}) "
+                          f"AND {self._storable(field, v, types[column], kind)}))")
             if not unset:       # a changed field that became null is kept in Braze: the Python path says so
                 checks.append(f"NOT (r.__op = 'changed' AND list_contains(r.__changed, {_lit(column)}) AND {v} IS NULL)")
             free = field in ("email_subscribe", "push_subscribe") or (secondary and field in ("email", "phone"))
@@ -229,6 +233,20 @@ class UsersSql:
     def _phone(v: str) -> str:
         return (f"regexp_full_match({v}, {_lit(_PHONE)}) "
                 f"AND length(regexp_replace({v}, '[^0-9]', '', 'g')) >= 5")
+
+    def _storable(self, field: str, v: str, type_text: str, kind: _Kind) -> str:
+        """SQL: none of the values Braze would mangle (validate.finite, time_range, array_length):
+        rows holding one go through the Python path, which flags them."""
+        parts = ["true"]
+        if kind.name == "number":
+            parts.append(f"isfinite({v}::DOUBLE)")
+        if kind.name in ("list", "object") and _FLOATS.search(type_text.upper()):
+            parts.append(f"NOT contains({v}::VARCHAR, 'NaN') AND NOT contains({v}::VARCHAR, 'Infinity')")
+        if is_time_type(type_text):
+            parts.append(f"regexp_matches({v}, {_lit(_YEAR_OK)})")
+        if kind.name == "list" and field not in validate.STANDARD_ARRAYS:
+            parts.append(f"json_array_length({v}) <= {int(self.p.array_max)}")
+        return "(" + " AND ".join(parts) + ")"
 
     def _value_check(self, field: str, v: str, kind: _Kind) -> str:
         if field in _STANDARD:

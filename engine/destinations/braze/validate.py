@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from engine import isodata
+from engine.destinations.base import ARRAY_MAX, NON_FINITE, TIME_RANGE, Reason
 
 EXTERNAL_ID_MAX_BYTES = 987
 ALIAS_MAX_BYTES = 236
@@ -19,6 +21,10 @@ NESTED_MAX_BYTES = 100 * 1024
 STRING_FIELDS = frozenset({"first_name", "last_name", "home_city", "phone", "time_zone", "date_of_first_session",
                            "date_of_last_session", "marked_email_as_spam_at"})
 NAME_MAX_CHARS = 255
+STANDARD_ARRAYS = frozenset({"subscription_groups", "push_tokens"})   # not custom arrays: array_max is not theirs
+# "A year < 0 or > 3000 is stored as a string" (braze-api.md §2.5, custom attribute types)
+YEAR_MIN, YEAR_MAX = 0, 3000
+ARRAY_MAX_DEFAULT = 25          # a workspace's array attribute length unless raised (up to 100)
 CATALOG_ID_MAX_CHARS = 250
 CATALOG_VALUE_MAX_CHARS = 5000
 
@@ -63,6 +69,8 @@ _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.:]\d{1,9}
 _PHONE = re.compile(r"^\+?[0-9 ().-]{5,30}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CATALOG_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_YEAR = re.compile(r"^(-?\d+)-\d{2}-\d{2}")
+_NON_FINITE_SHOWN = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def show(value: Any, limit: int = 40) -> str:
@@ -123,8 +131,44 @@ def name(what: str, key: str) -> str | None:
     return None
 
 
-def nested(field: str, value: Any, max_chars: int = STRING_MAX_CHARS) -> str | None:
-    """Strings ≤ max_chars; nested object keys non-empty, ≤ 255, without '.' or '$' (`$time` allowed)."""
+def finite(field: str, value: Any, top: str | None = None) -> Reason | None:
+    """NaN and ±Infinity: JSON has no such number, so Braze can store none (a float column's NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        shown = _NON_FINITE_SHOWN[repr(value)]
+        return Reason(f"{field}: {shown} is not a finite number; JSON cannot carry it, so Braze cannot store it",
+                      top or field, NON_FINITE)
+    return None
+
+
+def time_range(field: str, value: Any) -> Reason | None:
+    """A time Braze cannot store as a time: an infinite timestamp or date, or a year outside 0-3000
+    (Braze keeps those as strings). `value` is a TIMESTAMP or DATE column's normalised text."""
+    if not isinstance(value, str):
+        return None
+    if value in ("infinity", "-infinity"):
+        return Reason(f"{field}: {value!r} (an infinite timestamp or date) is not a time Braze can store",
+                      field, TIME_RANGE)
+    year = _YEAR.match(value)
+    if year and not YEAR_MIN <= int(year.group(1)) <= YEAR_MAX:
+        return Reason(f"{field}: {show(value)} is outside the years {YEAR_MIN}-{YEAR_MAX}; Braze would store it "
+                      "as a string, not a time", field, TIME_RANGE)
+    return None
+
+
+def array_length(field: str, value: Any, limit: int) -> Reason | None:
+    """An array attribute longer than the workspace keeps: Braze would keep only its newest `limit` elements."""
+    if isinstance(value, list) and len(value) > limit:
+        return Reason(f"{field}: array of {len(value):,} elements; the workspace keeps at most {limit} "
+                      "(connection array_max), Braze would drop the oldest", field, ARRAY_MAX)
+    return None
+
+
+def nested(field: str, value: Any, max_chars: int = STRING_MAX_CHARS, top: str | None = None) -> str | None:
+    """Strings ≤ max_chars; numbers finite; nested object keys non-empty, ≤ 255, without '.' or '$'
+    (`$time` allowed). `top` is the field a nested value belongs to (for counting flagged values)."""
+    top = top or field
+    if isinstance(value, float):
+        return finite(field, value, top)
     if isinstance(value, str):
         if len(value) > max_chars:
             return f"{field}: string of {len(value)} characters is longer than {max_chars}"
@@ -137,7 +181,7 @@ def nested(field: str, value: Any, max_chars: int = STRING_MAX_CHARS) -> str | N
                 return f"{field}: nested key {show(key)} must not contain '.', '$' or spaces"
             if len(key) > NAME_MAX_CHARS:
                 return f"{field}: nested key {show(key)} is longer than {NAME_MAX_CHARS} characters"
-            problem = nested(f"{field}.{key}", item, max_chars)
+            problem = nested(f"{field}.{key}", item, max_chars, top)
             if problem:
                 return problem
         return None
@@ -145,7 +189,7 @@ def nested(field: str, value: Any, max_chars: int = STRING_MAX_CHARS) -> str | N
         for i, item in enumerate(value):
             if isinstance(item, list):
                 return f"{field}[{i}]: arrays must not contain arrays"
-            problem = nested(f"{field}[{i}]", item, max_chars)
+            problem = nested(f"{field}[{i}]", item, max_chars, top)
             if problem:
                 return problem
     return None
@@ -180,11 +224,16 @@ def standard_attribute(field: str, value: Any) -> str | None:
     return None
 
 
-def attribute(field: str, value: Any) -> str | None:
+def attribute(field: str, value: Any, *, time: bool = False, array_max: int | None = None) -> str | None:
+    """A user attribute's value; `time`: it comes from a TIMESTAMP or DATE column; `array_max`: the
+    workspace's longest array."""
     problem = name("attribute", field)
     if problem:
         return problem
-    problem = standard_attribute(field, value) or nested(field, value)
+    problem = (finite(field, value) or (time_range(field, value) if time else None)
+               or standard_attribute(field, value) or nested(field, value))
+    if problem is None and array_max is not None and field not in STANDARD_ARRAYS:
+        problem = array_length(field, value, array_max)
     if problem is None and isinstance(value, dict | list):
         return size(field, value)
     return problem
@@ -198,14 +247,16 @@ def size(field: str, value: Any) -> str | None:
     return None
 
 
-def properties(what: str, props: Mapping[str, Any], *, event: bool) -> str | None:
+def properties(what: str, props: Mapping[str, Any], *, event: bool, times: frozenset[str] = frozenset()) -> str | None:
+    """Event or purchase properties; `times`: the properties read from TIMESTAMP or DATE columns."""
     for key, value in props.items():
         problem = name(f"{what} property", key)
         if problem:
             return problem
         if event and key in RESERVED_EVENT_PROPERTIES:
             return f"{what} property name {key!r} is reserved by Braze"
-        problem = nested(f"properties.{key}", value)
+        problem = (time_range(f"properties.{key}", value) if key in times else None) or nested(
+            f"properties.{key}", value)
         if problem:
             return problem
     return size("properties", props)
@@ -229,6 +280,9 @@ def event_time(value: Any) -> Any:
 def time(field: str, value: Any) -> str | None:
     if value is None:
         return f"{field}: is null; Braze requires a time"
+    problem = time_range(field, value)
+    if problem:
+        return problem
     if not (isinstance(value, str) and _TIME.match(value) and _is_date(value[:10])):
         return f"{field}: {show(value)} is not an ISO-8601 time"
     return None
@@ -253,7 +307,7 @@ def currency(value: Any) -> str | None:
 def price(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"price: {show(value)} is not a number"
-    return None
+    return finite("price", value)
 
 
 def quantity(value: Any) -> str | None:
@@ -272,11 +326,11 @@ def catalog_item_id(field: str, value: Any) -> str | None:
     return None
 
 
-def catalog_value(field: str, value: Any) -> str | None:
+def catalog_value(field: str, value: Any, *, time: bool = False) -> str | None:
     problem = name("catalog field", field)
     if problem:
         return problem
-    return nested(field, value, CATALOG_VALUE_MAX_CHARS)
+    return (time_range(field, value) if time else None) or nested(field, value, CATALOG_VALUE_MAX_CHARS)
 
 
 def _is_date(text: str) -> bool:
