@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import threading
 import traceback
@@ -45,12 +46,24 @@ def _handle(args: argparse.Namespace) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:             # `reflow history | head`: the reader has all it wanted
+        _quiet_stdout()
+        return 141                      # as a shell reports a SIGPIPE'd command
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a clear line
         if args.debug:
             sys.stderr.write(scrub(traceback.format_exc()))
         sys.stderr.write(scrub(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
                                "traceback, and please report it)\n"))
         return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail on the closed pipe."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,7 +262,7 @@ class Context:
         console.note(f"dbt build --select {' '.join('+' + m for m in models)}: ok ({seconds:.1f} s)")
 
     def destination_for(self, *, need_key: bool, stop: threading.Event | None = None) -> Callable[[Any], Any]:
-        from engine.destinations.braze import make_destination
+        from engine.destinations.braze.destination import make_destination
         from engine.project import resolve_api_key
 
         def make(sync: Any) -> Any:

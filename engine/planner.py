@@ -461,10 +461,11 @@ class PlanRows:
                        count(*) FILTER (WHERE op = 'added' AND {sent}),
                        count(*) FILTER (WHERE op = 'changed' AND {sent} AND NOT ({unsets})),
                        count(*) FILTER (WHERE (op = 'removed' OR ({unsets})) AND {sent}),
-                       count(*) FILTER (WHERE {moved} AND status = '{SEND}')
-                FROM {DB}.plan_rows WHERE {where}""", params).fetchone() or (0,) * 12
+                       count(*) FILTER (WHERE {moved} AND status = '{SEND}'),
+                       count(*) FILTER (WHERE retry AND op <> 'removed' AND status = '{SEND}')
+                FROM {DB}.plan_rows WHERE {where}""", params).fetchone() or (0,) * 13
         (added, changed, removed, retry, invalid, not_sent, baselined, rehash,
-         added_sent, changed_sent, removed_sent, moved_rows) = (int(x) for x in row)
+         added_sent, changed_sent, removed_sent, moved_rows, retry_sent) = (int(x) for x in row)
         unchanged = delta.total - (delta.added + delta.candidates - rehash)
         counts = Counts(total=delta.total, added=added, changed=changed, removed=removed, unchanged=unchanged,
                         retry=retry, invalid=invalid, not_sent=not_sent, baseline=baselined)
@@ -487,7 +488,7 @@ class PlanRows:
                          "changes are reported, not re-sent")
         notes += self._waiting_note(sync)
         if hasattr(destination, "plan_notes"):
-            notes += destination.plan_notes(added_sent + changed_sent)
+            notes += destination.plan_notes(added_sent + changed_sent + retry_sent)
         if context.collapsed:
             notes.append(f"{context.collapsed} removed row(s) address the same {_object_word(sync)} as another "
                          "row of the model: the removal is not sent, that row's values are")

@@ -322,6 +322,11 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
         outcome.reasons[f"invalid: {reason}"] = outcome.reasons.get(f"invalid: {reason}", 0) + 1
     keep_removed = "AND op <> 'removed'" if sp.append_only else ""
     con.execute("BEGIN")
+    # a pending row still in the model, or still in the snapshot, is in every plan (as a retry); one this
+    # plan does not hold left the model before it ever landed (or came back to what Braze holds): not
+    # pending any more, and a row that returns later starts afresh (e.g. its wait for a profile)
+    con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key NOT IN "
+                f"(SELECT key FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ?)", [sp.name, *params])
     if n:
         con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {DB}.plan_rows WHERE {where} {keep_removed})",
                     params)

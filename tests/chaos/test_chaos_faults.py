@@ -34,7 +34,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     # a profile created by /users/track is invisible to other endpoints for 2 s (Braze is asynchronous)
     "visibility_delay": {"visibility_delay_ms": 2000},
     "combined": {"fail_429_first": 15, "rate_limit": (40, 1.0), "fail_5xx_rate": 0.2, "spike_rate": 0.08,
-                 "drop_connection_rate": 0.08, "process_then_fail_rate": 0.05, "visibility_delay_ms": 1000,
+                 "drop_connection_rate": 0.08, "process_then_fail_rate": 0.1, "visibility_delay_ms": 1000,
                  "reject": 3},
 }
 

@@ -95,7 +95,7 @@ def test_update_only_rows_wait_for_their_profile_then_go(cli, example_project, s
     assert len(slow_braze.users()) == 3
     code, out, _ = cli("status")
     line = next(x for x in out.splitlines() if x.startswith("braze_users"))
-    assert line.split()[1:3] == ["3", str(total - 3)], out      # 3 in the snapshot, the rest pending
+    assert line.split()[1:4] == ["3", "0", str(total - 3)], out     # 3 in the snapshot, the rest pending
 
 
 def test_a_row_that_waited_too_long_is_sent_unchecked_and_listed(cli, example_project, slow_braze):
@@ -123,3 +123,57 @@ def test_missing_users_skip_sends_and_says_so(cli, example_project, slow_braze):
     assert not any(path.startswith("POST /users/export/ids") for path in slow_braze.stats()["requests"])
     code, out, _ = cli("plan", "--select", "braze_users", "--json")
     assert not json.loads(out)["has_changes"]
+
+
+def test_a_lookup_braze_does_not_answer_leaves_rows_undelivered_not_waiting(cli, example_project, monkeypatch):
+    """Braze was not asked (its lookups fail): nothing is known of the users, so the rows are undelivered
+    (exit 3, `partial`) and their wait for a profile does not start."""
+    with running_sandbox(fail_5xx_rate=1.0, seed=1) as sandbox:
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", sandbox.url)
+        monkeypatch.setenv("BRAZE_API_KEY", sandbox.api_key)
+        project_file = example_project / "reflow_project.yml"
+        project_file.write_text(project_file.read_text() + FAST_EXPORT + "    max_retries: 0\n")
+        edit_sync(example_project, "braze_users", mode="update")
+        code, out, err = cli("run", "--select", "braze_users")
+        assert code == 3, out + err
+        assert "looking up the user's profile failed" in out and "waiting for the user's profile" not in out, out
+        code, out, _ = cli("history", "--json")
+        [run] = [r for r in json.loads(out) if r["sync"] == "braze_users"]
+        assert run["status"] == "partial", run
+        assert not any(p.startswith("POST /users/track") for p in sandbox.stats()["requests"])
+
+
+def test_switching_to_skip_says_so_for_rows_that_were_waiting(cli, example_project, slow_braze):
+    edit_sync(example_project, "braze_users", mode="update")
+    assert cli("run", "--select", "braze_users")[0] == 0          # every row waits: nobody is in Braze
+    edit_sync(example_project, "braze_users", missing_users="skip")
+    code, out, err = cli("plan", "--select", "braze_users", "--json")
+    [users] = json.loads(out)["syncs"]
+    assert users["retry"] and any(n.startswith("missing_users: skip") for n in users["notes"]), users["notes"]
+
+
+def test_a_waiting_row_that_leaves_the_model_is_no_longer_pending(cli, example_project, slow_braze):
+    import duckdb
+
+    edit_sync(example_project, "braze_users", mode="update", missing_users_max_wait="1s")
+    assert cli("run", "--select", "braze_users")[0] == 0
+    customers = sorted(r["customer_id"] for r in model_rows(example_project, "braze_users"))
+    gone = customers[:10]
+    con = duckdb.connect(str(example_project / "warehouse.duckdb"))
+    saved = con.execute("select * from customers where customer_id in (select unnest(?))", [gone]).fetchall()
+    con.execute("delete from customers where customer_id in (select unnest(?))", [gone])
+    con.close()
+    assert cli("run", "--select", "braze_users")[0] == 0
+    code, out, _ = cli("status")
+    line = next(x for x in out.splitlines() if x.startswith("braze_users"))
+    assert line.split()[3] == str(len(customers) - 10), out          # pending: only rows still in the model
+    time.sleep(1.1)
+    con = duckdb.connect(str(example_project / "warehouse.duckdb"))
+    con.executemany("insert into customers values (" + ", ".join("?" * len(saved[0])) + ")", saved)
+    con.close()
+    # back in the model: they start waiting afresh, so they are looked up, not sent unchecked
+    code, out, _ = cli("plan", "--select", "braze_users", "--json")
+    assert code == 0
+    code, out, _ = cli("show", "--sync", "braze_users", "--format", "json")
+    rows = {r["key"]: r for r in json.loads(out)}
+    assert all("sent without checking" not in (rows[k]["reason"] or "") for k in gone), [rows[k] for k in gone]

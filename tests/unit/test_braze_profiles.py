@@ -10,7 +10,7 @@ import pytest
 from scripted_http import Call, ScriptedServer, reply
 from test_braze_client import OPENED, FakeClock, destination, outcomes
 
-from engine.destinations.base import ACKNOWLEDGED, WAITING, Batch
+from engine.destinations.base import ACKNOWLEDGED, NOT_ATTEMPTED, REJECTED, WAITING, Batch
 from engine.errors import DestinationError
 from engine.specs import EventSpec, Identifier
 
@@ -78,13 +78,14 @@ def test_only_rows_of_users_braze_has_are_sent(clock: FakeClock, braze: Braze) -
     assert [o["external_id"] for o in sent["attributes"]] == ["a", "c"]
 
 
-def test_users_found_are_not_asked_about_again_in_the_same_apply(clock: FakeClock, braze: Braze) -> None:
+def test_users_are_asked_about_once_an_apply(clock: FakeClock, braze: Braze) -> None:
     braze.known = {"a"}
     dest = destination(clock, server=braze.server, mode="update")
     dest.send(users_batch("a", "b"))
-    dest.send(users_batch("a", "b"))
+    second = outcomes(dest.send(users_batch("a", "b", "c")))
     asked = [c["external_ids"] for c in braze.calls("/users/export/ids")]
-    assert asked == [["a", "b"], ["b"]]          # "b" again: it may have appeared; "a" is known
+    assert asked == [["a", "b"], ["c"]]          # "a" is known to exist, "b" known not to (until the next run)
+    assert [o for _, o, _ in second] == [ACKNOWLEDGED, WAITING, WAITING]
 
 
 def test_lookups_take_fifty_ids_a_request(clock: FakeClock, braze: Braze) -> None:
@@ -105,7 +106,9 @@ def test_an_answer_that_is_not_brazes_sends_nothing(clock: FakeClock, braze: Bra
     braze.export = answer
     dest = destination(clock, server=braze.server, mode="update", max_retries=0)
     results = outcomes(dest.send(users_batch("a", "b")))
-    assert all(o == WAITING and "looking it up failed: unexpected answer" in r for _, o, r in results), results
+    # Braze was not asked, so nothing is known of these users: undelivered (exit 3), not waiting
+    assert all(o == NOT_ATTEMPTED and "looking up the user's profile failed: unexpected answer" in r
+               for _, o, r in results), results
     assert braze.calls("/users/track") == []
 
 
@@ -115,6 +118,34 @@ def test_a_key_without_users_export_ids_is_named(clock: FakeClock, braze: Braze)
     with pytest.raises(DestinationError) as raised:
         dest.send(users_batch("a"))
     assert "users.export.ids" in raised.value.message and "missing_users: skip" in raised.value.message
+
+
+def test_alias_events_without_users_export_ids_are_not_told_to_skip(clock: FakeClock, braze: Braze) -> None:
+    braze.export = reply(403, {"message": "Access Denied"})
+    dest = destination(clock, "events", server=braze.server, identifier=ALIAS, event=EVENT)
+    with pytest.raises(DestinationError) as raised:
+        dest.send(alias_batch("x"))
+    assert "users.export.ids" in raised.value.message and "missing_users" not in raised.value.message
+
+
+def test_a_profile_braze_refuses_to_create_rejects_its_rows(clock: FakeClock, braze: Braze) -> None:
+    dest = destination(clock, "events", server=braze.server, identifier=ALIAS, event=EVENT)
+    inner = braze.answer
+
+    def refuse_y(call: Call) -> dict[str, Any]:
+        body = call.json()
+        attrs = body.get("attributes") or []
+        bad = [i for i, o in enumerate(attrs) if o["user_alias"]["alias_name"] == "y"]
+        if bad:
+            inner(call)
+            return reply(201, {"message": "success", "attributes_processed": len(attrs) - 1, "errors": [
+                {"type": "alias_name is blacklisted", "input_array": "attributes", "index": bad[0]}]})
+        return inner(call)
+
+    braze.server.script = [refuse_y]
+    results = outcomes(dest.send(alias_batch("x", "y")))
+    assert results[0][1] == ACKNOWLEDGED
+    assert results[1][1] == REJECTED and "alias_name is blacklisted" in results[1][2]
 
 
 def alias_batch(*names: str) -> Batch:

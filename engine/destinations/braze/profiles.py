@@ -14,8 +14,12 @@ alias-identified event or purchase (Braze never lets those create the profile). 
                         connection's `profile_wait` seconds) and send; rows whose profile does not
                         show in time wait for the next run
 
+Only Braze's parsed answer decides: a lookup or a creation that got no usable answer sends nothing and
+leaves the rows NOT_ATTEMPTED with the reason (undelivered: exit 3, the wait clock does not start); a
+creation Braze refuses rejects the rows with Braze's reason.
+
 Users found are remembered for the rest of the apply (one destination), never across runs: a profile
-can be deleted. /users/export/ids takes 50 external ids or aliases per request, one email, phone or
+can be deleted. Users Braze said it does not have are not asked about again in the same apply (check). /users/export/ids takes 50 external ids or aliases per request, one email, phone or
 braze_id; it has its own, low rate limit (connection `export_rate_limit`).
 """
 
@@ -26,7 +30,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.destinations.base import ACKNOWLEDGED, WAITING, AllAcknowledged, RowResult
+from engine.destinations.base import (
+    ACKNOWLEDGED,
+    NOT_ATTEMPTED,
+    REJECTED,
+    WAITING,
+    AllAcknowledged,
+    RowResult,
+)
 from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import ChannelInfo, channel_info, export_info
 from engine.errors import DestinationError
@@ -71,6 +82,7 @@ class ProfileGate:
         self._sleep = client.wait
         self._monotonic = client.monotonic
         self._known: set[str] = set()       # users Braze showed during this apply
+        self._absent: set[str] = set()      # users Braze said it does not have (check: not asked again)
         self._created: set[str] = set()     # alias profiles this apply created (acknowledged)
         self._lock = threading.Lock()
 
@@ -84,7 +96,7 @@ class ProfileGate:
         ready = self._wait_for(kind, [u for i, u in enumerate(users) if i not in results],
                                patient=info.profiles == "create")
         if isinstance(ready, str):          # no usable answer to the lookup: nothing was sent
-            return [results.get(i) or RowResult(k, WAITING, f"waiting for profile: looking it up failed: {ready}")
+            return [results.get(i) or RowResult(k, NOT_ATTEMPTED, f"looking up the user's profile failed: {ready}")
                     for i, k in enumerate(keys)]
         go = [i for i, u in enumerate(users) if i not in results and u in ready]
         for i, key in enumerate(keys):
@@ -106,41 +118,53 @@ class ProfileGate:
         items = [json.dumps({"user_alias": json.loads(u), "_update_existing_only": False},
                             ensure_ascii=False, separators=(",", ":")) for u in todo]
         answers = self.client.send(_CREATE_CHANNEL, todo, items)
-        failed: dict[str, str] = {}
+        failed: dict[str, RowResult] = {}
         for user, answer in zip(todo, answers, strict=True):
             if answer.outcome == ACKNOWLEDGED:
                 with self._lock:
                     self._created.add(user)
             else:
-                failed[user] = answer.reason or answer.outcome
-        return {i: RowResult(keys[i], WAITING, f"waiting for profile: creating it failed: {failed[u]}")
-                for i, u in enumerate(users) if u in failed}
+                failed[user] = answer
+        out: dict[int, RowResult] = {}
+        for i, user in enumerate(users):
+            refused = failed.get(user)
+            if refused is None:
+                continue
+            if refused.outcome == REJECTED:      # Braze refused the profile: the row cannot land as it is
+                out[i] = RowResult(keys[i], REJECTED, f"Braze refused to create its profile: {refused.reason}")
+            else:                                # no usable answer: the row itself was not sent
+                out[i] = RowResult(keys[i], NOT_ATTEMPTED, f"creating the user's profile failed: {refused.reason}")
+        return out
 
     def _wait_for(self, kind: str, users: Sequence[str], *, patient: bool) -> set[str] | str:
         """The users among `users` Braze shows, asking again until `profile_wait` passes when `patient`
         (profiles just created become visible asynchronously); or why the lookup failed."""
         with self._lock:
             ready = {u for u in users if u in self._known}
-        missing = list(dict.fromkeys(u for u in users if u not in ready))
+            absent = set() if patient else {u for u in users if u in self._absent}
+        missing = list(dict.fromkeys(u for u in users if u not in ready and u not in absent))
         deadline = self._monotonic() + self.profile_wait
         delay = _POLL_FIRST
         if patient and missing:
             self._sleep(delay)
         while missing:
-            found = self._lookup(kind, missing)
+            found = self._lookup(kind, missing, patient=patient)
             if isinstance(found, str):
                 return found
             with self._lock:
                 self._known |= found
             ready |= found
             missing = [u for u in missing if u not in found]
+            if not patient:
+                with self._lock:
+                    self._absent.update(missing)
             if not missing or not patient or self.client.stopped() or self._monotonic() + delay > deadline:
                 break
             delay = min(delay * 2, 5.0)
             self._sleep(delay)
         return ready
 
-    def _lookup(self, kind: str, users: Sequence[str]) -> set[str] | str:
+    def _lookup(self, kind: str, users: Sequence[str], *, patient: bool = False) -> set[str] | str:
         info = export_info(kind)
         found: set[str] = set()
         for start in range(0, len(users), info.limit):
@@ -148,9 +172,11 @@ class ProfileGate:
             try:
                 answer = self.client.lookup(info, asked)
             except DestinationError as exc:
-                raise DestinationError(f"{exc.message}; missing_users: wait (and alias-identified events and "
-                                       "purchases) look users up with /users/export/ids: give the key "
-                                       "users.export.ids, or set missing_users: skip") from exc
+                why = ("alias-identified events and purchases are sent once Braze shows their profile, which "
+                       "Reflow checks with /users/export/ids: give the key users.export.ids" if patient else
+                       "missing_users: wait looks users up with /users/export/ids before sending update-only "
+                       "rows: give the key users.export.ids, or set missing_users: skip")
+                raise DestinationError(f"{exc.message}; {why}") from exc
             if isinstance(answer, str):
                 return answer
             found |= found_users(kind, asked, answer)
