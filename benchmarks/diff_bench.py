@@ -90,7 +90,7 @@ def sync_spec(first_run: str = "send_all"):  # type: ignore[no-untyped-def]
 
 
 def step_reflow(work: Path, table: str, first_run: str, apply: bool) -> dict[str, object]:
-    from engine.destinations.braze import make_destination
+    from engine.destinations.braze.destination import make_destination
     from engine.planner import build_plan
     from engine.runner import apply_plan
     from engine.state import State

@@ -16,6 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from engine.dbt_project import profile_secrets
+from engine.destinations.braze.instances import EndpointProblem, resolve_endpoint
 from engine.errors import Problem, ProjectError, register_secret
 from engine.templates import (
     TemplateProblem,
@@ -84,7 +85,7 @@ class ConnectionConfig:
     type: str = "braze"
     endpoint: str | None = None          # the REST base URL; or `instance`
     instance: str | None = None          # US-01, iad-01, EU-02, fra-02, ...: resolved into `endpoint` by
-                                         # load_project (endpoints.resolve_endpoint), so a loaded
+                                         # load_project (instances.resolve_endpoint), so a loaded
                                          # connection carries the URL alone
     api_key_template: str | None = field(default=None, repr=False)
     rate_limit: float | None = None      # requests per second for /users/track (default 1000)
@@ -257,7 +258,6 @@ def _coerce_types(data: Any, templated: set[tuple[str | int, ...]], schema: Mapp
 
 
 def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list[Problem], warnings: list[str]) -> ConnectionConfig:
-    from engine.destinations.braze.endpoints import EndpointProblem, resolve_endpoint
 
     base: tuple[str | int, ...] = ("connections", name)
     endpoint: str | None = None

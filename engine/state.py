@@ -110,6 +110,11 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+def default_backup_path(state_path: Path, kind: str = "backup") -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return state_path.parent / f"{state_path.stem}-{kind}-{stamp}{state_path.suffix or '.duckdb'}"
+
+
 def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -200,17 +205,32 @@ class State:
         if moved:
             raise StateGoneError(moved)
 
+    def copy_to(self, dest: Path) -> None:
+        """COPY FROM DATABASE (whole transactions only) to `dest`, through a temporary file."""
+        tmp = dest.with_name(dest.name + ".partial")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
+            self.con.execute(f"ATTACH '{_sql_str(str(tmp))}' AS rbackup")
+            try:
+                self.con.execute("COPY FROM DATABASE rstate TO rbackup")
+            finally:
+                self.con.execute("DETACH rbackup")
+            os.replace(tmp, dest)
+        except (duckdb.Error, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StateError(f"cannot write the copy {dest}: {_first_line(exc)}") from exc
+
     def _rescue(self) -> str:
         """The state file was deleted or replaced under this writer: keep DuckDB from touching the files now
         at its path when it closes, and save what this connection still holds next to it. A sentence
         saying where, and what to do, for the error."""
         if self._file is None or file_change(self.path, self._file) is None:
             return "The state file is intact: nothing is lost. Run again"
-        from engine.state_backup import rescue_state
-
         lost = ("the next run sends every row again (events and purchases would reach Braze twice)")
         try:
-            saved = rescue_state(self)
+            saved = default_backup_path(self.path, "rescued")
+            self.copy_to(saved)
         except StateError as exc:
             return f"Its contents could not be saved ({exc.message}): {lost}"
         finally:

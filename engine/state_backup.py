@@ -3,7 +3,7 @@
 A backup is taken under the state lock (no apply can be writing) with DuckDB's own
 `COPY FROM DATABASE`, so it holds whole transactions only. A restore refuses a file that is not a
 Reflow state file or was written by a newer Reflow, and keeps the file it replaces as `<state>.bak`.
-A rescue (`rescue_state`) is the same copy, taken by a run whose state file was deleted or replaced
+A rescue (`State.copy_to`) is the same copy, taken by a run whose state file was deleted or replaced
 under it, from the file it still has open.
 """
 
@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
 from engine.errors import StateError
-from engine.state import SCHEMA_VERSION, State
+from engine.state import SCHEMA_VERSION, State, default_backup_path
 from engine.state_lock import StateLock
 
 
@@ -36,11 +35,6 @@ class RestoreResult:
     schema_version: int
 
 
-def default_backup_path(state_path: Path, kind: str = "backup") -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return state_path.parent / f"{state_path.stem}-{kind}-{stamp}{state_path.suffix or '.duckdb'}"
-
-
 def backup_state(state_path: Path, dest: Path | None = None, *, memory_limit: str = "1GB") -> BackupResult:
     """Copy the state file to `dest` (default: next to it, timestamped), under the state lock."""
     if not state_path.exists():
@@ -51,33 +45,8 @@ def backup_state(state_path: Path, dest: Path | None = None, *, memory_limit: st
     if dest.resolve() == state_path.resolve():
         raise StateError("the backup file must differ from the state file")
     with State.open(state_path, command="state backup", memory_limit=memory_limit) as state:
-        _copy(state, dest)
+        state.copy_to(dest)
     return BackupResult(dest, read_schema_version(dest), dest.stat().st_size)
-
-
-def rescue_state(state: State) -> Path:
-    """A copy of what an open writer holds, next to its state file (whose folder is made again if it
-    was deleted): for a state file deleted or replaced while the writer held it."""
-    dest = default_backup_path(state.path, "rescued")
-    _copy(state, dest)
-    return dest
-
-
-def _copy(state: State, dest: Path) -> None:
-    """COPY FROM DATABASE (whole transactions only) to `dest`, through a temporary file."""
-    tmp = dest.with_name(dest.name + ".partial")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.unlink(missing_ok=True)
-        state.con.execute(f"ATTACH '{_sql_str(str(tmp))}' AS rbackup")
-        try:
-            state.con.execute("COPY FROM DATABASE rstate TO rbackup")
-        finally:
-            state.con.execute("DETACH rbackup")
-        os.replace(tmp, dest)
-    except (duckdb.Error, OSError) as exc:
-        tmp.unlink(missing_ok=True)
-        raise StateError(f"cannot write the copy {dest}: {_first_line(exc)}") from exc
 
 
 def read_schema_version(path: Path) -> int:

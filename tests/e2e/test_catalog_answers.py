@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from engine.destinations.base import ACKNOWLEDGED, REJECTED, Batch
-from engine.destinations.braze import make_destination
+from engine.destinations.braze.destination import make_destination
 from engine.errors import DestinationError
 from engine.project import ConnectionConfig
 from engine.sandbox.testing import running_sandbox

@@ -9,8 +9,8 @@ import pytest
 
 import engine
 from engine.destinations.base import Batch
-from engine.destinations.braze import datapoints, make_destination
-from engine.destinations.braze.destination import USER_AGENT, BrazeDestination
+from engine.destinations.braze import datapoints
+from engine.destinations.braze.destination import USER_AGENT, BrazeDestination, make_destination
 from engine.destinations.braze.endpoints import channel_info
 from engine.errors import DestinationError, ProjectError
 from engine.project import ConnectionConfig

@@ -12,8 +12,7 @@ import pytest
 
 from engine import strict_json
 from engine.destinations.base import ARRAY_MAX, NON_FINITE, TIME_RANGE, Invalid, Item, PlanRow
-from engine.destinations.braze import make_destination
-from engine.destinations.braze.destination import BrazeDestination
+from engine.destinations.braze.destination import BrazeDestination, make_destination
 from engine.project import ConnectionConfig
 from engine.specs import DestinationSpec, EventSpec, Identifier, PurchaseSpec, SyncSpec
 

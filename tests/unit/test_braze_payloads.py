@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from engine.destinations.base import Invalid, Item, PlanRow, Skip
-from engine.destinations.braze import make_destination
-from engine.destinations.braze.destination import BrazeDestination
+from engine.destinations.braze.destination import BrazeDestination, make_destination
 from engine.errors import SpecError
 from engine.project import ConnectionConfig
 from engine.specs import (

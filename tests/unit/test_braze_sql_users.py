@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.destinations.braze import make_destination
+from engine.destinations.braze.destination import make_destination
 from engine.destinations.braze.sql_users import kind_of, struct_fields
 from engine.planner import build_plan
 from engine.project import ConnectionConfig, Project, WarehouseConfig

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from engine.destinations.base import Invalid, Item, PlanRow
-from engine.destinations.braze import make_destination
-from engine.destinations.braze.destination import BrazeDestination
+from engine.destinations.braze.destination import BrazeDestination, make_destination
 from engine.project import ConnectionConfig
 from engine.specs import DestinationSpec, EventSpec, Identifier, PurchaseSpec, SyncSpec
 

@@ -188,3 +188,13 @@ class BrazeDestination:
             client, self._client, self._gate = self._client, None, None
         if client is not None:
             client.close()
+
+
+def make_destination(connection: ConnectionConfig, api_key: str | None, sync: SyncSpec, *,
+                     stop: threading.Event | None = None) -> BrazeDestination:
+    """The Braze destination of one sync. `api_key` may be None when planning; `send` needs it.
+    `stop` (the runner's first Ctrl-C / SIGTERM) ends the client's waits at once.
+
+    Raises ProjectError for a bad endpoint/instance and SpecError for a destination section Braze
+    cannot serve (missing identifier, reserved field names, …)."""
+    return BrazeDestination(connection, api_key, sync, client_options={"stop": stop} if stop else None)
