@@ -223,6 +223,18 @@ class _Adapter(HTTPAdapter):
 
     def __init__(self) -> None:
         super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
+        self._pool: Any = None
+
+    def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: bool | str | None,
+                                        proxies: Any = None, cert: Any = None) -> Any:
+        """The pool, looked up once: the session sends to one base URL with settings fixed at start."""
+        if self._pool is None or self._pool.pool is None:          # none yet, or closed
+            self._pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+            super().cert_verify(self._pool, request.url or "", verify, cert)
+        return self._pool
+
+    def cert_verify(self, conn: Any, url: str, verify: bool | str | None, cert: Any) -> None:
+        return None                                                 # done once, with the pool
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
