@@ -1,6 +1,6 @@
-"""The Braze transport's settings, seen from the wire: certificates checked against requests' bundle or
+"""The Braze transport's settings, seen from the wire: certificates checked against certifi's bundle or
 the one the environment names, proxies from the environment (NO_PROXY honoured, HTTPS tunnelled), no
-credentials from ~/.netrc, no redirect followed, one attempt per request."""
+credentials from ~/.netrc, no redirect followed, no cookies."""
 
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 from scripted_http import ScriptedServer, reply
 
-from engine.destinations.braze.transport import Transport, TransportBroken, TransportTLS
+from engine.destinations.braze.transport import (
+    Transport,
+    TransportBroken,
+    TransportTLS,
+    _ca_bundle,
+    _proxy_for,
+    _tls_context,
+)
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "no_proxy",
                    "all_proxy")
@@ -41,16 +48,21 @@ def post(transport: Transport) -> object:
 
 # -- certificates ----------------------------------------------------------------------------------
 
-def test_certificates_are_checked_against_requests_bundle_unless_the_environment_names_one(
+def test_certificates_and_host_names_are_checked_against_certifi_unless_the_environment_names_a_bundle(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert Transport("https://rest.iad-01.braze.com", timeout=5).verify is True     # certifi's, through requests
+    import certifi
+
+    assert _ca_bundle() == certifi.where()
+    context = _tls_context(_ca_bundle())
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0
     for name in BUNDLE_VARIABLES:
         monkeypatch.setenv(name, str(tmp_path / f"{name}.pem"))
-    assert Transport("https://rest.iad-01.braze.com", timeout=5).verify == str(tmp_path / "REQUESTS_CA_BUNDLE.pem")
+    assert _ca_bundle() == str(tmp_path / "REQUESTS_CA_BUNDLE.pem")
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
-    assert Transport("https://rest.iad-01.braze.com", timeout=5).verify == str(tmp_path / "CURL_CA_BUNDLE.pem")
+    assert _ca_bundle() == str(tmp_path / "CURL_CA_BUNDLE.pem")
     monkeypatch.delenv("CURL_CA_BUNDLE")
-    assert Transport("https://rest.iad-01.braze.com", timeout=5).verify == str(tmp_path / "SSL_CERT_FILE.pem")
+    assert _ca_bundle() == str(tmp_path / "SSL_CERT_FILE.pem")
 
 
 @pytest.fixture
@@ -105,13 +117,18 @@ def test_the_ca_bundle_named_by_requests_ca_bundle_is_trusted(tls_server: tuple[
     assert answer.status == 201 and answer.body == b'{"message": "success"}'         # type: ignore[attr-defined]
 
 
-def test_a_ca_bundle_that_does_not_exist_is_a_tls_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+@pytest.mark.parametrize("content", [None, "not a certificate\n"])
+def test_a_ca_bundle_that_cannot_be_read_is_a_tls_failure_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                    content: str | None) -> None:
+    bundle = tmp_path / "ca.pem"
+    if content is not None:
+        bundle.write_text(content)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
     with pytest.raises(TransportTLS) as info:
         post(Transport("https://rest.iad-01.braze.com", timeout=5))
     assert info.value.sent is False
-    assert info.value.message == (f"cannot check the TLS certificate of rest.iad-01.braze.com:443: the CA bundle "
-                                  f"{tmp_path / 'missing.pem'} does not exist")
+    assert info.value.message.startswith(f"cannot check the TLS certificate of rest.iad-01.braze.com:443: the CA "
+                                         f"bundle {bundle} cannot be read (")
 
 
 # -- proxies ---------------------------------------------------------------------------------------
@@ -126,13 +143,16 @@ def test_a_ca_bundle_that_does_not_exist_is_a_tls_failure(monkeypatch: pytest.Mo
     ({"HTTP_PROXY": "http://proxy.corp:8080"}, "http://127.0.0.1:4010", ("proxy.corp", 8080)),
     ({"HTTP_PROXY": "http://proxy.corp:8080", "NO_PROXY": "127.0.0.1"}, "http://127.0.0.1:4010", None),
     ({"HTTP_PROXY": "http://proxy.corp:8080"}, "https://rest.iad-01.braze.com", None),     # HTTP only
+    ({"HTTPS_PROXY": "http://proxy.corp"}, "https://rest.iad-01.braze.com", ("proxy.corp", 80)),  # as requests
 ])
 def test_proxies_follow_the_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str,
                                         proxy: tuple[str, int] | None) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    found = Transport(url, timeout=5).proxy
-    assert (None if found is None else (found.hostname, found.port)) == proxy
+    transport = Transport(url, timeout=5)
+    found = _proxy_for(url)
+    assert (None if found is None else (found.hostname, found.port or 80)) == proxy
+    assert transport.where.endswith("" if proxy is None else f" through the proxy {proxy[0]}:{proxy[1]}")
 
 
 class FakeProxy:
