@@ -12,8 +12,9 @@ http.client builds the CONNECT tunnel); this module only picks the bundle and th
 
 TLS verifies certificates: a CA bundle from REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / SSL_CERT_FILE, else
 certifi's (a declared dependency), else the system store. A bundle that cannot be read is a TLS
-failure naming it. HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY are honoured as requests honours
-them (HTTPS through a CONNECT tunnel); nothing is read from ~/.netrc.
+failure naming it. HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY are honoured (HTTPS through a
+CONNECT tunnel to an http:// proxy; a proxy without a port is on 80, as in requests); nothing is read
+from ~/.netrc.
 
 A request that gets no HTTP answer raises a TransportError that says what happened and where, and
 whether the server may have processed it:
