@@ -1,13 +1,20 @@
 """Keep-alive HTTP/1.1 connections to Braze, one per sending thread, on the standard library's
 `http.client`.
 
-Measured under 64 sending threads against the sandbox, a request costs 0.17 ms of client CPU here
-against 0.35 ms through a `requests` Session adapter (cookie, hook and header-dict machinery that
-Braze calls never use), which is the difference between one core sustaining Braze's full rate or not.
+Why not `requests` (the project's card): issue 15 moved this transport onto a `requests` Session per
+sending thread (a pre-built PreparedRequest through Session.send, no retries, no redirects, the
+adapter's pool looked up once; in this branch's history) and measured it against this one under 64 sending
+threads on one pinned core: 0.34-0.39 ms of client CPU per 75-object request against 0.18-0.24 ms here
+(urllib3's urlopen alone costs 0.25 ms or more), and +0.2 ms on the whole send path, which takes it
+over the 1 ms budget (docs/benchmarks.md, "Send"). So the transport stays here, kept small: the
+security-sensitive parts are the standard library's (ssl verifies certificates and host names,
+http.client builds the CONNECT tunnel); this module only picks the bundle and the proxy.
 
 TLS verifies certificates: a CA bundle from REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / SSL_CERT_FILE, else
-certifi's (installed with requests), else the system store. HTTPS_PROXY / HTTP_PROXY / NO_PROXY are
-honoured (HTTPS through a CONNECT tunnel).
+certifi's (a declared dependency), else the system store. A bundle that cannot be read is a TLS
+failure naming it. HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY are honoured (HTTPS through a
+CONNECT tunnel to an http:// proxy; a proxy without a port is on 80, as in requests); nothing is read
+from ~/.netrc.
 
 A request that gets no HTTP answer raises a TransportError that says what happened and where, and
 whether the server may have processed it:
@@ -77,7 +84,7 @@ class Transport:
         self.port = parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
-        self._context = _tls_context() if self.https else None
+        self._context: ssl.SSLContext | None = None       # made at the first connection (it reads the bundle)
         self._proxy = _proxy_for(base_url)
         self._local = threading.local()
         self._open: list[http.client.HTTPConnection] = []
@@ -90,7 +97,7 @@ class Transport:
             self._drop(conn)                 # closed by Braze while idle: reconnect, not a failure
             conn = None
         if conn is None:
-            host, port = (self._proxy.hostname or "", self._proxy.port or 8080) if self._proxy else (self.host, self.port)
+            host, port = _address(self._proxy) if self._proxy else (self.host, self.port)
             if self.https:
                 conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._context)
                 if self._proxy:
@@ -113,13 +120,20 @@ class Transport:
     def where(self) -> str:
         """host:port of the server, and the proxy when one is used: for messages."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        via = f" through the proxy {self._proxy.hostname}:{self._proxy.port or 8080}" if self._proxy else ""
+        via = " through the proxy {}:{}".format(*_address(self._proxy)) if self._proxy else ""
         return f"{host}:{self.port}{via}"
 
     def request(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> Answer:
         """One request and its whole answer. Raises a TransportError whose `sent` is False when the
         request certainly did not reach the server: no connection (DNS, refused, unreachable, TLS
         handshake, connect timeout) or a failure while writing it."""
+        if self.https and self._context is None:
+            bundle = _ca_bundle()
+            try:
+                self._context = _tls_context(bundle)
+            except (OSError, ValueError) as exc:          # ssl.SSLError is an OSError
+                raise TransportTLS(f"cannot check the TLS certificate of {self.where}: the CA bundle {bundle} "
+                                   f"cannot be read ({_cause(exc)})", sent=False) from exc
         conn = self._connection()
         target = self.prefix + path
         if self._proxy and not self.https:
@@ -216,21 +230,33 @@ def _close_all(conns: list[http.client.HTTPConnection]) -> None:
         conns.pop().close()
 
 
-def _tls_context() -> ssl.SSLContext:
+def _ca_bundle() -> str | None:
+    """The CA bundle to trust: the one the environment names (requests' variables, then OpenSSL's), else
+    certifi's."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
-    if not bundle:
-        try:
-            import certifi
+    if bundle:
+        return bundle
+    try:
+        import certifi
+    except ImportError:                  # declared, but a hand-made environment may lack it: the system store
+        return None
+    return str(certifi.where())
 
-            bundle = certifi.where()
-        except ImportError:
-            bundle = None
+
+def _tls_context(bundle: str | None = None) -> ssl.SSLContext:
+    """Certificates and host names checked, against `bundle` (None: the system store)."""
     return ssl.create_default_context(cafile=bundle)
+
+
+def _address(proxy: Any) -> tuple[str, int]:
+    """A proxy's host and port; the port defaults as in requests (80, 443 for an https:// proxy)."""
+    return proxy.hostname or "", proxy.port or (443 if proxy.scheme == "https" else 80)
 
 
 def _proxy_for(base_url: str) -> Any:
     parts = urlsplit(base_url)
     if urllib.request.proxy_bypass_environment(parts.hostname or ""):  # type: ignore[attr-defined]
         return None
-    proxy = urllib.request.getproxies_environment().get(parts.scheme)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
     return urlsplit(proxy if "//" in proxy else "http://" + proxy) if proxy else None
