@@ -186,3 +186,32 @@ def test_a_created_profile_braze_never_shows_waits_for_the_next_run(clock: FakeC
     assert results[0][1] == WAITING and "not visible in Braze yet" in results[0][2]
     assert sum(clock.sleeps) <= dest.connection.profile_wait + 5
     assert [c.path for c in braze.server.calls].count("/users/track") == 1     # the creation only
+
+
+def test_a_run_stopping_while_it_waits_for_profiles_sends_nothing_more(clock: FakeClock, braze: Braze) -> None:
+    """Ctrl-C while Braze does not show a just-created profile yet: the rows are not sent (not waiting:
+    nothing was learnt of their users), and the wait ends at once."""
+    import threading
+
+    from engine.destinations.braze.destination import BrazeDestination
+    from engine.project import ConnectionConfig
+    from engine.specs import DestinationSpec, SyncSpec
+
+    stop = threading.Event()
+    inner = braze.answer
+
+    def stop_on_lookup(call: Call) -> dict[str, Any]:
+        if call.path == "/users/export/ids":
+            stop.set()
+            return reply(200, {"message": "success", "users": []})
+        return inner(call)
+
+    braze.server.script = [stop_on_lookup]
+    conn = ConnectionConfig("braze", endpoint=braze.server.url, max_retries=0, timeout=0.5)
+    sync = SyncSpec("s", "m", ("id",), DestinationSpec("braze", "events", identifier=ALIAS, event=EVENT))
+    dest = BrazeDestination(conn, "sk-test", sync, client_options={
+        "stop": stop, "sleep": clock.sleep, "monotonic": clock.monotonic, "clock": clock.time})
+    OPENED.append(dest)
+    results = outcomes(dest.send(alias_batch("x")))
+    assert results == [("x", NOT_ATTEMPTED, "stopped before sending")]
+    assert [c.path for c in braze.server.calls] == ["/users/track", "/users/export/ids"]

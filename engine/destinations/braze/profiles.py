@@ -99,9 +99,11 @@ class ProfileGate:
             return [results.get(i) or RowResult(k, NOT_ATTEMPTED, f"looking up the user's profile failed: {ready}")
                     for i, k in enumerate(keys)]
         go = [i for i, u in enumerate(users) if i not in results and u in ready]
+        stopped = self.client.stopped()     # the run is stopping: what was not confirmed is simply not sent
         for i, key in enumerate(keys):
             if i not in results and users[i] not in ready:
-                results[i] = RowResult(key, WAITING, CREATING_REASON if info.profiles == "create" else WAITING_REASON)
+                results[i] = (RowResult(key, NOT_ATTEMPTED, "stopped before sending") if stopped else
+                              RowResult(key, WAITING, CREATING_REASON if info.profiles == "create" else WAITING_REASON))
         if go:
             sent = self.client.send(info, [keys[i] for i in go], [items[i] for i in go])
             results.update(zip(go, sent, strict=True))
@@ -110,7 +112,7 @@ class ProfileGate:
         return [results[i] for i in range(len(keys))]
 
     def _create(self, kind: str, keys: Sequence[str], users: Sequence[str]) -> dict[int, RowResult]:
-        """Create the alias profiles not created yet; the rows whose profile could not be created (held back)."""
+        """Create the alias profiles not created yet; the results of the rows whose profile was not created."""
         with self._lock:
             todo = list(dict.fromkeys(u for u in users if u not in self._created and u not in self._known))
         if not todo:
