@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 
 from engine.errors import KeyCheckError, PlanError, WarehouseError
+from engine.sql import first_line, json_path, quote, sql_str
 from engine.state import UNKNOWN
 
 DELTA = "memory.main.reflow_delta"
@@ -73,8 +74,6 @@ class DeltaRow:
     replaces: dict[str, Any] | None = None   # the removed row this one takes the destination object of
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def describe(con: duckdb.DuckDBPyConnection, relation: str, *, model: str, sync: str | None = None) -> list[Column]:
@@ -96,7 +95,7 @@ def model_failed(exc: duckdb.Error, *, sync: str | None, model: str) -> Warehous
     """The located error for a model whose query failed: names the sync (when known) and the model
     (`model_label`: its name and file)."""
     who = f"sync '{sync}': " if sync else ""
-    return WarehouseError(f"{who}model {model} failed on the warehouse: {_first_line(exc)}")
+    return WarehouseError(f"{who}model {model} failed on the warehouse: {first_line(exc)}")
 
 
 def model_label(name: str, file: str | None) -> str:
@@ -152,13 +151,8 @@ def _is_float(t: str) -> bool:
     return t in ("FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT") or t.startswith("DECIMAL")
 
 
-def sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
-def json_path(name: str) -> str:
-    """A JSON path literal selecting one top-level key, whatever characters it has."""
-    return sql_str("$." + json.dumps(name))
 
 
 def key_expr(primary_key: Sequence[str]) -> str:
@@ -476,6 +470,3 @@ def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
     for table in (DELTA, ROWS, MARKED_TABLE, EMPTY_SNAPSHOT, PAIRS_TABLE):
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

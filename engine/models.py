@@ -27,6 +27,7 @@ from jinja2.sandbox import SecurityError
 
 from engine.dbt_project import dbt_model_files
 from engine.errors import ReflowError, RenderError, contains_secret
+from engine.sql import quote
 from engine.templates import (
     BudgetExceeded,
     TemplateProblem,
@@ -47,8 +48,6 @@ MAX_MODEL_BYTES = 5_000_000
 DEFAULT_TARGET: Mapping[str, str] = {"name": "reflow", "type": "duckdb", "schema": "main"}
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # ---------------------------------------------------------------- models

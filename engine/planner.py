@@ -43,6 +43,7 @@ from engine.plan import (
 )
 from engine.project import SECRET_FIELDS, Project
 from engine.specs import SyncSpec, check_columns
+from engine.sql import json_path, sql_str
 from engine.state import DB, UNKNOWN, State, new_id, now
 from engine.warehouse.base import Warehouse
 
@@ -282,7 +283,7 @@ def _object_word(sync: SyncSpec) -> str:
 
 def _unmapped_counts(state: State, table: str, unmapped: Sequence[str]) -> tuple[tuple[str, int], ...]:
     """Per field no longer mapped: how many snapshot rows hold a value for it (Braze keeps them)."""
-    parts = ", ".join(f"count(*) FILTER (WHERE coalesce(json_extract({('row_json')}, {diff.json_path(f)})::VARCHAR, "
+    parts = ", ".join(f"count(*) FILTER (WHERE coalesce(json_extract({('row_json')}, {json_path(f)})::VARCHAR, "
                       f"'null') <> 'null')" for f in unmapped)
     row = state.con.execute(f"SELECT {parts} FROM {table}").fetchone() or (0,) * len(unmapped)
     return tuple((f, int(c)) for f, c in zip(unmapped, row, strict=True))
@@ -335,7 +336,7 @@ class PlanRows:
                      for (kind, field, action), (rows, key, reason) in sorted(self.flagged.items()))
 
     def _pending(self) -> str:
-        return f"(SELECT key FROM {DB}.pending WHERE sync = {diff.sql_str(self.sync)})"
+        return f"(SELECT key FROM {DB}.pending WHERE sync = {sql_str(self.sync)})"
 
     def write_sql(self, sync: str, n: int, fast: SqlItems | None) -> None:
         """Rows whose hash moved but no value did are recorded only; a destination's SQL payloads
@@ -353,28 +354,28 @@ class PlanRows:
             secret_free=self.secret_free), params)
         self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
             status=f"'{SKIP}'", channel="NULL", item="NULL", points="0", where="r.__collapsed",
-            reason=diff.sql_str("another key of the model addresses the same destination object; "
+            reason=sql_str("another key of the model addresses the same destination object; "
                                 "that row's values are sent instead of this removal"),
             secret_free=self.secret_free), params)
         if fast is not None:
             # rows that take a destination object over, change what names it, unset unmapped fields or
             # have unknown old values are the Python path's
             special = ["r.__collapsed", "r.__replaces IS NOT NULL", "r.__uncertain",
-                       f"r.__key IN (SELECT key FROM {DB}.pending WHERE sync = {diff.sql_str(self.sync)} "
+                       f"r.__key IN (SELECT key FROM {DB}.pending WHERE sync = {sql_str(self.sync)} "
                        "AND waiting_since IS NOT NULL)"]     # held back: how long is prepare()'s to judge
             for names in (self.projection.identity, sorted(self.unset_unmapped)):
                 if names:
-                    special.append(f"list_has_any(r.__changed, [{', '.join(diff.sql_str(f) for f in names)}])")
+                    special.append(f"list_has_any(r.__changed, [{', '.join(sql_str(f) for f in names)}])")
             if self.unset_unmapped:
                 special.append("r.__op = 'removed'")     # its unmapped fields are unset too
             self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
-                status=f"'{SEND}'", channel=fast.channel_sql or diff.sql_str(fast.channel), item=f"({fast.item})",
+                status=f"'{SEND}'", channel=fast.channel_sql or sql_str(fast.channel), item=f"({fast.item})",
                 points=f"({fast.data_points})", reason="NULL",
                 where=f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})",
                 secret_free=self.secret_free), params)
         # the rest: delta rows not written yet (an anti-join, cheaper than evaluating `eligible` again)
         self.python_rows = (f"r.__rn NOT IN (SELECT seq - {int(self.seq_min)} + 1 FROM {DB}.plan_rows "
-                            f"WHERE plan_id = {diff.sql_str(self.plan_id)} AND sync = {diff.sql_str(sync)} "
+                            f"WHERE plan_id = {sql_str(self.plan_id)} AND sync = {sql_str(sync)} "
                             f"AND seq >= {int(self.seq_min)})")
 
     def write_python(self, chunk: list[diff.DeltaRow], destination: Destination) -> None:
@@ -445,9 +446,9 @@ class PlanRows:
         where, params = self._where()
         live = f"status NOT IN ('{INVALID}', '{REHASH}')"
         sent = f"NOT retry AND status = '{SEND}'"
-        unsets = (f"list_has_any(changed, [{', '.join(diff.sql_str(f) for f in sorted(self.unset_unmapped))}])"
+        unsets = (f"list_has_any(changed, [{', '.join(sql_str(f) for f in sorted(self.unset_unmapped))}])"
                   if self.unset_unmapped else "false")
-        moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(diff.sql_str(f) for f in self.projection.identity)}])"
+        moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(sql_str(f) for f in self.projection.identity)}])"
                  if self.projection.identity else "false")
         row = self.con.execute(
             f"""SELECT count(*) FILTER (WHERE op = 'added' AND NOT retry AND {live}),
@@ -557,7 +558,7 @@ class PlanRows:
                 "WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' END")
         retyped = (f"({kind.format(v=old)}) <> ({kind.format(v=new)}) "
                    f"AND json_extract_string(old_row, '$.' || to_json(f)::VARCHAR) IS DISTINCT FROM "
-                   f"{diff.sql_str(UNKNOWN)}")
+                   f"{sql_str(UNKNOWN)}")
         rows = self.con.execute(
             f"""WITH c AS (
                   SELECT unnest(changed) AS f, seq, key, new_row, old_row FROM {DB}.plan_rows
@@ -607,7 +608,7 @@ SECRET_REASON = ("holds a secret value (the value of a secret setting such as an
 
 def secret_free_sql(columns: Sequence[str]) -> str:
     """SQL true for a row none of whose `columns` (text) holds a registered secret, in any of its forms."""
-    hits = [f"contains(coalesce({c}, ''), {diff.sql_str(s)})" for c in columns for s in registered_secrets()]
+    hits = [f"contains(coalesce({c}, ''), {sql_str(s)})" for c in columns for s in registered_secrets()]
     return f"NOT ({' OR '.join(hits)})" if hits else "true"
 
 

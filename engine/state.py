@@ -55,6 +55,7 @@ import duckdb
 from engine.errors import LockError, StateError, StateGoneError
 from engine.live_status import RUNS as LIVE_RUNS
 from engine.live_status import LiveStatus
+from engine.sql import first_line, sql_str
 from engine.state_lock import StateLock, describe_holder, file_change, read_holder
 
 SCHEMA_VERSION = 3
@@ -211,7 +212,7 @@ class State:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp.unlink(missing_ok=True)
-            self.con.execute(f"ATTACH '{_sql_str(str(tmp))}' AS rbackup")
+            self.con.execute(f"ATTACH {sql_str(str(tmp))} AS rbackup")
             try:
                 self.con.execute("COPY FROM DATABASE rstate TO rbackup")
             finally:
@@ -219,7 +220,7 @@ class State:
             os.replace(tmp, dest)
         except (duckdb.Error, OSError) as exc:
             tmp.unlink(missing_ok=True)
-            raise StateError(f"cannot write the copy {dest}: {_first_line(exc)}") from exc
+            raise StateError(f"cannot write the copy {dest}: {first_line(exc)}") from exc
 
     def _rescue(self) -> str:
         """The state file was deleted or replaced under this writer: keep DuckDB from touching the files now
@@ -572,7 +573,7 @@ class State:
         if st is None or st.layout != LEGACY_LAYOUT:
             return False
         con = self.con
-        parts = ", ".join(f"{_sql_str_literal(f)}, json_extract(row_json, {_sql_str_literal('$.' + json.dumps(c))})"
+        parts = ", ".join(f"{sql_str(f)}, json_extract(row_json, {sql_str('$.' + json.dumps(c))})"
                           for f, c in fields)
         con.execute("BEGIN")
         if parts:
@@ -719,7 +720,7 @@ def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDB
     try:
         while True:
             try:
-                con.execute(f"ATTACH '{_sql_str(str(path))}' AS rstate{mode}")
+                con.execute(f"ATTACH {sql_str(str(path))} AS rstate{mode}")
                 break
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
@@ -739,13 +740,11 @@ def _connect(path: Path, *, memory_limit: str, read_only: bool) -> duckdb.DuckDB
     return con
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _unreadable(path: Path, exc: BaseException) -> StateError:
     return StateError(
-        f"the state file {path} is unreadable ({_first_line(exc)}); it may be corrupt or "
+        f"the state file {path} is unreadable ({first_line(exc)}); it may be corrupt or "
         "truncated. Restore a backup (`reflow state restore`) or move it away to start over"
     )
 
@@ -753,7 +752,7 @@ def _unreadable(path: Path, exc: BaseException) -> StateError:
 def _io_problem(path: Path, exc: BaseException) -> StateError:
     """DuckDB I/O failures on the state file: unreadable (corrupt, truncated) or unwritable (disk full,
     read-only). Rows whose outcome could not be recorded are simply planned again."""
-    text = _first_line(exc)
+    text = first_line(exc)
     low = text.lower()
     if "could not read" in low or "not a valid duckdb" in low or "corrupt" in low or "checksum" in low:
         return _unreadable(path, exc)
@@ -763,12 +762,8 @@ def _io_problem(path: Path, exc: BaseException) -> StateError:
     )
 
 
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
 
 
-def _sql_str_literal(value: str) -> str:
-    return "'" + _sql_str(value) + "'"
 
 
 def _unknown_patch(fields: str, known: str) -> str:
@@ -778,11 +773,11 @@ def _unknown_patch(fields: str, known: str) -> str:
     others = f"list_filter({fields}, lambda f: NOT list_contains({known}, f))"
     chosen = f"CASE WHEN len({others}) > 0 THEN {others} ELSE {fields} END"
     return (f"to_json(map_from_entries(list_transform({chosen}, "
-            f"lambda f: {{'k': f, 'v': {_sql_str_literal(UNKNOWN)}}})))::VARCHAR")
+            f"lambda f: {{'k': f, 'v': {sql_str(UNKNOWN)}}})))::VARCHAR")
 
 
 def _sql_list(values: Sequence[str]) -> str:
-    return "[" + ", ".join(_sql_str_literal(v) for v in values) + "]::VARCHAR[]"
+    return "[" + ", ".join(sql_str(v) for v in values) + "]::VARCHAR[]"
 
 
 _ids = itertools.count(1)

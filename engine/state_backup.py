@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from engine.errors import StateError
+from engine.sql import first_line, sql_str
 from engine.state import SCHEMA_VERSION, State, default_backup_path
 from engine.state_lock import StateLock
 
@@ -56,7 +57,7 @@ def read_schema_version(path: Path) -> int:
     try:
         con = duckdb.connect(":memory:")
         try:
-            con.execute(f"ATTACH '{_sql_str(str(path))}' AS candidate (READ_ONLY)")
+            con.execute(f"ATTACH {sql_str(str(path))} AS candidate (READ_ONLY)")
             found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'candidate' "
                                 "AND table_name = 'meta'").fetchone()
             row = con.execute("SELECT value FROM candidate.main.meta WHERE key = 'schema_version'").fetchone() \
@@ -64,7 +65,7 @@ def read_schema_version(path: Path) -> int:
         finally:
             con.close()
     except duckdb.Error as exc:
-        raise StateError(f"{path} is not a readable Reflow state file ({_first_line(exc)})") from exc
+        raise StateError(f"{path} is not a readable Reflow state file ({first_line(exc)})") from exc
     if row is None:
         raise StateError(f"{path} is not a Reflow state file (it has no schema version)")
     try:
@@ -103,10 +104,3 @@ def restore_state(state_path: Path, source: Path) -> RestoreResult:
         lock.release()
     return RestoreResult(state_path, replaced, version)
 
-
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]

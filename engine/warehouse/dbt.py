@@ -32,6 +32,7 @@ from engine.dbt_project import DbtProject, fingerprint, load_dbt_project
 from engine.errors import ProjectError, RenderError, WarehouseError, contains_secret, scrub
 from engine.models import RenderedModel, render_model
 from engine.project import PROJECT_FILE, Project
+from engine.sql import quote
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
 
@@ -51,8 +52,6 @@ _VAR = re.compile(r"""(?<![\w.])var\(\s*['"]([^'"]+)['"]""")
 _VAR_DYNAMIC = re.compile(r"""(?<![\w.])var\(\s*[^'"\s)]""")
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def dbt_installed() -> bool:

@@ -10,14 +10,13 @@ import duckdb
 from engine.errors import WarehouseError
 from engine.models import RenderedModel, render_model
 from engine.project import Project
+from engine.sql import quote
 from engine.warehouse.guard import check_model_sql
 
 if TYPE_CHECKING:
     from engine.specs import SyncSpec
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class DuckDBWarehouse:

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from engine.errors import WarehouseError
+from engine.sql import first_line
 
 RESERVED_CATALOGS = frozenset({"rstate", "memory", "system", "temp"})
 STRING_TABLE_FUNCTIONS = frozenset({"query", "query_table"})
@@ -30,7 +31,7 @@ def check_model_sql(con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> 
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise WarehouseError(f"model '{model}' is not one SQL query: {_first_line(exc)}") from None
+        raise WarehouseError(f"model '{model}' is not one SQL query: {first_line(exc)}") from None
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         kinds = ", ".join(s.type.name for s in statements) or "none"
         raise WarehouseError(f"model '{model}' must be exactly one SELECT (or WITH … SELECT) statement; it has: "
@@ -60,7 +61,3 @@ def _references(node: Any) -> Iterator[tuple[str, tuple[str, ...]]]:
         for value in node:
             yield from _references(value)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -14,7 +14,7 @@ from faulty_sandbox import (
     FaultySandbox,
     tune_connection,
 )
-from reflow_process import Processes
+from reflow_process import SLOW_CONCURRENCY, Processes
 
 from engine.sandbox.testing import running_sandbox
 
@@ -22,6 +22,14 @@ from engine.sandbox.testing import running_sandbox
 @pytest.fixture
 def chaos_project(example_project: Path) -> Path:
     tune_connection(example_project, timeout=CLIENT_TIMEOUT, max_retries=MAX_RETRIES, concurrency=CONCURRENCY)
+    return example_project
+
+
+@pytest.fixture
+def slow_project(example_project: Path) -> Path:
+    """The example tuned for runs that a test interrupts or watches: SLOW_CONCURRENCY requests in flight,
+    a generous timeout (the sandbox answers after SLOW_LATENCY_MS)."""
+    tune_connection(example_project, timeout=10, max_retries=2, concurrency=SLOW_CONCURRENCY)
     return example_project
 
 

@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+SLOW_CONCURRENCY = 2         # requests in flight for the `slow_project` fixture (conftest.py)
+SLOW_LATENCY_MS = 250        # the sandbox's answer delay those tests set
+
 
 class Processes:
     """Starts `reflow` processes; `stop_all` kills those still running (the fixture's teardown)."""

@@ -17,19 +17,13 @@ from pathlib import Path
 
 import pytest
 from braze_checks import assert_in_step
-from faulty_sandbox import run_until_clean, tune_connection
+from faulty_sandbox import run_until_clean
+from reflow_process import SLOW_CONCURRENCY as CONCURRENCY
+from reflow_process import SLOW_LATENCY_MS as LATENCY_MS
 from reflow_process import wait_for_requests
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
-CONCURRENCY = 2
-LATENCY_MS = 250
-
-
-@pytest.fixture
-def slow_project(example_project: Path) -> Path:
-    tune_connection(example_project, timeout=10, max_retries=2, concurrency=CONCURRENCY)
-    return example_project
 
 
 def state_file(project: Path) -> Path:

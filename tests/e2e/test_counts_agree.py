@@ -11,25 +11,18 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from cli_runner import Cli
+from cli_runner import Cli, sandbox_project, warehouse_sql
 
 from engine.sandbox.testing import running_sandbox
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = """name: counts
-warehouse: {type: duckdb, path: warehouse.duckdb}
-connections:
-  braze:
-    type: braze
-    endpoint: "{{ env_var('BRAZE_REST_ENDPOINT') }}"
-    api_key: "{{ env_var('BRAZE_API_KEY') }}"
-  nowhere:
+PROJECT = sandbox_project("counts", """  nowhere:
     type: braze
     endpoint: "http://127.0.0.1:%d"
     api_key: "{{ env_var('BRAZE_API_KEY') }}"
     max_retries: 0
-"""
+""")
 SYNC = """model: %s
 primary_key: id
 destination:
@@ -61,13 +54,6 @@ def people_project(root: Path) -> Path:
     return root
 
 
-def sql(root: Path, *statements: str) -> None:
-    con = duckdb.connect(str(root / "warehouse.duckdb"))
-    for statement in statements:
-        con.execute(statement)
-    con.close()
-
-
 def apply_counts(out: str, sync: str) -> dict[str, int]:
     line = next(x for x in out.splitlines() if x.startswith(f"{sync}: "))
     found = re.match(r"[\w]+: ([\d,]+) acknowledged, ([\d,]+) rejected, ([\d,]+) pending", line)
@@ -96,7 +82,7 @@ def test_plan_apply_status_and_history_agree_on_every_row_state(tmp_path, capsys
         assert code == 0, out + err
         # the next day: 2 changed, 1 removed, 2 added (one of which Braze rejects), 3 invalid (no user id),
         # 7 unchanged; and a second sync whose Braze cannot be reached (its 2 rows stay pending)
-        sql(root, "UPDATE people_table SET tier = 'gold' WHERE id IN ('p01', 'p02')",
+        warehouse_sql(root, "UPDATE people_table SET tier = 'gold' WHERE id IN ('p01', 'p02')",
             "DELETE FROM people_table WHERE id = 'p03'",
             "INSERT INTO people_table VALUES ('p11', 'u11', 'p11@example.com', 'new'), "
             "('p12', 'u12', 'p12@example.com', 'new'), ('p13', NULL, 'p13@example.com', 'new'), "

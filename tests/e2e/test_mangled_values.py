@@ -10,22 +10,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
-from cli_runner import Cli
+from cli_runner import Cli, sandbox_project, warehouse_sql
 
 from engine.sandbox.testing import running_sandbox
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = """name: mangled
-warehouse: {type: duckdb, path: warehouse.duckdb}
-connections:
-  braze:
-    type: braze
-    endpoint: "{{ env_var('BRAZE_REST_ENDPOINT') }}"
-    api_key: "{{ env_var('BRAZE_API_KEY') }}"
-"""
+PROJECT = sandbox_project("mangled")
 USERS = """model: people
 primary_key: id
 destination:
@@ -82,15 +74,8 @@ def project(root: Path, users: str = USERS, project_text: str = PROJECT) -> Cli:
     (root / "models" / "people.sql").write_text("select * from {{ ref('people_table') }}")
     (root / "models" / "visits.sql").write_text("select * from {{ ref('visits_table') }}")
     (root / "syncs" / "people.yml").write_text(users)
-    sql(root, PEOPLE, VISITS)
+    warehouse_sql(root, PEOPLE, VISITS)
     return root
-
-
-def sql(root: Path, *statements: str) -> None:
-    con = duckdb.connect(str(root / "warehouse.duckdb"))
-    for statement in statements:
-        con.execute(statement)
-    con.close()
 
 
 @pytest.fixture
@@ -106,7 +91,7 @@ def test_mangled_values_are_warned_about_left_out_and_never_unset(tmp_path, caps
     cli = Cli(root, capsys)
     assert cli("run")[0] == 0
     assert braze.user("u1")["custom_attributes"]["score"] == 1.5
-    sql(root, *MANGLE)
+    warehouse_sql(root, *MANGLE)
 
     code, out, err = cli("plan")
     assert code == 0, err
@@ -199,7 +184,7 @@ def test_events_with_mangled_values_are_invalid_with_a_reason(tmp_path, capsys, 
 def test_array_max_is_the_connections_setting(tmp_path, capsys, braze):
     root = project(tmp_path / "p", project_text=PROJECT + "    array_max: 100\n")
     cli = Cli(root, capsys)
-    sql(root, "UPDATE people_table SET tags = range(100)::VARCHAR[] WHERE id = 'u1'",
+    warehouse_sql(root, "UPDATE people_table SET tags = range(100)::VARCHAR[] WHERE id = 'u1'",
         "UPDATE people_table SET tags = range(101)::VARCHAR[] WHERE id = 'u2'")
     code, out, err = cli("plan", "--json")
     [people] = strict(out)["syncs"]

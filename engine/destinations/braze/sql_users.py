@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from engine.destinations.base import SqlItems, is_time_type
 from engine.destinations.braze import datapoints, validate
 from engine.destinations.braze.payloads import UsersPayloads
+from engine.sql import sql_str
 
 # SQL mirrors of validate.py's patterns, stricter where the regex engines differ (ASCII only).
 _EMAIL = (r"^[!#-'*+\-./0-9=?A-Z^_`a-z{|}~]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -42,8 +43,6 @@ class _Kind:
     points: int = 1
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _q(name: str) -> str:
@@ -51,7 +50,7 @@ def _q(name: str) -> str:
 
 
 def _in(values: frozenset[str]) -> str:
-    return "(" + ", ".join(_lit(v) for v in sorted(values)) + ")"
+    return "(" + ", ".join(sql_str(v) for v in sorted(values)) + ")"
 
 
 def split_top(text: str) -> list[str]:
@@ -142,7 +141,7 @@ class UsersSql:
         secondary = ident.kind in ("email", "phone")
         parts = [self._ident_json()]
         if self.p.flag is not None:
-            parts.append(_lit('"_update_existing_only":' + json.dumps(self.p.flag)))
+            parts.append(sql_str('"_update_existing_only":' + json.dumps(self.p.flag)))
         checks = [self._ident_check()]
         points = []
         includes = []
@@ -152,15 +151,15 @@ class UsersSql:
                 return None
             v = _q(column)
             include = (f"(CASE WHEN r.__op = 'added' THEN {v} IS NOT NULL "
-                       f"ELSE list_contains(r.__changed, {_lit(column)})"
+                       f"ELSE list_contains(r.__changed, {sql_str(column)})"
                        f"{'' if unset else f' AND {v} IS NOT NULL'} END)")
             includes.append(include)
             key = json.dumps(field, ensure_ascii=False) + ":"
-            parts.append(f"CASE WHEN {include} THEN {_lit(key)} || coalesce(to_json({v})::VARCHAR, 'null') END")
+            parts.append(f"CASE WHEN {include} THEN {sql_str(key)} || coalesce(to_json({v})::VARCHAR, 'null') END")
             checks.append(f"(NOT {include} OR {v} IS NULL OR (({self._value_check(field, v, kind)}) "
                           f"AND {self._storable(field, v, types[column], kind)}))")
             if not unset:       # a changed field that became null is kept in Braze: the Python path says so
-                checks.append(f"NOT (r.__op = 'changed' AND list_contains(r.__changed, {_lit(column)}) AND {v} IS NULL)")
+                checks.append(f"NOT (r.__op = 'changed' AND list_contains(r.__changed, {sql_str(column)}) AND {v} IS NULL)")
             free = field in ("email_subscribe", "push_subscribe") or (secondary and field in ("email", "phone"))
             cost = "0" if free else (f"(CASE WHEN {v} IS NULL THEN 1 ELSE {kind.points} END)"
                                      if kind.name == "object" else "1")
@@ -174,8 +173,8 @@ class UsersSql:
         channel_sql = None
         if removed is not None:
             if self.p.profiles.rule:    # removals (update-only unsets) need no profile check
-                channel_sql = (f"CASE WHEN r.__op = 'removed' THEN {_lit(self.p.profiles.base)} "
-                               f"ELSE {_lit(self.p.channel)} END")
+                channel_sql = (f"CASE WHEN r.__op = 'removed' THEN {sql_str(self.p.profiles.base)} "
+                               f"ELSE {sql_str(self.p.channel)} END")
             r_item, r_points, r_eligible = removed
             item = f"CASE WHEN r.__op = 'removed' THEN {r_item} ELSE {item} END"
             points = [f"CASE WHEN r.__op = 'removed' THEN {r_points} ELSE {' + '.join(points)} END"]
@@ -190,16 +189,16 @@ class UsersSql:
         if self.p.on_removed != "unset" or not pairs:
             return None
         ident = self.p.ident
-        path = _lit("$." + json.dumps(ident.column))
+        path = sql_str("$." + json.dumps(ident.column))
         old = f"json_extract_string(r.__old_row, {path})"
-        parts = [self._ident_json(old), _lit('"_update_existing_only":true')]
-        parts += [_lit(json.dumps(field, ensure_ascii=False) + ":null") for field, _ in pairs]
+        parts = [self._ident_json(old), sql_str('"_update_existing_only":true')]
+        parts += [sql_str(json.dumps(field, ensure_ascii=False) + ":null") for field, _ in pairs]
         item = "'{' || " + " || ',' || ".join(parts) + " || '}'"
         free = {"email_subscribe", "push_subscribe"} | ({"email", "phone"} if secondary else set())
         points = str(sum(0 if field in free else 1 for field, _ in pairs))
         checks = ["r.__op = 'removed'", f"json_type(r.__old_row, {path}) = 'VARCHAR'", self._ident_check(old)]
         if self.p.fields.explicit is None:
-            keys = "[" + ", ".join(_lit(c) for c in columns) + "]"
+            keys = "[" + ", ".join(sql_str(c) for c in columns) + "]"
             checks.append(f"json_keys(r.__old_row) = {keys}")
         return item, points, " AND ".join(checks)
 
@@ -208,8 +207,8 @@ class UsersSql:
         v = value or _q(ident.column)
         if ident.kind == "user_alias":
             label = json.dumps(ident.alias_label, ensure_ascii=False)
-            return f"""'"user_alias":{{"alias_name":' || to_json({v})::VARCHAR || {_lit(',"alias_label":' + label + '}')}"""
-        return f"{_lit(json.dumps(ident.kind) + ':')} || to_json({v})::VARCHAR"
+            return f"""'"user_alias":{{"alias_name":' || to_json({v})::VARCHAR || {sql_str(',"alias_label":' + label + '}')}"""
+        return f"{sql_str(json.dumps(ident.kind) + ':')} || to_json({v})::VARCHAR"
 
     def _ident_check(self, value: str | None = None) -> str:
         ident = self.p.ident
@@ -227,11 +226,11 @@ class UsersSql:
 
     @staticmethod
     def _email(v: str) -> str:
-        return f"regexp_full_match({v}, {_lit(_EMAIL)}) AND strlen({v}) <= {validate.STRING_MAX_CHARS}"
+        return f"regexp_full_match({v}, {sql_str(_EMAIL)}) AND strlen({v}) <= {validate.STRING_MAX_CHARS}"
 
     @staticmethod
     def _phone(v: str) -> str:
-        return (f"regexp_full_match({v}, {_lit(_PHONE)}) "
+        return (f"regexp_full_match({v}, {sql_str(_PHONE)}) "
                 f"AND length(regexp_replace({v}, '[^0-9]', '', 'g')) >= 5")
 
     def _storable(self, field: str, v: str, type_text: str, kind: _Kind) -> str:
@@ -243,7 +242,7 @@ class UsersSql:
         if kind.name in ("list", "object") and _FLOATS.search(type_text.upper()):
             parts.append(f"NOT contains({v}::VARCHAR, 'NaN') AND NOT contains({v}::VARCHAR, 'Infinity')")
         if is_time_type(type_text):
-            parts.append(f"regexp_matches({v}, {_lit(_YEAR_OK)})")
+            parts.append(f"regexp_matches({v}, {sql_str(_YEAR_OK)})")
         if kind.name == "list" and field not in validate.STANDARD_ARRAYS:
             parts.append(f"json_array_length({v}) <= {int(self.p.array_max)}")
         return "(" + " AND ".join(parts) + ")"
@@ -265,7 +264,7 @@ class UsersSql:
             if field in ("email_subscribe", "push_subscribe"):
                 return f"{v} IN {_in(validate.SUBSCRIBE_STATES)}"
             if field == "dob":
-                return (f"regexp_full_match({v}, {_lit(_DATE)}) AND {v} >= '0001-01-01' "
+                return (f"regexp_full_match({v}, {sql_str(_DATE)}) AND {v} >= '0001-01-01' "
                         f"AND try_strptime({v}, '%Y-%m-%d') IS NOT NULL")
             return f"strlen({v}) <= {validate.STRING_MAX_CHARS}"
         if kind.name in ("number", "bool"):
