@@ -1,7 +1,7 @@
 """The clock jumping between real `reflow` processes (libfaketime), against the sandbox: plans, runs and
 their pruning follow the sequence the state file assigns, the clock is only displayed.
 
-Each command is `faketime -f SPEC reflow ...`: plans made a day ahead, then two days behind, then with
+Each command is a `reflow` process with libfaketime preloaded (FAKETIME=SPEC): plans made a day ahead, then two days behind, then with
 the clock jumping to 2030 and back to 2001. The plan made last is the one `apply` uses (an older one is
 refused as stale), the plan just saved keeps its rows although ten "newer" ones (by the clock) exist,
 `history` lists runs in the order they ran whatever their times, and Braze ends equal to the models
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,55 +25,67 @@ from engine.state import State
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
-# Only the wall clock moves, as when a clock is set wrong or jumps (the monotonic clock never does).
-FAKETIME = shutil.which("faketime")
-# libfaketime 0.9.10 (Debian 12) cannot serve Python: a timed wait hangs, or time.sleep fails (EINVAL)
-# with the monotonic clock left alone; .ci/run builds an upstream libfaketime that can.
+# libfaketime, preloaded into each `reflow` process: the library the `libfaketime` package (a dev
+# dependency, from the package index) ships prebuilt. Debian's faketime 0.9.10 cannot serve Python (a timed
+# wait hangs, or time.sleep fails with EINVAL when the monotonic clock is left alone). Only the wall clock
+# moves, as when a clock is set wrong or jumps (the monotonic clock never does).
 PROBE = ("import datetime, threading, time; time.sleep(0.01); threading.Event().wait(0.01); "
          "threading.Lock().acquire(timeout=0.01); print(datetime.datetime.now(datetime.UTC).year)")
 
 
-def faketime(spec: str) -> list[str]:
-    assert FAKETIME, "faketime (libfaketime) is required under CI: .ci/run installs it"
-    return [FAKETIME, "--exclude-monotonic", "-f", spec]
+def library() -> Path | None:
+    try:
+        import libfaketime
+    except ImportError:
+        return None
+    found = Path(libfaketime.__file__).parent / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
+    return found if found.is_file() else None
+
+
+def faketime(spec: str) -> dict[str, str]:
+    """The environment of a process whose wall clock reads `spec` (libfaketime's FAKETIME syntax)."""
+    lib = library()
+    assert lib is not None, "libfaketime is required under CI (pip install -e '.[dev]' installs it)"
+    return {**os.environ, "LD_PRELOAD": str(lib), "FAKETIME": spec, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKETIME_NO_CACHE": "1"}
 
 
 def faketime_problem() -> str | None:
-    if FAKETIME is None:
-        return "faketime (libfaketime) is not installed"
+    if library() is None:
+        return "libfaketime (the Python package shipping the library) is not installed"
     try:
-        proc = subprocess.run([*faketime("@2001-01-01 00:00:00"), sys.executable, "-c", PROBE],
+        proc = subprocess.run([sys.executable, "-c", PROBE], env=faketime("@2001-01-01 00:00:00"),
                               capture_output=True, text=True, timeout=20)
     except subprocess.TimeoutExpired:
-        return f"{FAKETIME} hangs a Python timed wait (libfaketime 0.9.10?)"
+        return "libfaketime hangs a Python timed wait"
     if proc.returncode != 0 or proc.stdout.strip() != "2001":
-        return f"{FAKETIME} cannot move the clock of Python: {proc.stdout.strip()} {proc.stderr.strip()[-300:]}"
+        return f"libfaketime cannot move the clock of Python: {proc.stdout.strip()} {proc.stderr.strip()[-300:]}"
     return None
 
 
 @pytest.fixture(scope="module", autouse=True)
 def working_faketime() -> None:
-    """Skip without a faketime that works here, except under CI (.ci/run installs one): there, fail."""
+    """Skip without a libfaketime that works here, except under CI (the dev extras install it): there, fail."""
     problem = faketime_problem()
     if problem and os.environ.get("CI"):
         pytest.fail(problem)
     if problem:
         pytest.skip(problem)
 
+
 AHEAD, BEHIND = "+1d", "-2d"
 IN_2030, IN_2001 = "@2030-01-01 00:00:00", "@2001-01-01 00:00:00"
 
 
 class Reflow:
-    """`reflow --project-dir PROJECT ...` as its own process under `faketime -f SPEC`."""
+    """`reflow --project-dir PROJECT ...` as its own process, its wall clock at SPEC."""
 
     def __init__(self, project: Path) -> None:
         self.project = project
 
     def __call__(self, spec: str, *args: str) -> tuple[int, str, str]:
-        proc = subprocess.run([*faketime(spec), sys.executable, "-m", "engine", *args[:1],
-                               "--project-dir", str(self.project), *args[1:]],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "engine", *args[:1], "--project-dir", str(self.project),
+                               *args[1:]], env=faketime(spec), capture_output=True, text=True, timeout=300)
         return proc.returncode, proc.stdout, proc.stderr
 
     def ok(self, spec: str, *args: str) -> str:
@@ -99,11 +110,11 @@ def plan_rows(project: Path, plan_id: str) -> int:
 
 
 def test_faketime_moves_the_clock_of_a_python_process():
-    """The premise: faketime shifts what Python's datetime reads in a child process, and only that."""
+    """The premise: libfaketime shifts what Python's datetime reads in a child process, and only that."""
     for spec, check in [(AHEAD, "d.days == 1"), (BEHIND, "d.days == -2"), (IN_2030, "t.year == 2030")]:
         code = ("import datetime as dt, sys, time; t = dt.datetime.fromtimestamp(time.time(), dt.UTC); "
                 f"d = t - dt.datetime.fromtimestamp(float(sys.argv[1]), dt.UTC); assert {check}, t")
-        subprocess.run([*faketime(spec), sys.executable, "-c", code, str(time.time())], check=True, timeout=60)
+        subprocess.run([sys.executable, "-c", code, str(time.time())], env=faketime(spec), check=True, timeout=60)
 
 
 def test_plans_and_runs_follow_the_state_as_the_clock_jumps_between_commands(example_project, braze_env):
