@@ -429,14 +429,13 @@ def _write_html(state: Any, plan: Any, path: Path, **filters: Any) -> None:
 def _apply(args: argparse.Namespace) -> int:
     from engine import console
     from engine.planner import load_plan
-    from engine.runner import require_unblocked
+    from engine.runner import ready_to_send
 
     ctx = Context(args)
     syncs = {s.name: s for s in ctx.syncs()}
     with ctx.state("apply") as state:
         plan = load_plan(state, args.plan_id)
-        _check(ctx, state, plan, syncs)
-        require_unblocked(plan, args.allow_guard)
+        ready_to_send(state, plan, _fingerprints_now(ctx, plan, syncs), args.allow_guard)
         if plan.has_changes and not args.yes:
             if sys.stdin.isatty():
                 console.print_plan(plan)
@@ -446,17 +445,14 @@ def _apply(args: argparse.Namespace) -> int:
         return _send(ctx, state, plan, syncs, args.allow_guard)
 
 
-def _check(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any]) -> None:
-    """Refuse a stale plan: each sync's fingerprint now (spec, model definition, destination) must be
-    the plan's."""
+def _fingerprints_now(ctx: Context, plan: Any, syncs: dict[str, Any]) -> dict[str, str]:
+    """Each planned sync's fingerprint now (spec, model definition, destination): a plan whose differ is stale."""
     from engine.planner import current_fingerprint
-    from engine.runner import check_plan
 
     warehouse = ctx.warehouse()
     make = ctx.destination_for(need_key=False)
-    current = {sp.name: current_fingerprint(ctx.project, syncs[sp.name], warehouse, make(syncs[sp.name]))
-               for sp in plan.syncs if sp.name in syncs}
-    check_plan(state, plan, current)
+    return {sp.name: current_fingerprint(ctx.project, syncs[sp.name], warehouse, make(syncs[sp.name]))
+            for sp in plan.syncs if sp.name in syncs}
 
 
 def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any], allow: Sequence[str]) -> int:
@@ -479,7 +475,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine import console
     from engine.errors import GuardError
     from engine.planner import build_plan
-    from engine.runner import check_plan, require_unblocked
+    from engine.runner import ready_to_send
 
     ctx = Context(args)
     syncs = ctx.syncs(args.select)
@@ -496,11 +492,9 @@ def _run(args: argparse.Namespace) -> int:
             console.print_plan(plan)
         for failure in plan.failed:
             console.error(f"sync '{failure.sync}' was not planned: {failure.message}")
-        check_plan(state, plan, {s.name: s.fingerprint for s in plan.syncs})
         try:
-            require_unblocked(plan, args.allow_guard)
+            ready_to_send(state, plan, {s.name: s.fingerprint for s in plan.syncs}, args.allow_guard)
         except GuardError:
-            state.set_plan_status(plan.plan_id, "blocked")
             if plan.failed:         # the most serious outcome: a sync failed
                 console.error("guard blocked the plan")
                 return 1

@@ -144,6 +144,17 @@ def check_plan(state: State, plan: Plan, current: dict[str, str]) -> None:
                             f"sync '{s.name}' changed since the plan was made)")
 
 
+def ready_to_send(state: State, plan: Plan, current: dict[str, str], allow_guards: Sequence[str] = ()) -> None:
+    """What `apply` and `run` both do before sending: refuse a stale plan (`check_plan`), then one a guard
+    blocks (`require_unblocked`; the plan is marked `blocked`, and can be sent with the guard allowed)."""
+    check_plan(state, plan, current)
+    try:
+        require_unblocked(plan, allow_guards)
+    except GuardError:
+        state.set_plan_status(plan.plan_id, "blocked")
+        raise
+
+
 def blocked_syncs(plan: Plan, allow_guards: Sequence[str] = ()) -> dict[str, str]:
     """Syncs a guard blocks (unless allowed), each with the message that says why and how to proceed."""
     out: dict[str, str] = {}
