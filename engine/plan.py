@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-# plan row statuses
-SEND = "send"            # has a payload item; apply sends it
-INVALID = "invalid"      # failed the destination's validation; never sent, stays pending
-SKIP = "skip"            # part of the plan, sends nothing (e.g. a changed, already-sent event)
-REHASH = "rehash"        # hash differs but no value did (column order, DuckDB upgrade): record only
-BASELINE = "baseline"    # first_run: baseline records the row without sending
+
+class RowStatus(StrEnum):
+    """A plan row's status (a str: compares equal to the text stored in `plan_rows.status`)."""
+
+    SEND = "send"            # has a payload item; apply sends it
+    INVALID = "invalid"      # failed the destination's validation; never sent, stays pending
+    SKIP = "skip"            # part of the plan, sends nothing (e.g. a changed, already-sent event)
+    REHASH = "rehash"        # hash differs but no value did (column order, DuckDB upgrade): record only
+    BASELINE = "baseline"    # first_run: baseline records the row without sending
+
+
+SEND, INVALID, SKIP = RowStatus.SEND, RowStatus.INVALID, RowStatus.SKIP
+REHASH, BASELINE = RowStatus.REHASH, RowStatus.BASELINE
 DROPPED = "sent without "   # reason of a SEND row sent without a field the destination would refuse
                             # (any other reason of a SEND row is a note about it)
 

@@ -27,21 +27,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol, overload
 
-ADDED = "added"
-CHANGED = "changed"
-REMOVED = "removed"
 
-ACKNOWLEDGED = "acknowledged"      # a parsed answer of the destination accepted the row
-REJECTED = "rejected"              # a parsed answer refused the row, with a reason
-NOT_ATTEMPTED = "not_attempted"    # the row certainly did not reach the destination (never sent, refused
-                                   # before processing: 429, connection refused, DNS, TLS)
-UNKNOWN = "unknown"                # the request may have been applied, but no usable answer came back
-                                   # (timeout, 5xx, connection lost after sending, an answer that is not
-                                   # the destination's): the snapshot must not trust its old values
-WAITING = "waiting"                # held back, not sent: what the row needs is not there yet (its user's
-                                   # profile); it stays pending and is planned again
+class Op(StrEnum):
+    """What the diff found for a row (a str: compares equal to the text the state stores)."""
+
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+
+
+class Outcome(StrEnum):
+    """What became of one row a destination was asked to send."""
+
+    ACKNOWLEDGED = "acknowledged"      # a parsed answer of the destination accepted the row
+    REJECTED = "rejected"              # a parsed answer refused the row, with a reason
+    NOT_ATTEMPTED = "not_attempted"    # the row certainly did not reach the destination (never sent, refused
+                                       # before processing: 429, connection refused, DNS, TLS)
+    UNKNOWN = "unknown"                # the request may have been applied, but no usable answer came back
+                                       # (timeout, 5xx, connection lost after sending, an answer that is not
+                                       # the destination's): the snapshot must not trust its old values
+    WAITING = "waiting"                # held back, not sent: what the row needs is not there yet (its user's
+                                       # profile); it stays pending and is planned again
+
+
+ADDED, CHANGED, REMOVED = Op.ADDED, Op.CHANGED, Op.REMOVED
+ACKNOWLEDGED, REJECTED, NOT_ATTEMPTED = Outcome.ACKNOWLEDGED, Outcome.REJECTED, Outcome.NOT_ATTEMPTED
+UNKNOWN, WAITING = Outcome.UNKNOWN, Outcome.WAITING
 
 
 @dataclass(frozen=True)
@@ -193,7 +207,7 @@ class Batch:
 @dataclass(frozen=True)
 class RowResult:
     key: str
-    outcome: str                        # ACKNOWLEDGED | REJECTED | NOT_ATTEMPTED | UNKNOWN | WAITING
+    outcome: Outcome
     reason: str | None = None
 
 

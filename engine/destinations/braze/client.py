@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
@@ -54,17 +55,26 @@ from engine.destinations.braze.transport import Answer, Transport, TransportErro
 from engine.errors import DestinationError, register_secret, scrub
 from engine.project import Secret
 
-OK = "ok"
-ROW_ERRORS = "row_errors"
-ITEM_ERRORS = "item_errors"        # a catalog 400 naming the offending item ids in parameter_values
-SPLIT = "split"
-RATE_LIMITED = "rate_limited"
-RETRY = "retry"
-FATAL = "fatal"
-UNEXPECTED = "unexpected"          # a 2xx (or other answer) that is not Braze's: may have been applied
-REFUSED = "refused"                # a 3xx/4xx that is not Braze's: an intermediary refused the request
-GAVE_UP = "gave_up"
-STOPPED = "stopped"
+
+class Kind(StrEnum):
+    """What to do with an answer (`Verdict.kind`); the table in the module docstring."""
+
+    OK = "ok"
+    ROW_ERRORS = "row_errors"
+    ITEM_ERRORS = "item_errors"        # a catalog 400 naming the offending item ids in parameter_values
+    SPLIT = "split"
+    RATE_LIMITED = "rate_limited"
+    RETRY = "retry"
+    FATAL = "fatal"
+    UNEXPECTED = "unexpected"          # a 2xx (or other answer) that is not Braze's: may have been applied
+    REFUSED = "refused"                # a 3xx/4xx that is not Braze's: an intermediary refused the request
+    GAVE_UP = "gave_up"
+    STOPPED = "stopped"
+
+
+OK, ROW_ERRORS, ITEM_ERRORS, SPLIT = Kind.OK, Kind.ROW_ERRORS, Kind.ITEM_ERRORS, Kind.SPLIT
+RATE_LIMITED, RETRY, FATAL, UNEXPECTED = Kind.RATE_LIMITED, Kind.RETRY, Kind.FATAL, Kind.UNEXPECTED
+REFUSED, GAVE_UP, STOPPED = Kind.REFUSED, Kind.GAVE_UP, Kind.STOPPED
 
 MAX_RATE_LIMIT_WAIT = 3600.0      # never sleep longer than this on one 429
 DELETE_RECHECK_SECONDS = 3.0      # /users/delete short of profiles: ask again after this long, once
@@ -81,7 +91,7 @@ class RowError:
 
 @dataclass(frozen=True)
 class Verdict:
-    kind: str
+    kind: Kind
     errors: tuple[RowError, ...] = ()
     message: str = ""
     wait: float | None = None
