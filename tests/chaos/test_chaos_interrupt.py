@@ -66,10 +66,11 @@ def test_ctrl_c_finishes_in_flight_batches_records_them_and_exits_130(cli, slow_
     assert received and received == snapshot_keys(slow_project, "order_events")
     lines = Counter(p["properties"]["order_id"] for p in faulty.purchases())
     assert Counter(k.rsplit("-", 1)[0] for k in snapshot_keys(slow_project, "purchases")) == lines
-    # the next plan holds exactly the rest
+    # the next plan holds exactly the rest: as added rows, or as retries for rows of a batch that the stop
+    # caught before it was sent (not attempted: pending, and planned again)
     plan = {s["name"]: s for s in plan_json(cli)["syncs"]}
     events = {r["order_id"] for r in model_rows(slow_project, "order_events")}
-    assert plan["order_events"]["added"] == len(events - received) > 0
+    assert plan["order_events"]["added"] + plan["order_events"]["retry"] == len(events - received) > 0
     assert not plan["braze_users"]["has_changes"]
     faulty.set()
     code, out, err = cli("apply", "--yes")
