@@ -386,11 +386,11 @@ class PlanRows:
             values = old if row.op == "removed" else (row.new_row or {})
             unmapped = (tuple(f for f in sorted(self.unset_unmapped) if old.get(f) is not None)
                         if row.op == "removed" else tuple(f for f in row.changed if f in self.unset_unmapped))
+            unknowns, waiting_since = pending.get(row.key, (0, None))
             result = destination.prepare(PlanRow(
                 key=row.key, op=row.op, values=values, old_values=old if row.op == "changed" else None,
-                changed=row.changed, unmapped=unmapped,
-                replaces=row.replaces, uncertain=row.uncertain, unknowns=pending.get(row.key, (0, None))[0],
-                waiting_since=pending.get(row.key, (0, None))[1], times=self.times))
+                changed=row.changed, unmapped=unmapped, replaces=row.replaces, uncertain=row.uncertain,
+                unknowns=unknowns, waiting_since=waiting_since, times=self.times))
             self._flag(row.key, result)
             if isinstance(result, Invalid):
                 status, item, reason = INVALID, None, result.reason
