@@ -550,9 +550,9 @@ def _status_row(sync: str, last: dict[str, Any] | None, snapshot_rows: int, reje
 
 def _live_view(ctx: Context, busy: Exception) -> Any:
     """While another Reflow run holds the state (DuckDB lets no one else open it): the status file that run
-    keeps current (engine/live_status.py). Raises `busy` (the LockError, which names the holder) when there
+    keeps current (engine/state/live.py). Raises `busy` (the LockError, which names the holder) when there
     is none (e.g. an older Reflow holds it)."""
-    from engine.live_status import read_live
+    from engine.state.live import read_live
 
     view = read_live(ctx.project.state_path)
     if view is None or not view.published:
@@ -672,7 +672,7 @@ def _state_forget(args: argparse.Namespace) -> int:
 
 def _state_backup(args: argparse.Namespace) -> int:
     from engine import console
-    from engine.state_backup import backup_state
+    from engine.state.backup import backup_state
 
     ctx = Context(args)
     done = backup_state(ctx.project.state_path, Path(args.file) if args.file else None,
@@ -684,7 +684,7 @@ def _state_backup(args: argparse.Namespace) -> int:
 
 def _state_restore(args: argparse.Namespace) -> int:
     from engine import console
-    from engine.state_backup import restore_state
+    from engine.state.backup import restore_state
 
     ctx = Context(args)
     if not args.yes and not confirm("restore", f"Replace {ctx.project.state_path} with {args.file}?"):

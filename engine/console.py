@@ -543,7 +543,7 @@ def history_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def live_lines(view: Any) -> list[str]:
     """The head of `status`/`history` while another run holds the state: who, how far, and as of when
-    (a live_status.LiveView)."""
+    (a state.live.LiveView)."""
     h = view.holder
     lines = [f"`reflow {h.get('command')}` is running (pid {h.get('pid')} on {h.get('host')}, started "
              f"{h.get('started_at')}); figures as of {view.at}, from its status file"]

@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "engine.templates": 1,
     "engine.project": 2, "engine.dbt_project": 2,
     "engine.specs": 3, "engine.models": 3,
-    "engine.state": 4, "engine.state_lock": 4, "engine.state_backup": 4, "engine.live_status": 4,
+    "engine.state": 4,
     "engine.destinations": 4, "engine.warehouse": 4, "engine.diff": 4, "engine.plan": 4,
     "engine.planner": 5, "engine.runner": 5, "engine.console": 5, "engine.show": 5,
     "engine.report_html": 5, "engine.report_markdown": 5,

@@ -6,10 +6,12 @@ applied nothing, exit 0)."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import pytest
 
-import engine.planner
+import engine.planner  # noqa: F401 - loaded before the clock is set
+import engine.runner  # noqa: F401
 import engine.state
 from engine.destinations.memory import MemoryDestination
 from engine.planner import load_plan
@@ -24,8 +26,9 @@ def clock(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     def set_offset(**delta: float) -> None:
         def shifted() -> dt.datetime:
             return real() + dt.timedelta(**delta)
-        monkeypatch.setattr(engine.state, "now", shifted)
-        monkeypatch.setattr(engine.planner, "now", shifted)
+        for module in [m for name, m in sys.modules.items() if name.startswith("engine.")]:
+            if getattr(module, "now", None) is real:      # every module that reads the clock
+                monkeypatch.setattr(module, "now", shifted)
 
     return set_offset
 

@@ -19,8 +19,8 @@ import pytest
 from engine.destinations.memory import MemoryDestination
 from engine.errors import LockError, StateError, StateGoneError
 from engine.state import State
-from engine.state_backup import restore_state
-from engine.state_lock import StateLock
+from engine.state.backup import restore_state
+from engine.state.lock import StateLock
 
 ROWS = 200
 BATCH = 10
@@ -146,7 +146,7 @@ def test_a_lock_file_replaced_before_its_flock_is_opened_again(tmp_path, monkeyp
     """flock, then compare inodes: the file locked must be the one the path names."""
     import fcntl
 
-    from engine import state_lock
+    from engine.state import lock as state_lock
 
     state = tmp_path / ".reflow" / "state.duckdb"
     lock_path = Path(str(state) + ".lock")
@@ -223,7 +223,7 @@ def test_a_reader_probing_the_lock_does_not_refuse_a_run(tmp_path, monkeypatch):
     tries again rather than calling it held."""
     import fcntl
 
-    from engine import state_lock
+    from engine.state import lock as state_lock
 
     state = tmp_path / ".reflow" / "state.duckdb"
     real = fcntl.flock

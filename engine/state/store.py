@@ -3,10 +3,10 @@
 One DuckDB file (`state_path`), attached as catalog `rstate` to an in-memory DuckDB
 connection so that the planner can attach the warehouse next to it. Schema is
 versioned (`meta.schema_version`) with numbered migrations; a file written by a
-newer Reflow is refused, never rewritten. A writer holds the lock (engine/state_lock.py), stops when the
+newer Reflow is refused, never rewritten. A writer holds the lock (engine/state/lock.py), stops when the
 state file or a lock file it opened is deleted or replaced (`check_in_place`, after each commit of a
 run; `open` then saves what it holds as a rescue file), and keeps the live status file
-(engine/live_status.py) that `status` and `history` read while it runs.
+(engine/state/live.py) that `status` and `history` read while it runs.
 
 Tables (all in `rstate.main`):
     meta(key, value)                         schema_version, created_by
@@ -53,10 +53,10 @@ from typing import Any
 import duckdb
 
 from engine.errors import LockError, StateError, StateGoneError
-from engine.live_status import RUNS as LIVE_RUNS
-from engine.live_status import LiveStatus
+from engine.state.live import RUNS as LIVE_RUNS
+from engine.state.live import LiveStatus
 from engine.sql import first_line, sql_str
-from engine.state_lock import StateLock, describe_holder, file_change, read_holder
+from engine.state.lock import StateLock, describe_holder, file_change, read_holder
 
 SCHEMA_VERSION = 3
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
@@ -242,7 +242,7 @@ class State:
                 f"puts it back and nothing Braze acknowledged is sent again; without it {lost}")
 
     def publish(self, progress: dict[str, Any] | None = None, *, counts: bool = True, when_due: bool = False) -> None:
-        """Write the live status file (engine/live_status.py) for `status` and `history` while this writer
+        """Write the live status file (engine/state/live.py) for `status` and `history` while this writer
         holds the state: the recent runs, `progress`, and per-sync counts (counted again when `counts`).
         With `when_due`, skipped unless the last write is half a second old."""
         live = self._live

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.state_lock import read_holder
+from engine.state.lock import read_holder
 
 EVERY = 0.5             # seconds between two writes while a sync is being sent
 RUNS = 50               # recent runs the file keeps (`reflow history --limit` beyond it says so)
