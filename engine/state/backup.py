@@ -18,8 +18,8 @@ import duckdb
 
 from engine.errors import StateError
 from engine.sql import first_line, sql_str
-from engine.state.store import SCHEMA_VERSION, State, default_backup_path
 from engine.state.lock import StateLock
+from engine.state.store import SCHEMA_VERSION, State, default_backup_path
 
 
 @dataclass(frozen=True)

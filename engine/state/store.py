@@ -53,9 +53,9 @@ from typing import Any
 import duckdb
 
 from engine.errors import LockError, StateError, StateGoneError
+from engine.sql import first_line, sql_str
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
-from engine.sql import first_line, sql_str
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
 
 SCHEMA_VERSION = 3
@@ -148,6 +148,19 @@ class State:
         self._file: os.stat_result | None = None     # a writer's state file, as opened (see `moved`)
         self._live = LiveStatus(path, lock.holder) if lock else None
         self._live_syncs: dict[str, dict[str, Any]] | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN … COMMIT on the state's connection; anything raised inside rolls it back (a COMMIT that
+        failed, e.g. on a full disk, has rolled back already) and goes on up."""
+        self.con.execute("BEGIN")
+        try:
+            yield self.con
+            self.con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise
 
     # ---------------------------------------------------------------- opening
 
@@ -289,17 +302,15 @@ class State:
                 return
             raise StateError(f"{self.path} needs a migration; run any write command (e.g. `reflow plan`) first")
         try:
-            self.con.execute("BEGIN")
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                self.con.execute(_MIGRATIONS[step])
-            self.con.execute(f"DELETE FROM {DB}.meta WHERE key IN ('schema_version', 'created_by')")
-            from engine import __version__
+            with self.transaction():
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    self.con.execute(_MIGRATIONS[step])
+                self.con.execute(f"DELETE FROM {DB}.meta WHERE key IN ('schema_version', 'created_by')")
+                from engine import __version__
 
-            self.con.execute(f"INSERT INTO {DB}.meta VALUES ('schema_version', ?), ('created_by', ?)",
-                             [str(SCHEMA_VERSION), f"reflow {__version__}"])
-            self.con.execute("COMMIT")
+                self.con.execute(f"INSERT INTO {DB}.meta VALUES ('schema_version', ?), ('created_by', ?)",
+                                 [str(SCHEMA_VERSION), f"reflow {__version__}"])
         except duckdb.Error as exc:
-            self.con.execute("ROLLBACK")
             raise StateError(f"cannot initialise the state file {self.path}: {exc}") from exc
 
     @property
@@ -378,25 +389,24 @@ class State:
                      "WHERE a.sync = ?")
             con = self.con
             ops = dict(con.execute(f"SELECT p.op, count(*) {acked} GROUP BY p.op", [name]).fetchall())
-            con.execute("BEGIN")
-            if st is not None:
-                # an UPDATE in place costs half of a DELETE + INSERT of the same rows (measured, 100k rows)
-                if ops.get("changed"):
-                    con.execute(f"""UPDATE {st.table} AS s SET row_hash = p.new_hash, row_json = p.new_row
-                                    FROM (SELECT p.key, p.new_hash, p.new_row {acked} AND p.op = 'changed') AS p
-                                    WHERE s.key = p.key""", [name])
-                if ops.get("removed"):
-                    con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT p.key {acked} AND p.op = 'removed')",
-                                [name])
-                if ops.get("added"):
-                    con.execute(f"INSERT INTO {st.table} SELECT p.key, p.new_hash, p.new_row {acked} AND p.op = 'added'",
-                                [name])
-                folded += self._fold_uncertain(st, name)
-            if self.pending_count(name) and ops:
-                con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT p.key {acked})", [name, name])
-            con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [name])
-            con.execute(f"DELETE FROM {DB}.uncertain WHERE sync = ?", [name])
-            con.execute("COMMIT")
+            with self.transaction():
+                if st is not None:
+                    # an UPDATE in place costs half of a DELETE + INSERT of the same rows (measured, 100k rows)
+                    if ops.get("changed"):
+                        con.execute(f"""UPDATE {st.table} AS s SET row_hash = p.new_hash, row_json = p.new_row
+                                        FROM (SELECT p.key, p.new_hash, p.new_row {acked} AND p.op = 'changed') AS p
+                                        WHERE s.key = p.key""", [name])
+                    if ops.get("removed"):
+                        con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT p.key {acked} AND p.op = 'removed')",
+                                    [name])
+                    if ops.get("added"):
+                        con.execute(f"INSERT INTO {st.table} SELECT p.key, p.new_hash, p.new_row {acked} AND p.op = 'added'",
+                                    [name])
+                    folded += self._fold_uncertain(st, name)
+                if self.pending_count(name) and ops:
+                    con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT p.key {acked})", [name, name])
+                con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [name])
+                con.execute(f"DELETE FROM {DB}.uncertain WHERE sync = ?", [name])
             folded += sum(ops.values())
         return folded
 
@@ -439,35 +449,34 @@ class State:
             info = self.con.execute(f"SELECT info FROM {DB}.plan_syncs WHERE plan_id = ? AND sync = ?",
                                     [plan_id, sync]).fetchone()
             append_only = bool(info and json.loads(info[0] or "{}").get("append_only"))
-            self.con.execute("BEGIN")
-            reason = reason or ("outcome unknown: the process ended during the send (killed, or the machine "
-                                "stopped); it may have been sent")
-            # the rows it may have sent are pending (planned again as retries) with why
-            self.con.execute(
-                f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
-                    SELECT p.sync, p.key, ?, ?, ?, 1 FROM {DB}.plan_rows AS p
-                    WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
-                      AND p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?)
-                      AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
-                      AND p.key NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
-                [reason, run_id, now(), plan_id, sync, run_id, plan_id, sync, sync])
-            if not append_only:
-                row = self.con.execute(
-                    f"""INSERT INTO {DB}.uncertain
-                        SELECT p.plan_id, p.sync, p.seq FROM {DB}.plan_rows AS p
+            with self.transaction():
+                reason = reason or ("outcome unknown: the process ended during the send (killed, or the machine "
+                                    "stopped); it may have been sent")
+                # the rows it may have sent are pending (planned again as retries) with why
+                self.con.execute(
+                    f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
+                        SELECT p.sync, p.key, ?, ?, ?, 1 FROM {DB}.plan_rows AS p
                         WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
                           AND p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?)
                           AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
-                          AND p.seq NOT IN (SELECT seq FROM {DB}.uncertain WHERE plan_id = ? AND sync = ?)
-                          AND p.key NOT IN (SELECT key FROM {DB}.row_errors WHERE run_id = ?)""",
-                    [plan_id, sync, run_id, plan_id, sync, plan_id, sync, run_id]).fetchone()
-                marked += int(row[0]) if row else 0
-            self.con.execute(
-                f"UPDATE {DB}.runs SET status = ?, finished_at = coalesce(finished_at, ?), "
-                "message = coalesce(?, message, 'the process ended during the send (killed, or the machine stopped); "
-                "rows it may have sent are planned again in full') WHERE run_id = ?", [status, now(), message, run_id])
-            self.con.execute(f"DELETE FROM {DB}.frontier WHERE run_id = ?", [run_id])
-            self.con.execute("COMMIT")
+                          AND p.key NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
+                    [reason, run_id, now(), plan_id, sync, run_id, plan_id, sync, sync])
+                if not append_only:
+                    row = self.con.execute(
+                        f"""INSERT INTO {DB}.uncertain
+                            SELECT p.plan_id, p.sync, p.seq FROM {DB}.plan_rows AS p
+                            WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
+                              AND p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?)
+                              AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
+                              AND p.seq NOT IN (SELECT seq FROM {DB}.uncertain WHERE plan_id = ? AND sync = ?)
+                              AND p.key NOT IN (SELECT key FROM {DB}.row_errors WHERE run_id = ?)""",
+                        [plan_id, sync, run_id, plan_id, sync, plan_id, sync, run_id]).fetchone()
+                    marked += int(row[0]) if row else 0
+                self.con.execute(
+                    f"UPDATE {DB}.runs SET status = ?, finished_at = coalesce(finished_at, ?), "
+                    "message = coalesce(?, message, 'the process ended during the send (killed, or the machine stopped); "
+                    "rows it may have sent are planned again in full') WHERE run_id = ?", [status, now(), message, run_id])
+                self.con.execute(f"DELETE FROM {DB}.frontier WHERE run_id = ?", [run_id])
         return marked
 
     def set_columns(self, sync: str, columns: Sequence[tuple[str, str]]) -> None:
@@ -490,12 +499,11 @@ class State:
         known = json.loads(row[0]).get("identity_fields", []) if row and row[0] else []
         patch = _unknown_patch("json_keys(row_json)", _sql_list(known))
         con = self.con
-        con.execute("BEGIN")
-        con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = json_merge_patch(row_json, {patch})")
-        for table in ("pending", "acks", "uncertain"):
-            con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [sync])
-        con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sync])
-        con.execute("COMMIT")
+        with self.transaction():
+            con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = json_merge_patch(row_json, {patch})")
+            for table in ("pending", "acks", "uncertain"):
+                con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [sync])
+            con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sync])
         return marked
 
     def restart(self, sync: str, identity: dict[str, str] | None) -> None:
@@ -505,14 +513,13 @@ class State:
         if st is None:
             return
         con = self.con
-        con.execute("BEGIN")
-        con.execute(f"DELETE FROM {st.table}")
-        for table in ("pending", "acks", "uncertain"):
-            con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [sync])
-        con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ?, identity = ?, columns = '[]', "
-                    f"layout = '{FIELDS_LAYOUT}', forgotten = NULL WHERE name = ?",
-                    [now(), json.dumps(identity, sort_keys=True) if identity is not None else None, sync])
-        con.execute("COMMIT")
+        with self.transaction():
+            con.execute(f"DELETE FROM {st.table}")
+            for table in ("pending", "acks", "uncertain"):
+                con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [sync])
+            con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ?, identity = ?, columns = '[]', "
+                        f"layout = '{FIELDS_LAYOUT}', forgotten = NULL WHERE name = ?",
+                        [now(), json.dumps(identity, sort_keys=True) if identity is not None else None, sync])
 
     def orphans_like(self, identity: dict[str, str], known: Sequence[str]) -> list[tuple[str, int]]:
         """Syncs of the state that the project no longer has, with the same destination as `identity` and
@@ -534,12 +541,11 @@ class State:
         if self.sync(new) is not None and self.snapshot_rows(new):
             raise StateError(f"the state already has a sync '{new}' with rows; `reflow state forget {new}` first")
         con = self.con
-        con.execute("BEGIN")
-        con.execute(f"DELETE FROM {DB}.syncs WHERE name = ?", [new])
-        con.execute(f"UPDATE {DB}.syncs SET name = ?, version = version + 1 WHERE name = ?", [new, old])
-        for table in ("plan_syncs", "plan_rows", "runs", "pending", "row_errors", "acks", "uncertain", "frontier"):
-            con.execute(f"UPDATE {DB}.{table} SET sync = ? WHERE sync = ?", [new, old])
-        con.execute("COMMIT")
+        with self.transaction():
+            con.execute(f"DELETE FROM {DB}.syncs WHERE name = ?", [new])
+            con.execute(f"UPDATE {DB}.syncs SET name = ?, version = version + 1 WHERE name = ?", [new, old])
+            for table in ("plan_syncs", "plan_rows", "runs", "pending", "row_errors", "acks", "uncertain", "frontier"):
+                con.execute(f"UPDATE {DB}.{table} SET sync = ? WHERE sync = ?", [new, old])
 
     def forget_sync(self, name: str) -> int:
         """Drop a sync's snapshot and pending rows from the state (its history stays); the rows it held."""
@@ -548,12 +554,11 @@ class State:
             raise StateError(f"the state has no sync '{name}'")
         rows = self.snapshot_rows(name)
         con = self.con
-        con.execute("BEGIN")
-        con.execute(f"DROP TABLE IF EXISTS {st.table}")
-        for table in ("pending", "acks", "uncertain"):
-            con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [name])
-        con.execute(f"DELETE FROM {DB}.syncs WHERE name = ?", [name])
-        con.execute("COMMIT")
+        with self.transaction():
+            con.execute(f"DROP TABLE IF EXISTS {st.table}")
+            for table in ("pending", "acks", "uncertain"):
+                con.execute(f"DELETE FROM {DB}.{table} WHERE sync = ?", [name])
+            con.execute(f"DELETE FROM {DB}.syncs WHERE name = ?", [name])
         return rows
 
     def set_forgotten(self, sync: str, fields: Sequence[str]) -> None:
@@ -575,15 +580,14 @@ class State:
         con = self.con
         parts = ", ".join(f"{sql_str(f)}, json_extract(row_json, {sql_str('$.' + json.dumps(c))})"
                           for f, c in fields)
-        con.execute("BEGIN")
-        if parts:
-            con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = json_object({parts})::VARCHAR")
-        else:
-            con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = '{{}}'")
-        con.execute(f"UPDATE {DB}.syncs SET columns = ?, layout = '{FIELDS_LAYOUT}', identity = ? WHERE name = ?",
-                    [json.dumps([[f, types.get(c, "VARCHAR")] for f, c in fields]),
-                     json.dumps(identity, sort_keys=True), sync])
-        con.execute("COMMIT")
+        with self.transaction():
+            if parts:
+                con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = json_object({parts})::VARCHAR")
+            else:
+                con.execute(f"UPDATE {st.table} SET row_hash = NULL, row_json = '{{}}'")
+            con.execute(f"UPDATE {DB}.syncs SET columns = ?, layout = '{FIELDS_LAYOUT}', identity = ? WHERE name = ?",
+                        [json.dumps([[f, types.get(c, "VARCHAR")] for f, c in fields]),
+                         json.dumps(identity, sort_keys=True), sync])
         return True
 
     def invalidate_hashes_if_needed(self, sync: str) -> bool:
@@ -594,11 +598,10 @@ class State:
         st = self.sync(sync)
         if st is None or (st.duckdb_version == duckdb.__version__ and st.hash_recipe == HASH_RECIPE):
             return False
-        self.con.execute("BEGIN")
-        self.con.execute(f"UPDATE {st.table} SET row_hash = NULL")
-        self.con.execute(f"UPDATE {DB}.syncs SET duckdb_version = ?, hash_recipe = ? WHERE name = ?",
-                         [duckdb.__version__, HASH_RECIPE, sync])
-        self.con.execute("COMMIT")
+        with self.transaction():
+            self.con.execute(f"UPDATE {st.table} SET row_hash = NULL")
+            self.con.execute(f"UPDATE {DB}.syncs SET duckdb_version = ?, hash_recipe = ? WHERE name = ?",
+                             [duckdb.__version__, HASH_RECIPE, sync])
         return True
 
     def pending_reason(self, sync: str) -> str | None:

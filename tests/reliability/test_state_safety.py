@@ -239,7 +239,7 @@ def test_restore_refuses_newer_schema_and_non_state_files(cli, braze_env, exampl
 
 
 def test_backup_waits_for_no_one_and_names_the_lock_holder(cli, braze_env, example_project, tmp_path):
-    from engine.state import StateLock
+    from engine.state.lock import StateLock
 
     assert cli("plan")[0] == 0
     lock = StateLock(state_file(example_project), "apply")
