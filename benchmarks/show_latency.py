@@ -80,7 +80,7 @@ def write_plan(state: State, plan_id: str, sync: str, rows: int, seq0: int, crea
 @contextlib.contextmanager
 def synthetic_plan(state_path: Path, rows: int, *, older: bool = False) -> Iterator[tuple[State, Plan]]:
     """A state file holding a plan of `rows` changed rows (and, with `older`, an earlier plan as big)."""
-    from engine.planner import load_plan
+    from engine.state.plans import load_plan
 
     with State.open(state_path, command="bench") as state:
         seq = 1
@@ -117,8 +117,8 @@ def main() -> int:
         results["setup_seconds"] = round(time.perf_counter() - start, 1)
     from engine import console
     from engine.cli import main as reflow
-    from engine.planner import load_plan
     from engine.report_html import write_report
+    from engine.state.plans import load_plan
 
     def cli(*argv: str) -> None:
         with contextlib.redirect_stdout(io.StringIO()):

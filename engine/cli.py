@@ -428,8 +428,8 @@ def _write_html(state: Any, plan: Any, path: Path, **filters: Any) -> None:
 
 def _apply(args: argparse.Namespace) -> int:
     from engine import console
-    from engine.planner import load_plan
     from engine.runner import ready_to_send
+    from engine.state.plans import load_plan
 
     ctx = Context(args)
     syncs = {s.name: s for s in ctx.syncs()}
@@ -604,8 +604,8 @@ def _errors(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from engine import console
-    from engine.planner import load_plan
     from engine.show import CSV_COLUMNS, count_rows, csv_record, iter_plan_rows, json_record
+    from engine.state.plans import load_plan
 
     ctx = Context(args)
     filters = {"sync": args.sync, "op": args.op, "key": args.key, "field": args.field}

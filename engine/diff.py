@@ -454,18 +454,6 @@ def mark_rows(con: duckdb.DuckDBPyConnection, where: str) -> int:
     return int(row[0]) if row else 0
 
 
-def write_baseline(con: duckdb.DuckDBPyConnection, table: str, plan_id: str, sync: str, seq: int,
-                   status: str, where: str = "true") -> int:
-    """Write every delta row (matching `where`, over `r`) to the plan as recorded-not-sent, in SQL;
-    returns the next seq."""
-    con.execute(
-        f"""INSERT INTO {table} SELECT ?, ?, ? + __rn - 1, __key, __op, ?, false, []::VARCHAR[], __hash,
-               __new_row, __old_row, NULL, NULL, 0, 'first_run: baseline' FROM {ROWS} AS r WHERE {where}""",
-        [plan_id, sync, seq, status])
-    row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
-    return seq + (int(row[0]) if row else 0)
-
-
 def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
     for table in (DELTA, ROWS, MARKED_TABLE, EMPTY_SNAPSHOT, PAIRS_TABLE):
         con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -10,7 +10,6 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from engine import diff
@@ -43,8 +42,10 @@ from engine.plan import (
 )
 from engine.project import SECRET_FIELDS, Project
 from engine.specs import SyncSpec, check_columns
-from engine.sql import json_path, sql_str
-from engine.state import DB, UNKNOWN, State, new_id, now
+from engine.sql import sql_str
+from engine.state import UNKNOWN, State, new_id, now
+from engine.state.plan_rows import PlanRowRecord, SyncRows
+from engine.state.plans import save_plan
 from engine.warehouse.base import Warehouse
 
 DestinationFor = Callable[[SyncSpec], Destination]
@@ -117,25 +118,7 @@ def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, wareho
             diff.drop_scratch(state.con)
             failed.append(SyncFailure(sync.name, exc.message, exc.exit_code))
     plan = Plan(plan_id=plan_id, created_at=created, syncs=tuple(results), failed=tuple(failed))
-    con = state.con
-    con.execute("BEGIN")
-    con.execute(f"UPDATE {DB}.plans SET status = 'superseded' WHERE status = 'planned'")
-    con.execute(f"INSERT INTO {DB}.plans (plan_id, created_at, status, created_by, seq) "
-                f"SELECT ?, ?, 'planned', ?, coalesce(max(seq), 0) + 1 FROM {DB}.plans", [plan_id, created, "reflow"])
-    for s in results:
-        con.execute(
-            f"INSERT INTO {DB}.plan_syncs (plan_id, sync, snapshot_version, fingerprint, counts, estimate, guards, "
-            "fields, info, seq_min, seq_max, identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [plan_id, s.name, s.snapshot_version, s.fingerprint, s.counts_json(),
-             json.dumps({"requests": s.requests, "data_points": s.data_points, "seconds": s.seconds}),
-             json.dumps([g.__dict__ for g in s.guards]), json.dumps([f.to_row() for f in s.fields], default=str),
-             s.info_json(), s.seq_min, s.seq_max, json.dumps(s.identity, sort_keys=True)],
-        )
-    if failed:
-        con.execute(f"UPDATE {DB}.plans SET failed = ? WHERE plan_id = ?",
-                    [json.dumps([f.to_json() for f in failed]), plan_id])
-    con.execute("COMMIT")
-    state.prune_plans()
+    save_plan(state, plan)
     return plan
 
 
@@ -188,15 +171,15 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
         # object the old snapshot addressed takes over what Braze holds there (fields it leaves null are unset)
         diff.replaces_from(con, st.table, projection.identity)
     seq_min = state.next_seq()
-    rows = PlanRows(con, plan_id, sync.name, seq_min, projection, unmapped if on_unmapped == "unset" else [],
+    rows = PlanRows(SyncRows(con, plan_id, sync.name, seq_min), projection, unmapped if on_unmapped == "unset" else [],
                     times=frozenset(f.name for f in fields if is_time_type(f.type)))
     if baseline:
         # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
         # holding a secret, refused in Python)
-        rows.write_baseline(sync.name)
+        rows.write_baseline()
     else:
         fast = destination.sql_items(fields) if hasattr(destination, "sql_items") else None
-        rows.write_sql(sync.name, n, fast)
+        rows.write_sql(n, fast)
     done = 0
     left = diff.mark_rows(con, rows.python_rows)      # rows that need the Python path, numbered once
     for chunk in diff.stream_rows(con, n if left else 0, where=diff.MARKED):
@@ -205,7 +188,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
         if progress:
             progress(sync.name, done, left)
     diff.drop_scratch(con)
-    kept = _unmapped_counts(state, st.table, unmapped) if unmapped else ()
+    kept = state.values_held(sync.name, unmapped) if unmapped else ()
     context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept, remapped=tuple(remapped),
                           on_unmapped=on_unmapped, collapsed=collapsed,
                           columns=tuple((f.name, f.type) for f in fields),
@@ -281,25 +264,17 @@ def _object_word(sync: SyncSpec) -> str:
         sync.destination.object, "Braze user")
 
 
-def _unmapped_counts(state: State, table: str, unmapped: Sequence[str]) -> tuple[tuple[str, int], ...]:
-    """Per field no longer mapped: how many snapshot rows hold a value for it (Braze keeps them)."""
-    parts = ", ".join(f"count(*) FILTER (WHERE coalesce(json_extract({('row_json')}, {json_path(f)})::VARCHAR, "
-                      f"'null') <> 'null')" for f in unmapped)
-    row = state.con.execute(f"SELECT {parts} FROM {table}").fetchone() or (0,) * len(unmapped)
-    return tuple((f, int(c)) for f, c in zip(unmapped, row, strict=True))
-
-
 class PlanRows:
     """Writes one sync's plan rows (SQL fast path first, then Python for the rest) and summarises
     them with SQL, so a plan of millions of rows never sits in Python."""
 
-    def __init__(self, con: Any, plan_id: str, sync: str, seq_min: int,
-                 projection: Projection | None = None, unset_unmapped: Sequence[str] = (),
+    def __init__(self, table: SyncRows, projection: Projection | None = None, unset_unmapped: Sequence[str] = (),
                  times: frozenset[str] = frozenset()) -> None:
-        self.con = con
-        self.plan_id = plan_id
-        self.sync = sync
-        self.seq_min = seq_min
+        self.table = table
+        self.con = table.con
+        self.plan_id = table.plan_id
+        self.sync = table.sync
+        self.seq_min = table.seq_min
         self.projection = projection or Projection(fields=())
         self.unset_unmapped = frozenset(unset_unmapped)
         self.times = times
@@ -308,11 +283,14 @@ class PlanRows:
         # values the destination would mangle: (kind, field, action) -> [rows, example key, its reason]
         self.flagged: dict[tuple[str, str, str], list[Any]] = {}
 
-    def write_baseline(self, sync: str) -> None:
+    def write_baseline(self) -> None:
         """first_run: baseline: every row recorded as sent (in SQL); those holding a secret are left to
         the Python path, which refuses them."""
-        diff.write_baseline(self.con, f"{DB}.plan_rows", self.plan_id, sync, self.seq_min, BASELINE,
-                            where=self.secret_free)
+        self.table.insert_from(f"{ROWS} AS r", {
+            "seq": f"{int(self.seq_min)} + r.__rn - 1", "key": "r.__key", "op": "r.__op", "status": f"'{BASELINE}'",
+            "retry": "false", "changed": "[]::VARCHAR[]", "new_hash": "r.__hash", "new_row": "r.__new_row",
+            "old_row": "r.__old_row", "channel": "NULL", "item": "NULL", "data_points": "0",
+            "reason": "'first_run: baseline'"}, where=self.secret_free)
         self.python_rows = f"NOT ({self.secret_free})"
 
     def _flag(self, key: str, result: Item | Invalid | Skip) -> None:
@@ -335,52 +313,43 @@ class PlanRows:
         return tuple(ValueWarning(kind, field, rows, action, key, reason)
                      for (kind, field, action), (rows, key, reason) in sorted(self.flagged.items()))
 
-    def _pending(self) -> str:
-        return f"(SELECT key FROM {DB}.pending WHERE sync = {sql_str(self.sync)})"
+    def _insert(self, status: str, where: str, *, channel: str = "NULL", item: str = "NULL", points: str = "0",
+                reason: str = "NULL") -> None:
+        """Delta rows matching `where` (over `r`) as plan rows, in SQL; a row holding a secret is written
+        by none of these: the Python path refuses it."""
+        self.table.insert_from(f"{ROWS} AS r", {
+            "seq": f"{int(self.seq_min)} + r.__rn - 1", "key": "r.__key", "op": "r.__op", "status": status,
+            "retry": f"r.__key IN {self.table.pending_keys()}", "changed": "r.__changed", "new_hash": "r.__hash",
+            "new_row": "r.__new_row", "old_row": "r.__old_kept", "channel": channel, "item": item,
+            "data_points": points, "reason": reason}, where=f"({where}) AND {self.secret_free}")
 
-    def write_sql(self, sync: str, n: int, fast: SqlItems | None) -> None:
+    def write_sql(self, n: int, fast: SqlItems | None) -> None:
         """Rows whose hash moved but no value did are recorded only; a destination's SQL payloads
         cover the rows it can prove valid; everything else goes through prepare() in Python."""
-        base = (f"SELECT ?, ?, ? + r.__rn - 1, r.__key, r.__op, {{status}}, r.__key IN {self._pending()}, "
-                f"r.__changed, r.__hash, r.__new_row, r.__old_kept, {{channel}}, {{item}}, {{points}}, {{reason}} "
-                f"FROM {ROWS} AS r WHERE {{where}}")
-        params = [self.plan_id, sync, self.seq_min]
-        # a row holding a secret is written by none of these: the Python path refuses it (the condition is
-        # a format() argument: a secret with braces in it stays as it is)
-        base = base.replace("{where}", "({where}) AND {secret_free}")
         rehash = "r.__op = 'changed' AND len(r.__changed) = 0"
-        self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
-            status=f"'{REHASH}'", channel="NULL", item="NULL", points="0", reason="NULL", where=rehash,
-            secret_free=self.secret_free), params)
-        self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
-            status=f"'{SKIP}'", channel="NULL", item="NULL", points="0", where="r.__collapsed",
-            reason=sql_str("another key of the model addresses the same destination object; "
-                                "that row's values are sent instead of this removal"),
-            secret_free=self.secret_free), params)
+        self._insert(f"'{REHASH}'", rehash)
+        self._insert(f"'{SKIP}'", "r.__collapsed", reason=sql_str(
+            "another key of the model addresses the same destination object; that row's values are sent "
+            "instead of this removal"))
         if fast is not None:
             # rows that take a destination object over, change what names it, unset unmapped fields or
             # have unknown old values are the Python path's
             special = ["r.__collapsed", "r.__replaces IS NOT NULL", "r.__uncertain",
-                       f"r.__key IN (SELECT key FROM {DB}.pending WHERE sync = {sql_str(self.sync)} "
-                       "AND waiting_since IS NOT NULL)"]     # held back: how long is prepare()'s to judge
+                       f"r.__key IN {self.table.pending_keys(waiting=True)}"]  # held back: prepare() judges how long
             for names in (self.projection.identity, sorted(self.unset_unmapped)):
                 if names:
                     special.append(f"list_has_any(r.__changed, [{', '.join(sql_str(f) for f in names)}])")
             if self.unset_unmapped:
                 special.append("r.__op = 'removed'")     # its unmapped fields are unset too
-            self.con.execute(f"INSERT INTO {DB}.plan_rows " + base.format(
-                status=f"'{SEND}'", channel=fast.channel_sql or sql_str(fast.channel), item=f"({fast.item})",
-                points=f"({fast.data_points})", reason="NULL",
-                where=f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})",
-                secret_free=self.secret_free), params)
+            self._insert(f"'{SEND}'", f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})",
+                         channel=fast.channel_sql or sql_str(fast.channel), item=f"({fast.item})",
+                         points=f"({fast.data_points})")
         # the rest: delta rows not written yet (an anti-join, cheaper than evaluating `eligible` again)
-        self.python_rows = (f"r.__rn NOT IN (SELECT seq - {int(self.seq_min)} + 1 FROM {DB}.plan_rows "
-                            f"WHERE plan_id = {sql_str(self.plan_id)} AND sync = {sql_str(sync)} "
-                            f"AND seq >= {int(self.seq_min)})")
+        self.python_rows = self.table.not_written("r.__rn")
 
     def write_python(self, chunk: list[diff.DeltaRow], destination: Destination) -> None:
-        pending = self._pending_keys(chunk)
-        out: list[tuple[Any, ...]] = []
+        pending = self.table.pending_of([r.key for r in chunk])
+        out: list[PlanRowRecord] = []
         for row in chunk:
             old = row.old_row or {}
             values = old if row.op == "removed" else (row.new_row or {})
@@ -422,58 +391,23 @@ class PlanRows:
                 key, new_row = scrub(key), scrub(new_row) if new_row is not None else None
             if old_kept is not None and registered_secrets():
                 old_kept = scrub(old_kept)          # a value sent before the secret was registered
-            out.append((self.plan_id, self.sync, self.seq_min + row.rn - 1, key, row.op, status,
-                        row.key in pending, changed, new_hash, new_row,
-                        old_kept, item.channel if item else None, item.item_json if item else None,
-                        item.data_points if item else 0, reason))
-        _write_rows(self.con, out)
-
-    def _pending_keys(self, chunk: list[diff.DeltaRow]) -> dict[str, tuple[int, Any]]:
-        """Keys of the chunk that are pending, each with how many of its sends ended without an answer
-        and since when it is held back waiting (None: it is not)."""
-        keys = [r.key for r in chunk]
-        found = self.con.execute(f"SELECT key, unknowns, waiting_since FROM {DB}.pending "
-                                 "WHERE sync = ? AND key IN (SELECT unnest(?))", [self.sync, keys]).fetchall()
-        return {k: (int(n or 0), since) for k, n, since in found}
-
-    def _where(self) -> tuple[str, list[Any]]:
-        return "plan_id = ? AND sync = ? AND seq >= ?", [self.plan_id, self.sync, self.seq_min]
+            out.append(PlanRowRecord(
+                self.plan_id, self.sync, self.seq_min + row.rn - 1, key, row.op, status, row.key in pending,
+                changed, new_hash, new_row, old_kept, item.channel if item else None,
+                item.item_json if item else None, item.data_points if item else 0, reason))
+        self.table.append(out)
 
     def summarise(self, project: Project, rendered: RenderedSync, destination: Destination,
                   delta: diff.DeltaCounts, version: int, snapshot_rows: int, first_run: bool, baseline: bool,
                   seq_max: int, context: SyncContext) -> SyncPlan:
         sync = rendered.sync
-        where, params = self._where()
-        live = f"status NOT IN ('{INVALID}', '{REHASH}')"
-        sent = f"NOT retry AND status = '{SEND}'"
-        unsets = (f"list_has_any(changed, [{', '.join(sql_str(f) for f in sorted(self.unset_unmapped))}])"
-                  if self.unset_unmapped else "false")
-        moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(sql_str(f) for f in self.projection.identity)}])"
-                 if self.projection.identity else "false")
-        row = self.con.execute(
-            f"""SELECT count(*) FILTER (WHERE op = 'added' AND NOT retry AND {live}),
-                       count(*) FILTER (WHERE op = 'changed' AND NOT retry AND {live}),
-                       count(*) FILTER (WHERE op = 'removed' AND NOT retry AND {live}),
-                       count(*) FILTER (WHERE retry AND {live}),
-                       count(*) FILTER (WHERE status = '{INVALID}'),
-                       count(*) FILTER (WHERE status IN ('{SKIP}', '{BASELINE}')),
-                       count(*) FILTER (WHERE status = '{BASELINE}'),
-                       count(*) FILTER (WHERE status = '{REHASH}'),
-                       count(*) FILTER (WHERE op = 'added' AND {sent}),
-                       count(*) FILTER (WHERE op = 'changed' AND {sent} AND NOT ({unsets})),
-                       count(*) FILTER (WHERE (op = 'removed' OR ({unsets})) AND {sent}),
-                       count(*) FILTER (WHERE {moved} AND status = '{SEND}'),
-                       count(*) FILTER (WHERE retry AND op <> 'removed' AND status = '{SEND}')
-                FROM {DB}.plan_rows WHERE {where}""", params).fetchone() or (0,) * 13
+        t = self.table.totals(sorted(self.unset_unmapped), self.projection.identity)
         (added, changed, removed, retry, invalid, not_sent, baselined, rehash,
-         added_sent, changed_sent, removed_sent, moved_rows, retry_sent) = (int(x) for x in row)
+         added_sent, changed_sent, removed_sent, moved_rows, retry_sent) = t
         unchanged = delta.total - (delta.added + delta.candidates - rehash)
         counts = Counts(total=delta.total, added=added, changed=changed, removed=removed, unchanged=unchanged,
                         retry=retry, invalid=invalid, not_sent=not_sent, baseline=baselined)
-        channels = self.con.execute(
-            f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {DB}.plan_rows "
-            f"WHERE {where} AND status = '{SEND}' GROUP BY channel ORDER BY channel", params).fetchall()
-        estimate = destination.estimate({ch: (int(c), int(dp)) for ch, c, dp in channels})
+        estimate = destination.estimate(self.table.channel_totals())
         caps = destination.capabilities
         # guards count what is sent: rows recorded without sending never trip one
         sending = Counts(added=added_sent, changed=changed_sent, removed=removed_sent)
@@ -493,14 +427,7 @@ class PlanRows:
         if context.collapsed:
             notes.append(f"{context.collapsed} removed row(s) address the same {_object_word(sync)} as another "
                          "row of the model: the removal is not sent, that row's values are")
-        found: tuple[Any, ...] = self.con.execute(
-            f"SELECT count(*) FILTER (WHERE starts_with(reason, '{DROPPED}')), "
-            f"min([key, reason] ORDER BY seq) FILTER (WHERE starts_with(reason, '{DROPPED}')), "
-            f"count(*) FILTER (WHERE NOT starts_with(reason, '{DROPPED}')), "
-            f"min([key, reason] ORDER BY seq) FILTER (WHERE NOT starts_with(reason, '{DROPPED}')) "
-            f"FROM {DB}.plan_rows WHERE {where} AND status = '{SEND}' AND reason IS NOT NULL",
-            params).fetchone() or (0, None, 0, None)
-        dropped, dropped_first, noted, noted_first = found
+        dropped, dropped_first, noted, noted_first = self.table.with_reasons()
         if dropped:
             key, why = dropped_first
             notes.append(f"{dropped} row(s) are sent without a field Braze would refuse (the rest of each row "
@@ -513,16 +440,12 @@ class PlanRows:
             fields = ", ".join(self.projection.identity)
             notes.append(f"{moved_rows} row(s) now have another {fields}: each is sent in full to its new "
                          f"{fields}; what the old one holds in Braze is left as it is")
-        secret = self.con.execute(
-            f"SELECT count(*) FROM {DB}.plan_rows WHERE {where} AND status = '{INVALID}' AND contains(reason, ?)",
-            [*params, SECRET_REASON]).fetchone()
-        if secret and secret[0]:
-            notes.append(f"{secret[0]} row(s) hold a secret value (an API key or a secret environment variable): "
+        secret = self.table.invalid_containing(SECRET_REASON)
+        if secret:
+            notes.append(f"{secret} row(s) hold a secret value (an API key or a secret environment variable): "
                          f"they are not sent, and the plan keeps them masked (`reflow show --sync {sync.name} "
                          "--op invalid`); fix the model")
-        invalid_samples = tuple((k, r) for k, r in self.con.execute(
-            f"SELECT key, reason FROM {DB}.plan_rows WHERE {where} AND status = '{INVALID}' ORDER BY seq "
-            f"LIMIT {INVALID_SAMPLES}", params).fetchall())
+        invalid_samples = self.table.invalid_samples(INVALID_SAMPLES)
         return SyncPlan(
             name=sync.name, model=sync.model, object=sync.destination.object,
             connection=sync.destination.connection, counts=counts,
@@ -537,11 +460,7 @@ class PlanRows:
 
     def _waiting_note(self, sync: SyncSpec) -> list[str]:
         """Rows of the plan held back before (WAITING), and since when."""
-        where, params = self._where()
-        count, since = self.con.execute(
-            f"SELECT count(*), min(p.waiting_since) FROM {DB}.plan_rows AS r JOIN {DB}.pending AS p "
-            f"ON p.sync = r.sync AND p.key = r.key WHERE r.plan_id = ? AND r.sync = ? AND r.seq >= ? "
-            "AND p.waiting_since IS NOT NULL", params).fetchone() or (0, None)
+        count, since = self.table.waiting()
         if not count:
             return []
         return [f"{count} row(s) have been waiting for what they need in {sync.destination.object} (e.g. their "
@@ -550,44 +469,15 @@ class PlanRows:
     def _fields(self) -> tuple[FieldStat, ...]:
         """Per changed field: rows, how many became null, how many changed JSON type (Braze keeps the first
         type it saw for segmentation), a few samples old → new (all in SQL)."""
-        where, params = self._where()
-        new = "json_extract(new_row, '$.' || to_json(f)::VARCHAR)"
-        old = "json_extract(old_row, '$.' || to_json(f)::VARCHAR)"
-        kind = ("CASE json_type({v}) WHEN 'BIGINT' THEN 'number' WHEN 'UBIGINT' THEN 'number' "
-                "WHEN 'DOUBLE' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' "
-                "WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' END")
-        retyped = (f"({kind.format(v=old)}) <> ({kind.format(v=new)}) "
-                   f"AND json_extract_string(old_row, '$.' || to_json(f)::VARCHAR) IS DISTINCT FROM "
-                   f"{sql_str(UNKNOWN)}")
-        rows = self.con.execute(
-            f"""WITH c AS (
-                  SELECT unnest(changed) AS f, seq, key, new_row, old_row FROM {DB}.plan_rows
-                  WHERE {where} AND op = 'changed' AND status IN ('{SEND}', '{SKIP}')),
-                stats AS (SELECT f, count(*) AS n,
-                                 count(*) FILTER (WHERE coalesce({new}::VARCHAR, 'null') = 'null') AS nulled,
-                                 count(*) FILTER (WHERE {retyped}) AS retyped,
-                                 min([key, {kind.format(v=old)}, {kind.format(v=new)}, {old}::VARCHAR,
-                                      {new}::VARCHAR] ORDER BY seq) FILTER (WHERE {retyped}) AS retyped_sample
-                          FROM c GROUP BY f),
-                samples AS (SELECT f, list([key, {old}::VARCHAR, {new}::VARCHAR] ORDER BY seq) AS s
-                            FROM (SELECT *, row_number() OVER (PARTITION BY f ORDER BY seq) AS i FROM c)
-                            WHERE i <= {SAMPLES_PER_FIELD} GROUP BY f)
-                SELECT stats.f, n, nulled, s, retyped, retyped_sample FROM stats JOIN samples USING (f)
-                ORDER BY n DESC, stats.f""",
-            params).fetchall()
+        rows = self.table.field_stats(SAMPLES_PER_FIELD, UNKNOWN)
         return tuple(
             FieldStat(f, int(n), int(nulled), tuple((k, _shown(o), _shown(v)) for k, o, v in s),
                       column=self.projection.column_of(f), type_changes=int(retyped),
                       type_sample=_type_sample(sample))
-            for f, n, nulled, s, retyped, sample in rows)
+            for f, n, nulled, retyped, s, sample in rows)
 
     def _samples(self) -> dict[str, list[dict[str, Any]]]:
-        where, params = self._where()
-        rows = self.con.execute(
-            f"""SELECT op, key, changed, new_row, old_row, item, reason FROM (
-                  SELECT *, row_number() OVER (PARTITION BY op ORDER BY seq) AS i FROM {DB}.plan_rows
-                  WHERE {where} AND status IN ('{SEND}', '{SKIP}'))
-                WHERE i <= {SAMPLES_PER_OP} ORDER BY op, seq""", params).fetchall()
+        rows = self.table.samples(SAMPLES_PER_OP)
         samples: dict[str, list[dict[str, Any]]] = {}
         for op, key, changed, new_row, old_row, item, reason in rows:
             new, old = _loads(new_row) or {}, _loads(old_row) or {}
@@ -661,14 +551,6 @@ def _type_sample(sample: Sequence[Any] | None) -> tuple[str, str, str, Any, Any]
     return (key, old_type, new_type, _loads(old), _loads(new))
 
 
-def _write_rows(con: Any, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    cols = list(zip(*rows, strict=True))
-    placeholders = ", ".join("unnest(?)" for _ in cols)
-    con.execute(f"INSERT INTO {DB}.plan_rows SELECT {placeholders}", [list(c) for c in cols])
-
-
 def evaluate_guards(sync: SyncSpec, counts: Counts, snapshot_rows: int, data_points: int,
                     append_only: bool) -> tuple[GuardResult, ...]:
     g = sync.guards
@@ -688,41 +570,3 @@ def evaluate_guards(sync: SyncSpec, counts: Counts, snapshot_rows: int, data_poi
         check("max_removed_pct", g.max_removed_pct, round(100.0 * removed / snapshot_rows, 2))
     check("max_data_points", g.max_data_points, data_points)
     return tuple(results)
-
-
-# ------------------------------------------------------------------------------------------ loading
-
-
-def load_plan(state: State, plan_id: str | None = None) -> Plan:
-    if state.empty:
-        raise PlanError("no plan found; run `reflow plan` first")
-    plan_id = plan_id or state.latest_plan_id()
-    if plan_id is None:
-        raise PlanError("no plan found; run `reflow plan` first")
-    head = state.con.execute(f"SELECT plan_id, created_at, status, failed FROM {DB}.plans WHERE plan_id = ?",
-                             [plan_id]).fetchone()
-    if head is None:
-        raise PlanError(f"unknown plan '{plan_id}'; `reflow history` lists recent plans")
-    rows = state.con.execute(
-        f"SELECT sync, snapshot_version, fingerprint, counts, estimate, guards, fields, info, seq_min, seq_max, "
-        f"identity FROM {DB}.plan_syncs WHERE plan_id = ? ORDER BY rowid", [plan_id]).fetchall()
-    syncs = []
-    for r in rows:
-        est, info = json.loads(r[4]), json.loads(r[7])
-        syncs.append(SyncPlan(
-            name=r[0], model=info["model"], object=info["object"], connection=info["connection"],
-            counts=Counts(**json.loads(r[3])), requests=est["requests"], data_points=est["data_points"],
-            seconds=est["seconds"], guards=tuple(GuardResult(**g) for g in json.loads(r[5])),
-            fields=tuple(FieldStat.from_row(f) for f in json.loads(r[6])),
-            samples=info["samples"], invalid_samples=tuple(tuple(x) for x in info["invalid_samples"]),
-            snapshot_version=r[1], snapshot_rows=info["snapshot_rows"], fingerprint=r[2],
-            seq_min=r[8], seq_max=r[9], first_run=info["first_run"], notes=tuple(info["notes"]),
-            identity=json.loads(r[10]) if r[10] else {}, restart=info.get("restart"),
-            unmapped=tuple((f, c) for f, c in info.get("unmapped", [])), on_unmapped=info.get("on_unmapped", "keep"),
-            append_only=bool(info.get("append_only")), columns=tuple((f, t) for f, t in info.get("columns", [])),
-            identity_fields=tuple(info.get("identity_fields", [])),
-            warnings=tuple(ValueWarning(**w) for w in info.get("warnings", [])),
-        ))
-    created = head[1] if isinstance(head[1], datetime) else datetime.fromisoformat(str(head[1]))
-    failed = tuple(SyncFailure(**f) for f in json.loads(head[3] or "[]"))
-    return Plan(plan_id=head[0], created_at=created, syncs=tuple(syncs), status=head[2], failed=failed)

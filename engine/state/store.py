@@ -53,7 +53,7 @@ from typing import Any
 import duckdb
 
 from engine.errors import LockError, StateError, StateGoneError
-from engine.sql import first_line, sql_str
+from engine.sql import first_line, json_path, sql_str
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
@@ -478,6 +478,16 @@ class State:
                     "rows it may have sent are planned again in full') WHERE run_id = ?", [status, now(), message, run_id])
                 self.con.execute(f"DELETE FROM {DB}.frontier WHERE run_id = ?", [run_id])
         return marked
+
+    def values_held(self, sync: str, fields: Sequence[str]) -> tuple[tuple[str, int], ...]:
+        """Per field of `fields`: how many snapshot rows of `sync` hold a value for it (not null)."""
+        st = self.sync(sync)
+        if st is None or not fields:
+            return tuple((f, 0) for f in fields)
+        parts = ", ".join(f"count(*) FILTER (WHERE coalesce(json_extract(row_json, {json_path(f)})::VARCHAR, "
+                          f"'null') <> 'null')" for f in fields)
+        row = self.con.execute(f"SELECT {parts} FROM {st.table}").fetchone() or (0,) * len(fields)
+        return tuple((f, int(c)) for f, c in zip(fields, row, strict=True))
 
     def set_columns(self, sync: str, columns: Sequence[tuple[str, str]]) -> None:
         self.con.execute(

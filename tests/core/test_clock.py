@@ -14,8 +14,8 @@ import engine.planner  # noqa: F401 - loaded before the clock is set
 import engine.runner  # noqa: F401
 import engine.state
 from engine.destinations.memory import MemoryDestination
-from engine.planner import load_plan
 from engine.state import State
+from engine.state.plans import load_plan
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import pytest
 
 from engine.destinations.memory import MemoryDestination
 from engine.errors import GuardError, LockError, PlanError
-from engine.planner import load_plan
 from engine.runner import check_plan, require_unblocked
 from engine.specs import Guards
 from engine.state import State
+from engine.state.plans import load_plan
 
 
 def test_first_run_sends_everything_then_nothing(lab, run_once):

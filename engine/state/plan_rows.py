@@ -1,0 +1,296 @@
+"""The table `plan_rows`: its record, and every query over one sync's rows of one plan.
+
+A plan's rows are numbered by `seq`; each sync owns a contiguous range (`SyncPlan.seq_min..seq_max`).
+The planner writes them (`insert_from` in SQL, `append` from Python), `apply` reads the payloads back
+in seq order, `show` and the reports browse them. Nothing outside this package names the table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP
+from engine.sql import sql_str
+from engine.state.store import DB
+
+TABLE = f"{DB}.plan_rows"
+SHOWN = "sync, seq, key, op, status, retry, changed, new_row, old_row, channel, item, data_points, reason"
+LOCAL = f"('{SKIP}', '{REHASH}', '{BASELINE}')"        # statuses recorded without sending
+
+
+class PlanRowRecord(NamedTuple):
+    """One row of `plan_rows`, in the table's column order (the migrations create it so)."""
+
+    plan_id: str
+    sync: str
+    seq: int
+    key: str
+    op: str                     # added | changed | removed (diff.Op)
+    status: str                 # plan.RowStatus
+    retry: bool                 # pending before this plan
+    changed: list[str]
+    new_hash: int | None
+    new_row: str | None         # the row as Braze holds it once acknowledged (JSON)
+    old_row: str | None         # what the plan keeps of the old row (JSON)
+    channel: str | None
+    item: str | None            # the exact payload object (JSON)
+    data_points: int
+    reason: str | None
+
+
+class RowTotals(NamedTuple):
+    """A sync's plan rows counted for its summary (see `SyncRows.totals`)."""
+
+    added: int
+    changed: int
+    removed: int
+    retry: int
+    invalid: int
+    not_sent: int
+    baseline: int
+    rehash: int
+    added_sent: int
+    changed_sent: int
+    removed_sent: int
+    moved: int
+    retry_sent: int
+
+
+@dataclass(frozen=True)
+class SyncRows:
+    """One sync's rows of one plan: seq from `seq_min` (to `seq_max`, when known)."""
+
+    con: Any
+    plan_id: str
+    sync: str
+    seq_min: int = 0
+    seq_max: int | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        if self.seq_max is None:
+            return "plan_id = ? AND sync = ? AND seq >= ?", [self.plan_id, self.sync, self.seq_min]
+        return ("plan_id = ? AND sync = ? AND seq >= ? AND seq <= ?",
+                [self.plan_id, self.sync, self.seq_min, self.seq_max])
+
+    def _one(self, sql: str, params: Sequence[Any], width: int = 1) -> tuple[Any, ...]:
+        return self.con.execute(sql, list(params)).fetchone() or (0,) * width
+
+    # ------------------------------------------------------------------ writing (the planner)
+
+    def insert_from(self, source: str, values: Mapping[str, str], where: str, params: Sequence[Any] = ()) -> None:
+        """INSERT one record per row of `source` matching `where`: `values` gives the SQL of each column
+        but plan_id and sync (every one of them: a missing column is a bug, not a NULL)."""
+        exprs = ", ".join(["?", "?", *(f"({values[name]})" for name in PlanRowRecord._fields[2:])])
+        self.con.execute(f"INSERT INTO {TABLE} SELECT {exprs} FROM {source} WHERE {where}",
+                         [self.plan_id, self.sync, *params])
+
+    def append(self, records: Sequence[PlanRowRecord]) -> None:
+        if not records:
+            return
+        cols = list(zip(*records, strict=True))
+        self.con.execute(f"INSERT INTO {TABLE} SELECT {', '.join('unnest(?)' for _ in cols)}",
+                         [list(c) for c in cols])
+
+    def not_written(self, rn: str) -> str:
+        """SQL true for a delta row (numbered `rn` from 1 = seq_min) that has no plan row yet."""
+        return (f"{rn} NOT IN (SELECT seq - {int(self.seq_min)} + 1 FROM {TABLE} "
+                f"WHERE plan_id = {sql_str(self.plan_id)} AND sync = {sql_str(self.sync)} "
+                f"AND seq >= {int(self.seq_min)})")
+
+    def pending_keys(self, *, waiting: bool = False) -> str:
+        """SQL: the sync's pending keys (only those held back waiting, with `waiting`)."""
+        held = " AND waiting_since IS NOT NULL" if waiting else ""
+        return f"(SELECT key FROM {DB}.pending WHERE sync = {sql_str(self.sync)}{held})"
+
+    def pending_of(self, keys: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
+        """Which of `keys` are pending: each with how many of its sends ended without an answer and
+        since when it is held back waiting (None: it is not)."""
+        found = self.con.execute(f"SELECT key, unknowns, waiting_since FROM {DB}.pending "
+                                 "WHERE sync = ? AND key IN (SELECT unnest(?))", [self.sync, list(keys)]).fetchall()
+        return {k: (int(n or 0), since) for k, n, since in found}
+
+    # ------------------------------------------------------------------ the plan's summary
+
+    def totals(self, unset_fields: Sequence[str], identity_fields: Sequence[str]) -> RowTotals:
+        """Counts by op and status; `*_sent`: first sends (not retries) that go out; `moved`: changed rows
+        whose `identity_fields` changed; a changed row that unsets `unset_fields` counts as a removal sent."""
+        where, params = self.where()
+        live = f"status NOT IN ('{INVALID}', '{REHASH}')"
+        sent = f"NOT retry AND status = '{SEND}'"
+        unsets = (f"list_has_any(changed, [{', '.join(sql_str(f) for f in sorted(unset_fields))}])"
+                  if unset_fields else "false")
+        moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(sql_str(f) for f in identity_fields)}])"
+                 if identity_fields else "false")
+        row = self._one(
+            f"""SELECT count(*) FILTER (WHERE op = 'added' AND NOT retry AND {live}),
+                       count(*) FILTER (WHERE op = 'changed' AND NOT retry AND {live}),
+                       count(*) FILTER (WHERE op = 'removed' AND NOT retry AND {live}),
+                       count(*) FILTER (WHERE retry AND {live}),
+                       count(*) FILTER (WHERE status = '{INVALID}'),
+                       count(*) FILTER (WHERE status IN ('{SKIP}', '{BASELINE}')),
+                       count(*) FILTER (WHERE status = '{BASELINE}'),
+                       count(*) FILTER (WHERE status = '{REHASH}'),
+                       count(*) FILTER (WHERE op = 'added' AND {sent}),
+                       count(*) FILTER (WHERE op = 'changed' AND {sent} AND NOT ({unsets})),
+                       count(*) FILTER (WHERE (op = 'removed' OR ({unsets})) AND {sent}),
+                       count(*) FILTER (WHERE {moved} AND status = '{SEND}'),
+                       count(*) FILTER (WHERE retry AND op <> 'removed' AND status = '{SEND}')
+                FROM {TABLE} WHERE {where}""", params, len(RowTotals._fields))
+        return RowTotals(*(int(x) for x in row))
+
+    def channel_totals(self) -> dict[str, tuple[int, int]]:
+        """Per channel of the rows sent: (rows, data points)."""
+        where, params = self.where()
+        rows = self.con.execute(
+            f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {TABLE} "
+            f"WHERE {where} AND status = '{SEND}' GROUP BY channel ORDER BY channel", params).fetchall()
+        return {ch: (int(c), int(dp)) for ch, c, dp in rows}
+
+    def with_reasons(self) -> tuple[int, Any, int, Any]:
+        """Rows sent with a reason: (fields dropped, first [key, reason]; noted, first [key, reason])."""
+        where, params = self.where()
+        return self._one(  # type: ignore[return-value]
+            f"SELECT count(*) FILTER (WHERE starts_with(reason, '{DROPPED}')), "
+            f"min([key, reason] ORDER BY seq) FILTER (WHERE starts_with(reason, '{DROPPED}')), "
+            f"count(*) FILTER (WHERE NOT starts_with(reason, '{DROPPED}')), "
+            f"min([key, reason] ORDER BY seq) FILTER (WHERE NOT starts_with(reason, '{DROPPED}')) "
+            f"FROM {TABLE} WHERE {where} AND status = '{SEND}' AND reason IS NOT NULL", params, 4)
+
+    def invalid_containing(self, text: str) -> int:
+        where, params = self.where()
+        return int(self._one(f"SELECT count(*) FROM {TABLE} WHERE {where} AND status = '{INVALID}' "
+                             "AND contains(reason, ?)", [*params, text])[0])
+
+    def invalid_samples(self, limit: int) -> tuple[tuple[str, str], ...]:
+        where, params = self.where()
+        return tuple((k, r) for k, r in self.con.execute(
+            f"SELECT key, reason FROM {TABLE} WHERE {where} AND status = '{INVALID}' ORDER BY seq "
+            f"LIMIT {int(limit)}", params).fetchall())
+
+    def waiting(self) -> tuple[int, datetime | None]:
+        """Rows of the plan held back before (pending, waiting): how many, and the oldest wait."""
+        where, params = self.where()
+        where = " AND ".join(f"r.{c}" for c in where.split(" AND "))
+        count, since = self._one(
+            f"SELECT count(*), min(p.waiting_since) FROM {TABLE} AS r JOIN {DB}.pending AS p "
+            f"ON p.sync = r.sync AND p.key = r.key WHERE {where} AND p.waiting_since IS NOT NULL", params, 2)
+        return int(count), since
+
+    def field_stats(self, samples: int, unknown: str) -> list[tuple[Any, ...]]:
+        """Per changed field of the rows that change Braze: (field, rows, became null, changed JSON type,
+        up to `samples` [key, old, new] as JSON text, the first type change as [key, old type, new type,
+        old, new]). A field whose old value is `unknown` has no old type."""
+        where, params = self.where()
+        new = "json_extract(new_row, '$.' || to_json(f)::VARCHAR)"
+        old = "json_extract(old_row, '$.' || to_json(f)::VARCHAR)"
+        kind = ("CASE json_type({v}) WHEN 'BIGINT' THEN 'number' WHEN 'UBIGINT' THEN 'number' "
+                "WHEN 'DOUBLE' THEN 'number' WHEN 'VARCHAR' THEN 'string' WHEN 'BOOLEAN' THEN 'boolean' "
+                "WHEN 'ARRAY' THEN 'array' WHEN 'OBJECT' THEN 'object' END")
+        retyped = (f"({kind.format(v=old)}) <> ({kind.format(v=new)}) "
+                   f"AND json_extract_string(old_row, '$.' || to_json(f)::VARCHAR) IS DISTINCT FROM "
+                   f"{sql_str(unknown)}")
+        return self.con.execute(
+            f"""WITH c AS (
+                  SELECT unnest(changed) AS f, seq, key, new_row, old_row FROM {TABLE}
+                  WHERE {where} AND op = 'changed' AND status IN ('{SEND}', '{SKIP}')),
+                stats AS (SELECT f, count(*) AS n,
+                                 count(*) FILTER (WHERE coalesce({new}::VARCHAR, 'null') = 'null') AS nulled,
+                                 count(*) FILTER (WHERE {retyped}) AS retyped,
+                                 min([key, {kind.format(v=old)}, {kind.format(v=new)}, {old}::VARCHAR,
+                                      {new}::VARCHAR] ORDER BY seq) FILTER (WHERE {retyped}) AS retyped_sample
+                          FROM c GROUP BY f),
+                samples AS (SELECT f, list([key, {old}::VARCHAR, {new}::VARCHAR] ORDER BY seq) AS s
+                            FROM (SELECT *, row_number() OVER (PARTITION BY f ORDER BY seq) AS i FROM c)
+                            WHERE i <= {int(samples)} GROUP BY f)
+                SELECT stats.f, n, nulled, retyped, s, retyped_sample FROM stats JOIN samples USING (f)
+                ORDER BY n DESC, stats.f""", params).fetchall()
+
+    def samples(self, per_op: int) -> list[tuple[Any, ...]]:
+        """The first `per_op` rows of each op that change Braze or are skipped: (op, key, changed,
+        new_row, old_row, item, reason)."""
+        where, params = self.where()
+        return self.con.execute(
+            f"""SELECT op, key, changed, new_row, old_row, item, reason FROM (
+                  SELECT *, row_number() OVER (PARTITION BY op ORDER BY seq) AS i FROM {TABLE}
+                  WHERE {where} AND status IN ('{SEND}', '{SKIP}'))
+                WHERE i <= {int(per_op)} ORDER BY op, seq""", params).fetchall()
+
+    # ------------------------------------------------------------------ reading back (apply)
+
+    def recorded_locally(self) -> int:
+        """Rows that advance the snapshot without sending (skip, rehash, baseline)."""
+        where, params = self.where()
+        return int(self._one(f"SELECT count(*) FROM {TABLE} WHERE {where} AND status IN {LOCAL}", params)[0])
+
+    def invalid(self) -> list[tuple[str, str, str | None]]:
+        where, params = self.where()
+        return self.con.execute(f"SELECT key, reason, item FROM {TABLE} WHERE {where} AND status = '{INVALID}'",
+                                params).fetchall()
+
+    def channels(self) -> list[str]:
+        where, params = self.where()
+        return [r[0] for r in self.con.execute(
+            f"SELECT DISTINCT channel FROM {TABLE} WHERE {where} AND status = '{SEND}' ORDER BY channel",
+            params).fetchall()]
+
+    def to_send(self, channel: str, start: int, end: int) -> list[tuple[str, str, int, int, int]]:
+        """Stored payloads of `channel` with seq in [start, end), in seq order: (key, item, seq, data
+        points, bytes the item takes in a request)."""
+        where, params = self.where()
+        return self.con.execute(
+            f"SELECT key, item, seq, data_points, strlen(item) + 1 FROM {TABLE} "
+            f"WHERE seq >= ? AND seq < ? AND {where} AND status = '{SEND}' AND channel = ? ORDER BY seq",
+            [start, end, *params, channel]).fetchall()
+
+    # ------------------------------------------------------------------ browsing (show, reports)
+
+    def shown(self, clauses: Sequence[str], params: Sequence[Any], start: int, end: int,
+              limit: int) -> list[tuple[Any, ...]]:
+        """Up to `limit` rows with seq in [start, end) matching `clauses`, in seq order (columns: SHOWN)."""
+        where, own = self.where()
+        return self.con.execute(
+            f"SELECT {SHOWN} FROM {TABLE} WHERE seq >= ? AND seq < ? AND {where} AND {' AND '.join(clauses)} "
+            f"ORDER BY seq LIMIT {int(limit)}", [start, end, *own, *params]).fetchall()
+
+    def count(self, clauses: Sequence[str], params: Sequence[Any]) -> int:
+        where, own = self.where()
+        return int(self._one(f"SELECT count(*) FROM {TABLE} WHERE {where} AND {' AND '.join(clauses)}",
+                             [*own, *params])[0])
+
+    def numeric_deltas(self, field: str, bins: int) -> dict[str, Any] | None:
+        """Distribution of new − old of a numeric field over the changed rows (None: under two rows
+        changed between numbers, e.g. a text field, or null ↔ number)."""
+        where, own = self.where()
+        path = "$." + json.dumps(field)
+        numeric = "('BIGINT', 'UBIGINT', 'DOUBLE')"
+        deltas = (
+            "SELECT try_cast(json_extract(new_row, ?) AS DOUBLE) - try_cast(json_extract(old_row, ?) AS DOUBLE) AS v "
+            f"FROM {TABLE} WHERE {where} AND status <> '{REHASH}' AND list_contains(changed, ?) "
+            f"AND json_type(new_row, ?) IN {numeric} AND json_type(old_row, ?) IN {numeric}")
+        # a NaN or ±Infinity (flagged, never sent) has no delta (try_cast: the filters may run in any order)
+        deltas = f"SELECT v FROM ({deltas}) WHERE isfinite(v)"
+        params = [path, path, *own, field, path, path]
+        head = self.con.execute(
+            f"SELECT count(v), min(v), max(v), median(v), avg(v), count(v) FILTER (WHERE v > 0), "
+            f"count(v) FILTER (WHERE v < 0), count(v) FILTER (WHERE v <> floor(v)) FROM ({deltas})",
+            params).fetchone()
+        if head is None or head[0] < 2:
+            return None
+        count, low, high, median, mean, up, down, fractional = head
+        if not fractional and high - low < bins:
+            bins = int(high - low) + 1             # whole-number deltas over a small range: one bar per value
+            width = 1.0
+        else:
+            width = (high - low) / bins if high > low else 1.0
+        counts = [0] * bins
+        for b, c in self.con.execute(
+                f"SELECT least(floor((v - ?) / ?)::BIGINT, {bins - 1}) AS b, count(*) FROM ({deltas}) GROUP BY b",
+                [low, width, *params]).fetchall():
+            counts[int(b)] += int(c)
+        return {"field": field, "count": int(count), "min": low, "max": high, "median": median, "mean": mean,
+                "increased": int(up), "decreased": int(down), "bin_width": width,
+                "whole": not fractional and width == 1.0, "bins": counts}
