@@ -583,11 +583,11 @@ def _history(args: argparse.Namespace) -> int:
 
 def _errors(args: argparse.Namespace) -> int:
     from engine import console
-    from engine.runner import errors
+    from engine.state.runs import row_errors
 
     ctx = Context(args)
     with ctx.state("errors", read_only=True) as state:
-        rows = errors(state, args.sync, args.run_id, args.limit)
+        rows = row_errors(state, args.sync, args.run_id, args.limit)
     fmt = "json" if args.json else (args.format or "table")
     if fmt == "json":
         console.print_json([console.error_json(r) for r in rows])

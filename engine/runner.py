@@ -42,9 +42,19 @@ from engine.errors import (
     StateGoneError,
     scrub,
 )
-from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, GuardResult, Plan, SyncPlan
+from engine.plan import GuardResult, Plan, SyncPlan
 from engine.specs import SyncSpec
-from engine.state import DB, State, new_id, now
+from engine.state import State, new_id
+from engine.state.plan_rows import SyncRows
+from engine.state.runs import (
+    UNKNOWN_REASON,
+    UNRECORDED_REASON,
+    Outcomes,
+    bump_version,
+    move_frontier,
+    record_local,
+    record_outcomes,
+)
 
 READ_CHUNK = 10_000
 FRONTIER_STEP = 1_000   # plan rows the crash frontier moves ahead of the batches sent (see _batches)
@@ -300,10 +310,7 @@ APPLY_ORDER = {"user_deletes": 2}
 
 
 def _local_rows(state: State, plan_id: str, sp: SyncPlan) -> int:
-    row = state.con.execute(
-        f"SELECT count(*) FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status IN "
-        f"('{SKIP}', '{REHASH}', '{BASELINE}')", [plan_id, sp.name]).fetchone()
-    return int(row[0]) if row else 0
+    return SyncRows.of(state.con, plan_id, sp).recorded_locally()
 
 
 def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome) -> None:
@@ -320,82 +327,18 @@ def _record_local(state: State, plan_id: str, sp: SyncPlan, outcome: SyncOutcome
     state.set_columns(sp.name, _union(st.columns, sp.columns))
     if sp.unmapped and sp.on_unmapped == "keep":      # Braze keeps their values: remembered, for a re-mapping
         state.set_forgotten(sp.name, sorted({*st.forgotten, *(f for f, _ in sp.unmapped)}))
-    con = state.con
-    where = f"plan_id = ? AND sync = ? AND status IN ('{SKIP}', '{REHASH}', '{BASELINE}')"
-    params = [plan_id, sp.name]
-    row = con.execute(f"SELECT count(*) FROM {DB}.plan_rows WHERE {where}", params).fetchone()
-    n = int(row[0]) if row else 0
-    invalid = con.execute(
-        f"SELECT key, reason, item FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{INVALID}'",
-        params).fetchall()
-    outcome.invalid = len(invalid)
-    for _, reason, _ in invalid:
+    local = record_local(state, SyncRows.of(state.con, plan_id, sp), outcome.run_id,
+                         append_only=sp.append_only)
+    outcome.invalid = len(local.invalid)
+    for _, reason in local.invalid:
         outcome.reasons[f"invalid: {reason}"] = outcome.reasons.get(f"invalid: {reason}", 0) + 1
-    keep_removed = "AND op <> 'removed'" if sp.append_only else ""
-    con.execute("BEGIN")
-    # a pending row still in the model, or still in the snapshot, is in every plan (as a retry); one this
-    # plan does not hold left the model before it ever landed (or came back to what Braze holds): not
-    # pending any more, and a row that returns later starts afresh (e.g. its wait for a profile)
-    con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key NOT IN "
-                f"(SELECT key FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ?)", [sp.name, *params])
-    if n:
-        con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {DB}.plan_rows WHERE {where} {keep_removed})",
-                    params)
-        con.execute(f"INSERT INTO {st.table} SELECT key, new_hash, new_row FROM {DB}.plan_rows "
-                    f"WHERE {where} AND op <> 'removed'", params)
-        con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT key FROM {DB}.plan_rows WHERE {where})",
-                    [sp.name, *params])
-        con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
-        con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, outcome.run_id])
-    if invalid:         # not attempted either: history's pending counts them, as apply's summary does
-        con.execute(f"UPDATE {DB}.runs SET not_attempted = not_attempted + ? WHERE run_id = ?",
-                    [len(invalid), outcome.run_id])
-        _pending(con, sp.name, [(k, f"invalid: {r}") for k, r, _ in invalid], outcome.run_id)
-    if sp.append_only:      # an event the plan stops resending (its sends never got an answer): listed
-        con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, sync, key, reason, item, ? FROM {DB}.plan_rows "
-                    f"WHERE plan_id = ? AND sync = ? AND status = '{SKIP}' AND retry", [outcome.run_id, now(), *params])
-    # rows sent without a field Braze would refuse, or with a note: `reflow errors` lists them
-    row = con.execute(f"SELECT count(*) FILTER (WHERE starts_with(reason, '{DROPPED}')), count(*) FROM {DB}.plan_rows "
-                      f"WHERE plan_id = ? AND sync = ? AND status = '{SEND}' AND reason IS NOT NULL", params).fetchone()
-    outcome.dropped, outcome.noted = (int(row[0]), int(row[1]) - int(row[0])) if row else (0, 0)
-    if outcome.dropped or outcome.noted:
-        con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, sync, key, reason, item, ? FROM {DB}.plan_rows "
-                    f"WHERE plan_id = ? AND sync = ? AND status = '{SEND}' AND reason IS NOT NULL",
-                    [outcome.run_id, now(), *params])
-    con.execute("COMMIT")
-    outcome.skipped = n
+    outcome.dropped, outcome.noted = local.dropped, local.noted
+    outcome.skipped = local.recorded
 
 
 def _union(old: Sequence[tuple[str, str]], new: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     names = {f for f, _ in new}
     return [*new, *[(f, t) for f, t in old if f not in names]]
-
-
-def _pending(con: Any, sync: str, rows: Sequence[tuple[str, str]], run_id: str, *, waiting: bool = False) -> None:
-    """Rows left undelivered, with why: shown by `status`, planned again (as retries) by the next plan.
-    `unknowns` counts, per row, the sends that ended without a usable answer (reasons "outcome unknown");
-    `waiting_since` is when a row held back (`waiting`) first was, kept while it stays held back."""
-    if not rows:
-        return
-    keys = [k for k, _ in rows]
-    reasons = [r for _, r in rows]
-    unknown = [r.startswith(UNKNOWN_REASON) for r in reasons]
-    at = now()
-    con.execute(f"""UPDATE {DB}.pending AS p SET reason = n.r, run_id = ?, at_time = ?,
-                        unknowns = p.unknowns + n.u::INTEGER,
-                        waiting_since = CASE WHEN ? THEN coalesce(p.waiting_since, ?::TIMESTAMP) END
-                    FROM (SELECT unnest(?) AS k, unnest(?) AS r, unnest(?) AS u) AS n
-                    WHERE p.sync = ? AND p.key = n.k""", [run_id, at, waiting, at, keys, reasons, unknown, sync])
-    con.execute(f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns, waiting_since)
-                    SELECT ?, n.k, n.r, ?, ?, n.u::INTEGER, CASE WHEN ? THEN ?::TIMESTAMP END
-                    FROM (SELECT unnest(?) AS k, unnest(?) AS r, unnest(?) AS u) AS n
-                    WHERE n.k NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
-                [sync, run_id, at, waiting, at, keys, reasons, unknown, sync])
-
-
-UNKNOWN_REASON = "outcome unknown: "
-UNRECORDED_REASON = f"{UNKNOWN_REASON}the state file could not record the outcome (full disk?); it may have been sent"
-REJECTED_REASON = "rejected: "      # `reflow status` counts these apart from the other pending rows
 
 
 @dataclass(frozen=True)
@@ -411,12 +354,11 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
              outcome: SyncOutcome) -> Iterator[_Sent]:
     """Stored payloads of one channel, in seq order, a window of plan rows at a time, cut into
     requests of `batch_limits` objects (a window's last, partial request is completed from the
-    next window). A request over the byte budget is split by the destination. Before a window's requests go out, the highest plan row they carry is
-    recorded as the run's frontier: after a crash, rows up to it without a recorded outcome are
+    next window). A request over the byte budget is split by the destination. Before a window's
+    requests go out, the highest plan row they carry is recorded as the run's frontier: after a crash, rows up to it without a recorded outcome are
     uncertain (State.recover), the rows past it were certainly not sent."""
     limit, budget = destination.batch_limits(channel)
-    where = f"plan_id = ? AND sync = ? AND status = '{SEND}' AND channel = ?"
-    params: list[Any] = [plan_id, sp.name, channel]
+    table = SyncRows.of(con, plan_id, sp)
     keys: list[str] = []
     items: list[str] = []
     seqs: list[int] = []
@@ -432,13 +374,11 @@ def _batches(con: Any, plan_id: str, sp: SyncPlan, channel: str, destination: De
         for sent in sent_batches:
             if sent.seqs[-1] > frontier:
                 frontier = min(window_end, sent.seqs[-1] + FRONTIER_STEP)
-                con.execute(f"INSERT INTO {DB}.frontier VALUES (?, ?, ?, ?)", [outcome.run_id, plan_id, sp.name, frontier])
+                move_frontier(con, outcome.run_id, plan_id, sp.name, frontier)
             yield sent
 
     for start in range(sp.seq_min, sp.seq_max + 1, READ_CHUNK):
-        rows = con.execute(
-            f"SELECT key, item, seq, data_points, strlen(item) + 1 FROM {DB}.plan_rows "
-            f"WHERE seq >= ? AND seq < ? AND {where} ORDER BY seq", [start, start + READ_CHUNK, *params]).fetchall()
+        rows = table.to_send(channel, start, start + READ_CHUNK)
         if not rows:
             continue
         k, it, sq, pt, sz = zip(*rows, strict=True)
@@ -555,16 +495,14 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
           stop: threading.Event, progress: ApplyProgress | None) -> None:
     concurrency = max(1, destination.capabilities.default_concurrency)
     # the snapshot is about to move: any plan made before this send is stale from now on
-    state.con.execute(f"UPDATE {DB}.syncs SET version = version + 1, updated_at = ? WHERE name = ?", [now(), sp.name])
+    bump_version(state.con, sp.name)
     reader = state.con.cursor()
     writer = _Checkpointer(state, plan_id, sp.name, outcome, concurrency, progress, sp.counts.to_send,
                            append_only=sp.append_only)
     writer.start()
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="reflow-send") as pool:
-            channels = [r[0] for r in reader.execute(
-                f"SELECT DISTINCT channel FROM {DB}.plan_rows WHERE plan_id = ? AND sync = ? AND status = '{SEND}' "
-                "ORDER BY channel", [plan_id, sp.name]).fetchall()]
+            channels = SyncRows.of(reader, plan_id, sp).channels()
             for channel in channels:
                 for sent in _batches(reader, plan_id, sp, channel, destination, outcome):
                     if not writer.wait_for_slot(stop):
@@ -586,98 +524,48 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
 
 def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,
                 completed: list[tuple[_Sent, Sequence[RowResult]]], *, append_only: bool = False) -> None:
-    """One transaction: record outcomes. Acknowledged rows go to `acks` as plan-row numbers
-    (`State.fold_acks` advances the snapshot from them); rejected rows to `pending` and `row_errors`;
-    rows sent without a usable answer to `uncertain` (their fields become UNKNOWN: planned again in
-    full; append-only rows are simply sent again) and, like rows not sent at all, to `pending` with
-    the reason."""
-    acked: list[int] = []
-    rejected: list[tuple[str, str, str]] = []
-    uncertain: list[int] = []
-    left: list[tuple[str, str]] = []          # (key, reason) of rows not delivered, not rejected
-    held: list[tuple[str, str]] = []          # (key, reason) of rows held back (WAITING)
-    notes: list[tuple[str, str, str]] = []    # (key, note, item) of acknowledged rows with a note
+    """Record the outcomes of a group of requests (one transaction, `state.runs.record_outcomes`).
+    Acknowledged rows go to `acks` as plan-row numbers (`State.fold_acks` advances the snapshot from
+    them); rejected rows to `pending` and `row_errors`; rows sent without a usable answer to `uncertain`
+    (their fields become UNKNOWN: planned again in full; append-only rows are simply sent again) and,
+    like rows not sent at all, to `pending` with the reason."""
+    found = Outcomes()
     not_attempted = unknown = waiting = 0
-    data_points = 0
     for sent, results in completed:
         if isinstance(results, AllAcknowledged):
             outcome.requests += 1
-            acked.extend(sent.seqs)
-            data_points += sum(sent.points)
+            found.acked.extend(sent.seqs)
+            found.data_points += sum(sent.points)
             continue
         if any(r.outcome not in (NOT_ATTEMPTED, WAITING) for r in results):
             outcome.requests += 1
         for i, r in enumerate(results):
+            key, item = sent.batch.keys[i], sent.batch.items[i]
             if r.outcome == ACKNOWLEDGED:
-                acked.append(sent.seqs[i])
-                data_points += sent.points[i]
+                found.acked.append(sent.seqs[i])
+                found.data_points += sent.points[i]
                 if r.reason:            # acknowledged with a note Braze's answer calls for (`reflow errors`)
-                    notes.append((sent.batch.keys[i], scrub(r.reason), sent.batch.items[i]))
+                    found.notes.append((key, scrub(r.reason), item))
             elif r.outcome == REJECTED:       # reasons are scrubbed: an answer may echo a value
-                rejected.append((sent.batch.keys[i], scrub(r.reason or "rejected"), sent.batch.items[i]))
+                found.rejected.append((key, scrub(r.reason or "rejected"), item))
             elif r.outcome == UNKNOWN:
                 unknown += 1
                 if not append_only:
-                    uncertain.append(sent.seqs[i])
-                left.append((sent.batch.keys[i], scrub(f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}")))
+                    found.uncertain.append(sent.seqs[i])
+                found.left.append((key, scrub(f"{UNKNOWN_REASON}{r.reason or 'no usable answer'}")))
             elif r.outcome == WAITING:
                 waiting += 1
-                held.append((sent.batch.keys[i], scrub(r.reason or "waiting")))
+                found.held.append((key, scrub(r.reason or "waiting")))
             else:
                 not_attempted += 1
-                left.append((sent.batch.keys[i], scrub(f"not sent: {r.reason or 'not attempted'}")))
-    con = state.con
-    run = outcome.run_id
-    con.execute("BEGIN")
-    try:
-        if acked:
-            con.execute(f"INSERT INTO {DB}.acks SELECT ?, ?, unnest(?)", [plan_id, sync, acked])
-        if uncertain:
-            con.execute(f"INSERT INTO {DB}.uncertain SELECT ?, ?, unnest(?)", [plan_id, sync, uncertain])
-        if rejected:
-            keys = [r[0] for r in rejected]
-            reasons = [r[1] for r in rejected]
-            items = [r[2] for r in rejected]
-            _pending(con, sync, [(k, REJECTED_REASON + r) for k, r in zip(keys, reasons, strict=True)], run)
-            con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
-                        [run, sync, keys, reasons, items, now()])
-        _pending(con, sync, left, run)
-        _pending(con, sync, held, run, waiting=True)
-        if notes:
-            con.execute(f"INSERT INTO {DB}.row_errors SELECT ?, ?, unnest(?), unnest(?), unnest(?), ?",
-                        [run, sync, [n[0] for n in notes], [n[1] for n in notes], [n[2] for n in notes], now()])
-        con.execute(
-            f"UPDATE {DB}.runs SET acknowledged = acknowledged + ?, rejected = rejected + ?, "
-            "not_attempted = not_attempted + ?, requests = ?, data_points = data_points + ? WHERE run_id = ?",
-            [len(acked), len(rejected), not_attempted + unknown + waiting, outcome.requests, data_points, run])
-        con.execute("COMMIT")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            con.execute("ROLLBACK")     # a failed COMMIT (a full disk) rolled back already; anything else now
-        raise
-    outcome.acknowledged += len(acked)
-    outcome.rejected += len(rejected)
+                found.left.append((key, scrub(f"not sent: {r.reason or 'not attempted'}")))
+    found.not_attempted = not_attempted + unknown + waiting
+    record_outcomes(state, plan_id, sync, outcome.run_id, found, outcome.requests)
+    outcome.acknowledged += len(found.acked)
+    outcome.rejected += len(found.rejected)
     outcome.not_attempted += not_attempted
     outcome.unknown += unknown
     outcome.waiting += waiting
-    outcome.data_points += data_points
-    for _, reason in (*left, *held):
+    outcome.data_points += found.data_points
+    for _, reason in (*found.left, *found.held):
         outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
-
-
-def errors(state: State, sync: str | None = None, run_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    if state.empty:
-        return []
-    clauses, params = [], []
-    if sync:
-        clauses.append("sync = ?")
-        params.append(sync)
-    if run_id:
-        clauses.append("run_id = ?")
-        params.append(run_id)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    cur = state.con.execute(
-        f"SELECT run_id, sync, key, reason, item, at_time AS at FROM {DB}.row_errors {where} ORDER BY at_time DESC, key "
-        f"LIMIT {int(limit)}", params)
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

@@ -16,12 +16,12 @@ from typing import Any
 from engine import strict_json
 from engine.errors import UserError
 from engine.plan import INVALID, REHASH, Plan, SyncPlan
-from engine.state import DB, State
+from engine.state import State
+from engine.state.plan_rows import SyncRows
 
 KINDS = ("added", "changed", "removed", "invalid", "retry")
 FIRST_WINDOW = 4096
 EXPORT_CHUNK = 10_000
-COLUMNS = "sync, seq, key, op, status, retry, changed, new_row, old_row, channel, item, data_points, reason"
 
 
 def kind_of(op: str, status: str, retry: bool) -> str:
@@ -75,7 +75,6 @@ def iter_plan_rows(state: State, plan: Plan, *, sync: str | None = None, op: str
     if state.empty:
         return
     clauses, params = _filters(op, key, field)
-    where = " AND ".join(clauses)
     remaining = limit if limit is not None and limit > 0 else None
     for sp in select_syncs(plan, sync):
         if sp.seq_max < sp.seq_min:
@@ -86,11 +85,8 @@ def iter_plan_rows(state: State, plan: Plan, *, sync: str | None = None, op: str
                 return
             end = min(sp.seq_max + 1, start + window)
             cap = remaining if remaining is not None else EXPORT_CHUNK
-            cur = state.con.execute(
-                f"SELECT {COLUMNS} FROM {DB}.plan_rows WHERE seq >= ? AND seq < ? AND plan_id = ? AND sync = ? "
-                f"AND {where} ORDER BY seq LIMIT {int(cap)}",
-                [start, end, plan.plan_id, sp.name, *params])
-            batch = cur.fetchall()
+            batch = SyncRows.of(state.con, plan.plan_id, sp).shown(
+                clauses, params, start, end, cap)
             for r in batch:
                 yield row_dict(r)
             if remaining is not None:
@@ -116,10 +112,7 @@ def count_rows(state: State, plan: Plan, *, sync: str | None = None, op: str | N
     clauses, params = _filters(op, key, field)
     total = 0
     for sp in select_syncs(plan, sync):
-        row = state.con.execute(
-            f"SELECT count(*) FROM {DB}.plan_rows WHERE seq >= ? AND seq <= ? AND plan_id = ? AND sync = ? AND "
-            + " AND ".join(clauses), [sp.seq_min, sp.seq_max, plan.plan_id, sp.name, *params]).fetchone()
-        total += int(row[0]) if row else 0
+        total += SyncRows.of(state.con, plan.plan_id, sp).count(clauses, params)
     return total
 
 
@@ -166,32 +159,4 @@ def numeric_deltas(state: State, plan: Plan, sp: SyncPlan, field: str, bins: int
     None when fewer than two rows changed between numbers (e.g. a text field, or null ↔ number)."""
     if state.empty or sp.seq_max < sp.seq_min:
         return None
-    path = "$." + json.dumps(field)
-    numeric = "('BIGINT', 'UBIGINT', 'DOUBLE')"
-    deltas = (
-        f"SELECT try_cast(json_extract(new_row, $path) AS DOUBLE) - try_cast(json_extract(old_row, $path) AS DOUBLE) AS v "
-        f"FROM {DB}.plan_rows WHERE seq >= $lo AND seq <= $hi AND plan_id = $plan AND sync = $sync "
-        f"AND status <> '{REHASH}' AND list_contains(changed, $field) "
-        f"AND json_type(new_row, $path) IN {numeric} AND json_type(old_row, $path) IN {numeric}")
-    # a NaN or ±Infinity (flagged, never sent) has no delta (try_cast: the filters may run in any order)
-    deltas = f"SELECT v FROM ({deltas}) WHERE isfinite(v)"
-    params = {"path": path, "lo": sp.seq_min, "hi": sp.seq_max, "plan": plan.plan_id, "sync": sp.name,
-              "field": field}
-    head = state.con.execute(
-        f"SELECT count(v), min(v), max(v), median(v), avg(v), count(v) FILTER (WHERE v > 0), "
-        f"count(v) FILTER (WHERE v < 0), count(v) FILTER (WHERE v <> floor(v)) FROM ({deltas})", params).fetchone()
-    if head is None or head[0] < 2:
-        return None
-    count, low, high, median, mean, up, down, fractional = head
-    if not fractional and high - low < bins:
-        bins = int(high - low) + 1             # whole-number deltas over a small range: one bar per value
-        width = 1.0
-    else:
-        width = (high - low) / bins if high > low else 1.0
-    counts = [0] * bins
-    for b, c in state.con.execute(
-            f"SELECT least(floor((v - $low) / $width)::BIGINT, {bins - 1}) AS b, count(*) FROM ({deltas}) "
-            "GROUP BY b", {**params, "low": low, "width": width}).fetchall():
-        counts[int(b)] += int(c)
-    return {"field": field, "count": int(count), "min": low, "max": high, "median": median, "mean": mean,
-            "increased": int(up), "decreased": int(down), "bin_width": width, "whole": not fractional and width == 1.0, "bins": counts}
+    return SyncRows.of(state.con, plan.plan_id, sp).numeric_deltas(field, bins)

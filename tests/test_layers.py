@@ -14,6 +14,7 @@ inside functions count; `if TYPE_CHECKING:` imports do not, they are never execu
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,3 +143,35 @@ def test_the_checks_see_a_cycle_and_an_upward_import() -> None:
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert layer("engine.state") > layer("engine.specs") > layer("engine.templates") > layer("engine.errors")
     assert "engine.templates" in imports(ROOT / "engine" / "project.py")
+
+
+# the state file's tables (engine/state/store.py `_MIGRATIONS`; snapshots are snap_<id>)
+STATE_TABLES = ("meta", "syncs", "plans", "plan_syncs", "plan_rows", "runs", "pending", "row_errors", "acks",
+                "uncertain", "frontier", r"snap_\d+")
+STATE_SQL = re.compile(
+    r"\{DB\}|rstate\.|\bimport\s+(?:\w+,\s*)*DB\b|"
+    rf"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(?:{'|'.join(STATE_TABLES)})\b", re.IGNORECASE)
+
+
+def state_sql_outside_the_state_package() -> list[str]:
+    found = []
+    for path in sorted((ROOT / "engine").rglob("*.py")):
+        if (ROOT / "engine" / "state") in path.parents:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if STATE_SQL.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    return found
+
+
+def test_only_the_state_package_names_state_tables() -> None:
+    """SQL against the state file's tables lives in engine/state/ (the planner, runner and review read and
+    write them through it); the diff reads the snapshot relation the state hands it (`SyncState.table`)."""
+    assert state_sql_outside_the_state_package() == []
+
+
+def test_the_state_table_check_sees_a_query() -> None:
+    for line in ('con.execute(f"SELECT count(*) FROM {DB}.plan_rows")', "DELETE FROM pending WHERE sync = ?",
+                 "from engine.state import DB, State", 'x.execute("select * from rstate.main.runs")'):
+        assert STATE_SQL.search(line), line
+    assert not STATE_SQL.search("the plan's rows are pending")

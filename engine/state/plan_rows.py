@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP
+from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, SyncPlan
 from engine.sql import sql_str
 from engine.state.store import DB
 
@@ -69,6 +69,11 @@ class SyncRows:
     sync: str
     seq_min: int = 0
     seq_max: int | None = None
+
+    @classmethod
+    def of(cls, con: Any, plan_id: str, sp: SyncPlan) -> SyncRows:
+        """The rows of a saved plan's sync."""
+        return cls(con, plan_id, sp.name, sp.seq_min, sp.seq_max)
 
     def where(self) -> tuple[str, list[Any]]:
         if self.seq_max is None:
