@@ -151,6 +151,7 @@ class SyncPlan:
     unmapped: tuple[tuple[str, int], ...] = ()  # fields no longer mapped: (field, rows holding a value)
     on_unmapped: str = "keep"                   # keep | unset
     append_only: bool = False
+    apply_rank: int = 1         # the destination's Capabilities.apply_rank: syncs are applied in rank order
     columns: tuple[tuple[str, str], ...] = ()   # the fields this plan's rows hold, with their model types
     identity_fields: tuple[str, ...] = ()       # fields naming the destination object of a row
     warnings: tuple[ValueWarning, ...] = ()     # values the destination would mangle, counted per field
@@ -210,7 +211,7 @@ class SyncPlan:
             "samples": self.samples, "invalid_samples": [list(s) for s in self.invalid_samples],
             "snapshot_rows": self.snapshot_rows, "first_run": self.first_run, "notes": list(self.notes),
             "restart": self.restart, "unmapped": [list(u) for u in self.unmapped], "on_unmapped": self.on_unmapped,
-            "append_only": self.append_only, "columns": [list(c) for c in self.columns],
+            "append_only": self.append_only, "apply_rank": self.apply_rank, "columns": [list(c) for c in self.columns],
             "identity_fields": list(self.identity_fields),
             "warnings": [asdict(w) for w in self.warnings],
         }, default=str)

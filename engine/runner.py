@@ -222,7 +222,7 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
                  stop: threading.Event, progress: ApplyProgress | None, allow_guards: Sequence[str]) -> None:
     blocked = blocked_syncs(plan, allow_guards)
     state.set_plan_status(plan.plan_id, "applying")
-    for sp in sorted(plan.syncs, key=lambda s: APPLY_ORDER.get(s.object, 1)):
+    for sp in sorted(plan.syncs, key=lambda s: s.apply_rank):
         if stop.is_set():
             result.interrupted = True
             break
@@ -302,11 +302,6 @@ def _in_flight(sp: SyncPlan, outcome: SyncOutcome) -> str:
              else "Braze receives the same values again")
     return (f"Sync '{sp.name}' stopped with {rows} in flight: sent to Braze, but their outcome could not be "
             f"recorded. The next run sends them again ({twice})")
-
-
-# the order syncs are applied in, by destination object (others: 1): user deletes last, so that a
-# profile deleted by one sync is not re-created by another sync of the same apply
-APPLY_ORDER = {"user_deletes": 2}
 
 
 def _local_rows(state: State, plan_id: str, sp: SyncPlan) -> int:

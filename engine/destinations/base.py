@@ -60,14 +60,17 @@ UNKNOWN, WAITING = Outcome.UNKNOWN, Outcome.WAITING
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a destination can take, as data: the runner reads limits from here, never literals."""
+    """What a destination needs from the planner and the runner, as data: neither names a destination's
+    objects. Batch limits are per channel (`Destination.batch_limits`); rates are the destination's own."""
 
-    max_objects_per_request: int
-    max_body_bytes: int
     default_concurrency: int
-    requests_per_second: float          # client-side rate limit for the main channel
     append_only: bool = False           # events/purchases: a row is sent once, changes are reported
     sends_removed: bool = False         # whether removed rows produce items (on_removed unset/delete)
+    apply_rank: int = 1                 # syncs of one apply go in rank order (Braze: user deletes last)
+    object_word: str = "destination object"     # what one row addresses, in messages ("Braze user")
+    # identity keys that say where the objects live (not how rows name them): a sync restarted with these
+    # unchanged takes over the objects its old snapshot addressed
+    place: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,9 @@ class Estimate:
 
 
 class Destination(Protocol):
+    """What the planner and the runner ask of a destination. Implementations subclass it (the methods
+    with a body are defaults)."""
+
     capabilities: Capabilities
 
     def project(self, columns: Sequence[str]) -> Projection:
@@ -283,8 +289,14 @@ class Destination(Protocol):
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         """Build and validate the payload for one plan row (no network)."""
 
-    # optional: def sql_items(self, columns: Sequence[Column]) -> SqlItems | None
-    # optional: def plan_notes(self, sent: int) -> list[str]   (what the plan should say about sent rows)
+    def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
+        """Payloads built in SQL for the rows SQL can prove valid (diff.Column list); None: every row
+        goes through prepare()."""
+        return None
+
+    def plan_notes(self, sent: int) -> list[str]:
+        """What the plan should say about this sync's `sent` rows."""
+        return []
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""

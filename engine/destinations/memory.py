@@ -30,6 +30,7 @@ from engine.destinations.base import (
     UNKNOWN,
     Batch,
     Capabilities,
+    Destination,
     Estimate,
     Invalid,
     Item,
@@ -49,7 +50,7 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-class MemoryDestination:
+class MemoryDestination(Destination):
     """A destination that records what it receives. Thread-safe."""
 
     def __init__(self, append_only: bool = False, sends_removed: bool = True,
@@ -59,10 +60,11 @@ class MemoryDestination:
                  invalid_keys: Mapping[str, str] | None = None, max_body_bytes: int = 4_000_000,
                  unknown_batches: Collection[int] = (), fields: Mapping[str, str] | None = None,
                  identity: Mapping[str, str] | None = None, identity_fields: Sequence[str] = ()) -> None:
-        self.capabilities = Capabilities(
-            max_objects_per_request=max_objects_per_request, max_body_bytes=max_body_bytes,
-            default_concurrency=default_concurrency, requests_per_second=requests_per_second,
-            append_only=append_only, sends_removed=sends_removed)
+        self.capabilities = Capabilities(default_concurrency=default_concurrency, append_only=append_only,
+                                         sends_removed=sends_removed)
+        self.max_objects_per_request = max_objects_per_request
+        self.max_body_bytes = max_body_bytes
+        self.requests_per_second = requests_per_second
         if isinstance(reject_keys, Mapping):
             self.reject_keys: dict[str, str] = dict(reject_keys)
         else:
@@ -110,14 +112,14 @@ class MemoryDestination:
         return Item(CHANNEL, text, len(fields))
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
-        limit = self.capabilities.max_objects_per_request
+        limit = self.max_objects_per_request
         requests = {channel: math.ceil(count / limit) for channel, (count, _) in items.items() if count > 0}
         total = sum(requests.values())
         return Estimate(requests=requests, data_points=sum(points for _, points in items.values()),
-                        seconds=total / self.capabilities.requests_per_second)
+                        seconds=total / self.requests_per_second)
 
     def batch_limits(self, channel: str) -> tuple[int, int]:
-        return self.capabilities.max_objects_per_request, self.capabilities.max_body_bytes
+        return self.max_objects_per_request, self.max_body_bytes
 
     def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
         return cut_batches(channel, rows, *self.batch_limits(channel))

@@ -64,7 +64,7 @@ def load_plan(state: State, plan_id: str | None = None) -> Plan:
             seq_min=seq_min, seq_max=seq_max, first_run=info["first_run"], notes=tuple(info["notes"]),
             identity=json.loads(identity) if identity else {}, restart=info.get("restart"),
             unmapped=tuple((f, c) for f, c in info.get("unmapped", [])), on_unmapped=info.get("on_unmapped", "keep"),
-            append_only=bool(info.get("append_only")), columns=tuple((f, t) for f, t in info.get("columns", [])),
+            append_only=bool(info.get("append_only")), apply_rank=int(info.get("apply_rank", 1)), columns=tuple((f, t) for f, t in info.get("columns", [])),
             identity_fields=tuple(info.get("identity_fields", [])),
             warnings=tuple(ValueWarning(**w) for w in info.get("warnings", [])),
         ))

@@ -156,7 +156,7 @@ def test_removed_delete_and_user_deletes(ident: Identifier, values: dict[str, An
     assert item(deletes.prepare(added(values))) == got
     assert isinstance(deletes.prepare(changed(values, values)), Skip)
     assert isinstance(deletes.prepare(PlanRow("k", "removed", values)), Skip)
-    assert deletes.capabilities.max_objects_per_request == 50
+    assert deletes.batch_limits(got.channel)[0] == 50
 
 
 def test_value_mapping_keeps_json_ready_values() -> None:
@@ -283,7 +283,7 @@ def test_catalog_removed_deletes_only_with_on_removed_delete() -> None:
     got = item(cat(on_removed="delete").prepare(PlanRow("p-1", "removed", PRODUCT)))
     assert (got.channel, got.item_json) == ("DELETE /catalogs/products/items", '{"id":"p-1"}')
     assert cat(on_removed="delete").capabilities.sends_removed is True
-    assert cat().capabilities.max_objects_per_request == 50
+    assert cat().batch_limits(got.channel)[0] == 50
 
 
 @pytest.mark.parametrize(("item_id", "reason"), [

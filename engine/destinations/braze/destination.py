@@ -11,6 +11,7 @@ import engine
 from engine.destinations.base import (
     Batch,
     Capabilities,
+    Destination,
     Estimate,
     Invalid,
     Item,
@@ -25,9 +26,6 @@ from engine.destinations.braze import projection
 from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import (
     MAX_BODY_BYTES,
-    OTHER_LIMIT,
-    TRACK_GROUP,
-    TRACK_LIMIT,
     channel_info,
     export_info,
     rate_groups,
@@ -48,10 +46,13 @@ from engine.specs import SyncSpec
 
 USER_AGENT = f"partner-Reflow-Reflow/{engine.__version__}"
 DEFAULT_CONCURRENCY = 32
-TRACK_OBJECTS = ("users", "events", "purchases", "subscription_groups")   # sent to /users/track
+# what one row of each object addresses, in messages (others: a Braze user)
+OBJECT_WORDS = {"catalog_items": "catalog item", "subscription_groups": "subscription state of a user"}
+# identity keys that say where a sync's objects live (not how its rows name them)
+PLACE = ("endpoint", "object", "catalog", "subscription group")
 
 
-class BrazeDestination:
+class BrazeDestination(Destination):
     """Braze for one sync. prepare/estimate/batches need no key; send needs it (DestinationError if missing)."""
 
     def __init__(self, connection: ConnectionConfig, api_key: str | Secret | None, sync: SyncSpec,
@@ -66,7 +67,6 @@ class BrazeDestination:
         self._payloads = self._rules(sync)
         self._rates = {name: group.requests_per_second for name, group in rate_groups(connection).items()}
         dest = sync.destination
-        track = dest.object in TRACK_OBJECTS
         if dest.object == "users":
             sends_removed = dest.on_removed in ("unset", "delete")
         elif dest.object == "catalog_items":
@@ -74,21 +74,18 @@ class BrazeDestination:
         else:
             sends_removed = False
         self.capabilities = Capabilities(
-            max_objects_per_request=TRACK_LIMIT if track else OTHER_LIMIT,
-            max_body_bytes=MAX_BODY_BYTES,
             default_concurrency=connection.concurrency or DEFAULT_CONCURRENCY,
-            requests_per_second=self._rates[TRACK_GROUP] if track else self._rates[self._main_group()],
             append_only=dest.object in ("events", "purchases"),
             sends_removed=sends_removed,
+            # a profile deleted by one sync must not be re-created by another sync of the same apply
+            apply_rank=2 if dest.object == "user_deletes" else 1,
+            object_word=OBJECT_WORDS.get(dest.object, "Braze user"),
+            place=PLACE,
         )
         self._client_options = dict(client_options or {})
         self._client: BrazeClient | None = None
         self._gate: ProfileGate | None = None
         self._lock = threading.Lock()
-
-    def _main_group(self) -> str:
-        return {"catalog_items": "catalog.items",
-                "user_deletes": "users.identity"}.get(self.sync.destination.object, TRACK_GROUP)
 
     # -- planning (no network, no key) -----------------------------------------------------------
     def project(self, columns: Sequence[str]) -> Projection:
