@@ -458,3 +458,87 @@ def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
     for table in (DELTA, ROWS, MARKED_TABLE, EMPTY_SNAPSHOT, PAIRS_TABLE):
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
+
+
+class Delta:
+    """One sync's diff on `con`, as a value: it holds its scratch relations and runs its phases in order.
+
+        with Delta(con, sync="users", model=label) as delta:
+            counts = delta.compare(source, fields, key_label, snapshot)   # phase 1: keys and hashes
+            n = delta.render(unset, remapped)          # phase 2: the delta rows, `delta.rows` (SQL alias r)
+            delta.collapse(identity); delta.take_over(old_snapshot, identity)     # optional
+            delta.mark(where); delta.stream_marked()   # the rows a caller takes in Python, in key order
+        # leaving the block drops every scratch relation, whatever happened
+
+    A phase asked for out of order is a bug in the caller: RuntimeError."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, sync: str, model: str = "") -> None:
+        self.con = con
+        self.sync = sync
+        self.model = model
+        self._phase = "new"
+        self._snapshot = ""
+        self._columns: Sequence[Column] = ()
+        self._marked = -1
+        self._count = 0
+
+    def __enter__(self) -> Delta:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _need(self, phase: str, step: str) -> None:
+        if self._phase != phase:
+            raise RuntimeError(f"Delta.{step}() needs phase '{phase}', the delta is '{self._phase}'")
+
+    def empty_snapshot(self) -> str:
+        """An empty snapshot to compare with (a sync starting over), dropped with the delta."""
+        self._need("new", "empty_snapshot")
+        return empty_snapshot(self.con)
+
+    def compare(self, source: str, columns: Sequence[Column], key_label: str, snapshot: str, *,
+                include_removed: bool = True) -> DeltaCounts:
+        """Phase 1 (`compute_delta`)."""
+        self._need("new", "compare")
+        counts = compute_delta(self.con, source, columns, key_label, snapshot, sync=self.sync,
+                               include_removed=include_removed, model=self.model)
+        self._snapshot, self._columns, self._phase = snapshot, columns, "compared"
+        return counts
+
+    def render(self, unset: Sequence[str] = (), remapped: Sequence[str] = ()) -> int:
+        """Phase 2 (`prepare_rows`): the delta rows; returns how many."""
+        self._need("compared", "render")
+        self._count = prepare_rows(self.con, self._columns, self._snapshot, unset, remapped)
+        self._phase = "rendered"
+        return self._count
+
+    @property
+    def rows(self) -> str:
+        """The delta rows' relation (columns `__rn`, `__key`, `__op`, …; see `prepare_rows`)."""
+        self._need("rendered", "rows")
+        return ROWS
+
+    def collapse(self, identity: Sequence[str]) -> int:
+        self._need("rendered", "collapse")
+        return collapse(self.con, identity)
+
+    def take_over(self, old_snapshot: str, identity: Sequence[str]) -> int:
+        self._need("rendered", "take_over")
+        return replaces_from(self.con, old_snapshot, identity)
+
+    def mark(self, where: str) -> int:
+        """Choose the rows `stream_marked` yields (`where` over `r`), evaluated once; returns how many."""
+        self._need("rendered", "mark")
+        self._marked = mark_rows(self.con, where)
+        return self._marked
+
+    def stream_marked(self, chunk: int = 5000) -> Iterator[list[DeltaRow]]:
+        self._need("rendered", "stream_marked")
+        if self._marked < 0:
+            raise RuntimeError("Delta.stream_marked() before mark()")
+        yield from stream_rows(self.con, self._count if self._marked else 0, where=MARKED, chunk=chunk)
+
+    def close(self) -> None:
+        drop_scratch(self.con)
+        self._phase = "closed"

@@ -23,7 +23,6 @@ from engine.destinations.base import (
     SqlItems,
     is_time_type,
 )
-from engine.diff import ROWS
 from engine.errors import PlanError, ReflowError, contains_secret, registered_secrets, scrub
 from engine.plan import (
     BASELINE,
@@ -115,7 +114,6 @@ def build_plan(project: Project, syncs: Sequence[SyncSpec], state: State, wareho
             results.append(_plan_one(project, rendered, state, warehouse, destination_for(sync), plan_id,
                                      progress, project_syncs))
         except ReflowError as exc:         # this sync's own failure: the others are planned as usual
-            diff.drop_scratch(state.con)
             failed.append(SyncFailure(sync.name, exc.message, exc.exit_code))
     plan = Plan(plan_id=plan_id, created_at=created, syncs=tuple(results), failed=tuple(failed))
     save_plan(state, plan)
@@ -144,50 +142,48 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     st = state.sync(sync.name) or st
     restart = describe_restart(st.identity, identity) if st.identity is not None else None
     before = st.identity or {}
-    same_place = restart is not None and all(
-        before.get(k) == identity.get(k) for k in ("endpoint", "object", "catalog", "subscription group"))
+    same_place = restart is not None and all(before.get(k) == identity.get(k) for k in destination.capabilities.place)
     snapshot_rows = state.snapshot_rows(sync.name)
-    snapshot = diff.empty_snapshot(con) if restart else st.table
     first_run = restart is not None or (st.version == 0 and snapshot_rows == 0)
     baseline = first_run and sync.first_run == "baseline"
     caps = destination.capabilities
     source = diff.projected(relation, projection.fields, sync.primary_key)
-    counts = diff.compute_delta(con, source, fields, ", ".join(sync.primary_key), snapshot, sync=sync.name,
-                                include_removed=not caps.append_only, model=rendered.model)
-    keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
-    if projection.identity and not keyed_by_identity:
-        diff.check_identity(con, source, projection.identity, sync=sync.name, what=_object_word(sync),
-                            model=rendered.model)
     names = set(projection.names)
     unmapped = [] if restart else [f for f, _ in st.columns if f not in names]
     on_unmapped = sync.destination.on_unmapped
     # fields mapped again after on_unmapped: keep: Braze may still hold what was sent back then, which the
     # snapshot forgot, so every row sends its value again (nulls too)
     remapped = [] if restart else [f for f in st.forgotten if f in names]
-    n = diff.prepare_rows(con, fields, snapshot, unmapped if on_unmapped == "unset" else [], remapped)
-    collapsed = 0 if keyed_by_identity else diff.collapse(con, projection.identity)
-    if same_place and projection.identity:
-        # a restart in the same place (another primary key or identifier column): a row addressing an
-        # object the old snapshot addressed takes over what Braze holds there (fields it leaves null are unset)
-        diff.replaces_from(con, st.table, projection.identity)
-    seq_min = state.next_seq()
-    rows = PlanRows(SyncRows(con, plan_id, sync.name, seq_min), projection, unmapped if on_unmapped == "unset" else [],
-                    times=frozenset(f.name for f in fields if is_time_type(f.type)))
-    if baseline:
-        # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
-        # holding a secret, refused in Python)
-        rows.write_baseline()
-    else:
-        fast = destination.sql_items(fields) if hasattr(destination, "sql_items") else None
-        rows.write_sql(n, fast)
-    done = 0
-    left = diff.mark_rows(con, rows.python_rows)      # rows that need the Python path, numbered once
-    for chunk in diff.stream_rows(con, n if left else 0, where=diff.MARKED):
-        rows.write_python(chunk, destination)
-        done += len(chunk)
-        if progress:
-            progress(sync.name, done, left)
-    diff.drop_scratch(con)
+    unset = unmapped if on_unmapped == "unset" else []
+    with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
+        snapshot = delta.empty_snapshot() if restart else st.table
+        counts = delta.compare(source, fields, ", ".join(sync.primary_key), snapshot, include_removed=not caps.append_only)
+        keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
+        if projection.identity and not keyed_by_identity:
+            diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
+                                model=rendered.model)
+        n = delta.render(unset, remapped)
+        collapsed = 0 if keyed_by_identity else delta.collapse(projection.identity)
+        if same_place and projection.identity:
+            # a restart in the same place (another primary key or identifier column): a row addressing an
+            # object the old snapshot addressed takes over what Braze holds there (fields it leaves null are unset)
+            delta.take_over(st.table, projection.identity)
+        seq_min = state.next_seq()
+        rows = PlanRows(SyncRows(con, plan_id, sync.name, seq_min), delta.rows, projection, unset,
+                        times=frozenset(f.name for f in fields if is_time_type(f.type)))
+        if baseline:
+            # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
+            # holding a secret, refused in Python)
+            rows.write_baseline()
+        else:
+            rows.write_sql(destination.sql_items(fields))
+        done = 0
+        left = delta.mark(rows.python_rows)      # rows that need the Python path, numbered once
+        for chunk in delta.stream_marked():
+            rows.write_python(chunk, destination)
+            done += len(chunk)
+            if progress:
+                progress(sync.name, done, left)
     kept = state.values_held(sync.name, unmapped) if unmapped else ()
     context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept, remapped=tuple(remapped),
                           on_unmapped=on_unmapped, collapsed=collapsed,
@@ -259,18 +255,14 @@ def describe_restart(old: Mapping[str, str], new: Mapping[str, str]) -> str | No
     return f"destination changed: {'; '.join(changes)}; the sync starts again"
 
 
-def _object_word(sync: SyncSpec) -> str:
-    return {"catalog_items": "catalog item", "subscription_groups": "subscription state of a user"}.get(
-        sync.destination.object, "Braze user")
-
-
 class PlanRows:
     """Writes one sync's plan rows (SQL fast path first, then Python for the rest) and summarises
     them with SQL, so a plan of millions of rows never sits in Python."""
 
-    def __init__(self, table: SyncRows, projection: Projection | None = None, unset_unmapped: Sequence[str] = (),
-                 times: frozenset[str] = frozenset()) -> None:
+    def __init__(self, table: SyncRows, source: str, projection: Projection | None = None,
+                 unset_unmapped: Sequence[str] = (), times: frozenset[str] = frozenset()) -> None:
         self.table = table
+        self.source = f"{source} AS r"         # the delta rows (diff.Delta.rows)
         self.con = table.con
         self.plan_id = table.plan_id
         self.sync = table.sync
@@ -286,7 +278,7 @@ class PlanRows:
     def write_baseline(self) -> None:
         """first_run: baseline: every row recorded as sent (in SQL); those holding a secret are left to
         the Python path, which refuses them."""
-        self.table.insert_from(f"{ROWS} AS r", {
+        self.table.insert_from(self.source, {
             "seq": f"{int(self.seq_min)} + r.__rn - 1", "key": "r.__key", "op": "r.__op", "status": f"'{BASELINE}'",
             "retry": "false", "changed": "[]::VARCHAR[]", "new_hash": "r.__hash", "new_row": "r.__new_row",
             "old_row": "r.__old_row", "channel": "NULL", "item": "NULL", "data_points": "0",
@@ -317,13 +309,13 @@ class PlanRows:
                 reason: str = "NULL") -> None:
         """Delta rows matching `where` (over `r`) as plan rows, in SQL; a row holding a secret is written
         by none of these: the Python path refuses it."""
-        self.table.insert_from(f"{ROWS} AS r", {
+        self.table.insert_from(self.source, {
             "seq": f"{int(self.seq_min)} + r.__rn - 1", "key": "r.__key", "op": "r.__op", "status": status,
             "retry": f"r.__key IN {self.table.pending_keys()}", "changed": "r.__changed", "new_hash": "r.__hash",
             "new_row": "r.__new_row", "old_row": "r.__old_kept", "channel": channel, "item": item,
             "data_points": points, "reason": reason}, where=f"({where}) AND {self.secret_free}")
 
-    def write_sql(self, n: int, fast: SqlItems | None) -> None:
+    def write_sql(self, fast: SqlItems | None) -> None:
         """Rows whose hash moved but no value did are recorded only; a destination's SQL payloads
         cover the rows it can prove valid; everything else goes through prepare() in Python."""
         rehash = "r.__op = 'changed' AND len(r.__changed) = 0"
@@ -422,10 +414,9 @@ class PlanRows:
             notes.append(f"{changed} already-sent row(s) changed; {sync.destination.object} are append-only, "
                          "changes are reported, not re-sent")
         notes += self._waiting_note(sync)
-        if hasattr(destination, "plan_notes"):
-            notes += destination.plan_notes(added_sent + changed_sent + retry_sent)
+        notes += destination.plan_notes(added_sent + changed_sent + retry_sent)
         if context.collapsed:
-            notes.append(f"{context.collapsed} removed row(s) address the same {_object_word(sync)} as another "
+            notes.append(f"{context.collapsed} removed row(s) address the same {caps.object_word} as another "
                          "row of the model: the removal is not sent, that row's values are")
         dropped, dropped_first, noted, noted_first = self.table.with_reasons()
         if dropped:
@@ -455,6 +446,7 @@ class PlanRows:
             fingerprint=context.fingerprint, seq_min=self.seq_min, seq_max=seq_max,
             first_run=first_run, notes=tuple(notes), identity=context.identity, restart=context.restart,
             unmapped=context.unmapped, on_unmapped=context.on_unmapped, append_only=caps.append_only,
+            apply_rank=caps.apply_rank,
             columns=context.columns, identity_fields=self.projection.identity, warnings=self.warnings(),
         )
 

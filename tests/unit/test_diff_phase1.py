@@ -56,3 +56,23 @@ def test_the_build_side_setting_is_scoped_to_phase_1(con):
     con.execute("SET disabled_optimizers = 'late_materialization'")
     delta(con)
     assert con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] == "late_materialization"
+
+
+def test_a_delta_runs_its_phases_in_order_and_drops_its_scratch_relations(con):
+    con.execute("UPDATE model SET v = 100 WHERE id = 'k3'")
+    con.execute("DELETE FROM model WHERE id = 'k4'")
+    with diff.Delta(con, sync="s") as d:
+        with pytest.raises(RuntimeError, match="render"):
+            d.render()                       # phase 2 before phase 1: a caller's bug, said at once
+        assert d.compare(SOURCE, COLUMNS, "id", "snap") == diff.DeltaCounts(total=9, added=0, candidates=1, removed=1)
+        with pytest.raises(RuntimeError, match="rows"):
+            _ = d.rows                       # no delta rows before phase 2
+        assert d.render() == 2
+        assert con.execute(f"SELECT __key, __op FROM {d.rows} ORDER BY __rn").fetchall() == [
+            ("k3", "changed"), ("k4", "removed")]
+        with pytest.raises(RuntimeError, match="mark"):
+            next(d.stream_marked())
+        assert d.mark("r.__op = 'removed'") == 1
+        assert [[r.key for r in chunk] for chunk in d.stream_marked()] == [["k4"]]
+    scratch = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'reflow_%'").fetchall()
+    assert scratch == []                     # dropped on leaving the block
