@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import UserError
+from engine.project import find_project, load_project
 
 DEMO_KEY = "demo-sandbox-key"
 
@@ -83,8 +84,6 @@ def reflow(root: Path, *args: str) -> int:
 
 
 def run_demo(project_dir: Path | None, *, keep: bool = True) -> int:
-    from engine.project import find_project, load_project
-
     root = find_project(project_dir)
     project = load_project(root)
     started = time.monotonic()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SecurityError
 
-from engine.dbt_project import dbt_model_files
+from engine.dbt_project import dbt_model_dirs, dbt_model_files
 from engine.errors import ReflowError, RenderError, contains_secret
 from engine.sql import quote
 from engine.templates import (
@@ -65,8 +65,6 @@ class RenderedModel:
 
 
 def _scan(project: Project) -> dict[str, list[Path]]:
-    from engine.dbt_project import dbt_model_dirs
-
     root = project.root / MODELS_DIR
     found: dict[str, list[Path]] = {}
     if not root.is_dir():

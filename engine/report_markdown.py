@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from engine import strict_json
 from engine.console import duration as _duration
 from engine.plan import Plan, SyncPlan
 
@@ -140,8 +141,6 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
 
 
 def _cell(value: object) -> str:
-    from engine import strict_json
-
     text = strict_json.dumps(value, ensure_ascii=False)
     if len(text) > 40:
         text = text[:39] + "…"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from engine.dbt_project import dbt_model_files
+from engine.dbt_project import dbt_model_files, dbt_yaml_files
 from engine.errors import Problem, RenderError, SpecError, UserError
 from engine.models import find_model, list_models
 from engine.project import PROJECT_FILE, Project
@@ -175,8 +175,6 @@ def dbt_meta_syncs(project: Project) -> list[tuple[Document | None, list[Problem
     """Syncs declared in dbt YAML as `models: [{name: m, config: {meta: {reflow: {...}}}}]`.
 
     Each becomes a Document of its own (model: m and name: m filled in), located in the dbt file."""
-    from engine.dbt_project import dbt_yaml_files
-
     out: list[tuple[Document | None, list[Problem]]] = []
     for file in dbt_yaml_files(project):
         display = Path(os.path.relpath(file, project.root)).as_posix()

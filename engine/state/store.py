@@ -52,6 +52,7 @@ from typing import Any
 
 import duckdb
 
+from engine import __version__
 from engine.errors import LockError, StateError, StateGoneError
 from engine.sql import first_line, json_path, sql_str
 from engine.state.live import RUNS as LIVE_RUNS
@@ -306,8 +307,6 @@ class State:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     self.con.execute(_MIGRATIONS[step])
                 self.con.execute(f"DELETE FROM {DB}.meta WHERE key IN ('schema_version', 'created_by')")
-                from engine import __version__
-
                 self.con.execute(f"INSERT INTO {DB}.meta VALUES ('schema_version', ?), ('created_by', ?)",
                                  [str(SCHEMA_VERSION), f"reflow {__version__}"])
         except duckdb.Error as exc:
