@@ -10,11 +10,20 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import __version__
 from engine.errors import ReflowError, UserError, scrub, scrubbed_output
 from engine.interrupts import Interrupts
+
+if TYPE_CHECKING:       # the handlers import what they use when they run (`reflow --help` loads no DuckDB)
+    from contextlib import AbstractContextManager
+
+    from engine.destinations.base import Destination
+    from engine.specs import SyncSpec
+    from engine.state import State
+    from engine.warehouse.base import Warehouse
+    from engine.warehouse.dbt import DbtWarehouse
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -217,21 +226,21 @@ class Context:
         for w in getattr(self.project, "warnings", ()):
             console.warning(w)
 
-    def syncs(self, select: Sequence[str] | None = None) -> list[Any]:
+    def syncs(self, select: Sequence[str] | None = None) -> list[SyncSpec]:
         from engine.specs import load_syncs
 
         syncs = load_syncs(self.project)
         return select_syncs(syncs, select, reads_from=self._reads_from(select))
 
-    def _reads_from(self, select: Sequence[str] | None) -> Callable[[Any, str], bool] | None:
+    def _reads_from(self, select: Sequence[str] | None) -> Callable[[SyncSpec, str], bool] | None:
         """For `MODEL+` selectors on a dbt project: does a sync read MODEL or anything built from it?"""
         from engine.specs import is_graph_selector
 
         if self.project.warehouse.type != "dbt" or not any(is_graph_selector(s) for s in select or ()):
             return None
-        warehouse = self.warehouse()
+        warehouse = self.dbt_warehouse()
 
-        def reads_from(sync: Any, model: str) -> bool:
+        def reads_from(sync: SyncSpec, model: str) -> bool:
             below = warehouse.downstream_of(model)
             if below is None:
                 raise UserError(f"--select {model}+: no dbt model named '{model}'")
@@ -239,7 +248,7 @@ class Context:
 
         return reads_from
 
-    def warehouse(self) -> Any:
+    def warehouse(self) -> Warehouse:
         from engine.warehouse import open_warehouse
 
         if self._warehouse is None:
@@ -249,38 +258,48 @@ class Context:
             weakref.finalize(self, self._warehouse.close)
         return self._warehouse
 
-    def dbt_build(self, syncs: Sequence[Any]) -> None:
+    def dbt_warehouse(self) -> DbtWarehouse:
+        """The warehouse of a dbt project (the caller checked `warehouse.type` is dbt)."""
+        from engine.warehouse.dbt import DbtWarehouse
+
+        warehouse = self.warehouse()
+        if not isinstance(warehouse, DbtWarehouse):
+            raise UserError("this needs a dbt project (warehouse: {type: dbt} in reflow_project.yml)")
+        return warehouse
+
+    def dbt_build(self, syncs: Sequence[SyncSpec]) -> None:
         """`--dbt-build`: build (with their parents) the dbt models the syncs read, before planning."""
         from engine import console
 
         if self.project.warehouse.type != "dbt":
             raise UserError("--dbt-build needs a dbt project (warehouse: {type: dbt} in reflow_project.yml)")
-        warehouse = self.warehouse()
+        warehouse = self.dbt_warehouse()
         models = sorted({n.name for s in syncs for n in warehouse.reads(self.project, s)
                          if n.resource_type in ("model", "seed", "snapshot")})
         seconds = warehouse.build(models)
         console.note(f"dbt build --select {' '.join('+' + m for m in models)}: ok ({seconds:.1f} s)")
 
-    def destination_for(self, *, need_key: bool, stop: threading.Event | None = None) -> Callable[[Any], Any]:
+    def destination_for(self, *, need_key: bool,
+                        stop: threading.Event | None = None) -> Callable[[SyncSpec], Destination]:
         from engine.destinations.braze.destination import make_destination
         from engine.project import resolve_api_key
 
-        def make(sync: Any) -> Any:
+        def make(sync: SyncSpec) -> Destination:
             conn = self.project.connections[sync.destination.connection]
             key = resolve_api_key(conn, required=need_key)
             return make_destination(conn, key, sync, stop=stop)
 
         return make
 
-    def state(self, command: str, *, read_only: bool = False) -> Any:
+    def state(self, command: str, *, read_only: bool = False) -> AbstractContextManager[State]:
         from engine.state import State
 
         return State.open(self.project.state_path, command=command, memory_limit=self.project.memory_limit,
                           read_only=read_only)
 
 
-def select_syncs(syncs: list[Any], select: Sequence[str] | None, *,
-                 reads_from: Callable[[Any, str], bool] | None = None) -> list[Any]:
+def select_syncs(syncs: list[SyncSpec], select: Sequence[str] | None, *,
+                 reads_from: Callable[[SyncSpec, str], bool] | None = None) -> list[SyncSpec]:
     from engine.specs import select_syncs as select_specs
 
     return select_specs(syncs, select, reads_from=reads_from)
