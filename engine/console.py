@@ -22,6 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import strict_json
+from engine.formatting import compact, duration, n, plural, short  # noqa: F401 - console.compact etc.
+from engine.formatting import whole_or_one as _num
 from engine.plan import Plan, SyncPlan
 from engine.runner import ApplyResult
 
@@ -36,36 +38,7 @@ OP_STYLE = {"added": "green", "changed": "yellow", "removed": "red", "retry": "c
 # ------------------------------------------------------------------------------------------ numbers
 
 
-def n(value: int | float) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
-
-
-def compact(value: float) -> str:
-    """1234 → 1.2k, 9_600_000 → 9.6M: for one-line summaries."""
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= size:
-            text = f"{value / size:.1f}".removesuffix(".0")
-            return text + unit
-    return f"{value:,.0f}" if isinstance(value, float) else f"{value:,}"
-
-
-def short(value: Any, width: int = 40) -> str:
-    text = strict_json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms" if seconds else "0 s"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{n(count)} {word}" + ("" if count == 1 else "s")
+# numbers, durations and values read the same in every output: engine/formatting.py
 
 
 # ------------------------------------------------------------------------------------------ blocks
@@ -183,10 +156,6 @@ def sync_blocks(s: SyncPlan) -> list[Block]:
         unit = "%" if g.name.endswith("_pct") else ""
         blocks.append(_line(f"  guard {g.name}: {_num(g.actual)}{unit} (limit {_num(g.limit)}{unit}) ", verdict))
     return blocks
-
-
-def _num(value: float) -> str:
-    return f"{value:,.1f}" if not float(value).is_integer() else f"{int(value):,}"
 
 
 def field_label(field: str, column: str | None) -> str:

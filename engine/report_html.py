@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from engine import strict_json
-from engine.console import duration as _duration
 from engine.errors import UserError, scrub
+from engine.formatting import duration as _duration
+from engine.formatting import short
+from engine.formatting import signed as _num
+from engine.formatting import trimmed as _n
 from engine.plan import Plan, SyncPlan
 from engine.show import count_rows, iter_plan_rows, numeric_deltas, select_syncs
 from engine.state import State
@@ -95,10 +98,6 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _n(value: float) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}".rstrip("0").rstrip(".")
-
-
 # ------------------------------------------------------------------------------------------ sections
 
 
@@ -169,7 +168,7 @@ def _fields_section(plan: Plan) -> str:
             sample = ""
             if f.samples:
                 k, old, new = f.samples[0]
-                sample = f"{k}: {_short(old)} → {_short(new)}"
+                sample = f"{k}: {short(old, 30, strings_as_json=True)} → {short(new, 30, strings_as_json=True)}"
             nulled = 100.0 * f.nulled / top
             bars.append(
                 f'<div class="bar" data-field="{_e(f.field)}" data-rows="{f.rows}" title="{_e(sample)}">'
@@ -220,17 +219,6 @@ def _histogram(s: SyncPlan, d: dict[str, Any]) -> str:
     aria-label="distribution of {_e(d['field'])} changes">{''.join(bars)}{zero}</svg>
   <div class="axis"><span>{_e(_num(d['min']))}</span><span>{_e(_num(d['max']))}</span></div>
 </figure>"""
-
-
-def _num(value: float) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+,.2f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:+,.3g}"
-
-
-def _short(value: Any, width: int = 30) -> str:
-    text = strict_json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _table_section(plan: Plan, rows: list[dict[str, Any]], matching: int) -> str:

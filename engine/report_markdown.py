@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
-from engine import strict_json
-from engine.console import duration as _duration
+from engine.formatting import compact as _compact
+from engine.formatting import duration as _duration
+from engine.formatting import n as _n
+from engine.formatting import short
 from engine.plan import Plan, SyncPlan
 
 FIELDS_NAMED = 3
@@ -20,17 +22,6 @@ NOUNS = {
     "subscription_groups": ("subscription state", "subscription states", "set"),
     "user_deletes": ("Braze user", "Braze users", "delete"),
 }
-
-
-def _n(value: int) -> str:
-    return f"{value:,}"
-
-
-def _compact(value: float) -> str:
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= size:
-            return f"{value / size:.1f}".removesuffix(".0") + unit
-    return f"{value:,.0f}"
 
 
 def _code_list(names: list[str]) -> str:
@@ -141,7 +132,5 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
 
 
 def _cell(value: object) -> str:
-    text = strict_json.dumps(value, ensure_ascii=False)
-    if len(text) > 40:
-        text = text[:39] + "…"
+    text = short(value, 40, strings_as_json=True)
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
