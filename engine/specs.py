@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,7 +22,50 @@ from engine.models import find_model, list_models
 from engine.project import PROJECT_FILE, Project
 from engine.yamlfile import Document, did_you_mean, dotted, load_schema, read_yaml, validate
 
-OBJECTS = ("users", "events", "purchases", "catalog_items", "subscription_groups", "user_deletes")
+
+class Object(StrEnum):
+    """The Braze object a sync writes (`destination.object`)."""
+
+    USERS = "users"
+    EVENTS = "events"
+    PURCHASES = "purchases"
+    CATALOG_ITEMS = "catalog_items"
+    SUBSCRIPTION_GROUPS = "subscription_groups"
+    USER_DELETES = "user_deletes"
+
+
+class Mode(StrEnum):
+    UPSERT = "upsert"           # create what is missing
+    UPDATE = "update"           # only update what exists
+
+
+class OnRemoved(StrEnum):
+    IGNORE = "ignore"
+    UNSET = "unset"
+    DELETE = "delete"
+
+
+class Nulls(StrEnum):
+    UNSET = "unset"             # a null unsets the field in Braze
+    SKIP = "skip"               # a null is not sent (Braze keeps its value)
+
+
+class OnUnmapped(StrEnum):
+    KEEP = "keep"               # Braze keeps the values of a field no longer mapped
+    UNSET = "unset"             # they are unset, once
+
+
+class MissingUsers(StrEnum):
+    WAIT = "wait"               # update-only rows wait for their user's profile
+    SKIP = "skip"               # they are sent unchecked
+
+
+class FirstRun(StrEnum):
+    SEND_ALL = "send_all"
+    BASELINE = "baseline"       # record every row as sent, send nothing
+
+
+OBJECTS = tuple(Object)
 IDENTIFIER_KINDS = ("external_id", "user_alias", "braze_id", "email", "phone")
 
 
@@ -72,15 +116,15 @@ class SubscriptionSpec:
 @dataclass(frozen=True)
 class DestinationSpec:
     connection: str
-    object: str                                 # one of OBJECTS
-    mode: str = "upsert"                        # upsert | update
+    object: Object
+    mode: Mode = Mode.UPSERT
     identifier: Identifier | None = None        # required except for catalog_items
     fields: Mapping[str, str] | None = None     # Braze attribute -> model column; None: every non-key column
-    on_removed: str = "ignore"                  # ignore | unset | delete
-    nulls: str = "unset"                        # unset | skip
-    on_unmapped: str = "keep"                   # keep | unset: a field no longer mapped
+    on_removed: OnRemoved = OnRemoved.IGNORE
+    nulls: Nulls = Nulls.UNSET
+    on_unmapped: OnUnmapped = OnUnmapped.KEEP   # a field no longer mapped
     prioritization: tuple[str, ...] | None = None   # deleting by email/phone: which profile (Braze's rules)
-    missing_users: str = "wait"                 # wait | skip: update-only rows of users Braze does not have
+    missing_users: MissingUsers = MissingUsers.WAIT     # update-only rows of users Braze does not have
     missing_users_max_wait: float = 7 * 86400.0     # seconds a row may wait for its user's profile
     event: EventSpec | None = None
     purchase: PurchaseSpec | None = None
@@ -106,7 +150,7 @@ class SyncSpec:
     primary_key: tuple[str, ...]
     destination: DestinationSpec
     guards: Guards = field(default_factory=Guards)
-    first_run: str = "send_all"                 # send_all | baseline
+    first_run: FirstRun = FirstRun.SEND_ALL
     tags: tuple[str, ...] = ()
     description: str | None = None
     path: str = ""                              # file it was declared in, relative to the project
@@ -349,15 +393,15 @@ def _build(doc: Document) -> SyncSpec:
         )
     destination = DestinationSpec(
         connection=d["connection"],
-        object=d["object"],
-        mode=d.get("mode", "upsert"),
+        object=Object(d["object"]),
+        mode=Mode(d.get("mode", "upsert")),
         identifier=identifier,
         fields=dict(d["fields"]) if "fields" in d else None,
-        on_removed=d.get("on_removed", "ignore"),
-        nulls=d.get("nulls", "unset"),
-        on_unmapped=d.get("on_unmapped", "keep"),
+        on_removed=OnRemoved(d.get("on_removed", "ignore")),
+        nulls=Nulls(d.get("nulls", "unset")),
+        on_unmapped=OnUnmapped(d.get("on_unmapped", "keep")),
         prioritization=tuple(d["prioritization"]) if "prioritization" in d else None,
-        missing_users=d.get("missing_users", "wait"),
+        missing_users=MissingUsers(d.get("missing_users", "wait")),
         missing_users_max_wait=seconds(d.get("missing_users_max_wait", "7d")),
         event=event,
         purchase=purchase,
@@ -382,7 +426,7 @@ def _build(doc: Document) -> SyncSpec:
         primary_key=(pk,) if isinstance(pk, str) else tuple(pk),
         destination=destination,
         guards=guards,
-        first_run=data.get("first_run", "send_all"),
+        first_run=FirstRun(data.get("first_run", "send_all")),
         tags=tuple(data.get("tags", ())),
         description=data.get("description"),
         path=doc.file,

@@ -30,7 +30,7 @@ from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, Pla
 from engine.destinations.braze import datapoints, validate
 from engine.destinations.braze.endpoints import MAX_BODY_BYTES
 from engine.errors import Problem, SpecError
-from engine.specs import SyncSpec
+from engine.specs import IDENTIFIER_KINDS, SyncSpec
 
 Result = Item | Invalid | Skip
 
@@ -253,7 +253,7 @@ class UsersPayloads:
 
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         dest = sync.destination
-        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+        self.ident = IdentifierRule(sync, problems, IDENTIFIER_KINDS)
         self.fields = FieldMap(sync, problems, {self.ident.column}, RESERVED_ATTRIBUTE_KEYS)
         if self.ident.kind in ("email", "phone") and dest.fields and self.ident.column != dest.fields.get(
                 self.ident.kind, self.ident.column):
@@ -339,7 +339,7 @@ class EventsPayloads:
     max_unknown_sends = MAX_UNKNOWN_SENDS       # set from the connection by the destination
 
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
-        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+        self.ident = IdentifierRule(sync, problems, IDENTIFIER_KINDS)
         self.flag = self.ident.update_flag(sync.destination.mode)
         self.profiles = ProfileRule(sync, self.channel)
         spec = sync.destination.event
@@ -378,7 +378,7 @@ class PurchasesPayloads:
     max_unknown_sends = MAX_UNKNOWN_SENDS       # set from the connection by the destination
 
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
-        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+        self.ident = IdentifierRule(sync, problems, IDENTIFIER_KINDS)
         self.flag = self.ident.update_flag(sync.destination.mode)
         self.profiles = ProfileRule(sync, self.channel)
         self.spec = sync.destination.purchase
@@ -522,7 +522,7 @@ class SubscriptionPayloads:
 
 class UserDeletesPayloads:
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
-        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias", "braze_id", "email", "phone"))
+        self.ident = IdentifierRule(sync, problems, IDENTIFIER_KINDS)
 
     def prepare(self, row: PlanRow) -> Result:
         if row.op == CHANGED and not row.uncertain and self.ident.column not in row.changed:
