@@ -86,12 +86,26 @@ def test_send_without_key_is_an_actionable_error() -> None:
 # -- capabilities -----------------------------------------------------------------------------
 
 def test_capabilities_from_connection() -> None:
-    caps = make(ConnectionConfig("braze", instance="iad-01", rate_limit=200, concurrency=8)).capabilities
-    assert (caps.max_objects_per_request, caps.max_body_bytes, caps.default_concurrency) == (75, 4_000_000, 8)
-    assert caps.requests_per_second == 200
-    assert (caps.append_only, caps.sends_removed) == (False, False)
-    default = make(ConnectionConfig("braze", instance="iad-01")).capabilities
-    assert (default.default_concurrency, default.requests_per_second) == (32, 1000)
+    dest = make(ConnectionConfig("braze", instance="iad-01", rate_limit=200, concurrency=8))
+    caps = dest.capabilities
+    assert caps.default_concurrency == 8
+    assert (caps.append_only, caps.sends_removed, caps.apply_rank, caps.object_word) == (False, False, 1, "Braze user")
+    track = "POST /users/track attributes"
+    assert dest.batch_limits(track)[0] == 75 and 3_999_900 < dest.batch_limits(track)[1] < 4_000_000
+    assert dest.estimate({track: (200 * 75, 0)}).seconds == pytest.approx(1.0)      # 200 requests at 200/s
+    default = make(ConnectionConfig("braze", instance="iad-01"))
+    assert default.capabilities.default_concurrency == 32
+    assert default.estimate({track: (1000 * 75, 0)}).seconds == pytest.approx(1.0)   # 1,000 requests at 1,000/s
+
+
+def test_user_deletes_go_last_and_catalog_items_are_named_as_such() -> None:
+    deletes = SyncSpec("d", "m", ("id",), DestinationSpec("braze", "user_deletes",
+                                                          identifier=Identifier("external_id", "id")))
+    assert make(ConnectionConfig("braze", instance="iad-01"), deletes).capabilities.apply_rank == 2
+    items = SyncSpec("c", "m", ("id",), DestinationSpec("braze", "catalog_items", catalog="products", item_id="id"))
+    caps = make(ConnectionConfig("braze", instance="iad-01"), items).capabilities
+    assert (caps.apply_rank, caps.object_word) == (1, "catalog item")
+    assert "catalog" in caps.place and "endpoint" in caps.place
 
 
 def test_events_capabilities_are_append_only() -> None:
