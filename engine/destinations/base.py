@@ -77,14 +77,18 @@ class Projection:
     `fields` are (destination field, model column) pairs, in the order payloads name them; a model
     column may feed several fields. `identity` lists the fields whose values name the destination
     object a row addresses (a Braze user, a catalog item): two live rows must not share them, and a
-    removed row and a live row that share them address the same object. Empty for append-only objects."""
+    removed row and a live row that share them address the same object. Empty for append-only objects.
+    `constants` are (field, text) pairs every row holds whatever the model returns: a setting of the spec
+    the destination keeps per row (a partner cohort's name), so that changing it is a change of that field
+    in every row, not a new destination."""
 
     fields: tuple[tuple[str, str], ...]
     identity: tuple[str, ...] = ()
+    constants: tuple[tuple[str, str], ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(f for f, _ in self.fields)
+        return tuple(f for f, _ in self.fields) + tuple(f for f, _ in self.constants)
 
     def column_of(self, field: str) -> str | None:
         return next((c for f, c in self.fields if f == field), None)
@@ -285,6 +289,8 @@ class Destination(Protocol):
 
     # optional: def sql_items(self, columns: Sequence[Column]) -> SqlItems | None
     # optional: def plan_notes(self, sent: int) -> list[str]   (what the plan should say about sent rows)
+    # optional: def plan_totals(self, totals: Mapping[Any, int]) -> None   (the model's rows per value of
+    #           its `group_field` attribute, None for all rows; called before prepare(), for plan_notes())
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""
