@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
-from engine.destinations.braze.client import FATAL, ROW_ERRORS, SPLIT, RETRY, OK, sort_response
+from engine.destinations.braze.client import FATAL, OK, RETRY, ROW_ERRORS, SPLIT, sort_response
 from engine.destinations.braze.endpoints import COHORT_GROUP, COHORT_LIMIT, channel_info
 from engine.destinations.braze.payloads import build_payloads
 from engine.errors import SpecError

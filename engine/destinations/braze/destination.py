@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import threading
-from datetime import UTC, datetime
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import engine
@@ -18,11 +18,11 @@ from engine.destinations.base import (
     Estimate,
     Invalid,
     Item,
+    Op,
     PlanRow,
     Projection,
     RowResult,
     Skip,
-    Op,
     SqlItems,
     cut_batches,
 )

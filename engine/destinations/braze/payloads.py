@@ -27,9 +27,9 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Reason, Skip
 from engine.destinations.braze import datapoints, validate
