@@ -122,6 +122,11 @@ def run_demo(project_dir: Path | None, *, keep: bool = True) -> int:
         say(f"The incremental sync cost {dp:,} data points "
             f"(the full sync cost {first.get('data_points', 0):,}).")
 
+        members = [u["external_id"] for u in http("GET", f"{url}/_sandbox/users")["users"]
+                   if "high_value" in (u["custom_attributes"].get("warehouse_cohorts") or [])]
+        say(f"Cohort high_value (the high_value_customers sync, method attribute): {len(members):,} profiles "
+            "hold it in warehouse_cohorts; the incremental sync sent only the members who entered or left.")
+
         banner("5. What landed in Braze (sandbox)")
         user = http("GET", f"{url}/_sandbox/users?external_id=c_00001")
         say(json.dumps(user, indent=2, default=str)[:2000])

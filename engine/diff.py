@@ -173,10 +173,20 @@ def hash_expr(columns: Sequence[Column]) -> str:
     return "hash(" + ", ".join([names] + [hashable(c) for c in ordered]) + ")"
 
 
-def projected(relation: str, fields: Sequence[tuple[str, str]], primary_key: Sequence[str]) -> str:
-    """The model read through a projection: `__key`, then each field from its model column."""
+def projected(relation: str, fields: Sequence[tuple[str, str]], primary_key: Sequence[str],
+              constants: Sequence[tuple[str, str]] = ()) -> str:
+    """The model read through a projection: `__key`, then each field from its model column, then each
+    constant field (`Projection.constants`) as its text."""
     cols = "".join(f", m.{quote(column)} AS {quote(field)}" for field, column in fields)
+    cols += "".join(f", {sql_str(text)}::VARCHAR AS {quote(field)}" for field, text in constants)
     return f"(SELECT {key_expr(primary_key)} AS {KEY}{cols} FROM {relation} AS m)"
+
+
+def count_by(con: duckdb.DuckDBPyConnection, relation: str, field: str | None) -> dict[Any, int]:
+    """Rows of a projected relation per value of `field` (all rows under None when `field` is None)."""
+    group = quote(field) if field else "NULL"
+    rows = con.execute(f"SELECT {group} AS g, count(*) FROM {relation} AS m GROUP BY g").fetchall()
+    return {g: int(n) for g, n in rows}
 
 
 def check_keys(con: duckdb.DuckDBPyConnection, relation: str, key_label: str, *, sync: str, model: str = "",

@@ -147,7 +147,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     first_run = restart is not None or (st.version == 0 and snapshot_rows == 0)
     baseline = first_run and sync.first_run == "baseline"
     caps = destination.capabilities
-    source = diff.projected(relation, projection.fields, sync.primary_key)
+    source = diff.projected(relation, projection.fields, sync.primary_key, projection.constants)
     names = set(projection.names)
     unmapped = [] if restart else [f for f, _ in st.columns if f not in names]
     on_unmapped = sync.destination.on_unmapped
@@ -157,7 +157,11 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     unset = unmapped if on_unmapped == "unset" else []
     with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
         snapshot = delta.empty_snapshot() if restart else st.table
-        counts = delta.compare(source, fields, ", ".join(sync.primary_key), snapshot, include_removed=not caps.append_only)
+        counts = delta.compare(source, fields, ", ".join(sync.primary_key), snapshot,
+                               include_removed=not caps.append_only)
+        # the model's rows per group, for the destination's notes (a count over the model only when grouped)
+        destination.plan_totals(diff.count_by(con, source, destination.group_field) if destination.group_field
+                                else {None: counts.total})
         keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
         if projection.identity and not keyed_by_identity:
             diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
@@ -213,6 +217,7 @@ def read_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destinati
     check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
     projection = destination.project(list(types))
     fields = [diff.Column(f, types[c]) for f, c in projection.fields]
+    fields += [diff.Column(f, "VARCHAR") for f, _ in projection.constants]
     reserved = sorted(f for f in projection.names if f.startswith("__"))
     if reserved:
         raise PlanError(f"sync '{sync.name}': field(s) {', '.join(reserved)}: names starting with '__' are "
@@ -226,7 +231,7 @@ def run_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destinatio
     duplicate key: the error a plan would give, naming the sync and the model. Returns the rows."""
     sync = rendered.sync
     model = read_model(con, rendered, warehouse, destination)
-    source = diff.projected(model.relation, model.projection.fields, sync.primary_key)
+    source = diff.projected(model.relation, model.projection.fields, sync.primary_key, model.projection.constants)
     return diff.check_keys(con, source, ", ".join(sync.primary_key), sync=sync.name, model=rendered.model,
                            columns=model.fields)
 

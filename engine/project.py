@@ -77,6 +77,16 @@ class WarehouseConfig:
 
 
 @dataclass(frozen=True)
+class CohortImport:
+    """Braze's partner cohort import (`cohort_import:` of a connection): the partner name in
+    /partners/{partner}/..., and the templates of its two secrets (rendered when a send needs them)."""
+
+    partner: str
+    partner_api_key_template: str | None = field(default=None, repr=False)
+    data_import_key_template: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class ConnectionConfig:
     """A Braze connection. `api_key` is None until resolved (reading env vars lazily, so that
     `validate`/`plan` work without the key); use `Project.api_key(name)`."""
@@ -98,6 +108,7 @@ class ConnectionConfig:
     array_max: int = 25                  # the workspace's longest array attribute (Braze keeps the newest N)
     legacy_limits: bool = False
     allow_http: bool = False             # permit plain http:// to a non-loopback host
+    cohort_import: CohortImport | None = None    # partner cohort import (cohorts with method: partner)
     extra: Mapping[str, object] = field(default_factory=dict)
 
 
@@ -295,8 +306,16 @@ def _connection(name: str, raw: Mapping[str, Any], doc: Document, problems: list
         array_max=int(raw.get("array_max", 25)),
         legacy_limits=bool(raw.get("legacy_limits", False)),
         allow_http=bool(raw.get("allow_http", False)),
+        cohort_import=_cohort_import(raw.get("cohort_import")),
         extra=extra,
     )
+
+
+def _cohort_import(raw: Any) -> CohortImport | None:
+    if not isinstance(raw, dict):
+        return None
+    return CohortImport(partner=str(raw.get("partner", "")), partner_api_key_template=raw.get("partner_api_key"),
+                        data_import_key_template=raw.get("data_import_key"))
 
 
 def load_project(root: Path) -> Project:
@@ -370,6 +389,28 @@ def default_memory_limit(warehouse: WarehouseConfig) -> str:
     already holds dbt and its adapter (~200 MB) and lands remote rows in DuckDB, so its planner gets
     256MB (a 1M-row PostgreSQL model then plans under 450 MB peak); the embedded warehouse gets 1GB."""
     return "256MB" if warehouse.type == "dbt" else "1GB"
+
+
+def resolve_partner_secret(connection: ConnectionConfig, setting: str) -> str:
+    """Render `cohort_import.<setting>` (partner_api_key or data_import_key) of a connection now, and
+    register it with the scrubber; ProjectError naming the setting (and its env var) when it is missing."""
+    where = f"connections.{connection.name}.cohort_import.{setting}"
+    cohort = connection.cohort_import
+    template = getattr(cohort, f"{setting}_template", None) if cohort is not None else None
+    if not template:
+        raise ProjectError(f"connection '{connection.name}' has no {where.split('.', 2)[2]}: cohorts with method: "
+                           f"partner need cohort_import: {{partner, partner_api_key, data_import_key}} in {PROJECT_FILE}")
+    try:
+        value = render_text(template, {"env_var": env_var}).strip() if is_template(template) else template
+    except TemplateProblem as exc:
+        if exc.env_var:
+            raise ProjectError(f"connection '{connection.name}': environment variable {exc.env_var} is not set "
+                               f"({where} in {PROJECT_FILE})") from None
+        raise ProjectError(f"connection '{connection.name}': {where} in {PROJECT_FILE}: {exc.message}") from None
+    if not value:
+        raise ProjectError(f"connection '{connection.name}': {where} in {PROJECT_FILE} renders to an empty string")
+    register_secret(value)
+    return value
 
 
 def resolve_api_key(connection: ConnectionConfig, *, required: bool) -> str | None:

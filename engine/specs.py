@@ -32,6 +32,7 @@ class Object(StrEnum):
     CATALOG_ITEMS = "catalog_items"
     SUBSCRIPTION_GROUPS = "subscription_groups"
     USER_DELETES = "user_deletes"
+    COHORTS = "cohorts"
 
 
 class Mode(StrEnum):
@@ -65,7 +66,13 @@ class FirstRun(StrEnum):
     BASELINE = "baseline"       # record every row as sent, send nothing
 
 
+class CohortMethod(StrEnum):
+    ATTRIBUTE = "attribute"     # an array custom attribute holds cohort ids (every Braze account)
+    PARTNER = "partner"         # Braze's partner cohort import API
+
+
 OBJECTS = tuple(Object)
+COHORT_METHODS = tuple(CohortMethod)
 IDENTIFIER_KINDS = ("external_id", "user_alias", "braze_id", "email", "phone")
 
 
@@ -114,6 +121,19 @@ class SubscriptionSpec:
 
 
 @dataclass(frozen=True)
+class CohortSpec:
+    """A cohort sync's cohorts: one constant cohort (`id`, `name`) or one per value of `id_column`
+    (named by `name_column`, else by its id). `attribute`: the array attribute of method attribute."""
+
+    method: CohortMethod
+    id: str | None = None                       # constant cohort id ...
+    name: str | None = None                     # ... and its name (partner: shown in Braze)
+    id_column: str | None = None                # ... or a column holding the cohort id
+    name_column: str | None = None              # column holding the cohort name (partner, with id_column)
+    attribute: str | None = None                # method attribute: the array custom attribute
+
+
+@dataclass(frozen=True)
 class DestinationSpec:
     connection: str
     object: Object
@@ -131,6 +151,7 @@ class DestinationSpec:
     catalog: str | None = None
     item_id: str | None = None                  # column
     subscription: SubscriptionSpec | None = None
+    cohort: CohortSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +363,17 @@ def _rules(doc: Document) -> list[Problem]:
             ("destination", "prioritization"),
             "prioritization applies to deleting by email or phone (user_deletes, or users with on_removed: delete)",
         ))
+    if obj == "cohorts" and not ({"max_removed", "max_removed_pct"} & set(guards)):
+        problems.append(doc.problem(
+            ("destination", "object"),
+            "cohorts require guards.max_removed or guards.max_removed_pct, so a model that suddenly returns "
+            "no rows cannot empty the cohort",
+        ))
+    if obj == "cohorts" and dest.get("method") == "attribute" and "name_column" in dest:
+        problems.append(doc.problem(
+            ("destination", "name_column"),
+            "name_column is for method: partner; method attribute stores cohort ids only",
+        ))
     if obj in ("events", "purchases") and on_removed in ("unset", "delete"):
         problems.append(doc.problem(
             ("destination", "on_removed"),
@@ -391,6 +423,13 @@ def _build(doc: Document) -> SyncSpec:
             state=d["state"], group_id=d.get("subscription_group_id"),
             group_id_column=d.get("subscription_group_id_column"),
         )
+    cohort = None
+    if d["object"] == "cohorts":
+        constant = d.get("cohort", {})
+        cohort = CohortSpec(
+            method=CohortMethod(d["method"]), id=constant.get("id"), name=constant.get("name"),
+            id_column=d.get("cohort_column"), name_column=d.get("name_column"), attribute=d.get("attribute"),
+        )
     destination = DestinationSpec(
         connection=d["connection"],
         object=Object(d["object"]),
@@ -408,6 +447,7 @@ def _build(doc: Document) -> SyncSpec:
         catalog=d.get("catalog"),
         item_id=d.get("item_id"),
         subscription=subscription,
+        cohort=cohort,
     )
     g = data.get("guards", {})
     guards = Guards(
@@ -529,6 +569,11 @@ def column_refs(spec: SyncSpec) -> list[tuple[str, str]]:
         refs += [(dotted(("destination", "purchase", "properties", k)), v) for k, v in p.properties.items()]
     if d.item_id:
         refs.append(("destination.item_id", d.item_id))
+    if d.cohort is not None:
+        if d.cohort.id_column:
+            refs.append(("destination.cohort_column", d.cohort.id_column))
+        if d.cohort.name_column:
+            refs.append(("destination.name_column", d.cohort.name_column))
     if d.subscription is not None:
         refs.append(("destination.state", d.subscription.state))
         if d.subscription.group_id_column:

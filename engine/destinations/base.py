@@ -80,14 +80,18 @@ class Projection:
     `fields` are (destination field, model column) pairs, in the order payloads name them; a model
     column may feed several fields. `identity` lists the fields whose values name the destination
     object a row addresses (a Braze user, a catalog item): two live rows must not share them, and a
-    removed row and a live row that share them address the same object. Empty for append-only objects."""
+    removed row and a live row that share them address the same object. Empty for append-only objects.
+    `constants` are (field, text) pairs every row holds whatever the model returns: a setting of the spec
+    the destination keeps per row (a partner cohort's name), so that changing it is a change of that field
+    in every row, not a new destination."""
 
     fields: tuple[tuple[str, str], ...]
     identity: tuple[str, ...] = ()
+    constants: tuple[tuple[str, str], ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(f for f, _ in self.fields)
+        return tuple(f for f, _ in self.fields) + tuple(f for f, _ in self.constants)
 
     def column_of(self, field: str) -> str | None:
         return next((c for f, c in self.fields if f == field), None)
@@ -297,6 +301,12 @@ class Destination(Protocol):
     def plan_notes(self, sent: int) -> list[str]:
         """What the plan should say about this sync's `sent` rows."""
         return []
+
+    group_field: str | None = None      # plan_totals() counts the model's rows per value of this field
+
+    def plan_totals(self, totals: Mapping[Any, int]) -> None:
+        """The model's rows per value of `group_field` (all rows under None when it is None), before
+        prepare(), for plan_notes()."""
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""

@@ -5,6 +5,8 @@
     GET  /_sandbox/stats                      GET /_sandbox/catalogs
     GET  /_sandbox/catalogs/{name}/items      POST /_sandbox/reset      POST /_sandbox/save
     GET  /_sandbox/applied_then_failed        (requests applied, then answered 500/504 or dropped)
+    GET  /_sandbox/cohorts                    GET /_sandbox/cohorts/{cohort_id}   (a partner cohort's members)
+    POST /_sandbox/cohorts/lock?count=N       (the next N partner cohort requests answer 423)
 
 It serves every profile. Without `admin_token` it needs no auth (bind to loopback only); with it,
 every path needs `Authorization: Bearer <admin_token>` and answers 401 otherwise.
@@ -16,6 +18,7 @@ import copy
 import hmac
 from typing import TYPE_CHECKING, Any
 
+from . import cohorts
 from .responses import Response, message
 from .store import Store, User
 
@@ -96,6 +99,13 @@ def handle(app: Sandbox, request: Request, body: bytes | None) -> Response:
         if path is None:
             return message(400, "the sandbox was started without --state")
         return Response(200, {"message": "success", "state": path})
+    if method == "POST" and parts == ["cohorts", "lock"]:
+        try:
+            count = int(query.get("count", "1"))
+        except ValueError:
+            return message(400, "count must be an integer")
+        app.faults.lock(count)
+        return Response(200, {"message": "success", "locked": count})
     if method != "GET":
         return message(404, "Not Found")
     with store.lock:
@@ -108,6 +118,13 @@ def handle(app: Sandbox, request: Request, body: bytes | None) -> Response:
             return Response(200, {parts[0]: rows(store, parts[0], query.get("external_id"))})
         if parts == ["catalogs"]:
             return Response(200, {"catalogs": sorted(store.catalogs)})
+        if parts == ["cohorts"]:
+            return Response(200, {"cohorts": [
+                {"cohort_id": k, "partner": c["partner"], "name": c.get("name"), "members": len(c["members"])}
+                for k, c in sorted(store.cohorts.items())]})
+        if len(parts) == 2 and parts[0] == "cohorts":
+            found = cohorts.inspect(store, parts[1])
+            return message(404, "cohort not found") if found is None else Response(200, found)
         if len(parts) == 3 and parts[0] == "catalogs" and parts[2] == "items":
             items = catalog_items(store, parts[1])
             return message(404, "catalog not found") if items is None else Response(200, {"items": items})

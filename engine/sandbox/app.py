@@ -2,6 +2,7 @@
 
 Braze paths go through, in order:
     route (404) → dropped connection / latency / 5xx faults → auth (401) → permission (403)
+    (partner routes: no header auth; their body auth (401) and 423 faults come after the JSON)
     → forced 429 / rate limit (429) → Content-Type (415) → body size (413) → JSON (400) → handler
     → process-then-fail (a 2xx of a writing route replaced by 500/504 or a dropped connection,
       the store keeping what the handler applied; logged in the stats)
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
 
-from . import admin
+from . import admin, cohorts
 from .faults import DROPPED, Faults
 from .options import SandboxOptions
 from .ratelimit import DEFAULT_LIMITS, RateLimiter
 from .responses import (
     Response,
     access_denied,
+    message,
     not_found,
     parse_error,
     rate_limited,
@@ -112,11 +114,12 @@ class Sandbox:
         status = self.faults.server_error()
         if status is not None:
             return self._with_headers(server_error(status), self.limiter.peek(bucket))
-        auth = request.headers.get("Authorization") or request.headers.get("authorization") or ""
-        if not auth.startswith("Bearer ") or auth[len("Bearer "):] != self.options.api_key:
-            return self._with_headers(unauthorized(), self.limiter.peek(bucket))
-        if route.permission not in self.options.permissions:
-            return self._with_headers(access_denied(), self.limiter.peek(bucket))
+        if not route.body_auth:
+            auth = request.headers.get("Authorization") or request.headers.get("authorization") or ""
+            if not auth.startswith("Bearer ") or auth[len("Bearer "):] != self.options.api_key:
+                return self._with_headers(unauthorized(), self.limiter.peek(bucket))
+            if route.permission not in self.options.permissions:
+                return self._with_headers(access_denied(), self.limiter.peek(bucket))
         if self.faults.forced_429():
             return self._with_headers(rate_limited(), self.limiter.exhausted(bucket))
         allowed, limit_headers = self.limiter.acquire(bucket)
@@ -135,6 +138,12 @@ class Sandbox:
             if not isinstance(request.body, dict):
                 return self._with_headers(parse_error(), limit_headers)
         request.params = {k: unquote(v) for k, v in params.items()}
+        if route.body_auth:
+            refused = cohorts.authenticate(self, request)
+            if refused is not None:
+                return self._with_headers(refused, limit_headers)
+            if self.faults.locked():
+                return self._with_headers(message(423, cohorts.LOCKED), limit_headers)
         response = route.handler(self, request)
         if route.writes and 200 <= response.status < 300:
             failure = self.faults.process_then_fail()

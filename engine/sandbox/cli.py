@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--latency-ms", type=int, default=0, help="delay every Braze response by N milliseconds")
     add("--fail-5xx-rate", type=float, default=0.0, metavar="F", help="answer 500/502/503/504 with probability F")
     add("--fail-429-first", type=int, default=0, metavar="N", help="answer 429 to the first N Braze requests")
+    add("--fail-423-first", type=int, default=0, metavar="N",
+        help="answer 423 Resource locked to the first N partner cohort requests")
+    add("--partner-api-key", default="sandbox-partner-api-key", help="partner_api_key cohort import requests must carry")
+    add("--data-import-key", default="sandbox-data-import-key",
+        help="client_secret (the data import key) cohort import requests must carry")
+    add("--cohort-partners", default=None, metavar="A,B", help="partners enabled for cohort import (default: any)")
     add("--drop-connection-rate", type=float, default=0.0, metavar="F",
         help="close the socket without answering with probability F")
     add("--seed", type=int, default=None, help="seed of the fault-injection random generator")
@@ -81,6 +87,10 @@ def options_from_args(args: argparse.Namespace) -> SandboxOptions:
         latency_ms=args.latency_ms,
         fail_5xx_rate=args.fail_5xx_rate,
         fail_429_first=args.fail_429_first,
+        fail_423_first=args.fail_423_first,
+        partner_api_key=args.partner_api_key,
+        data_import_key=args.data_import_key,
+        cohort_partners=parse_list(args.cohort_partners) if args.cohort_partners else None,
         drop_connection_rate=args.drop_connection_rate,
         seed=args.seed,
         reject_external_ids=parse_list(args.reject_external_ids),

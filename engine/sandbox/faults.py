@@ -24,6 +24,7 @@ class Faults:
         self._rng = random.Random(options.seed)
         self._lock = threading.Lock()
         self._forced_429_left = options.fail_429_first
+        self._locked_left = options.fail_423_first
 
     def delay(self) -> None:
         if self.options.latency_ms:
@@ -53,6 +54,19 @@ class Faults:
                 self._forced_429_left -= 1
                 return True
         return False
+
+    def locked(self) -> bool:
+        """Answer 423 `Resource locked` to this partner cohort request (`fail_423_first`, `lock(n)`)."""
+        with self._lock:
+            if self._locked_left > 0:
+                self._locked_left -= 1
+                return True
+        return False
+
+    def lock(self, count: int) -> None:
+        """The next `count` partner cohort requests answer 423 (POST /_sandbox/cohorts/lock)."""
+        with self._lock:
+            self._locked_left = max(0, count)
 
     def _roll(self, rate: float) -> bool:
         if rate <= 0:

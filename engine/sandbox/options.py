@@ -60,6 +60,7 @@ class SandboxOptions:
     latency_ms: int = 0
     fail_5xx_rate: float = 0.0
     fail_429_first: int = 0
+    fail_423_first: int = 0                           # partner cohort requests answered 423 Resource locked
     drop_connection_rate: float = 0.0
     seed: int | None = None
     reject_external_ids: frozenset[str] = frozenset()
@@ -87,13 +88,18 @@ class SandboxOptions:
     # /users/delete `deleted`: profiles really deleted ("deleted"), or every identifier sent ("requested")
     deleted_counts: str = "deleted"
     admin_token: str | None = None                    # /_sandbox/* needs "Authorization: Bearer <token>"
+    # partner cohort import (braze-api.md §7): the body credentials it accepts, and the partners the
+    # workspace enabled (None: any)
+    partner_api_key: str = "sandbox-partner-api-key"
+    data_import_key: str = "sandbox-data-import-key"
+    cohort_partners: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("fail_5xx_rate", "drop_connection_rate", "process_then_fail_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise OptionError(f"{name.replace('_', '-')} must be between 0 and 1, got {value}")
-        for name in ("latency_ms", "fail_429_first", "visibility_delay_ms"):
+        for name in ("latency_ms", "fail_429_first", "fail_423_first", "visibility_delay_ms"):
             if getattr(self, name) < 0:
                 raise OptionError(f"{name.replace('_', '-')} must be >= 0")
         if self.max_array_length < 1:
@@ -127,7 +133,7 @@ class SandboxOptions:
         converted = dict(options)
         if converted.get("api_key") is None:
             converted.pop("api_key", None)
-        for name in ("reject_external_ids", "permissions", "subscription_groups"):
+        for name in ("reject_external_ids", "permissions", "subscription_groups", "cohort_partners"):
             if name in converted and converted[name] is not None:
                 converted[name] = parse_list(converted[name])
         if converted.get("permissions") is None:

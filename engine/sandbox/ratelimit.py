@@ -21,6 +21,7 @@ DEFAULT_LIMITS: dict[str, tuple[int, float]] = {
     "catalogs.items.async": (16000, 60.0),
     "catalogs.items.sync": (50, 60.0),
     "catalogs.manage": (50, 60.0),
+    "partners.cohorts": (250000, 3600.0),    # partner cohort import: not the workspace's limits
     "default": (250000, 3600.0),
 }
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import catalogs, identity, subscriptions, track
+from . import catalogs, cohorts, identity, subscriptions, track
 
 if TYPE_CHECKING:
     from .app import Request, Sandbox
@@ -25,6 +25,7 @@ class Route:
     bucket: str
     has_body: bool = True
     writes: bool = True      # changes the store (process-then-fail faults apply only to these)
+    body_auth: bool = False  # partner endpoints: credentials in the body (cohorts.authenticate), not a header
 
     @property
     def label(self) -> str:
@@ -53,6 +54,8 @@ ROUTES: tuple[Route, ...] = (
           "catalogs.items.async"),
     Route("GET", "/catalogs/{catalog_name}/items", catalogs.get_items, "catalogs.get_items", "catalogs.items.sync",
           has_body=False, writes=False),
+    Route("POST", "/partners/{partner}/cohorts", cohorts.create_cohort, "", "partners.cohorts", body_auth=True),
+    Route("POST", "/partners/{partner}/cohorts/users", cohorts.cohort_users, "", "partners.cohorts", body_auth=True),
 )
 
 _PARAM = re.compile(r"\{(\w+)\}")

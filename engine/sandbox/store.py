@@ -77,6 +77,8 @@ class Store:
         self.purchases: list[dict[str, Any]] = []
         self.catalogs: dict[str, Catalog] = {}
         self.orphan_subscriptions: dict[str, dict[str, str]] = {}    # "email:x"/"phone:x" -> states
+        # partner cohorts: cohort_id -> {"partner", "name"?, "created_at"?, "members": {braze_id: True}}
+        self.cohorts: dict[str, dict[str, Any]] = {}
         self.data_points = 0
         self.hidden_until: dict[str, float] = {}                     # braze_id -> time.monotonic()
         self._seq = itertools.count(1)
@@ -194,8 +196,14 @@ class Store:
             for group, state in orphan.items():
                 user.subscription_groups.setdefault(group, state)
 
+    def cohort(self, cohort_id: str, partner: str) -> dict[str, Any]:
+        """The partner cohort `cohort_id`, made (nameless, empty) if it does not exist."""
+        return self.cohorts.setdefault(cohort_id, {"partner": partner, "members": {}})
+
     def delete_user(self, user: User) -> None:
         self.users.pop(user.braze_id, None)
+        for cohort in self.cohorts.values():
+            cohort["members"].pop(user.braze_id, None)
         self.hidden_until.pop(user.braze_id, None)
         if user.external_id is not None:
             self.by_external_id.pop(user.external_id, None)
@@ -239,6 +247,7 @@ class Store:
             "purchases": self.purchases,
             "catalogs": [asdict(c) for c in self.catalogs.values()],
             "orphan_subscriptions": self.orphan_subscriptions,
+            "cohorts": self.cohorts,
             "data_points": self.data_points,
         }
 
@@ -261,6 +270,7 @@ class Store:
         self.purchases = list(data["purchases"])
         self.catalogs = {c["name"]: Catalog(**c) for c in data["catalogs"]}
         self.orphan_subscriptions = dict(data.get("orphan_subscriptions", {}))
+        self.cohorts = {k: dict(v) for k, v in data.get("cohorts", {}).items()}
         self.data_points = int(data.get("data_points", 0))
         top = max((u.updated_seq for u in self.users.values()), default=0)
         self._seq = itertools.count(top + 1)

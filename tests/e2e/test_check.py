@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # What the example project's syncs need (README, "Permissions each object needs").
 NEEDED = {
-    "users.track": ("POST /users/track", "braze_users, newsletter_subscriptions, order_events, purchases"),
+    "users.track": ("POST /users/track", "braze_users, high_value_customers, newsletter_subscriptions, order_events, purchases"),
     "users.delete": ("POST /users/delete", "gdpr_deletes"),
     "catalogs.replace_items": ("PUT /catalogs/products/items", "catalog_products"),
     "catalogs.update_items": ("PATCH /catalogs/products/items", "catalog_products"),

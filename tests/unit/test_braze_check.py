@@ -18,7 +18,7 @@ from engine.destinations.braze.check import (
     project_needs,
 )
 from engine.destinations.braze.transport import Answer, TransportBroken
-from engine.specs import DestinationSpec, Identifier, SubscriptionSpec, SyncSpec
+from engine.specs import CohortSpec, DestinationSpec, Identifier, SubscriptionSpec, SyncSpec
 
 ID = Identifier("external_id", "id")
 
@@ -40,6 +40,8 @@ def sync(obj: str, name: str = "s", raw: dict[str, Any] | None = None, **dest: A
      ["catalogs.replace_items", "catalogs.update_items", "catalogs.delete_items"]),
     (sync("subscription_groups", subscription=SubscriptionSpec("s", group_id="g")), ["users.track"]),
     (sync("user_deletes"), ["users.delete"]),
+    (sync("cohorts", cohort=CohortSpec("attribute", id="vip", attribute="cohorts")), ["users.track"]),
+    (sync("cohorts", cohort=CohortSpec("partner", id="vip")), []),     # body auth: no API key permission
     # update-only rows are looked up first (missing_users: wait, the default); alias events create profiles
     (sync("users", mode="update"), ["users.track", "users.export.ids"]),
     (sync("events", mode="update"), ["users.track", "users.export.ids"]),

@@ -101,7 +101,7 @@ def test_capabilities_from_connection() -> None:
 def test_user_deletes_go_last_and_catalog_items_are_named_as_such() -> None:
     deletes = SyncSpec("d", "m", ("id",), DestinationSpec("braze", "user_deletes",
                                                           identifier=Identifier("external_id", "id")))
-    assert make(ConnectionConfig("braze", instance="iad-01"), deletes).capabilities.apply_rank == 2
+    assert make(ConnectionConfig("braze", instance="iad-01"), deletes).capabilities.apply_rank == 3
     items = SyncSpec("c", "m", ("id",), DestinationSpec("braze", "catalog_items", catalog="products", item_id="id"))
     caps = make(ConnectionConfig("braze", instance="iad-01"), items).capabilities
     assert (caps.apply_rank, caps.object_word) == (1, "catalog item")

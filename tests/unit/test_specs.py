@@ -60,6 +60,18 @@ EXPECTED: dict[str, list[str]] = {
         "syncs/catalog_wrong.yml:3:1: destination: missing required key 'catalog' for object 'catalog_items'",
         "syncs/catalog_wrong.yml:6:3: destination.identifier: not allowed for object 'catalog_items'",
     ],
+    "syncs/cohorts_wrong.yml": [
+        "syncs/cohorts_wrong.yml:3:1: destination: give exactly one of cohort, cohort_column for object 'cohorts'",
+        "syncs/cohorts_wrong.yml:5:11: destination.object: cohorts require guards.max_removed or "
+        "guards.max_removed_pct, so a model that suddenly returns no rows cannot empty the cohort",
+        "syncs/cohorts_wrong.yml:6:11: destination.method: 'partnr' is not one of 'attribute', 'partner' "
+        "(did you mean 'partner'?)",
+        "syncs/cohorts_wrong.yml:7:16: destination.identifier.email: not allowed for object 'cohorts'",
+        "syncs/cohorts_wrong.yml:8:16: destination.cohort.id: 'high value' is not valid: must match "
+        "^[A-Za-z0-9_-]{1,250}$",
+        "syncs/cohorts_wrong.yml:8:36: destination.cohort.name: must not be empty",
+        "syncs/cohorts_wrong.yml:11:3: destination.attribute: not allowed for object 'cohorts'",
+    ],
     "syncs/custom_tag.yaml": [
         "syncs/custom_tag.yaml:1:8: unsupported YAML tag '!!python/object/apply:os.system'",
     ],
@@ -97,11 +109,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "syncs/unknown_keys.yml": [
         "syncs/unknown_keys.yml:1:1: descripton: unknown key (did you mean 'description'?)",
-        "syncs/unknown_keys.yml:7:3: destination.colour: unknown key; expected one of: connection, object, mode, "
-        "identifier, fields, on_removed, on_unmapped, missing_users, missing_users_max_wait, prioritization, nulls, "
-        "event, purchase, catalog, item_id, "
-        "subscription_group_id, "
-        "subscription_group_id_column, state",
+        "syncs/unknown_keys.yml:7:3: destination.colour: unknown key (did you mean 'cohort'?)",
         "syncs/unknown_keys.yml:9:5: destination.identifier.user_alias: missing required key 'alias_label'",
         "syncs/unknown_keys.yml:9:18: destination.identifier.user_alias.alias_lable: unknown key "
         "(did you mean 'alias_label'?)",
@@ -363,7 +371,7 @@ destination:
         (USERS.replace("customer_id\ndest", "[]\ndest"), "syncs/s.yml:2:14: primary_key: must not be empty"),
         (USERS.replace("object: users", "object: user"),
          "syncs/s.yml:5:11: destination.object: 'user' is not one of 'users', 'events', 'purchases', "
-         "'catalog_items', 'subscription_groups', 'user_deletes' (did you mean 'users'?)"),
+         "'catalog_items', 'subscription_groups', 'user_deletes', 'cohorts' (did you mean 'users'?)"),
         (USERS.replace("  identifier: {external_id: customer_id}\n", ""),
          "syncs/s.yml:3:1: destination: missing required key 'identifier' for object 'users'"),
         (USERS.replace("{external_id: customer_id}", "{}"),
@@ -413,7 +421,7 @@ def test_problems_from_several_files_are_reported_together(tmp_path: Path) -> No
     })
     assert problems_of(tmp_path) == [
         "syncs/a.yml:5:11: destination.object: 'usrs' is not one of 'users', 'events', 'purchases', "
-        "'catalog_items', 'subscription_groups', 'user_deletes' (did you mean 'users'?)",
+        "'catalog_items', 'subscription_groups', 'user_deletes', 'cohorts' (did you mean 'users'?)",
         "syncs/b/c.yml:4:15: destination.connection: unknown connection 'brazee' (did you mean 'braze'?)",
         "syncs/d.yml:1:5: YAML syntax error: expected the node content, but found '<stream end>'",
     ]

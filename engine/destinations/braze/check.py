@@ -27,6 +27,9 @@ What each object needs (README, "Permissions each object needs"):
                       + catalogs.delete_items with on_removed: delete
     subscription_groups  users.track (states travel in attributes objects' subscription_groups)
     user_deletes      users.delete
+    cohorts           method attribute: users.track (the cohort attribute's {"add"}/{"remove"});
+                      method partner: no REST API key permission: the partner cohort import authenticates
+                      with cohort_import's partner_api_key and data_import_key in the body (a 401 names them)
     update-only rows with missing_users: wait, alias events/purchases   + users.export.ids
 """
 
@@ -116,7 +119,9 @@ def needs(sync: SyncSpec) -> list[tuple[str, ChannelInfo | None]]:
     track = channel_info("POST /users/track attributes")
     delete = channel_info("POST /users/delete external_ids")
     found: list[ChannelInfo] = []
-    if dest.object in ("users", "events", "purchases", "subscription_groups"):
+    partner_cohorts = dest.cohort is not None and dest.cohort.method == "partner"
+    if dest.object in ("users", "events", "purchases", "subscription_groups") or (
+            dest.object == "cohorts" and not partner_cohorts):
         found.append(track)
         if dest.object == "users" and dest.on_removed == "delete":
             found.append(delete)

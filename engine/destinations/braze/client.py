@@ -15,6 +15,11 @@ Only Braze's answer acknowledges a row: a JSON body of the endpoint's documented
     408, no connection, failed while sending  RETRY         backoff with jitter; NOT_ATTEMPTED after max_retries
     no answer after sending (timeout, reset)  RETRY         backoff with jitter; UNKNOWN after max_retries
     401 / 403 / 404 / 415 / other 4xx, JSON   FATAL         DestinationError naming the key, permission or URL
+    partner cohort import (braze-api.md §7):
+      400 "Only 1,000 ... per request"        SPLIT         halves
+      400 otherwise (cohort_id, name, ...)    ROW_ERRORS    every row of the request REJECTED with Braze's text
+      401 (partner key, client secret, …)     FATAL         DestinationError naming cohort_import's settings
+      423 Resource locked                     RETRY         backoff; NOT_ATTEMPTED after max_retries (never applied)
     3xx, 4xx not JSON (a proxy's page)      REFUSED       NOT_ATTEMPTED "unexpected answer from <host>: …"
                                                             (never bisected, not retried)
     TLS certificate or handshake failure      FATAL         DestinationError naming the host and the cause
@@ -138,6 +143,10 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
         return Verdict(UNEXPECTED, message=message, uncertain=message)
     message = _message(parsed, body)
     request = f"{info.method} {info.path}"
+    if info.body_auth:
+        partner = _partner_verdict(status, message, info, sent, connection)
+        if partner is not None:
+            return partner
     if status == 400:
         errors = _row_errors(parsed)
         if errors and all(e.index is not None and e.input_array is not None for e in errors):
@@ -166,6 +175,26 @@ def sort_response(status: int, headers: Mapping[str, str], body: bytes, info: Ch
                                       "this is a Reflow bug, please report it")
     return Verdict(FATAL, message=f"Braze answered {status} for {request} at {base_url} (connection "
                                   f"'{connection}'): {message}")
+
+
+def _partner_verdict(status: int, message: str, info: ChannelInfo, sent: int, connection: str) -> Verdict | None:
+    """The partner cohort import's documented errors (braze-api.md §7); None: sorted as elsewhere."""
+    if status == 423:
+        return Verdict(RETRY, message=f"Braze answered 423 ({message or 'Resource locked'}) for {info.method} "
+                                      f"{info.path}: the cohort is locked; tried again later")
+    if status == 400 and "1,000" in message:
+        return Verdict(SPLIT, message=message)
+    if status == 400:
+        # about the request (cohort_id, cohort_changes, name, created_at), not one identifier in it
+        return Verdict(ROW_ERRORS, tuple(RowError(info.array, i, message) for i in range(sent)), message=message)
+    if status == 401:
+        partner = info.path.split("/")[2]
+        return Verdict(FATAL, message=(
+            f"Braze refused the partner cohort import credentials (401: {scrub(message)}) for connection "
+            f"'{connection}', partner '{partner}': check cohort_import.partner_api_key (issued by Braze to the "
+            "partner), cohort_import.data_import_key (the workspace's data import key for that partner) and that "
+            "the partner is enabled in the workspace"))
+    return None
 
 
 def _success_problem(status: int, parsed: dict[str, Any], info: ChannelInfo, sent: int,
@@ -383,7 +412,7 @@ class BrazeClient:
                  sleep: Callable[[float], object] | None = None, monotonic: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
                  backoff_base: float = 0.5, backoff_cap: float = 30.0, max_rate_limit_waits: int | None = None,
-                 delete_recheck: float = DELETE_RECHECK_SECONDS) -> None:
+                 delete_recheck: float = DELETE_RECHECK_SECONDS, body_auth: Secret | None = None) -> None:
         self.connection = connection
         self.base_url = base_url
         self.timeout = timeout
@@ -393,6 +422,8 @@ class BrazeClient:
         register_secret(api_key.reveal())
         self._headers = {"Content-Type": "application/json", "User-Agent": user_agent, "Accept": "application/json"}
         self._authorization = Secret(f"Bearer {api_key.reveal()}")       # repr never shows it
+        # partner endpoints: the JSON members carrying the credentials, spliced into each body
+        self._body_auth = body_auth
         self._transport = Transport(base_url, timeout=timeout)
         self._stop = stop
         if sleep is None:
@@ -514,7 +545,11 @@ class BrazeClient:
         """Send one body until Braze gives an answer other than 429/5xx, retries run out or `stop` is
         set. The verdict's `uncertain` says whether any attempt may have been applied unanswered."""
         bucket = self._buckets[info.group]
-        headers = {**self._headers, "Authorization": self._authorization.reveal(), "Content-Length": str(len(body))}
+        if info.body_auth:
+            body = self._authenticated(body)
+            headers = {**self._headers, "Content-Length": str(len(body))}
+        else:
+            headers = {**self._headers, "Authorization": self._authorization.reveal(), "Content-Length": str(len(body))}
         failures = 0
         waits = 0
         uncertain: str | None = None
@@ -554,6 +589,14 @@ class BrazeClient:
             if verdict.kind in (UNEXPECTED, REFUSED):
                 return Verdict(GAVE_UP, message=verdict.message, uncertain=uncertain)
             return replace(verdict, uncertain=uncertain)
+
+    def _authenticated(self, body: bytes) -> bytes:
+        """A partner request's body with partner_api_key and client_secret as its first members."""
+        if self._body_auth is None:
+            raise DestinationError(f"connection '{self.connection}': the partner cohort import needs "
+                                   "cohort_import.partner_api_key and cohort_import.data_import_key")
+        fields = self._body_auth.reveal().encode("utf-8")
+        return b"{" + fields + (b"," if body[1:2] != b"}" else b"") + body[1:]
 
     def _sort(self, answer: Answer, info: ChannelInfo, sent: int, body: bytes) -> Verdict:
         update_only = info.path == "/users/track" and _UPDATE_ONLY.search(body) is not None

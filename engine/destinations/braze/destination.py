@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import engine
 from engine.destinations.base import (
+    ACKNOWLEDGED,
+    NOT_ATTEMPTED,
     Batch,
     Capabilities,
     Destination,
     Estimate,
     Invalid,
     Item,
+    Op,
     PlanRow,
     Projection,
     RowResult,
@@ -26,28 +31,35 @@ from engine.destinations.braze import projection
 from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import (
     MAX_BODY_BYTES,
+    ChannelInfo,
     channel_info,
     export_info,
     rate_groups,
     resolve_base_url,
 )
 from engine.destinations.braze.payloads import (
+    COHORT_ID_FIELD,
+    CohortPayloads,
     EventsPayloads,
     PurchasesPayloads,
     UsersPayloads,
     build_payloads,
+    cohort_channels,
     profile_notes,
 )
 from engine.destinations.braze.profiles import ProfileGate
 from engine.destinations.braze.sql_users import UsersSql
-from engine.errors import DestinationError, register_secret
-from engine.project import ConnectionConfig, Secret
+from engine.errors import DestinationError, ProjectError, register_secret
+from engine.project import ConnectionConfig, Secret, resolve_partner_secret
 from engine.specs import SyncSpec
 
 USER_AGENT = f"partner-Reflow-Reflow/{engine.__version__}"
 DEFAULT_CONCURRENCY = 32
 # what one row of each object addresses, in messages (others: a Braze user)
 OBJECT_WORDS = {"catalog_items": "catalog item", "subscription_groups": "subscription state of a user"}
+# the order syncs of one apply go in (others: 1): cohorts never create a profile, so they follow the syncs
+# that may; user deletes go last, so that a profile deleted by one sync is not re-created by another
+APPLY_RANK = {"cohorts": 2, "user_deletes": 3}
 # identity keys that say where a sync's objects live (not how its rows name them)
 PLACE = ("endpoint", "object", "catalog", "subscription group")
 
@@ -67,18 +79,21 @@ class BrazeDestination(Destination):
         self._payloads = self._rules(sync)
         self._rates = {name: group.requests_per_second for name, group in rate_groups(connection).items()}
         dest = sync.destination
+        self.partner = dest.cohort is not None and dest.cohort.method == "partner"
+        if self.partner and (connection.cohort_import is None or not connection.cohort_import.partner):
+            raise ProjectError(f"sync '{sync.name}': cohorts with method: partner need cohort_import: {{partner, "
+                               f"partner_api_key, data_import_key}} in connection '{connection.name}'")
         if dest.object == "users":
             sends_removed = dest.on_removed in ("unset", "delete")
         elif dest.object == "catalog_items":
             sends_removed = dest.on_removed == "delete"
         else:
-            sends_removed = False
+            sends_removed = dest.object == "cohorts"          # a member who leaves the model leaves the cohort
         self.capabilities = Capabilities(
             default_concurrency=connection.concurrency or DEFAULT_CONCURRENCY,
             append_only=dest.object in ("events", "purchases"),
             sends_removed=sends_removed,
-            # a profile deleted by one sync must not be re-created by another sync of the same apply
-            apply_rank=2 if dest.object == "user_deletes" else 1,
+            apply_rank=APPLY_RANK.get(dest.object, 1),
             object_word=OBJECT_WORDS.get(dest.object, "Braze user"),
             place=PLACE,
         )
@@ -86,6 +101,12 @@ class BrazeDestination(Destination):
         self._client: BrazeClient | None = None
         self._gate: ProfileGate | None = None
         self._lock = threading.Lock()
+        self._cohort_lock = threading.Lock()
+        self._cohorts_named: dict[str, str] = {}      # partner cohorts created or renamed by this apply
+        # what a plan sends per cohort: [entered, left, renamed, data points]; model rows per cohort
+        self._tally: dict[str, list[int]] = {}
+        self._totals: dict[str | None, int] = {}
+        self.group_field = COHORT_ID_FIELD if dest.cohort is not None and dest.cohort.id_column else None
 
     # -- planning (no network, no key) -----------------------------------------------------------
     def project(self, columns: Sequence[str]) -> Projection:
@@ -100,17 +121,46 @@ class BrazeDestination(Destination):
             payloads.max_unknown_sends = self.connection.max_unknown_sends
         if isinstance(payloads, UsersPayloads):
             payloads.array_max = self.connection.array_max
+        if isinstance(payloads, CohortPayloads) and self.connection.cohort_import is not None:
+            payloads.partner = self.connection.cohort_import.partner
         return payloads
 
     def identity(self) -> Mapping[str, str]:
         return projection.identity(self.sync, self.base_url)
 
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
-        return self._payloads.prepare(row)
+        result = self._payloads.prepare(row)
+        if isinstance(self._payloads, CohortPayloads) and isinstance(result, Item):
+            cohort, _ = self._payloads.cohort_of(row.values)
+            tally = self._tally.setdefault(cohort, [0, 0, 0, 0])
+            renamed = result.channel.startswith("POST /partners/") and "/cohorts/users " not in result.channel
+            tally[2 if renamed else 1 if row.op == Op.REMOVED else 0] += 1
+            tally[3] += result.data_points
+        return result
+
+    def plan_totals(self, totals: Mapping[str | None, int]) -> None:
+        """The model's rows per value of `group_field` (the cohort id; None: the one cohort), for the notes."""
+        self._totals = dict(totals)
 
     def plan_notes(self, sent: int) -> list[str]:
-        """What the plan should say about this sync's `sent` rows (profiles Braze may not have)."""
-        return profile_notes(self.sync, sent)
+        """What the plan should say about this sync's `sent` rows (profiles Braze may not have; cohorts)."""
+        if not isinstance(self._payloads, CohortPayloads):
+            return profile_notes(self.sync, sent)
+        cohort = self.sync.destination.cohort
+        assert cohort is not None
+        notes = []
+        totals = ({cohort.id: self._totals.get(None, 0)} if cohort.id is not None
+                  else {str(k): v for k, v in self._totals.items() if k is not None})
+        for name in sorted(set(totals) | set(self._tally)):
+            entered, left, renamed, points = self._tally.get(name, [0, 0, 0, 0])
+            line = (f"cohort {name}: {entered} entered, {left} left, {max(totals.get(name, 0) - entered, 0)} "
+                    f"unchanged; {points} data point(s)")
+            notes.append(line + ("; renamed" if renamed else ""))
+        if sent:
+            notes.append("a cohort never creates users: members Braze has no profile for are not added (and cost "
+                         "nothing); " + ("cohort assignments are billable data points" if self.partner else
+                                         f"each cohort id added to or removed from {cohort.attribute} is a data point"))
+        return notes
 
     def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
         """DuckDB-built payloads for the rows SQL can prove valid (users attributes only)."""
@@ -128,6 +178,12 @@ class BrazeDestination(Destination):
             requests[info.endpoint] = requests.get(info.endpoint, 0) + n
             per_group[info.group] = per_group.get(info.group, 0) + n
             data_points += points
+            if info.cohort_name is not None and count:    # the cohort is created or renamed first
+                create = channel_info(cohort_channels(self.connection.cohort_import.partner if
+                                                      self.connection.cohort_import else "", info.cohort or "",
+                                                      "external_id")[2])
+                requests[create.endpoint] = requests.get(create.endpoint, 0) + 1
+                per_group[create.group] = per_group.get(create.group, 0) + 1
             if info.profiles and info.identifier and count:
                 # at most: users are looked up once per apply, and a user with several rows once
                 lookup = export_info(info.identifier)
@@ -150,9 +206,43 @@ class BrazeDestination(Destination):
     # -- sending ---------------------------------------------------------------------------------
     def send(self, batch: Batch) -> Sequence[RowResult]:
         info = channel_info(batch.channel)
+        if info.body_auth and info.cohort is not None:
+            return self._send_cohort(info, batch)
         if info.profiles:
             return self._get_gate().send(info, batch.keys, batch.items)
         return self._get_client().send(info, batch.keys, batch.items)
+
+    def _send_cohort(self, info: ChannelInfo, batch: Batch) -> Sequence[RowResult]:
+        """A partner cohort batch. Members entering go after the request that creates the cohort (or renames
+        it, when its name changed), made once per apply; a rename batch is that request."""
+        cohort = info.cohort or ""
+        if info.array == "":                        # the rename channel: one {"cohort_id", "name"} per batch
+            name = json.loads(batch.items[0])["name"]
+            problem = self._name_cohort(cohort, name, batch.keys[0])
+            if problem is None:
+                return [RowResult(key, ACKNOWLEDGED) for key in batch.keys]
+            return [RowResult(key, problem.outcome, problem.reason) for key in batch.keys]
+        if info.cohort_name is not None:
+            problem = self._name_cohort(cohort, info.cohort_name, batch.keys[0])
+            if problem is not None:
+                why = f"not sent: creating or renaming cohort {cohort} first failed: {problem.reason}"
+                return [RowResult(key, NOT_ATTEMPTED, why) for key in batch.keys]
+        return self._get_client().send(info, batch.keys, batch.items)
+
+    def _name_cohort(self, cohort: str, name: str, key: str) -> RowResult | None:
+        """POST /partners/{partner}/cohorts for `cohort` with `name`, unless this apply already did; None
+        when Braze acknowledged it (now or before), else the result that says why not."""
+        with self._cohort_lock:
+            if self._cohorts_named.get(cohort) == name:
+                return None
+            info = channel_info(cohort_channels(self._payloads.partner, cohort, "external_id")[2])
+            created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+            item = json.dumps({"cohort_id": cohort, "name": name, "created_at": created}, ensure_ascii=False)
+            result = self._get_client().send(info, [key], [item])[0]
+            if result.outcome != ACKNOWLEDGED:
+                return result
+            self._cohorts_named[cohort] = name
+            return None
 
     def _get_gate(self) -> ProfileGate:
         client = self._get_client()
@@ -167,18 +257,27 @@ class BrazeDestination(Destination):
             return client
         with self._lock:
             if self._client is None:
-                if not self._api_key:
+                if not self._api_key and not self.partner:
                     raise DestinationError(f"connection '{self.connection.name}': api_key is empty; "
                                            "set BRAZE_API_KEY (or the variable named in reflow_project.yml)")
                 options: dict[str, Any] = {
-                    "connection": self.connection.name, "base_url": self.base_url, "api_key": self._api_key,
+                    "connection": self.connection.name, "base_url": self.base_url, "api_key": self._api_key or Secret(""),
                     "user_agent": USER_AGENT, "timeout": self.connection.timeout,
                     "max_retries": self.connection.max_retries,
                     "rates": self._rates,
                 }
+                if self.partner:
+                    options["body_auth"] = self._partner_auth()
                 options.update(self._client_options)
                 self._client = BrazeClient(**options)
             return self._client
+
+    def _partner_auth(self) -> Secret:
+        """The body members that authenticate a partner cohort request (rendered now, and registered with
+        the scrubber): partner_api_key, and client_secret = the workspace's data import key."""
+        key = resolve_partner_secret(self.connection, "partner_api_key")
+        secret = resolve_partner_secret(self.connection, "data_import_key")
+        return Secret(f'"partner_api_key":{json.dumps(key)},"client_secret":{json.dumps(secret)}')
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,15 @@ A channel names one kind of request; rows of one channel may share a request bod
     "POST /users/track events" / "... purchases"    {"events":[...]} / {"purchases":[...]}
     "POST /users/delete external_ids"               {"external_ids":[item,...]}   (one id kind per request)
     "POST|PATCH|DELETE /catalogs/<name>/items"      {"items":[item,...]}
+    "POST /partners/<p>/cohorts/users <cohort> user_ids|aliases add <name>"
+                                                    {"cohort_id":"<cohort>","cohort_changes":[{"user_ids":[item,...]}]}
+    "POST /partners/<p>/cohorts/users <cohort> user_ids|aliases remove"
+                                                    ... [{"user_ids":[...],"should_remove":true}]}
+    "POST /partners/<p>/cohorts <cohort>"           {"cohort_id":..,"name":..,"created_at":..} (one per request)
+
+Partner channels authenticate in the body (`body_auth`: the client adds partner_api_key and
+client_secret, never an Authorization header); an entering channel ends in the cohort's name
+(percent-encoded), which the destination creates or renames the cohort with before its first members.
 
 A /users/track channel may end in a profile rule (profiles.py): `check:<kind>` (send only the rows
 whose user /users/export/ids finds) or `create:user_alias` (create the alias profiles first).
@@ -13,8 +22,10 @@ whose user /users/export/ids finds) or `create:user_alias` (create the alias pro
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote
 
 from engine.destinations.braze.instances import EndpointProblem, resolve_endpoint
 from engine.errors import ProjectError
@@ -34,6 +45,8 @@ class RateGroup:
 
 
 # Documented defaults (requests per minute / 60). /users/track comes from the connection's rate_limit.
+COHORT_LIMIT = 1_000           # user_ids + aliases per partner cohort request (braze-api.md §7)
+COHORT_GROUP = "partners.cohorts"
 TRACK_GROUP = "users.track"
 EXPORT_GROUP = "users.export.ids"
 EXPORT_LIMIT = 50               # external_ids or user_aliases per /users/export/ids request
@@ -42,6 +55,7 @@ DEFAULT_RATES: dict[str, float] = {
     "users.identity": 20_000 / 60,        # /users/delete, alias, identify, merge: 20,000/min shared
     "catalog.items": 16_000 / 60,         # async catalog item endpoints: 16,000/min shared
     EXPORT_GROUP: 250 / 60,               # workspaces onboarded since 2024-08-22 (older: 2,500/min)
+    COHORT_GROUP: 250_000 / 3600,         # partner cohort import: its own 250,000/hour, not the workspace's
 }
 
 
@@ -61,6 +75,9 @@ class ChannelInfo:
     suffix: str
     profiles: str | None = None           # /users/track: "check" | "create" (profiles.py), None: send as is
     identifier: str | None = None         # the identifier kind the profile rule looks users up by
+    body_auth: bool = False               # partner endpoints: credentials in the body, no Authorization header
+    cohort: str | None = None             # partner channels: the cohort id
+    cohort_name: str | None = None        # an entering partner channel: the cohort's name (created or renamed first)
 
 
 @lru_cache(maxsize=256)
@@ -82,6 +99,10 @@ def channel_info(channel: str) -> ChannelInfo:
         array = rest[0]
         return ChannelInfo(channel, method, path, endpoint, array, OTHER_LIMIT, "users.identity", "users.delete",
                            '{"' + array + '":[', "]}")
+    if path.startswith("/partners/") and method == "POST":
+        found = _partner_channel(channel, method, path, endpoint, rest)
+        if found is not None:
+            return found
     if path.startswith("/catalogs/") and path.endswith("/items") and not rest:
         permission = {"POST": "catalogs.add_items", "PATCH": "catalogs.update_items",
                       "DELETE": "catalogs.delete_items", "PUT": "catalogs.replace_items"}.get(method)
@@ -89,6 +110,23 @@ def channel_info(channel: str) -> ChannelInfo:
             return ChannelInfo(channel, method, path, endpoint, "items", OTHER_LIMIT, "catalog.items",
                                permission, '{"items":[', "]}")
     raise ValueError(f"unknown channel {channel!r}")
+
+
+def _partner_channel(channel: str, method: str, path: str, endpoint: str, rest: list[str]) -> ChannelInfo | None:
+    parts = path.split("/")            # "", "partners", <partner>, "cohorts"[, "users"]
+    if len(parts) == 4 and parts[3] == "cohorts" and len(rest) == 1:
+        return ChannelInfo(channel, method, path, endpoint, "", 1, COHORT_GROUP, "partner cohort import", "", "",
+                           body_auth=True, cohort=rest[0])
+    if len(parts) != 5 or parts[3:] != ["cohorts", "users"] or len(rest) not in (3, 4):
+        return None
+    cohort, array, change = rest[0], rest[1], rest[2]
+    if array not in ("user_ids", "aliases") or (change, len(rest)) not in (("add", 4), ("remove", 3)):
+        return None
+    head = '{"cohort_id":' + json.dumps(cohort) + ',"cohort_changes":[{"' + array + '":['
+    tail = "]" + (',"should_remove":true' if change == "remove" else "") + "}]}"
+    return ChannelInfo(channel, method, path, endpoint, array, COHORT_LIMIT, COHORT_GROUP, "partner cohort import",
+                       head, tail, body_auth=True, cohort=cohort,
+                       cohort_name=unquote(rest[3]) if change == "add" else None)
 
 
 # /users/export/ids by identifier kind: the request's key, how many per request, the field to export

@@ -6,6 +6,10 @@
     catalog_items       PUT|PATCH|DELETE /catalogs/<catalog>/items   (PUT: added, or sent in full again)
     subscription_groups POST /users/track attributes   ({<id>, "subscription_groups": [{group, state}]})
     user_deletes        POST /users/delete <ids>
+    cohorts             method attribute: POST /users/track attributes ({<id>, "_update_existing_only": true,
+                        "<attribute>": {"add"|"remove": [<cohort id>]}}); method partner:
+                        POST /partners/<partner>/cohorts/users (the identifier: enters, or leaves with
+                        should_remove), POST /partners/<partner>/cohorts (a renamed cohort, once)
 
 Identifiers and `_update_existing_only`: mode `update` always sends `true`; mode `upsert` omits it,
 except for `user_alias`, which Braze treats as update-only unless `false` is sent. `braze_id` cannot
@@ -25,6 +29,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Reason, Skip
 from engine.destinations.braze import datapoints, validate
@@ -532,6 +537,96 @@ class UserDeletesPayloads:
         return self.ident.delete_item(row.values)
 
 
+COHORT_ID_FIELD = "cohort_id"          # a cohort sync's projected fields (projection.py): the cohort id column,
+COHORT_NAME_FIELD = "cohort_name"      # and the cohort's name (a column, or the constant name)
+COHORT_ENTERED, COHORT_LEFT = "add", "remove"
+
+
+def cohort_channels(partner: str, cohort_id: str, kind: str) -> tuple[str, str, str]:
+    """The partner method's channels of one cohort: members entering (the cohort's name follows,
+    percent-encoded, so that the request creating or renaming the cohort can go first), members leaving,
+    and the rename. `kind`: the identifier kind (external_id → user_ids, user_alias → aliases)."""
+    array = "aliases" if kind == "user_alias" else "user_ids"
+    users = f"POST /partners/{partner}/cohorts/users {cohort_id} {array}"
+    return f"{users} {COHORT_ENTERED}", f"{users} {COHORT_LEFT}", f"POST /partners/{partner}/cohorts {cohort_id}"
+
+
+def entering_channel(channel: str, name: str) -> str:
+    return f"{channel} {quote(name, safe='')}"
+
+
+class CohortPayloads:
+    """Membership: a row that enters the model enters its cohort, a row that leaves it leaves the cohort
+    (whatever on_removed says: leaving is what a cohort is). Nothing else is sent, but a partner
+    cohort's new name (one rename per cohort and plan; the other rows of the cohort are skipped)."""
+
+    partner = ""                  # set from the connection by the destination (method partner)
+
+    def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
+        self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias"))
+        spec = sync.destination.cohort
+        assert spec is not None
+        self.spec = spec
+        self.method = spec.method
+        self.attribute = spec.attribute or ""
+        if spec.id is not None and not _SAFE_TOKEN.match(spec.id):
+            problems.add("destination.cohort.id", f"cohort id {spec.id!r} must be 1-250 letters, digits, '-' or '_'")
+        if spec.method == "attribute":
+            problem = validate.name("attribute", self.attribute)
+            if problem is None and (self.attribute in RESERVED_ATTRIBUTE_KEYS or self.attribute in validate.STRING_FIELDS
+                                    or self.attribute in validate.STANDARD_ARRAYS):
+                problem = f"{self.attribute!r} is reserved by Braze; a cohort attribute must be a custom attribute"
+            if problem:
+                problems.add("destination.attribute", problem)
+        self.renamed: set[str] = set()        # cohorts this plan already renames
+
+    def cohort_of(self, values: Mapping[str, Any]) -> tuple[str, str | None]:
+        """(cohort id, why it cannot be one)."""
+        cohort = self.spec.id if self.spec.id is not None else _as_id(values.get(COHORT_ID_FIELD))
+        if not isinstance(cohort, str) or not _SAFE_TOKEN.match(cohort):
+            column = self.spec.id_column or "cohort.id"
+            return "", f"{column}: {validate.show(cohort)} is not a cohort id (1-250 letters, digits, '-' or '_')"
+        return cohort, None
+
+    def name_of(self, values: Mapping[str, Any], cohort: str) -> str:
+        name = values.get(COHORT_NAME_FIELD)
+        return name if isinstance(name, str) and name.strip() else cohort
+
+    def prepare(self, row: PlanRow) -> Result:
+        values = row.values
+        cohort, problem = self.cohort_of(values)
+        if problem:
+            return Invalid(problem)
+        if row.op == CHANGED and not row.uncertain:
+            moved = {self.ident.kind, COHORT_ID_FIELD}.intersection(row.changed)
+            if not moved:
+                if COHORT_NAME_FIELD in row.changed and self.method == "partner":
+                    return self._rename(cohort, self.name_of(values, cohort))
+                return Skip("still a member; nothing to send")
+        leaving = row.op == REMOVED
+        if self.method == "attribute":
+            ident, problem = self.ident.track(values)
+            if problem:
+                return Invalid(problem)
+            obj = {**ident, "_update_existing_only": True,
+                   self.attribute: {COHORT_LEFT if leaving else COHORT_ENTERED: [cohort]}}
+            return _item("POST /users/track attributes", obj, datapoints.attributes_object(obj))
+        raw, problem = self.ident.value(values)
+        if problem:
+            return Invalid(problem)
+        member = {"alias_name": raw, "alias_label": self.ident.alias_label} if self.ident.kind == "user_alias" else raw
+        entered, left, _ = cohort_channels(self.partner, cohort, self.ident.kind)
+        channel = left if leaving else entering_channel(entered, self.name_of(values, cohort))
+        return _item(channel, member, 1)        # a cohort assignment is a data point (braze-api.md §2.10)
+
+    def _rename(self, cohort: str, name: str) -> Result:
+        if cohort in self.renamed:
+            return Skip(f"cohort {cohort} is renamed once, by another of its rows")
+        self.renamed.add(cohort)
+        return _item(cohort_channels(self.partner, cohort, self.ident.kind)[2],
+                     {"cohort_id": cohort, "name": name}, 0)
+
+
 def start_track_object(row: PlanRow, what: str, ident: IdentifierRule, app_id: str | None,
                        max_unknown_sends: int = MAX_UNKNOWN_SENDS) -> dict[str, Any] | Result:
     """The identifier (and app_id) part of an append-only event or purchase; a Skip or Invalid instead."""
@@ -588,7 +683,7 @@ def check_properties(mapping: Mapping[str, str], problems: SpecProblems, path: s
 
 
 Payloads = (UsersPayloads | EventsPayloads | PurchasesPayloads | CatalogPayloads | SubscriptionPayloads
-            | UserDeletesPayloads)
+            | UserDeletesPayloads | CohortPayloads)
 BUILDERS: dict[str, Callable[[SyncSpec, SpecProblems], Payloads]] = {
     "users": UsersPayloads,
     "events": EventsPayloads,
@@ -596,6 +691,7 @@ BUILDERS: dict[str, Callable[[SyncSpec, SpecProblems], Payloads]] = {
     "catalog_items": CatalogPayloads,
     "subscription_groups": SubscriptionPayloads,
     "user_deletes": UserDeletesPayloads,
+    "cohorts": CohortPayloads,
 }
 
 

@@ -7,11 +7,14 @@
     subscription_groups  <identifier>, subscription_group_id?, subscription_state
                                                                       identity: <identifier>, group
     user_deletes         <identifier>                                 identity: <identifier>
+    cohorts              <identifier>, cohort_id?, cohort_name?        identity: <identifier>, cohort_id?
 
 <identifier> is the identifier kind (`external_id`, `user_alias` holding the alias name, `braze_id`,
 `email`, `phone`); `name?` and `subscription_group_id?` appear when they come from a column, `quantity?`
 when mapped. Constants (an event name, a group id, an alias label, the catalog) are not per row: they
-are part of the sync's identity or of its spec.
+are part of the sync's identity or of its spec. One exception: a partner cohort's constant name is a
+constant field (`Projection.constants`), so that renaming the cohort in the spec is a change the diff
+sees (the cohort is renamed in Braze) and not a new destination.
 
 `projected_spec` rewrites a sync so that every column it names is the field's own name: the payload
 rules (payloads.py, sql_users.py) then read projected rows as they read model rows.
@@ -25,8 +28,13 @@ from urllib.parse import urlsplit
 
 from engine.destinations.base import Projection
 from engine.destinations.braze import validate
-from engine.destinations.braze.payloads import RESERVED_ATTRIBUTE_KEYS, SpecProblems
-from engine.specs import EventSpec, Identifier, PurchaseSpec, SubscriptionSpec, SyncSpec
+from engine.destinations.braze.payloads import (
+    COHORT_ID_FIELD,
+    COHORT_NAME_FIELD,
+    RESERVED_ATTRIBUTE_KEYS,
+    SpecProblems,
+)
+from engine.specs import CohortSpec, EventSpec, Identifier, PurchaseSpec, SubscriptionSpec, SyncSpec
 
 PROPERTY_PREFIX = "properties."
 GROUP_FIELD = "subscription_group_id"
@@ -49,6 +57,7 @@ def project(sync: SyncSpec, columns: Sequence[str]) -> tuple[Projection, SyncSpe
     if ident is not None and d.identifier is not None:
         pairs.append((ident, d.identifier.column))
     identity: tuple[str, ...] = ()
+    constants: tuple[tuple[str, str], ...] = ()
     obj = d.object
     if obj == "users":
         attributes = _mapped(sync, columns, {d.identifier.column} if d.identifier else set(),
@@ -74,8 +83,17 @@ def project(sync: SyncSpec, columns: Sequence[str]) -> tuple[Projection, SyncSpe
         identity = tuple(f for f in (ident, GROUP_FIELD if d.subscription.group_id_column else None) if f)
     elif obj == "user_deletes":
         identity = (ident,) if ident else ()
+    elif obj == "cohorts" and d.cohort is not None:
+        c = d.cohort
+        if c.id_column:
+            pairs.append((COHORT_ID_FIELD, c.id_column))
+        if c.method == "partner" and c.name_column:
+            pairs.append((COHORT_NAME_FIELD, c.name_column))
+        elif c.method == "partner" and c.id is not None:
+            constants = ((COHORT_NAME_FIELD, c.name or c.id),)
+        identity = tuple(f for f in (ident, COHORT_ID_FIELD if c.id_column else None) if f)
     problems.raise_if_any()
-    projection = Projection(fields=tuple(pairs), identity=identity)
+    projection = Projection(fields=tuple(pairs), identity=identity, constants=constants)
     return projection, projected_spec(sync, projection)
 
 
@@ -142,6 +160,11 @@ def projected_spec(sync: SyncSpec, projection: Projection) -> SyncSpec:
             product_id="product_id", currency="currency", price="price", time="time",
             quantity="quantity" if p.quantity else None,
             properties={k: PROPERTY_PREFIX + k for k in p.properties}, app_id=p.app_id)
+    if d.cohort is not None:
+        c = d.cohort
+        changes["cohort"] = CohortSpec(method=c.method, id=c.id, name=c.name, attribute=c.attribute,
+                                       id_column=COHORT_ID_FIELD if c.id_column else None,
+                                       name_column=COHORT_NAME_FIELD if c.name_column else None)
     if d.subscription is not None:
         s = d.subscription
         changes["subscription"] = SubscriptionSpec(
@@ -163,4 +186,11 @@ def identity(sync: SyncSpec, base_url: str) -> Mapping[str, str]:
         out["identifier"] = f"item id from column {d.item_id}"
     if d.subscription is not None:
         out["subscription group"] = d.subscription.group_id or f"from column {d.subscription.group_id_column}"
+    if d.cohort is not None:
+        # the cohort's name is not here: a new name renames the cohort, it is not another destination
+        c = d.cohort
+        out["cohort method"] = c.method
+        out["cohort"] = c.id or f"from column {c.id_column}"
+        if c.method == "attribute":
+            out["cohort attribute"] = c.attribute or ""
     return out

@@ -1,0 +1,113 @@
+"""Cohort payloads (both methods), their channels and the partner cohort import's answers, without a network."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
+from engine.destinations.braze.client import FATAL, OK, RETRY, ROW_ERRORS, SPLIT, sort_response
+from engine.destinations.braze.endpoints import COHORT_GROUP, COHORT_LIMIT, channel_info
+from engine.destinations.braze.payloads import build_payloads
+from engine.errors import SpecError
+from engine.specs import CohortSpec, DestinationSpec, Identifier, SyncSpec
+
+JSON = {"content-type": "application/json"}
+
+
+def cohort_sync(method: str = "attribute", ident: Identifier | None = None, **cohort: Any) -> SyncSpec:
+    cohort.setdefault("id", None if "id_column" in cohort else "vip")
+    if method == "attribute":
+        cohort.setdefault("attribute", "warehouse_cohorts")
+    return SyncSpec("s", "m", ("id",), DestinationSpec(
+        "braze", "cohorts", identifier=ident or Identifier("external_id", "external_id"),
+        cohort=CohortSpec(method, **cohort)))
+
+
+def payloads(sync: SyncSpec, partner: str = "acme") -> Any:
+    built = build_payloads(sync)
+    built.partner = partner
+    return built
+
+
+def test_attribute_method_adds_and_removes_the_cohort_id_update_only() -> None:
+    p = payloads(cohort_sync())
+    entered = p.prepare(PlanRow("1", ADDED, {"external_id": "u1"}))
+    left = p.prepare(PlanRow("2", REMOVED, {"external_id": "u2"}))
+    assert entered == Item("POST /users/track attributes",
+                           '{"external_id":"u1","_update_existing_only":true,"warehouse_cohorts":{"add":["vip"]}}', 1)
+    assert isinstance(left, Item) and json.loads(left.item_json)["warehouse_cohorts"] == {"remove": ["vip"]}
+    assert left.data_points == 1
+    assert isinstance(p.prepare(PlanRow("3", CHANGED, {"external_id": "u3"}, changed=())), Skip)
+
+
+def test_partner_method_channels_carry_the_cohort_and_its_name() -> None:
+    p = payloads(cohort_sync("partner", ident=Identifier("user_alias", "external_id", "crm"), name="V I P"))
+    entered = p.prepare(PlanRow("1", ADDED, {"external_id": "a1", "cohort_name": "V I P"}))
+    left = p.prepare(PlanRow("2", REMOVED, {"external_id": "a2", "cohort_name": "V I P"}))
+    assert isinstance(entered, Item) and isinstance(left, Item)
+    assert entered.channel == "POST /partners/acme/cohorts/users vip aliases add V%20I%20P"
+    assert json.loads(entered.item_json) == {"alias_name": "a1", "alias_label": "crm"} and entered.data_points == 1
+    info = channel_info(entered.channel)
+    assert (info.limit, info.group, info.body_auth, info.cohort, info.cohort_name) == (
+        COHORT_LIMIT, COHORT_GROUP, True, "vip", "V I P")
+    body = info.prefix + entered.item_json + info.suffix
+    assert json.loads(body) == {"cohort_id": "vip", "cohort_changes": [{"aliases": [{"alias_name": "a1",
+                                                                                      "alias_label": "crm"}]}]}
+    out = channel_info(left.channel)
+    assert json.loads(out.prefix + '"x"' + out.suffix)["cohort_changes"] == [{"aliases": ["x"], "should_remove": True}]
+
+
+def test_a_renamed_partner_cohort_is_one_rename_per_cohort() -> None:
+    p = payloads(cohort_sync("partner", id=None, id_column="tier", name_column="tier_name"))
+    rows = [PlanRow(str(i), CHANGED, {"external_id": f"u{i}", "cohort_id": tier, "cohort_name": f"{tier}!"},
+                    changed=("cohort_name",)) for i, tier in enumerate(["gold", "gold", "silver"])]
+    results = [p.prepare(r) for r in rows]
+    assert [type(r) for r in results] == [Item, Skip, Item]
+    assert results[0].channel == "POST /partners/acme/cohorts gold"
+    assert json.loads(results[0].item_json) == {"cohort_id": "gold", "name": "gold!"}
+
+
+def test_bad_cohort_ids_and_identifiers_are_invalid_rows() -> None:
+    p = payloads(cohort_sync("partner", id=None, id_column="tier"))
+    assert isinstance(p.prepare(PlanRow("1", ADDED, {"external_id": "u", "cohort_id": "has space"})), Invalid)
+    assert isinstance(p.prepare(PlanRow("2", ADDED, {"external_id": None, "cohort_id": "ok"})), Invalid)
+
+
+@pytest.mark.parametrize(("sync", "path"), [
+    (cohort_sync(attribute="external_id"), "destination.attribute"),
+    (cohort_sync(attribute="$bad"), "destination.attribute"),
+    (cohort_sync(id="no spaces please"), "destination.cohort.id"),
+    (cohort_sync(ident=Identifier("email", "e")), "destination.identifier"),
+])
+def test_spec_problems_are_located(sync: SyncSpec, path: str) -> None:
+    with pytest.raises(SpecError) as found:
+        build_payloads(sync)
+    assert [p.path for p in found.value.problems] == [path]
+
+
+INFO = channel_info("POST /partners/acme/cohorts/users vip user_ids add vip")
+
+
+@pytest.mark.parametrize(("status", "body", "kind"), [
+    (201, {"message": "success"}, OK),
+    (400, {"message": "Only 1,000 user_ids, device_ids, and aliases are allowed per request"}, SPLIT),
+    (400, {"message": "cohort_id must be a valid string"}, ROW_ERRORS),
+    (401, {"message": "Invalid Partner API key"}, FATAL),
+    (401, {"message": "Invalid client secret"}, FATAL),
+    (423, {"message": "Resource locked"}, RETRY),
+    (429, {"message": "Rate limited"}, "rate_limited"),
+    (503, {"message": "Service Unavailable"}, RETRY),
+])
+def test_partner_answers_are_sorted(status: int, body: dict[str, Any], kind: str) -> None:
+    verdict = sort_response(status, JSON, json.dumps(body).encode(), INFO, sent=3, connection="braze",
+                            base_url="https://rest.iad-01.braze.com", now=0.0)
+    assert verdict.kind == kind
+    if kind == ROW_ERRORS:
+        assert [e.index for e in verdict.errors] == [0, 1, 2]       # about the request: every row refused
+    if status == 423:
+        assert verdict.uncertain is None                            # locked: never applied
+    if status == 401:
+        assert "cohort_import.partner_api_key" in verdict.message and "partner 'acme'" in verdict.message
