@@ -21,9 +21,10 @@ def cohort_sync(method: str = "attribute", ident: Identifier | None = None, **co
     cohort.setdefault("id", None if "id_column" in cohort else "vip")
     if method == "attribute":
         cohort.setdefault("attribute", "warehouse_cohorts")
-    return SyncSpec("s", "m", ("id",), DestinationSpec(
-        "braze", "cohorts", identifier=ident or Identifier("external_id", "external_id"),
-        cohort=CohortSpec(method, **cohort)))
+    ident = ident or Identifier("external_id", "external_id")
+    key = (ident.column, *([cohort["id_column"]] if cohort.get("id_column") else []))
+    return SyncSpec("s", "m", key, DestinationSpec("braze", "cohorts", identifier=ident,
+                                                   cohort=CohortSpec(method, **cohort)))
 
 
 def payloads(sync: SyncSpec, partner: str = "acme") -> Any:
@@ -111,3 +112,15 @@ def test_partner_answers_are_sorted(status: int, body: dict[str, Any], kind: str
         assert verdict.uncertain is None                            # locked: never applied
     if status == 401:
         assert "cohort_import.partner_api_key" in verdict.message and "partner 'acme'" in verdict.message
+
+
+@pytest.mark.parametrize(("cohort", "path"), [({}, "destination.identifier"),
+                                               ({"id_column": "tier"}, "destination.cohort_column")])
+def test_the_member_and_cohort_columns_must_be_part_of_the_primary_key(cohort: dict[str, Any], path: str) -> None:
+    """A member is a row: with the user's column outside the key, a row whose user changed would add the new
+    user and leave the old one in the cohort."""
+    base = cohort_sync(**cohort)
+    sync = SyncSpec("s", "m", ("id",) if path == "destination.identifier" else ("external_id",), base.destination)
+    with pytest.raises(SpecError) as err:
+        build_payloads(sync)
+    assert any(p.path == path and "must be part of primary_key" in p.message for p in err.value.problems)
