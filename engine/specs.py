@@ -369,6 +369,8 @@ def _rules(doc: Document) -> list[Problem]:
             "cohorts require guards.max_removed or guards.max_removed_pct, so a model that suddenly returns "
             "no rows cannot empty the cohort",
         ))
+    if obj == "cohorts":
+        problems += _cohort_member_in_key(doc, data, dest, ident)
     if obj == "cohorts" and dest.get("method") == "attribute" and "name_column" in dest:
         problems.append(doc.problem(
             ("destination", "name_column"),
@@ -380,6 +382,32 @@ def _rules(doc: Document) -> list[Problem]:
             f"'{on_removed}' is not possible for {obj}: they are append-only; use on_removed: ignore",
         ))
     return problems
+
+
+def _cohort_member_in_key(doc: Document, data: dict[str, Any], dest: dict[str, Any],
+                          ident: dict[str, Any]) -> list[Problem]:
+    """Membership is of a member: the column naming the user (and the cohort column) must be part of the
+    primary key, so a new member is always a new row (it enters) and the old one a removed row (it
+    leaves); a row whose user changed under the same key would leave the old user in the cohort."""
+    key = data.get("primary_key")
+    keys = {key} if isinstance(key, str) else {k for k in key if isinstance(k, str)} if isinstance(key, list) else set()
+    if not keys:
+        return []
+    found = []
+    for kind, value in ident.items():
+        if kind not in ("external_id", "user_alias"):       # the schema refuses the others for cohorts
+            continue
+        column = value.get("alias_name") if isinstance(value, dict) else value
+        if isinstance(column, str) and column not in keys:
+            found.append(doc.problem(("destination", "identifier", kind),
+                                     f"column '{column}' must be part of primary_key for cohorts (a member is a "
+                                     f"row): e.g. primary_key: [{', '.join([*sorted(keys), column])}]"))
+    cohort_column = dest.get("cohort_column")
+    if isinstance(cohort_column, str) and cohort_column not in keys:
+        found.append(doc.problem(("destination", "cohort_column"),
+                                 f"column '{cohort_column}' must be part of primary_key for cohorts (one row per "
+                                 f"member and cohort): e.g. primary_key: [{', '.join([*sorted(keys), cohort_column])}]"))
+    return found
 
 
 def _locations(doc: Document) -> dict[str, Location]:

@@ -113,14 +113,3 @@ def test_partner_answers_are_sorted(status: int, body: dict[str, Any], kind: str
     if status == 401:
         assert "cohort_import.partner_api_key" in verdict.message and "partner 'acme'" in verdict.message
 
-
-@pytest.mark.parametrize(("cohort", "path"), [({}, "destination.identifier"),
-                                               ({"id_column": "tier"}, "destination.cohort_column")])
-def test_the_member_and_cohort_columns_must_be_part_of_the_primary_key(cohort: dict[str, Any], path: str) -> None:
-    """A member is a row: with the user's column outside the key, a row whose user changed would add the new
-    user and leave the old one in the cohort."""
-    base = cohort_sync(**cohort)
-    sync = SyncSpec("s", "m", ("id",) if path == "destination.identifier" else ("external_id",), base.destination)
-    with pytest.raises(SpecError) as err:
-        build_payloads(sync)
-    assert any(p.path == path and "must be part of primary_key" in p.message for p in err.value.problems)

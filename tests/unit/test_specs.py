@@ -70,6 +70,8 @@ EXPECTED: dict[str, list[str]] = {
         "syncs/cohorts_wrong.yml:8:16: destination.cohort.id: 'high value' is not valid: must match "
         "^[A-Za-z0-9_-]{1,250}$",
         "syncs/cohorts_wrong.yml:8:36: destination.cohort.name: must not be empty",
+        "syncs/cohorts_wrong.yml:9:18: destination.cohort_column: column 'tier' must be part of primary_key for "
+        "cohorts (one row per member and cohort): e.g. primary_key: [customer_id, tier]",
         "syncs/cohorts_wrong.yml:11:3: destination.attribute: not allowed for object 'cohorts'",
     ],
     "syncs/custom_tag.yaml": [
@@ -648,3 +650,33 @@ def test_prioritization_only_where_deletes_go_by_email_or_phone(tmp_path: Path) 
     assert problems_of(tmp_path) == [
         "syncs/users.yml:7:19: destination.prioritization: prioritization applies to deleting by email or phone "
         "(user_deletes, or users with on_removed: delete)"]
+
+
+def test_a_cohort_member_and_its_cohort_are_part_of_the_primary_key(tmp_path: Path) -> None:
+    """A member is a row: with the user's column outside the key, a row whose user changed would add the
+    new user and leave the old one in the cohort."""
+    sync = """\
+        model: braze_users
+        primary_key: customer_id
+        destination:
+          connection: braze
+          object: cohorts
+          method: {method}
+          identifier: {ident}
+          {cohort}
+          attribute: warehouse_cohorts
+        guards: {{max_removed_pct: 20}}
+        """
+    root = make_project(tmp_path, {
+        "by_user_id.yml": sync.format(method="attribute", ident="{external_id: user_id}",
+                                      cohort="cohort: {id: vip}"),
+        "by_column.yml": sync.format(method="attribute", ident="{external_id: customer_id}",
+                                     cohort="cohort_column: tier"),
+        "fine.yml": sync.format(method="attribute", ident="{external_id: customer_id}", cohort="cohort: {id: vip}"),
+    })
+    assert problems_of(root) == [
+        "syncs/by_column.yml:8:18: destination.cohort_column: column 'tier' must be part of primary_key for "
+        "cohorts (one row per member and cohort): e.g. primary_key: [customer_id, tier]",
+        "syncs/by_user_id.yml:7:29: destination.identifier.external_id: column 'user_id' must be part of "
+        "primary_key for cohorts (a member is a row): e.g. primary_key: [customer_id, user_id]",
+    ]

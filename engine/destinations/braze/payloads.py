@@ -578,16 +578,6 @@ class CohortPayloads:
                 problem = f"{self.attribute!r} is reserved by Braze; a cohort attribute must be a custom attribute"
             if problem:
                 problems.add("destination.attribute", problem)
-        # membership is of a member: the column naming the user (and the cohort column) must be part of the
-        # primary key, so a new member is always a new row (enters) and the old one a removed row (leaves);
-        # a row whose member changed under the same key would leave the old member in the cohort
-        ident = sync.destination.identifier
-        key = set(sync.primary_key)
-        for path, column in (("destination.identifier", ident.column if ident else None),
-                             ("destination.cohort_column", spec.id_column)):
-            if column is not None and column not in key:
-                problems.add(path, f"column {column!r} must be part of primary_key for cohorts (a member is a row): "
-                                   f"e.g. primary_key: [{', '.join([*sync.primary_key, column])}]")
         self.renamed: set[str] = set()        # cohorts this plan already renames
 
     def cohort_of(self, values: Mapping[str, Any]) -> tuple[str, str | None]:
