@@ -169,6 +169,10 @@ class Bucket:
             done = obstore.put(self.store, key, body, mode=mode, use_multipart=False)
         except (AlreadyExistsError, PreconditionError) as exc:
             raise Conflict(first_line(exc)) from exc
+        except FileNotFoundError as exc:        # If-Match on an object deleted since it was read
+            if if_match is not None and "NoSuchBucket" not in str(exc):
+                raise Conflict(first_line(exc)) from exc
+            raise self._problem("upload", exc) from exc
         except Exception as exc:  # noqa: BLE001
             raise self._problem("upload", exc) from exc
         return str(done["e_tag"])
