@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_runner import Cli
-from s3_bucket import S3, STATE_KEY, second_folder
+from s3_bucket import S3, SECRET, STATE_KEY, second_folder, use_remote_state
 
 pytestmark = pytest.mark.e2e
 
@@ -53,3 +54,50 @@ def test_plan_waits_for_no_one_but_names_the_holder(remote_project: Path, s3: S3
     assert "locked by another reflow run" in err and "runner-9" in err and "4242" in err, err
     assert "reflow state unlock --force a1b2c3" in err, err
     assert "Traceback" not in err
+
+
+def bad_setup(cli: Cli, braze: Any) -> str:
+    """Run `reflow run`: it must stop before anything is sent, with one clear line; that line."""
+    before = braze.stats()["requests_total"]        # the fixture's catalog creation
+    code, out, err = cli("run")
+    assert code == 1, out + err
+    assert braze.stats()["requests_total"] == before, "nothing is sent before the state is reachable"
+    assert "Traceback" not in err and SECRET not in out + err
+    return err
+
+
+def test_a_missing_bucket_is_named_before_anything_is_sent(example_project: Path, s3: S3, braze_env, capsys):
+    use_remote_state(example_project, "s3://no-such-bucket-here/prod/state.duckdb")
+    err = bad_setup(Cli(example_project, capsys), braze_env)
+    assert "s3://no-such-bucket-here/prod/state.duckdb" in err and "does not exist" in err, err
+
+
+def test_an_unreachable_store_is_named(remote_project: Path, s3: S3, braze_env, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    err = bad_setup(Cli(remote_project, capsys), braze_env)
+    assert "cannot be reached" in err and "AWS_ENDPOINT_URL" in err and s3.url(STATE_KEY) in err, err
+
+
+def test_wrong_credentials_are_named_never_shown(remote_project: Path, s3: S3, braze_env, capsys, monkeypatch):
+    import requests
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG")
+    requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b"0", timeout=10)    # moto checks keys from now on
+    try:
+        err = bad_setup(Cli(remote_project, capsys), braze_env)
+    finally:
+        requests.post(f"{s3.endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
+    assert "access was refused" in err and "AWS_SECRET_ACCESS_KEY" in err and s3.url(STATE_KEY) in err, err
+
+
+def test_plain_http_needs_to_be_allowed(remote_project: Path, s3: S3, braze_env, capsys, monkeypatch):
+    monkeypatch.delenv("AWS_ALLOW_HTTP")
+    err = bad_setup(Cli(remote_project, capsys), braze_env)
+    assert "AWS_ALLOW_HTTP=true" in err, err
+
+
+def test_credentials_in_the_url_are_refused(example_project: Path, s3: S3, capsys):
+    use_remote_state(example_project, f"s3://AKIA:{SECRET}@{s3.bucket}/state.duckdb")
+    code, out, err = Cli(example_project, capsys)("plan")
+    assert code == 1 and "carries no credentials" in err, err
+    assert SECRET not in out + err
