@@ -786,6 +786,11 @@ def _state_push(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     remote = ctx.require_remote("state push")
+    if Path(str(remote.copy) + ".wal").exists():       # a killed run's last commits: into the file first
+        from engine.state import State
+
+        with State.open(remote.copy, command="state push", memory_limit=ctx.project.memory_limit):
+            pass
     done = remote.push(force=args.force, lock_timeout=args.lock_timeout)
     replaced = f", replacing version {done.replaced}" if done.replaced else ""
     console.print_lines([f"uploaded the working copy {remote.copy} to {done.url} ({done.bytes:,} bytes{replaced})."])

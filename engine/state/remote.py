@@ -204,8 +204,8 @@ class RemoteState:
         if not self.copy.exists():
             raise RemoteStateError(f"there is no working copy {self.copy} to push")
         if Path(str(self.copy) + ".wal").exists():
-            raise RemoteStateError(f"the working copy {self.copy} has an unfinished write-ahead log: open it with "
-                                   "any write command first (e.g. `reflow plan`), or pull")
+            raise RemoteStateError(f"the working copy {self.copy} has an unfinished write-ahead log: open it "
+                                   "as a local state first")
         self.bucket.probe()
         side = self._read_sidecar()
         lock = RemoteLock(self.bucket, command, self.lock_expiry)
