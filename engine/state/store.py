@@ -229,6 +229,7 @@ class State:
                 if remote is not None and not closed:
                     with contextlib.suppress(Exception):    # stopped by an error: keep what was committed
                         state.upload()
+                        remote.finished()
                 if state._live:
                     state._live.remove()
                 con.close()
