@@ -22,6 +22,7 @@ if TYPE_CHECKING:       # the handlers import what they use when they run (`refl
     from engine.destinations.base import Destination
     from engine.specs import SyncSpec
     from engine.state import State
+    from engine.state.remote import RemoteState
     from engine.warehouse.base import Warehouse
     from engine.warehouse.dbt import DbtWarehouse
 
@@ -104,19 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sync")
     p = cmd("ls", _ls, "list syncs with their model, object and connection")
     _select(p)
-    p = cmd("plan", _plan, "compute and save a plan: what would be sent, field by field")
+    p = _lock_timeout(cmd("plan", _plan, "compute and save a plan: what would be sent, field by field"))
     _select(p)
     _dbt_build_flag(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON (schemas/plan.schema.json)")
     p.add_argument("--format", choices=["text", "json", "markdown"], default=None,
                    help="text (default), json (same as --json), or markdown for a pull-request comment")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report of the plan to FILE")
-    p = cmd("apply", _apply, "send exactly a saved plan (the latest by default)")
+    p = _lock_timeout(cmd("apply", _apply, "send exactly a saved plan (the latest by default)"))
     p.add_argument("plan_id", nargs="?")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--allow-guard", action="append", default=[], metavar="NAME",
                    help="apply although guard NAME blocked the plan (repeatable)")
-    p = cmd("run", _run, "plan, check guards, apply: for schedulers (never asks)")
+    p = _lock_timeout(cmd("run", _run, "plan, check guards, apply: for schedulers (never asks)"))
     _select(p)
     _dbt_build_flag(p)
     p.add_argument("--allow-guard", action="append", default=[], metavar="NAME")
@@ -143,22 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="rows to show (0: all, for exports)")
     p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report of the plan to FILE")
-    p = cmd("reset", _reset, "forget what Braze holds for a sync: the next plan sends every row again in full")
+    p = _lock_timeout(cmd("reset", _reset, "forget what Braze holds for a sync: the next plan sends every row again in full"))
     p.add_argument("sync")
     p.add_argument("--yes", action="store_true")
-    p = cmd("state", _state_help, "back up or restore the state file (`reflow state backup|restore`)")
+    p = cmd("state", _state_help, "back up, restore, rename, forget; a remote state: push, pull, unlock")
     state_sub = p.add_subparsers(title="state commands", metavar="STATE_COMMAND")
     q = state_sub.add_parser("backup", parents=[common], help="a consistent copy of the state file, taken under its lock")
     q.set_defaults(handler=_state_backup)
+    _lock_timeout(q)
     q.add_argument("file", nargs="?", help="where to write it (default: next to the state file, timestamped)")
     q = state_sub.add_parser("rename", parents=[common],
                              help="give a sync's state a new name (after renaming its sync file or name:)")
     q.set_defaults(handler=_state_rename)
+    _lock_timeout(q)
     q.add_argument("old")
     q.add_argument("new")
     q = state_sub.add_parser("forget", parents=[common],
                              help="drop the state of a sync the project no longer has (its history stays)")
     q.set_defaults(handler=_state_forget)
+    _lock_timeout(q)
     q.add_argument("sync")
     q.add_argument("--yes", action="store_true")
     q = state_sub.add_parser("restore", parents=[common],
@@ -166,6 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=_state_restore)
     q.add_argument("file")
     q.add_argument("--yes", action="store_true")
+    _lock_timeout(q)
+    q = state_sub.add_parser("push", parents=[common],
+                             help="a remote state: upload the working copy a stopped run left (see docs/remote-state.md)")
+    q.set_defaults(handler=_state_push)
+    q.add_argument("--force", action="store_true",
+                   help="replace the stored state even if another run wrote it since the working copy was read")
+    _lock_timeout(q)
+    q = state_sub.add_parser("pull", parents=[common],
+                             help="a remote state: drop the working copy; the next run starts from the stored state")
+    q.set_defaults(handler=_state_pull)
+    q.add_argument("--force", action="store_true", help="required: what the working copy holds alone is dropped")
+    q = state_sub.add_parser("unlock", parents=[common],
+                             help="a remote state: remove the lock of a run that died (its LOCK_ID is in the error)")
+    q.set_defaults(handler=_state_unlock)
+    q.add_argument("lock_id", metavar="LOCK_ID")
+    q.add_argument("--force", action="store_true", help="required: make sure the holder is dead first")
     p = cmd("sandbox", _sandbox, "serve the local Braze emulator")
     _sandbox_args(p)
     p = cmd("example", _example, "build or mutate the example project's sample warehouse")
@@ -182,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("demo", _demo, "the main job: build the example, sync it to a local sandbox, mutate, sync again")
     p.add_argument("--keep", action="store_true", help="keep the state and warehouse afterwards")
     return parser
+
+
+def _lock_timeout(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for another run's state lock (default 0: stop at once, naming it)")
+    return p
 
 
 def _select(p: argparse.ArgumentParser) -> None:
@@ -295,7 +321,23 @@ class Context:
         from engine.state import State
 
         return State.open(self.project.state_path, command=command, memory_limit=self.project.memory_limit,
-                          read_only=read_only)
+                          read_only=read_only, remote=self.remote(),
+                          lock_timeout=getattr(self.args, "lock_timeout", 0.0))
+
+    def remote(self) -> RemoteState | None:
+        """The remote state (`state_path: s3://…`) with its working copy, or None for a local state file."""
+        from engine.state.remote import RemoteState
+
+        if self.project.state_url is None:
+            return None
+        return RemoteState(self.project.state_url, self.project.state_path, **self.project.remote_state)
+
+    def require_remote(self, command: str) -> RemoteState:
+        remote = self.remote()
+        if remote is None:
+            raise UserError(f"`reflow {command}` is for a remote state (state_path: s3://…); this project's state is "
+                            f"the local file {self.project.state_path}")
+        return remote
 
 
 def select_syncs(syncs: list[SyncSpec], select: Sequence[str] | None, *,
@@ -664,7 +706,8 @@ def _reset(args: argparse.Namespace) -> int:
 
 def _state_help(args: argparse.Namespace) -> int:
     raise UserError("reflow state needs a command: `reflow state backup [FILE]`, `reflow state restore FILE`, "
-                    "`reflow state rename OLD NEW` or `reflow state forget SYNC`")
+                    "`reflow state rename OLD NEW`, `reflow state forget SYNC`; for a remote state also "
+                    "`reflow state push`, `reflow state pull --force`, `reflow state unlock --force LOCK_ID`")
 
 
 def _state_rename(args: argparse.Namespace) -> int:
@@ -694,6 +737,17 @@ def _state_backup(args: argparse.Namespace) -> int:
     from engine.state.backup import backup_state
 
     ctx = Context(args)
+    remote = ctx.remote()
+    if remote is not None:          # a consistent copy of the stored state, taken under its lock
+        from engine.state import State
+
+        dest = Path(args.file) if args.file else None
+        with State.open(ctx.project.state_path, command="state backup", memory_limit=ctx.project.memory_limit,
+                        remote=remote, lock_timeout=args.lock_timeout) as state:
+            done = backup_state(ctx.project.state_path, dest, memory_limit=ctx.project.memory_limit, state=state)
+        console.print_lines([f"backed up {remote.url} to {done.path} ({done.bytes:,} bytes, state schema "
+                             f"{done.schema_version}); it holds customer data: store it like the state"])
+        return 0
     done = backup_state(ctx.project.state_path, Path(args.file) if args.file else None,
                         memory_limit=ctx.project.memory_limit)
     console.print_lines([f"backed up {ctx.project.state_path} to {done.path} ({done.bytes:,} bytes, "
@@ -706,13 +760,76 @@ def _state_restore(args: argparse.Namespace) -> int:
     from engine.state.backup import restore_state
 
     ctx = Context(args)
-    if not args.yes and not confirm("restore", f"Replace {ctx.project.state_path} with {args.file}?"):
+    remote = ctx.remote()
+    target = remote.url if remote else ctx.project.state_path
+    if not args.yes and not confirm("restore", f"Replace {target} with {args.file}?"):
         return 1
+    if remote is not None:          # under the remote lock: the backup becomes the stored state
+        with remote.session("state restore", lock_timeout=args.lock_timeout) as copy:
+            done = restore_state(copy, Path(args.file))
+            remote.upload()
+            remote.finished()
+        console.print_lines([f"restored {args.file} to {remote.url} (state schema {done.schema_version}). Run "
+                             "`reflow plan`: rows delivered since the backup are planned again (events and "
+                             "purchases among them would reach Braze twice)."])
+        return 0
     done = restore_state(ctx.project.state_path, Path(args.file))
     kept = f"; the previous state file is kept as {done.replaced}" if done.replaced else ""
     console.print_lines([f"restored {args.file} to {done.path} (state schema {done.schema_version}){kept}. "
                          "Run `reflow plan`: rows delivered since the backup are planned again (events and "
                          "purchases among them would reach Braze twice)."])
+    return 0
+
+
+def _state_push(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    remote = ctx.require_remote("state push")
+    if Path(str(remote.copy) + ".wal").exists():       # a killed run's last commits: into the file first
+        from engine.state import State
+
+        with State.open(remote.copy, command="state push", memory_limit=ctx.project.memory_limit):
+            pass
+    done = remote.push(force=args.force, lock_timeout=args.lock_timeout)
+    replaced = f", replacing version {done.replaced}" if done.replaced else ""
+    console.print_lines([f"uploaded the working copy {remote.copy} to {done.url} ({done.bytes:,} bytes{replaced})."])
+    return 0
+
+
+def _state_pull(args: argparse.Namespace) -> int:
+    from engine import console
+
+    ctx = Context(args)
+    remote = ctx.require_remote("state pull")
+    if not args.force:
+        raise UserError(f"`reflow state pull --force` drops the working copy {remote.copy} (what it holds and "
+                        f"{remote.url} does not is lost: those rows are planned again); pass --force to do it")
+    from engine.state.lock import StateLock
+
+    lock = StateLock(remote.copy, "state pull")     # no run on this machine is using the working copy
+    lock.acquire()
+    try:
+        had = remote.pull()
+    finally:
+        lock.release()
+    console.print_lines([f"dropped the working copy {remote.copy}; the next run starts from {remote.url}."
+                         if had else f"there was no working copy; the next run starts from {remote.url}."])
+    return 0
+
+
+def _state_unlock(args: argparse.Namespace) -> int:
+    from engine import console
+    from engine.state.remote_lock import describe
+
+    ctx = Context(args)
+    remote = ctx.require_remote("state unlock")
+    if not args.force:
+        raise UserError("`reflow state unlock --force LOCK_ID` removes another run's lock: make sure that run is dead "
+                        "(two runs sending at once would send rows twice), then pass --force")
+    holder = remote.unlock(args.lock_id)
+    console.print_lines([f"removed the lock of {remote.url} ({describe(holder)}). Its run's acknowledgements since "
+                         "its last upload are planned again by the next run."])
     return 0
 
 

@@ -9,7 +9,8 @@
     │   ├── KeyCheckError            null or duplicate primary keys in a model result
     │   ├── StateError               the state file is unusable (newer version, corrupt, read-only)
     │   │   ├── LockError            another run holds the state lock
-    │   │   └── StateGoneError       the state file (or its lock) was deleted or replaced while held
+    │   │   ├── StateGoneError       the state file (or its lock) was deleted or replaced while held
+    │   │   └── RemoteStateError     a remote state (s3://…) cannot be reached, or moved on under this run
     │   ├── PlanError                no plan, unknown plan id, stale plan, plan already applied
     │   └── GuardError               a guard blocked the plan (exit code 4)
     ├── DestinationError             the destination refused the whole sync (bad key, permission, …)
@@ -113,6 +114,11 @@ class LockError(StateError):
 class StateGoneError(StateError):
     """The state file or a lock file was deleted or replaced (by path) while a run held them: what the
     run records from then on reaches no later run, so it stops."""
+
+
+class RemoteStateError(StateError):
+    """A remote state (`state_path: s3://…`) cannot be used (credentials, bucket, endpoint), or the stored
+    state or its lock moved on under this run: the run stops, its acknowledgements kept in the working copy."""
 
 
 class PlanError(UserError):

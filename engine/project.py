@@ -6,6 +6,7 @@ Value classes first (the contract the engine reads), loading below.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -117,7 +118,7 @@ class Project:
     root: Path
     name: str
     warehouse: WarehouseConfig
-    state_path: Path                     # absolute
+    state_path: Path                     # absolute: the state file, or a remote state's working copy
     vars: Mapping[str, object] = field(default_factory=dict)
     connections: Mapping[str, ConnectionConfig] = field(default_factory=dict)
     owner: Mapping[str, str] = field(default_factory=dict)
@@ -125,6 +126,8 @@ class Project:
     file: str = PROJECT_FILE
     warnings: tuple[str, ...] = ()       # located notes for the user (e.g. an inline API key)
     secret_env_vars: Mapping[str, str] = field(default_factory=dict)   # env var -> the secret setting it feeds
+    state_url: str | None = None         # state_path as an object-store URL (s3://…): `state_path` is its copy
+    remote_state: Mapping[str, float] = field(default_factory=dict)   # upload_every, lock_expiry (seconds)
 
     def api_key(self, name: str, *, required: bool = True) -> str | None:
         """The API key of connection `name`, read from the environment now."""
@@ -134,6 +137,12 @@ class Project:
 # ---------------------------------------------------------------- loading
 
 DEFAULT_STATE_PATH = ".reflow/state.duckdb"
+REMOTE_STATE_SCHEMES = ("s3://", "gs://", "az://")
+REMOTE_WORKING_DIR = ".reflow/remote"
+# the object stores' standard credential variables that hold secrets (read by the object-store library,
+# never by the project file): registered with the scrubber, and no model or setting may read them
+STORE_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
+                    "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
 SCHEMA = "project.schema.json"
 
 
@@ -215,7 +224,7 @@ def _register_secret_values(doc: Document, secret_env: Mapping[str, str]) -> Non
     no command (validate and plan included) can print them, whether or not it uses them."""
 
     for name, value in os.environ.items():
-        if name in secret_env or is_secret_env_name(name):
+        if name in secret_env or is_secret_env_name(name) or name in STORE_SECRET_ENV:
             register_secret(value)
     for _, raw in _secret_settings(doc.data):
         if is_template(raw):
@@ -363,7 +372,18 @@ def load_project(root: Path) -> Project:
         profiles_dir=wh.get("profiles_dir"),
         target=wh.get("target"),
     )
-    state = Path(os.path.expanduser(data.get("state_path", DEFAULT_STATE_PATH)))
+    raw_state = str(data.get("state_path", DEFAULT_STATE_PATH))
+    state_url = raw_state if raw_state.lower().startswith(REMOTE_STATE_SCHEMES) else None
+    if state_url:
+        if "@" in state_url.split("/")[2] or "?" in state_url:
+            problems.append(doc.problem(("state_path",), "an object-store URL carries no credentials or options: "
+                                        "they come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                                        "AWS_REGION, AWS_ENDPOINT_URL)"))
+        for name in STORE_SECRET_ENV:
+            secret_env.setdefault(name, "state_path (object-store credentials)")
+        state = Path(REMOTE_WORKING_DIR) / hashlib.sha256(state_url.encode()).hexdigest()[:16] / "state.duckdb"
+    else:
+        state = Path(os.path.expanduser(raw_state))
     if problems:
         raise _fail(problems)
     if warehouse.type == "dbt":           # the dbt profile's passwords and tokens are secrets too
@@ -381,6 +401,8 @@ def load_project(root: Path) -> Project:
         memory_limit=data.get("memory_limit", default_memory_limit(warehouse)),
         warnings=tuple(warnings),
         secret_env_vars=secret_env,
+        state_url=state_url,
+        remote_state={k: float(v) for k, v in data.get("remote_state", {}).items()},
     )
 
 

@@ -38,6 +38,7 @@ from engine.errors import (
     Interrupted,
     PlanError,
     ReflowError,
+    RemoteStateError,
     StateError,
     StateGoneError,
     scrub,
@@ -256,8 +257,8 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
                         state.set_forgotten(sp.name, [f for f in st.forgotten if f not in mapped])
             finally:
                 destination.close()
-        except StateGoneError as exc:       # recorded in the file this process still has open (rescued)
-            state.finish_run(outcome.run_id, "failed", exc.message)
+        except (StateGoneError, RemoteStateError) as exc:   # recorded in the file this process has open
+            state.finish_run(outcome.run_id, "failed", exc.message)     # (rescued, or kept in the working copy)
             raise
         except DestinationError as exc:
             outcome.error = exc.message
@@ -475,6 +476,11 @@ class _Checkpointer(threading.Thread):
                 self.failure = self.failure or exc
                 # sent, but the outcome is not recorded: the next run sends these rows again
                 self.unrecorded += sum(r.outcome != NOT_ATTEMPTED for _, results in group for r in results)
+            if self.failure is None:
+                try:            # a remote state: uploaded at least every `upload_every` seconds of a send
+                    self.state.upload(when_due=True)
+                except BaseException as exc:  # noqa: BLE001 - refused or lost lock: stop sending, report it
+                    self.failure = exc
             for _ in group:
                 self.slots.release()
             self.done += sum(len(s.batch.keys) for s, _ in group)

@@ -36,17 +36,22 @@ class RestoreResult:
     schema_version: int
 
 
-def backup_state(state_path: Path, dest: Path | None = None, *, memory_limit: str = "1GB") -> BackupResult:
-    """Copy the state file to `dest` (default: next to it, timestamped), under the state lock."""
-    if not state_path.exists():
+def backup_state(state_path: Path, dest: Path | None = None, *, memory_limit: str = "1GB",
+                 state: State | None = None) -> BackupResult:
+    """Copy the state file to `dest` (default: next to it, timestamped), under the state lock; or, given
+    the open `state` (a remote state's working copy, opened under its lock), that state."""
+    if state is None and not state_path.exists():
         raise StateError(f"no state file at {state_path}; nothing to back up (run `reflow plan` first)")
     dest = Path(dest) if dest is not None else default_backup_path(state_path)
     if dest.exists():
         raise StateError(f"{dest} already exists; choose another file name")
     if dest.resolve() == state_path.resolve():
         raise StateError("the backup file must differ from the state file")
-    with State.open(state_path, command="state backup", memory_limit=memory_limit) as state:
+    if state is not None:
         state.copy_to(dest)
+    else:
+        with State.open(state_path, command="state backup", memory_limit=memory_limit) as opened:
+            opened.copy_to(dest)
     return BackupResult(dest, read_schema_version(dest), dest.stat().st_size)
 
 

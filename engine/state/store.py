@@ -53,11 +53,12 @@ from typing import Any
 import duckdb
 
 from engine import __version__
-from engine.errors import LockError, StateError, StateGoneError
+from engine.errors import LockError, RemoteStateError, StateError, StateGoneError
 from engine.sql import first_line, json_path, sql_str
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
+from engine.state.remote import RemoteState
 
 SCHEMA_VERSION = 3
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
@@ -149,6 +150,7 @@ class State:
         self._file: os.stat_result | None = None     # a writer's state file, as opened (see `moved`)
         self._live = LiveStatus(path, lock.holder) if lock else None
         self._live_syncs: dict[str, dict[str, Any]] | None = None
+        self._remote: RemoteState | None = None     # a remote state's working copy (see `open`)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -167,16 +169,36 @@ class State:
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, path: Path, *, command: str, memory_limit: str = "1GB",
-             read_only: bool = False) -> Iterator[State]:
+    def open(cls, path: Path, *, command: str, memory_limit: str = "1GB", read_only: bool = False,
+             remote: RemoteState | None = None, lock_timeout: float = 0.0) -> Iterator[State]:
+        """The state file at `path`; with `remote`, the state object it names, through its working copy
+        (engine/state/remote.py: checked, locked and downloaded first; uploaded after each sync's fold, every
+        `upload_every` seconds of an apply, and on closing). A writer waits up to `lock_timeout` seconds for
+        another run's lock."""
+        if remote is None:
+            with cls._open_file(path, command=command, memory_limit=memory_limit, read_only=read_only,
+                                lock_timeout=lock_timeout) as state:
+                yield state
+            return
+        with remote.session(command, read_only=read_only, lock_timeout=lock_timeout) as copy, \
+                cls._open_file(copy, command=command, memory_limit=memory_limit, read_only=read_only,
+                               lock_timeout=lock_timeout, remote=None if read_only else remote) as state:
+            yield state
+
+    @classmethod
+    @contextlib.contextmanager
+    def _open_file(cls, path: Path, *, command: str, memory_limit: str, read_only: bool, lock_timeout: float,
+                   remote: RemoteState | None = None) -> Iterator[State]:
         lock = None if read_only else StateLock(path, command)
         if lock:
-            lock.acquire()
+            _acquire(lock, lock_timeout)
         try:
             if lock:
                 _refuse_if_rescued(path)
             con = _connect(path, memory_limit=memory_limit, read_only=read_only)
             state = cls(con, path, lock)
+            state._remote = remote
+            closed = False
             try:
                 if lock:
                     state._file = os.stat(path)
@@ -189,6 +211,10 @@ class State:
                 moved = state.moved()           # did the last commits reach the file a later run opens?
                 if moved:
                     raise StateGoneError(f"{moved} while `reflow {command}` ran")
+                if remote is not None:
+                    state.upload()
+                    remote.finished()
+                closed = True
             except StateGoneError as exc:
                 raise StateGoneError(f"{exc.message}. {state._rescue()}") from None
             except (duckdb.IOException, duckdb.TransactionException) as exc:
@@ -196,13 +222,37 @@ class State:
                 if moved:
                     raise StateGoneError(f"{moved}. {state._rescue()}") from exc
                 raise _io_problem(path, exc) from exc
+            except RemoteStateError:
+                closed = True                   # refused, or the lock is lost: nothing more goes up
+                raise
             finally:
+                if remote is not None and not closed:
+                    with contextlib.suppress(Exception):    # stopped by an error: keep what was committed
+                        state.upload()
+                        remote.finished()
                 if state._live:
                     state._live.remove()
                 con.close()
         finally:
             if lock:
                 lock.release()
+
+    def upload(self, *, when_due: bool = False) -> None:
+        """A remote state's writer: checkpoint the working copy and upload it (RemoteStateError when the
+        stored state moved on or the lock was lost). With `when_due`, skipped unless `upload_every`
+        seconds passed since the last upload. A local state: nothing."""
+        remote = self._remote
+        if remote is None or (when_due and not remote.due()):
+            return
+        for attempt in range(40):
+            try:
+                self.con.execute("CHECKPOINT rstate")     # the WAL into the file: the file alone is the state
+                break
+            except duckdb.TransactionException:         # another cursor's write (a frontier step) in flight
+                if attempt == 39:
+                    raise
+                time.sleep(0.05)
+        remote.upload()
 
     def moved(self) -> str | None:
         """For a writer: None while the state file and the lock files are the ones it opened (by path);
@@ -219,6 +269,8 @@ class State:
         moved = self.moved()
         if moved:
             raise StateGoneError(moved)
+        if self._remote is not None:
+            self._remote.check()        # RemoteStateError once the remote lock is lost
 
     def copy_to(self, dest: Path) -> None:
         """COPY FROM DATABASE (whole transactions only) to `dest`, through a temporary file."""
@@ -407,6 +459,8 @@ class State:
                 con.execute(f"DELETE FROM {DB}.acks WHERE sync = ?", [name])
                 con.execute(f"DELETE FROM {DB}.uncertain WHERE sync = ?", [name])
             folded += sum(ops.values())
+        if sync is not None:
+            self.upload()           # a remote state: each sync's fold goes up (a lost runner loses less)
         return folded
 
     def _fold_uncertain(self, st: SyncState, name: str) -> int:
@@ -443,6 +497,9 @@ class State:
         if self.empty:
             return 0
         dead = self.con.execute(f"SELECT run_id, plan_id, sync FROM {DB}.runs WHERE status = 'running'").fetchall()
+        # a remote state downloaded here: a dead run (on another machine) may have sent past the frontier
+        # of its last upload, so every row of its plan counts as possibly sent
+        whole_plan = bool(self._remote is not None and self._remote.downloaded)
         marked = 0
         for run_id, plan_id, sync in dead:
             info = self.con.execute(f"SELECT info FROM {DB}.plan_syncs WHERE plan_id = ? AND sync = ?",
@@ -456,20 +513,20 @@ class State:
                     f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
                         SELECT p.sync, p.key, ?, ?, ?, 1 FROM {DB}.plan_rows AS p
                         WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
-                          AND p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?)
+                          AND (? OR p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?))
                           AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
                           AND p.key NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
-                    [reason, run_id, now(), plan_id, sync, run_id, plan_id, sync, sync])
+                    [reason, run_id, now(), plan_id, sync, whole_plan, run_id, plan_id, sync, sync])
                 if not append_only:
                     row = self.con.execute(
                         f"""INSERT INTO {DB}.uncertain
                             SELECT p.plan_id, p.sync, p.seq FROM {DB}.plan_rows AS p
                             WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
-                              AND p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?)
+                              AND (? OR p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?))
                               AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
                               AND p.seq NOT IN (SELECT seq FROM {DB}.uncertain WHERE plan_id = ? AND sync = ?)
                               AND p.key NOT IN (SELECT key FROM {DB}.row_errors WHERE run_id = ?)""",
-                        [plan_id, sync, run_id, plan_id, sync, plan_id, sync, run_id]).fetchone()
+                        [plan_id, sync, whole_plan, run_id, plan_id, sync, plan_id, sync, run_id]).fetchone()
                     marked += int(row[0]) if row else 0
                 self.con.execute(
                     f"UPDATE {DB}.runs SET status = ?, finished_at = coalesce(finished_at, ?), "
@@ -690,6 +747,19 @@ class State:
             params)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def _acquire(lock: StateLock, timeout: float) -> None:
+    """Take the local lock, waiting up to `timeout` seconds while another run holds it."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        try:
+            lock.acquire()
+            return
+        except LockError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _refuse_if_rescued(path: Path) -> None:

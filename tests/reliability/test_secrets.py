@@ -96,6 +96,73 @@ def test_the_api_key_is_written_nowhere(example_project, tmp_path):
     assert not leaked, f"the API key was written to {leaked}"
 
 
+BUCKET_SECRET = "bucketSECRET-0123456789-abcdefghij"     # the object store's secret key (state_path: s3://…)
+
+
+def test_the_bucket_credentials_are_written_nowhere(example_project, tmp_path):
+    """A remote state (moto's S3 server on 127.0.0.1): the bucket's secret key reaches no output, plan,
+    report, the state object, its lock, the working copy, nor an error (--debug included); no model may
+    read it."""
+    pytest.importorskip("obstore")
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    from engine.demo import PRODUCTS_CATALOG
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key=BUCKET_SECRET)
+    client.create_bucket(Bucket="team-state")
+    file = example_project / "reflow_project.yml"
+    file.write_text(file.read_text().replace("state_path: .reflow/state.duckdb",
+                                             "state_path: s3://team-state/prod/state.duckdb"))
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    outputs: list[str] = []
+    try:
+        with running_sandbox() as sandbox:
+            r = requests.post(f"{sandbox.url}/catalogs", json=PRODUCTS_CATALOG, headers=sandbox.headers, timeout=10)
+            assert r.status_code == 201
+            env = {**os.environ, "BRAZE_REST_ENDPOINT": sandbox.url, "BRAZE_API_KEY": sandbox.api_key,
+                   "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": BUCKET_SECRET, "AWS_REGION": "us-east-1",
+                   "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true"}
+
+            def step(expect: int, *args: str, **extra: str) -> None:
+                code, out, err = reflow(example_project, {**env, **extra}, *args)
+                outputs.extend([out, err])
+                assert code == expect, (args, out, err)
+
+            step(0, "plan", "--html", str(exports / "plan.html"))
+            step(0, "plan", "--format", "markdown")
+            step(0, "apply", "--yes")
+            step(0, "show", "--format", "jsonl", "--limit", "0")
+            step(0, "history", "--json")
+            step(0, "status")
+            step(0, "state", "backup", str(exports / "state-backup.duckdb"))
+            step(1, "--debug", "apply", "--yes")                   # a traceback, scrubbed
+            assert "Traceback" in outputs[-1]
+            step(1, "--debug", "plan", AWS_ENDPOINT_URL="http://127.0.0.1:9")      # unreachable
+            step(1, "--debug", "plan", AWS_ALLOW_HTTP="false")
+            # a model reading the secret key is refused, naming the variable only
+            model = example_project / "models" / "braze_users.sql"
+            model.write_text(model.read_text().replace("select", "select '{{ env_var(\"AWS_SECRET_ACCESS_KEY\") }}' as k,", 1))
+            step(1, "plan")
+            assert "AWS_SECRET_ACCESS_KEY" in outputs[-1] and "secret" in outputs[-1], outputs[-1]
+            stored = [client.get_object(Bucket="team-state", Key=o["Key"])["Body"].read()
+                      for o in client.list_objects_v2(Bucket="team-state").get("Contents", [])]
+    finally:
+        server.stop()
+    assert stored, "the state was uploaded"
+    assert not any(BUCKET_SECRET in text for text in outputs), "the bucket's secret key appeared in the output"
+    assert not any(BUCKET_SECRET.encode() in data for data in stored), "the bucket's secret key was uploaded"
+    written = [p for p in (*example_project.rglob("*"), *exports.rglob("*")) if p.is_file()]
+    assert any(p.name == "state.duckdb.remote.json" for p in written)
+    leaked = [str(p) for p in written if BUCKET_SECRET.encode() in p.read_bytes()]
+    assert not leaked, f"the bucket's secret key was written to {leaked}"
+
+
 def test_a_key_written_in_the_project_file_is_scrubbed_and_warned_about(example_project):
     file = example_project / "reflow_project.yml"
     text = file.read_text()

@@ -175,7 +175,7 @@ def test_every_problem_in_the_project_file_at_once(tmp_path: Path) -> None:
     assert text.splitlines() == [
         "reflow_project.yml:2:43: warehouse.target: not allowed for type 'duckdb'",
         "reflow_project.yml:3:15: memory_limit: 'lots' is not valid: expected a size like 1GB or 512MB",
-        "reflow_project.yml:4:1: colour: unknown key; expected one of: name, warehouse, state_path, memory_limit, vars, "
+        "reflow_project.yml:4:1: colour: unknown key; expected one of: name, warehouse, state_path, remote_state, memory_limit, vars, "
         "owner, connections",
         "reflow_project.yml:6:3: connections.braze: give exactly one of endpoint, instance",
         "reflow_project.yml:8:15: connections.braze.endpoint: environment variable 'REFLOW_T_ENDPOINT' is not set "

@@ -1,0 +1,256 @@
+"""A state kept in an object store (`state_path: s3://bucket/prefix/state.duckdb`), used through a local
+working copy.
+
+A writer (`plan`, `apply`, `run`, `reset`, `state …`):
+    1. checks the store before anything else (bucket, credentials, endpoint: engine/state/objects.py),
+    2. takes the remote lock (engine/state/remote_lock.py), waiting up to `--lock-timeout` seconds,
+    3. downloads the state object into the working copy `.reflow/remote/<hash>/state.duckdb` unless the
+       copy already descends from the stored version (same ETag: a run on this machine left it),
+    4. opens the working copy as a local state file (engine/state/store.py), and uploads it as a new
+       version of the object, replacing only the version it read (`If-Match: <ETag>`): after each sync's
+       fold, at least every `upload_every` seconds while an apply sends, and when it closes the state,
+    5. releases the lock.
+
+A reader (`status`, `history`, `errors`, `show`) downloads a private copy without locking and never
+uploads.
+
+An upload refused by its condition (the stored object moved on: another writer wrote it, the lock was
+lost or forced open) or made impossible by a lost lock stops the run. What it recorded stays in the
+working copy, which the sidecar `<copy>.remote.json` marks as not uploaded ({"etag", "uploaded": false,
+"refused"}); the next writer on this machine stops too, until someone chooses: `reflow state push --force`
+(the working copy replaces the stored state) or `reflow state pull --force` (the stored state replaces
+the working copy). Nothing acknowledged is lost without that choice.
+
+What a lost runner (killed, its machine gone) loses: the acknowledgements recorded since its last
+upload. The next writer starts from that upload; the runs it holds as still running are recovered as
+for a crash, their plans' rows taken as possibly sent (the dead run's frontier after its last upload is
+not known), so the rows acknowledged in the last interval are sent again: retries, duplicates for
+events and purchases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RemoteStateError
+from engine.state.objects import Bucket, Conflict, parse_state_url
+from engine.state.remote_lock import RemoteLock, force_unlock, read_lock
+
+UPLOAD_EVERY = 30.0      # seconds: the longest a running apply goes without uploading the working copy
+LOCK_EXPIRY = 120.0      # seconds a lock may go unrenewed before a waiting run takes it over
+
+
+@dataclass(frozen=True)
+class Pushed:
+    url: str
+    bytes: int
+    replaced: str | None         # the ETag of the version replaced (None: there was none)
+
+
+class RemoteState:
+    """The state object at `url` and its working copy `copy` (a local path)."""
+
+    def __init__(self, url: str, copy: Path, *, upload_every: float = UPLOAD_EVERY,
+                 lock_expiry: float = LOCK_EXPIRY) -> None:
+        self.url = url
+        self.where = parse_state_url(url)
+        self.copy = copy
+        self.upload_every = upload_every
+        self.lock_expiry = lock_expiry
+        self.etag: str | None = None         # the stored version the working copy descends from
+        self.downloaded = False              # this writer started from a download (not a copy left here)
+        self.uploads = 0
+        self._bucket: Bucket | None = None
+        self._lock: RemoteLock | None = None
+        self._last = 0.0
+
+    @property
+    def bucket(self) -> Bucket:
+        if self._bucket is None:
+            self._bucket = Bucket(self.where)
+        return self._bucket
+
+    @property
+    def sidecar(self) -> Path:
+        return Path(str(self.copy) + ".remote.json")
+
+    # ------------------------------------------------------------------ sessions
+
+    @contextlib.contextmanager
+    def session(self, command: str, *, read_only: bool = False, lock_timeout: float = 0.0) -> Iterator[Path]:
+        """The local file to open as the state: a writer's working copy (under the lock, downloaded as
+        needed), or a reader's private copy (deleted afterwards)."""
+        self.bucket.probe()
+        if read_only:
+            with self._reader_copy() as path:
+                yield path
+            return
+        lock = RemoteLock(self.bucket, command, self.lock_expiry)
+        lock.acquire(lock_timeout)
+        self._lock = lock
+        try:
+            self._pull()
+            self._last = time.monotonic()
+            yield self.copy
+        finally:
+            self._lock = None
+            lock.release()
+
+    @contextlib.contextmanager
+    def _reader_copy(self) -> Iterator[Path]:
+        folder = self.copy.parent / "read"
+        path = folder / f"{uuid.uuid4().hex[:12]}.duckdb"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RemoteStateError(f"cannot create the folder {folder}: {exc.strerror}") from exc
+        try:
+            self.bucket.download(self.where.key, path)      # none: the state opens empty
+            yield path
+        finally:
+            for leftover in (path, Path(str(path) + ".wal")):
+                leftover.unlink(missing_ok=True)
+
+    def _pull(self) -> None:
+        """Make the working copy the stored version, unless it descends from it already."""
+        side = self._read_sidecar()
+        stored = self.bucket.head(self.where.key)
+        etag = stored.etag if stored else None
+        has_copy = self.copy.exists()
+        if has_copy and side.get("etag") == etag and side.get("url") == self.url:
+            self.etag, self.downloaded = etag, False          # left here by the last writer on this machine
+            self._write_sidecar(uploaded=False)
+            return
+        if stored is None and has_copy and side.get("url") == self.url and side.get("etag"):
+            raise RemoteStateError(
+                f"the stored state {self.url} is gone (deleted?), but the working copy {self.copy} holds what "
+                "was last uploaded there: `reflow state push --force` puts it back; `reflow state pull --force` "
+                "drops it and starts over (every row is then sent again, events and purchases included)")
+        if has_copy and side.get("url") == self.url and not side.get("uploaded", True):
+            raise RemoteStateError(
+                f"the working copy {self.copy} holds what a run recorded without uploading it "
+                f"({side.get('refused') or 'the run ended before its last upload'}), and the stored state "
+                f"{self.url} has moved on since. Find out which runs wrote each (`reflow history`), then "
+                "either `reflow state push --force` (the working copy replaces the stored state; rows the other "
+                "runs delivered since are planned again) or `reflow state pull --force` (the stored state "
+                "replaces the working copy; rows this copy has as delivered since its last upload are planned "
+                "again)")
+        self._discard_copy()
+        try:
+            self.copy.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RemoteStateError(f"cannot create the working folder {self.copy.parent}: {exc.strerror}") from exc
+        self.etag = self.bucket.download(self.where.key, self.copy) if stored else None
+        self.downloaded = True
+        self._write_sidecar(uploaded=False)
+
+    def _discard_copy(self) -> None:
+        for path in (self.copy, Path(str(self.copy) + ".wal")):
+            path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ uploads
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.upload_every
+
+    def check(self) -> None:
+        """RemoteStateError when this writer lost its lock (then nothing more may be uploaded)."""
+        lost = self._lock.problem() if self._lock else None
+        if lost:
+            self._refused(lost)
+
+    def upload(self) -> None:
+        """Upload the working copy (checkpointed by the caller) over the version it descends from."""
+        self.check()
+        if not self.copy.exists():
+            return
+        try:
+            self.etag = self.bucket.put(self.where.key, self.copy, if_match=self.etag)
+        except Conflict:
+            holder = read_lock(self.bucket)
+            self._refused(f"the stored state {self.url} changed since this run read it"
+                          + (f" (the lock is now {holder.get('id')} of pid {holder.get('pid')} on {holder.get('host')})"
+                             if holder else ""))
+        self.uploads += 1
+        self._last = time.monotonic()
+        self._write_sidecar(uploaded=False)
+
+    def finished(self) -> None:
+        """The closing upload went through: the working copy and the stored state are the same."""
+        self._write_sidecar(uploaded=True)
+
+    def _refused(self, why: str) -> None:
+        self._write_sidecar(uploaded=False, refused=why)
+        raise RemoteStateError(
+            f"{why}: this run stopped, and what it recorded is kept in the working copy {self.copy} (not "
+            f"uploaded, so nothing another run stored was overwritten). Find out which run wrote {self.url} "
+            "(`reflow history`), then reconcile: `reflow state push --force` makes the working copy the stored "
+            "state (rows the other run delivered since are planned again), `reflow state pull --force` takes the "
+            "stored state (rows this run delivered since its last upload are planned again)")
+
+    # ------------------------------------------------------------------ commands
+
+    def push(self, *, force: bool, lock_timeout: float = 0.0, command: str = "state push") -> Pushed:
+        """`reflow state push`: upload the working copy under the lock, over the version it descends from
+        (or over whatever is stored, with `force`)."""
+        if not self.copy.exists():
+            raise RemoteStateError(f"there is no working copy {self.copy} to push")
+        if Path(str(self.copy) + ".wal").exists():
+            raise RemoteStateError(f"the working copy {self.copy} has an unfinished write-ahead log: open it "
+                                   "as a local state first")
+        self.bucket.probe()
+        side = self._read_sidecar()
+        lock = RemoteLock(self.bucket, command, self.lock_expiry)
+        lock.acquire(lock_timeout)
+        try:
+            stored = self.bucket.head(self.where.key)
+            base = side.get("etag")
+            if not force and stored is not None and stored.etag != base:
+                raise RemoteStateError(f"the stored state {self.url} is not the version the working copy descends "
+                                       "from; `reflow state push --force` replaces it anyway")
+            self.etag = self.bucket.put(self.where.key, self.copy, if_match=stored.etag if stored else None,
+                                        force=force)
+            self._write_sidecar(uploaded=True)
+            return Pushed(self.url, self.copy.stat().st_size, stored.etag if stored else None)
+        except Conflict:
+            raise RemoteStateError(f"the stored state {self.url} changed during the push; run it again") from None
+        finally:
+            lock.release()
+
+    def pull(self) -> bool:
+        """`reflow state pull --force`: drop the working copy (the next writer downloads the stored state).
+        False when there was none."""
+        had = self.copy.exists()
+        self._discard_copy()
+        self.sidecar.unlink(missing_ok=True)
+        return had
+
+    def unlock(self, lock_id: str) -> dict[str, Any]:
+        self.bucket.probe()
+        return force_unlock(self.bucket, lock_id)
+
+    # ------------------------------------------------------------------ the sidecar
+
+    def _read_sidecar(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _write_sidecar(self, *, uploaded: bool, refused: str | None = None) -> None:
+        doc = {"url": self.url, "etag": self.etag, "uploaded": uploaded, "refused": refused}
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self.sidecar)
+        except OSError as exc:
+            raise RemoteStateError(f"cannot write {self.sidecar}: {exc.strerror}") from exc
