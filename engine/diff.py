@@ -23,10 +23,11 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 
+from engine.destinations.base import Op
 from engine.errors import KeyCheckError, PlanError, WarehouseError
 from engine.sql import first_line, json_path, quote, sql_str
 from engine.state import UNKNOWN
@@ -63,7 +64,7 @@ class DeltaCounts:
 class DeltaRow:
     rn: int
     key: str
-    op: str                              # added | changed | removed
+    op: Op
     new_hash: int | None
     new_row: dict[str, Any] | None
     new_row_json: str | None
@@ -396,7 +397,7 @@ def stream_rows(con: duckdb.DuckDBPyConnection, count: int, *, where: str = "tru
             [start, start + chunk],
         ).fetchall()
         yield [
-            DeltaRow(rn=r[0], key=r[1], op=r[2], new_hash=r[3],
+            DeltaRow(rn=r[0], key=r[1], op=Op(r[2]), new_hash=r[3],
                      new_row=json.loads(r[4]) if r[4] is not None else None, new_row_json=r[4],
                      old_row=json.loads(r[5]) if r[5] is not None else None, old_row_json=r[5],
                      changed=tuple(r[6] or ()), uncertain=bool(r[7]),
@@ -480,9 +481,15 @@ class Delta:
             delta.mark(where); delta.stream_marked()   # the rows a caller takes in Python, in key order
         # leaving the block drops every scratch relation, whatever happened
 
-    A phase asked for out of order is a bug in the caller: RuntimeError."""
+    A phase asked for out of order is a bug in the caller: RuntimeError. So is a second Delta on a connection
+    that has one open (their scratch relations share names)."""
+
+    _open: ClassVar[set[int]] = set()       # connections with a Delta open
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, sync: str, model: str = "") -> None:
+        if id(con) in Delta._open:
+            raise RuntimeError("a Delta is already open on this connection; close it first")
+        Delta._open.add(id(con))
         self.con = con
         self.sync = sync
         self.model = model
@@ -550,5 +557,10 @@ class Delta:
         yield from stream_rows(self.con, self._count if self._marked else 0, where=MARKED, chunk=chunk)
 
     def close(self) -> None:
-        drop_scratch(self.con)
-        self._phase = "closed"
+        if self._phase == "closed":
+            return
+        try:
+            drop_scratch(self.con)
+        finally:
+            self._phase = "closed"
+            Delta._open.discard(id(self.con))

@@ -24,6 +24,33 @@ REHASH, BASELINE = RowStatus.REHASH, RowStatus.BASELINE
 DROPPED = "sent without "   # reason of a SEND row sent without a field the destination would refuse
                             # (any other reason of a SEND row is a note about it)
 
+# reasons of pending rows (state `pending.reason`): `status` and the next plan read them by prefix
+UNKNOWN_REASON = "outcome unknown: "        # sent without a usable answer: Braze may hold it
+UNRECORDED_REASON = f"{UNKNOWN_REASON}the state file could not record the outcome (full disk?); it may have been sent"
+KILLED_REASON = f"{UNKNOWN_REASON}the process ended during the send (killed, or the machine stopped); it may have been sent"
+REJECTED_REASON = "rejected: "              # `reflow status` counts these apart from the other pending rows
+
+
+class PlanStatus(StrEnum):
+    """A saved plan's status (state `plans.status`)."""
+
+    PLANNED = "planned"          # the latest plan: `apply` takes it
+    SUPERSEDED = "superseded"    # a newer plan was made
+    BLOCKED = "blocked"          # a guard stopped it (it can be sent with the guard allowed)
+    APPLYING = "applying"        # being sent, or the process stopped while it was
+    APPLIED = "applied"          # every sync went through
+    INCOMPLETE = "incomplete"    # sent, but not every row landed: plan again
+
+
+class RunStatus(StrEnum):
+    """One sync's run in an apply (state `runs.status`)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"          # some rows not delivered (pending)
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped (Ctrl-C, SIGTERM) or the process died
+
 PLAN_FORMAT_VERSION = 1  # of Plan.to_json; bumped only if a key changes meaning or goes away
 
 

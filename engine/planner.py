@@ -17,6 +17,7 @@ from engine.destinations.base import (
     Destination,
     Invalid,
     Item,
+    Op,
     PlanRow,
     Projection,
     Skip,
@@ -349,12 +350,12 @@ class PlanRows:
         out: list[PlanRowRecord] = []
         for row in chunk:
             old = row.old_row or {}
-            values = old if row.op == "removed" else (row.new_row or {})
+            values = old if row.op == Op.REMOVED else (row.new_row or {})
             unmapped = (tuple(f for f in sorted(self.unset_unmapped) if old.get(f) is not None)
-                        if row.op == "removed" else tuple(f for f in row.changed if f in self.unset_unmapped))
+                        if row.op == Op.REMOVED else tuple(f for f in row.changed if f in self.unset_unmapped))
             unknowns, waiting_since = pending.get(row.key, (0, None))
             result = destination.prepare(PlanRow(
-                key=row.key, op=row.op, values=values, old_values=old if row.op == "changed" else None,
+                key=row.key, op=row.op, values=values, old_values=old if row.op == Op.CHANGED else None,
                 changed=row.changed, unmapped=unmapped, replaces=row.replaces, uncertain=row.uncertain,
                 unknowns=unknowns, waiting_since=waiting_since, times=self.times))
             self._flag(row.key, result)
@@ -389,9 +390,11 @@ class PlanRows:
             if old_kept is not None and registered_secrets():
                 old_kept = scrub(old_kept)          # a value sent before the secret was registered
             out.append(PlanRowRecord(
-                self.plan_id, self.sync, self.seq_min + row.rn - 1, key, row.op, status, row.key in pending,
-                changed, new_hash, new_row, old_kept, item.channel if item else None,
-                item.item_json if item else None, item.data_points if item else 0, reason))
+                plan_id=self.plan_id, sync=self.sync, seq=self.seq_min + row.rn - 1, key=key, op=row.op,
+                status=status, retry=row.key in pending, changed=changed, new_hash=new_hash, new_row=new_row,
+                old_row=old_kept, channel=item.channel if item else None,
+                item=item.item_json if item else None, data_points=item.data_points if item else 0,
+                reason=reason))
         self.table.append(out)
 
     def summarise(self, project: Project, rendered: RenderedSync, destination: Destination,
@@ -479,11 +482,11 @@ class PlanRows:
         for op, key, changed, new_row, old_row, item, reason in rows:
             new, old = _loads(new_row) or {}, _loads(old_row) or {}
             values: dict[str, Any]
-            if op == "changed":
+            if op == Op.CHANGED:
                 values = {f: {"old": UNKNOWN_SHOWN if old.get(f) == UNKNOWN else old.get(f), "new": new.get(f)}
                           for f in changed}
             else:
-                values = {k: UNKNOWN_SHOWN if v == UNKNOWN else v for k, v in (new if op == "added" else old).items()}
+                values = {k: UNKNOWN_SHOWN if v == UNKNOWN else v for k, v in (new if op == Op.ADDED else old).items()}
             samples.setdefault(op, []).append(
                 {"key": key, "values": values, "payload": _loads(item), "note": reason})
         return samples
@@ -511,10 +514,10 @@ def _holding_secrets(row: diff.DeltaRow, item: Any) -> list[str]:
 
 def _old_kept(row: diff.DeltaRow) -> str | None:
     """What a plan keeps of the old row (see diff.prepare_rows): changed fields' old values, or all of a removed row."""
-    if row.op == "changed":
+    if row.op == Op.CHANGED:
         old = row.old_row or {}
         return json.dumps({f: old.get(f) for f in row.changed}, ensure_ascii=False, separators=(",", ":"))
-    return row.old_row_json if row.op == "removed" else None
+    return row.old_row_json if row.op == Op.REMOVED else None
 
 
 def _without(row: diff.DeltaRow, fields: Sequence[str], values: dict[str, Any] | None = None) -> str:
@@ -524,7 +527,7 @@ def _without(row: diff.DeltaRow, fields: Sequence[str], values: dict[str, Any] |
     old = row.old_row or {}
     for field in fields:
         if field in values:
-            if row.op == "changed" and field in old:
+            if row.op == Op.CHANGED and field in old:
                 values[field] = old[field]
             else:
                 del values[field]

@@ -43,13 +43,11 @@ from engine.errors import (
     StateGoneError,
     scrub,
 )
-from engine.plan import GuardResult, Plan, SyncPlan
+from engine.plan import UNKNOWN_REASON, UNRECORDED_REASON, GuardResult, Plan, PlanStatus, RunStatus, SyncPlan
 from engine.specs import SyncSpec
 from engine.state import State, new_id
 from engine.state.plan_rows import SyncRows
 from engine.state.runs import (
-    UNKNOWN_REASON,
-    UNRECORDED_REASON,
     Outcomes,
     bump_version,
     move_frontier,
@@ -134,11 +132,11 @@ ApplyProgress = Callable[[str, int, int, int], None]     # sync, rows done, rows
 def check_plan(state: State, plan: Plan, current: dict[str, str]) -> None:
     """Refuse a plan that is applied, superseded or stale (the snapshot, the spec, the model's definition
     or the destination moved since it was made): `current` is each sync's fingerprint now."""
-    if plan.status == "applied":
+    if plan.status == PlanStatus.APPLIED:
         raise PlanError(f"plan {plan.plan_id} was already applied; run `reflow plan` again")
-    if plan.status == "applying":
+    if plan.status == PlanStatus.APPLYING:
         raise PlanError(f"plan {plan.plan_id} was interrupted while applying; plan is stale, run `reflow plan` again")
-    if plan.status == "superseded":
+    if plan.status == PlanStatus.SUPERSEDED:
         raise PlanError(f"plan {plan.plan_id} was superseded by a newer plan; plan is stale, run `reflow plan` again")
     for s in plan.syncs:
         st = state.sync(s.name)
@@ -162,7 +160,7 @@ def ready_to_send(state: State, plan: Plan, current: dict[str, str], allow_guard
     try:
         require_unblocked(plan, allow_guards)
     except GuardError:
-        state.set_plan_status(plan.plan_id, "blocked")
+        state.set_plan_status(plan.plan_id, PlanStatus.BLOCKED)
         raise
 
 
@@ -222,7 +220,7 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
                  destination_for: Callable[[SyncSpec], Destination], result: ApplyResult,
                  stop: threading.Event, progress: ApplyProgress | None, allow_guards: Sequence[str]) -> None:
     blocked = blocked_syncs(plan, allow_guards)
-    state.set_plan_status(plan.plan_id, "applying")
+    state.set_plan_status(plan.plan_id, PlanStatus.APPLYING)
     for sp in sorted(plan.syncs, key=lambda s: s.apply_rank):
         if stop.is_set():
             result.interrupted = True
@@ -258,7 +256,7 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
             finally:
                 destination.close()
         except (StateGoneError, RemoteStateError) as exc:   # recorded in the file this process has open
-            state.finish_run(outcome.run_id, "failed", exc.message)     # (rescued, or kept in the working copy)
+            state.finish_run(outcome.run_id, RunStatus.FAILED, exc.message)     # (rescued, or kept in the working copy)
             raise
         except DestinationError as exc:
             outcome.error = exc.message
@@ -272,19 +270,19 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
             # run sends again; the run ends failed with that reason when the state takes a last small write
             message = f"{problem.message}. {_in_flight(sp, outcome)}"
             with contextlib.suppress(Exception):
-                state.recover(status="failed", message=message, reason=UNRECORDED_REASON)
+                state.recover(status=RunStatus.FAILED, message=message, reason=UNRECORDED_REASON)
             raise StateError(message) from exc
         outcome.seconds = time.monotonic() - started
         if stop.is_set():
             result.interrupted = True
-        status = "failed" if outcome.error else "interrupted" if stop.is_set() else (
-            "partial" if outcome.undelivered else "succeeded")
+        status = RunStatus.FAILED if outcome.error else RunStatus.INTERRUPTED if stop.is_set() else (
+            RunStatus.PARTIAL if outcome.undelivered else RunStatus.SUCCEEDED)
         state.finish_run(outcome.run_id, status, scrub_or_none(outcome.error or outcome.reason))
         state.publish()
     # a plan is applied once every sync in it went through; otherwise it can be applied again for the
     # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
     done = not result.interrupted and not any(o.error or o.blocked for o in result.syncs)
-    state.set_plan_status(plan.plan_id, "applied" if done else "incomplete")
+    state.set_plan_status(plan.plan_id, PlanStatus.APPLIED if done else PlanStatus.INCOMPLETE)
 
 
 def scrub_or_none(text: str | None) -> str | None:

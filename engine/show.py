@@ -10,14 +10,14 @@ and never shown.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from engine import strict_json
 from engine.errors import UserError
 from engine.plan import INVALID, REHASH, Plan, SyncPlan
 from engine.state import State
-from engine.state.plan_rows import SyncRows
+from engine.state.plan_rows import ShownRow, SyncRows
 
 KINDS = ("added", "changed", "removed", "invalid", "retry")
 FIRST_WINDOW = 4096
@@ -92,7 +92,7 @@ def iter_plan_rows(state: State, plan: Plan, *, sync: str | None = None, op: str
             if remaining is not None:
                 remaining -= len(batch)
             if len(batch) == cap and (remaining is None or remaining > 0):
-                start = int(batch[-1][1]) + 1          # the window had more: continue after the last row
+                start = int(batch[-1].seq) + 1          # the window had more: continue after the last row
                 continue
             start = end
             window = min(window * 8, 1 << 22) if remaining is not None else max(window, EXPORT_CHUNK * 4)
@@ -116,8 +116,10 @@ def count_rows(state: State, plan: Plan, *, sync: str | None = None, op: str | N
     return total
 
 
-def row_dict(r: Sequence[Any]) -> dict[str, Any]:
-    sync, _seq, key, op, status, retry, changed, new_row, old_row, channel, item, data_points, reason = r
+def row_dict(r: ShownRow) -> dict[str, Any]:
+    sync, key, op, status, retry, changed, new_row, old_row = (
+        r.sync, r.key, r.op, r.status, r.retry, r.changed, r.new_row, r.old_row)
+    channel, item, data_points, reason = r.channel, r.item, r.data_points, r.reason
     new = json.loads(new_row) if new_row else None
     old = json.loads(old_row) if old_row else None
     changed = list(changed or [])

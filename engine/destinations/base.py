@@ -119,7 +119,7 @@ class PlanRow:
     """
 
     key: str
-    op: str
+    op: Op
     values: Mapping[str, Any]
     old_values: Mapping[str, Any] | None = None
     changed: tuple[str, ...] = ()

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, SyncPlan
+from engine.destinations.base import Op
+from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, RowStatus, SyncPlan
 from engine.sql import sql_str
 from engine.state.store import DB
 
 TABLE = f"{DB}.plan_rows"
-SHOWN = "sync, seq, key, op, status, retry, changed, new_row, old_row, channel, item, data_points, reason"
 LOCAL = f"('{SKIP}', '{REHASH}', '{BASELINE}')"        # statuses recorded without sending
 
 
@@ -29,8 +29,8 @@ class PlanRowRecord(NamedTuple):
     sync: str
     seq: int
     key: str
-    op: str                     # added | changed | removed (diff.Op)
-    status: str                 # plan.RowStatus
+    op: Op
+    status: RowStatus
     retry: bool                 # pending before this plan
     changed: list[str]
     new_hash: int | None
@@ -40,6 +40,30 @@ class PlanRowRecord(NamedTuple):
     item: str | None            # the exact payload object (JSON)
     data_points: int
     reason: str | None
+
+
+COLUMNS = ", ".join(PlanRowRecord._fields)
+
+
+class ShownRow(NamedTuple):
+    """A plan row as `show` and the reports browse it (`SyncRows.shown`)."""
+
+    sync: str
+    seq: int
+    key: str
+    op: str
+    status: str
+    retry: bool
+    changed: list[str] | None
+    new_row: str | None
+    old_row: str | None
+    channel: str | None
+    item: str | None
+    data_points: int
+    reason: str | None
+
+
+SHOWN = ", ".join(ShownRow._fields)
 
 
 class RowTotals(NamedTuple):
@@ -90,14 +114,14 @@ class SyncRows:
         """INSERT one record per row of `source` matching `where`: `values` gives the SQL of each column
         but plan_id and sync (every one of them: a missing column is a bug, not a NULL)."""
         exprs = ", ".join(["?", "?", *(f"({values[name]})" for name in PlanRowRecord._fields[2:])])
-        self.con.execute(f"INSERT INTO {TABLE} SELECT {exprs} FROM {source} WHERE {where}",
+        self.con.execute(f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {exprs} FROM {source} WHERE {where}",
                          [self.plan_id, self.sync, *params])
 
     def append(self, records: Sequence[PlanRowRecord]) -> None:
         if not records:
             return
         cols = list(zip(*records, strict=True))
-        self.con.execute(f"INSERT INTO {TABLE} SELECT {', '.join('unnest(?)' for _ in cols)}",
+        self.con.execute(f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {', '.join('unnest(?)' for _ in cols)}",
                          [list(c) for c in cols])
 
     def not_written(self, rn: str) -> str:
@@ -254,12 +278,12 @@ class SyncRows:
     # ------------------------------------------------------------------ browsing (show, reports)
 
     def shown(self, clauses: Sequence[str], params: Sequence[Any], start: int, end: int,
-              limit: int) -> list[tuple[Any, ...]]:
-        """Up to `limit` rows with seq in [start, end) matching `clauses`, in seq order (columns: SHOWN)."""
+              limit: int) -> list[ShownRow]:
+        """Up to `limit` rows with seq in [start, end) matching `clauses`, in seq order."""
         where, own = self.where()
-        return self.con.execute(
+        return [ShownRow(*r) for r in self.con.execute(
             f"SELECT {SHOWN} FROM {TABLE} WHERE seq >= ? AND seq < ? AND {where} AND {' AND '.join(clauses)} "
-            f"ORDER BY seq LIMIT {int(limit)}", [start, end, *own, *params]).fetchall()
+            f"ORDER BY seq LIMIT {int(limit)}", [start, end, *own, *params]).fetchall()]
 
     def count(self, clauses: Sequence[str], params: Sequence[Any]) -> int:
         where, own = self.where()

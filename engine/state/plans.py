@@ -10,17 +10,17 @@ import json
 from datetime import datetime
 
 from engine.errors import PlanError
-from engine.plan import Counts, FieldStat, GuardResult, Plan, SyncFailure, SyncPlan, ValueWarning
+from engine.plan import Counts, FieldStat, GuardResult, Plan, PlanStatus, SyncFailure, SyncPlan, ValueWarning
 from engine.state.store import DB, State
 
 
 def save_plan(state: State, plan: Plan, created_by: str = "reflow") -> None:
     """Record `plan` (its rows are written already) as the latest, superseding the one planned before."""
     with state.transaction() as con:
-        con.execute(f"UPDATE {DB}.plans SET status = 'superseded' WHERE status = 'planned'")
+        con.execute(f"UPDATE {DB}.plans SET status = ? WHERE status = ?", [PlanStatus.SUPERSEDED, PlanStatus.PLANNED])
         con.execute(f"INSERT INTO {DB}.plans (plan_id, created_at, status, created_by, seq) "
-                    f"SELECT ?, ?, 'planned', ?, coalesce(max(seq), 0) + 1 FROM {DB}.plans",
-                    [plan.plan_id, plan.created_at, created_by])
+                    f"SELECT ?, ?, ?, ?, coalesce(max(seq), 0) + 1 FROM {DB}.plans",
+                    [plan.plan_id, plan.created_at, PlanStatus.PLANNED, created_by])
         for s in plan.syncs:
             con.execute(
                 f"INSERT INTO {DB}.plan_syncs (plan_id, sync, snapshot_version, fingerprint, counts, estimate, "

@@ -11,13 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.plan import SEND, SKIP
+from engine.plan import REJECTED_REASON, SEND, SKIP, UNKNOWN_REASON
 from engine.state.plan_rows import LOCAL, TABLE, SyncRows
 from engine.state.store import DB, State, now
-
-UNKNOWN_REASON = "outcome unknown: "
-UNRECORDED_REASON = f"{UNKNOWN_REASON}the state file could not record the outcome (full disk?); it may have been sent"
-REJECTED_REASON = "rejected: "      # `reflow status` counts these apart from the other pending rows
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ import duckdb
 
 from engine import __version__
 from engine.errors import LockError, RemoteStateError, StateError, StateGoneError
+from engine.plan import KILLED_REASON, REJECTED_REASON, SEND, PlanStatus, RunStatus
 from engine.sql import first_line, json_path, sql_str
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
@@ -487,7 +488,7 @@ class State:
                     f"{rows} AND p.op = 'added'", [name])
         return n
 
-    def recover(self, *, status: str = "interrupted", message: str | None = None,
+    def recover(self, *, status: str = RunStatus.INTERRUPTED, message: str | None = None,
                 reason: str | None = None) -> int:
         """After a crash: runs still `running` belong to a dead process (a writer holds the lock).
         Their plan rows that may have been sent (up to the run's frontier) and have no recorded outcome
@@ -496,7 +497,8 @@ class State:
         cannot write recovers its own run at once: `status` failed, its `message`, the rows' `reason`."""
         if self.empty:
             return 0
-        dead = self.con.execute(f"SELECT run_id, plan_id, sync FROM {DB}.runs WHERE status = 'running'").fetchall()
+        dead = self.con.execute(f"SELECT run_id, plan_id, sync FROM {DB}.runs WHERE status = ?",
+                                [RunStatus.RUNNING]).fetchall()
         # a remote state downloaded here: a dead run (on another machine) may have sent past the frontier
         # of its last upload, so every row of its plan counts as possibly sent
         whole_plan = bool(self._remote is not None and self._remote.downloaded)
@@ -506,13 +508,12 @@ class State:
                                     [plan_id, sync]).fetchone()
             append_only = bool(info and json.loads(info[0] or "{}").get("append_only"))
             with self.transaction():
-                reason = reason or ("outcome unknown: the process ended during the send (killed, or the machine "
-                                    "stopped); it may have been sent")
+                reason = reason or KILLED_REASON
                 # the rows it may have sent are pending (planned again as retries) with why
                 self.con.execute(
                     f"""INSERT INTO {DB}.pending (sync, key, reason, run_id, at_time, unknowns)
                         SELECT p.sync, p.key, ?, ?, ?, 1 FROM {DB}.plan_rows AS p
-                        WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
+                        WHERE p.plan_id = ? AND p.sync = ? AND p.status = '{SEND}'
                           AND (? OR p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?))
                           AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
                           AND p.key NOT IN (SELECT key FROM {DB}.pending WHERE sync = ?)""",
@@ -521,7 +522,7 @@ class State:
                     row = self.con.execute(
                         f"""INSERT INTO {DB}.uncertain
                             SELECT p.plan_id, p.sync, p.seq FROM {DB}.plan_rows AS p
-                            WHERE p.plan_id = ? AND p.sync = ? AND p.status = 'send'
+                            WHERE p.plan_id = ? AND p.sync = ? AND p.status = '{SEND}'
                               AND (? OR p.seq <= (SELECT coalesce(max(seq), -1) FROM {DB}.frontier WHERE run_id = ?))
                               AND p.seq NOT IN (SELECT seq FROM {DB}.acks WHERE plan_id = ? AND sync = ?)
                               AND p.seq NOT IN (SELECT seq FROM {DB}.uncertain WHERE plan_id = ? AND sync = ?)
@@ -688,8 +689,8 @@ class State:
         """Pending rows Braze rejected (their reason starts 'rejected: '); the others were not delivered."""
         if self.empty:
             return 0
-        row = self.con.execute(f"SELECT count(*) FROM {DB}.pending WHERE sync = ? AND starts_with(reason, 'rejected: ')",
-                               [sync]).fetchone()
+        row = self.con.execute(f"SELECT count(*) FROM {DB}.pending WHERE sync = ? AND starts_with(reason, ?)",
+                               [sync, REJECTED_REASON]).fetchone()
         return int(row[0]) if row else 0
 
     # ---------------------------------------------------------------- plans
@@ -705,7 +706,7 @@ class State:
         return row[0] if row else None
 
     def set_plan_status(self, plan_id: str, status: str) -> None:
-        applied = now() if status == "applied" else None
+        applied = now() if status == PlanStatus.APPLIED else None
         self.con.execute(f"UPDATE {DB}.plans SET status = ?, applied_at = coalesce(?, applied_at) WHERE plan_id = ?",
                          [status, applied, plan_id])
 
@@ -723,7 +724,8 @@ class State:
         self.con.execute(
             f"INSERT INTO {DB}.runs (run_id, plan_id, sync, started_at, finished_at, status, acknowledged, rejected, "
             "not_attempted, skipped, requests, data_points, pid, message, seq) "
-            f"SELECT ?, ?, ?, ?, NULL, 'running', 0, 0, 0, 0, 0, 0, ?, NULL, coalesce(max(seq), 0) + 1 FROM {DB}.runs",
+            f"SELECT ?, ?, ?, ?, NULL, '{RunStatus.RUNNING}', 0, 0, 0, 0, 0, 0, ?, NULL, coalesce(max(seq), 0) + 1 "
+            f"FROM {DB}.runs",
             [run_id, plan_id, sync, now(), os.getpid()],
         )
 

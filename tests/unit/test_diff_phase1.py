@@ -74,5 +74,9 @@ def test_a_delta_runs_its_phases_in_order_and_drops_its_scratch_relations(con):
             next(d.stream_marked())
         assert d.mark("r.__op = 'removed'") == 1
         assert [[r.key for r in chunk] for chunk in d.stream_marked()] == [["k4"]]
+        with pytest.raises(RuntimeError, match="already open"):
+            diff.Delta(con, sync="other")    # its scratch tables would be this one's
     scratch = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'reflow_%'").fetchall()
     assert scratch == []                     # dropped on leaving the block
+    with diff.Delta(con, sync="s") as again:     # closed: the connection takes a new one
+        assert again.compare(SOURCE, COLUMNS, "id", "snap").total == 9
