@@ -322,20 +322,16 @@ def warning(message: str) -> None:
     err.print(escape(f"warning: {message}"), style="yellow" if err.is_terminal else None)
 
 
+def table_block(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> TableBlock:
+    """The one table of dict rows: numbers (not booleans, which read yes/no) right-aligned."""
+    right = tuple(all(r.get(c) is None or (isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool))
+                      for r in rows) for c in columns)
+    return TableBlock(tuple(columns), tuple(tuple(_cell(r.get(c)) for c in columns) for r in rows), right, indent=0)
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[str]:
-    if not rows:
-        return ["(none)"]
-    widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
-    numeric = {c: all(isinstance(r.get(c), int | float) or r.get(c) is None for r in rows) for c in columns}
-
-    def fmt(cells: dict[str, str]) -> str:
-        return "  ".join(cells[c].rjust(widths[c]) if numeric[c] else cells[c].ljust(widths[c])
-                         for c in columns).rstrip()
-
-    lines = [fmt({c: c for c in columns})]
-    for r in rows:
-        lines.append(fmt({c: _cell(r.get(c)) for c in columns}))
-    return lines
+    """The table as plain lines ("(none)" without rows)."""
+    return blocks_text([table_block(rows, columns)]) if rows else ["(none)"]
 
 
 def _cell(value: Any) -> str:
@@ -349,13 +345,11 @@ def _cell(value: Any) -> str:
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """The table on the terminal (a rich table there, else the plain lines)."""
     if not rows:
         print_lines(["(none)"])
         return
-    numeric = {c: all(isinstance(r.get(c), int | float) and not isinstance(r.get(c), bool) or r.get(c) is None
-                      for r in rows) for c in columns}
-    print_blocks([TableBlock(tuple(columns), tuple(tuple(_cell(r.get(c)) for c in columns) for r in rows),
-                             tuple(numeric[c] for c in columns), indent=0)])
+    print_blocks([table_block(rows, columns)])
 
 
 # ------------------------------------------------------------------------------------------ progress

@@ -105,3 +105,11 @@ def test_line_progress_is_quiet_for_short_runs_and_periodic_for_long_ones():
 
 def test_compact_numbers():
     assert [console.compact(x) for x in (999, 1000, 9624, 9_600_000)] == ["999", "1k", "9.6k", "9.6M"]
+
+
+def test_one_table_renderer_booleans_read_yes_no_left_aligned_numbers_right() -> None:
+    rows = [{"sync": "a", "rows": 5, "blocked": True}, {"sync": "bb", "rows": 12345, "blocked": False}]
+    lines = console.table(rows, ["sync", "rows", "blocked"])
+    assert lines == ["sync    rows  blocked", "a          5  yes", "bb    12,345  no"]
+    block = console.table_block(rows, ["sync", "rows", "blocked"])
+    assert block.right == (False, True, False)       # print_table renders this same block
