@@ -372,63 +372,17 @@ def _init(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from engine import console
+    from engine.planner import check_model_columns, run_models
 
     ctx = Context(args)
     syncs = ctx.syncs()
-    check_model_columns(ctx, syncs)
-    rows = run_models(ctx, syncs)
+    warehouse = ctx.warehouse()
+    check_model_columns(ctx.project, syncs, warehouse)
+    rows = run_models(ctx.project, syncs, warehouse, ctx.destination_for(need_key=False))
     console.print_lines([f"OK: {ctx.project.file} and {len(syncs)} sync(s) are valid; every model renders, "
                          f"returns the columns its sync names and runs to its end ({rows:,} rows, keys unique "
                          "and not null)."])
     return 0
-
-
-def check_model_columns(ctx: Context, syncs: Sequence[Any]) -> None:
-    import duckdb
-
-    from engine import diff
-    from engine.planner import render_sync
-    from engine.specs import check_columns
-
-    warehouse = ctx.warehouse()
-    con = duckdb.connect(":memory:")
-    try:
-        def columns_of(sync: Any) -> list[str]:
-            rendered = render_sync(ctx.project, sync, warehouse)
-            relation = warehouse.relation(con, rendered.sql, model=sync.model)
-            return [c.name for c in diff.describe(con, relation, model=rendered.model, sync=sync.name)]
-
-        check_columns(syncs, columns_of)
-    finally:
-        con.close()
-
-
-def run_models(ctx: Context, syncs: Sequence[Any]) -> int:
-    """Run every sync's model to its end as `plan` would (planner.run_model), writing nothing; every
-    failing sync is reported at once. Returns the rows read."""
-    import duckdb
-
-    from engine.planner import render_sync, run_model
-
-    warehouse = ctx.warehouse()
-    destination_for = ctx.destination_for(need_key=False)
-    failures: list[str] = []
-    rows = 0
-    con = duckdb.connect(":memory:")
-    try:
-        for sync in syncs:
-            destination = destination_for(sync)
-            try:
-                rows += run_model(con, render_sync(ctx.project, sync, warehouse), warehouse, destination)
-            except UserError as exc:
-                failures.append(exc.message)
-            finally:
-                destination.close()
-    finally:
-        con.close()
-    if failures:
-        raise UserError("\n".join(failures))
-    return rows
 
 
 def _compile(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
+
 from engine import diff
 from engine.destinations.base import (
     Destination,
@@ -24,7 +26,7 @@ from engine.destinations.base import (
     SqlItems,
     is_time_type,
 )
-from engine.errors import PlanError, ReflowError, contains_secret, registered_secrets, scrub
+from engine.errors import PlanError, ReflowError, UserError, contains_secret, registered_secrets, scrub
 from engine.plan import (
     BASELINE,
     DROPPED,
@@ -235,6 +237,44 @@ def run_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destinatio
     source = diff.projected(model.relation, model.projection.fields, sync.primary_key, model.projection.constants)
     return diff.check_keys(con, source, ", ".join(sync.primary_key), sync=sync.name, model=rendered.model,
                            columns=model.fields)
+
+
+def check_model_columns(project: Project, syncs: Sequence[SyncSpec], warehouse: Warehouse) -> None:
+    """`validate`'s first check: every sync's model renders and has the columns its spec names (the
+    queries are planned, not run); every problem of every sync at once, located."""
+    con = duckdb.connect(":memory:")
+    try:
+        def columns_of(sync: SyncSpec) -> list[str]:
+            rendered = render_sync(project, sync, warehouse)
+            relation = warehouse.relation(con, rendered.sql, model=sync.model)
+            return [c.name for c in diff.describe(con, relation, model=rendered.model, sync=sync.name)]
+
+        check_columns(syncs, columns_of)
+    finally:
+        con.close()
+
+
+def run_models(project: Project, syncs: Sequence[SyncSpec], warehouse: Warehouse,
+               destination_for: DestinationFor) -> int:
+    """`validate`'s second check: every sync's model run to its end as `plan` would (`run_model`), writing
+    nothing; every failing sync is reported at once. Returns the rows read."""
+    failures: list[str] = []
+    rows = 0
+    con = duckdb.connect(":memory:")
+    try:
+        for sync in syncs:
+            destination = destination_for(sync)
+            try:
+                rows += run_model(con, render_sync(project, sync, warehouse), warehouse, destination)
+            except UserError as exc:
+                failures.append(exc.message)
+            finally:
+                destination.close()
+    finally:
+        con.close()
+    if failures:
+        raise UserError("\n".join(failures))
+    return rows
 
 
 @dataclass(frozen=True)
