@@ -335,16 +335,15 @@ class PlanRows:
         """Count the problems of one row's result that name a value the destination would mangle
         (a `destinations.base.Reason` with a `kind`)."""
         if isinstance(result, Invalid):
-            problems, action = result.problems or (result.reason,), "invalid"
+            problems, action = result.problems, "invalid"
         elif isinstance(result, Item):
             problems, action = result.dropped, "left out"
         else:
             return
         for problem in problems:
-            kind = getattr(problem, "kind", None)
-            if not kind:
+            if not problem.kind:
                 continue
-            entry = self.flagged.setdefault((kind, getattr(problem, "field", ""), action), [0, key, str(problem)])
+            entry = self.flagged.setdefault((problem.kind, problem.field, action), [0, key, str(problem)])
             entry[0] += 1
 
     def warnings(self) -> tuple[ValueWarning, ...]:
@@ -411,7 +410,7 @@ class PlanRows:
                 # no hash, so the next plan looks at the row again (the bad value stays flagged until fixed);
                 # nor do they change in Braze (the plan's field counts and diffs leave them out)
                 reason = DROPPED + "; ".join(item.dropped)
-                left_out = [getattr(d, "field", None) or d.split(":", 1)[0] for d in item.dropped]
+                left_out = [d.field for d in item.dropped]
                 new_row, new_hash = _without(row, left_out), None
                 changed = [f for f in changed if f not in left_out]
             if item is not None and item.note:

@@ -146,7 +146,7 @@ class Item:
     channel: str
     item_json: str
     data_points: int = 0
-    dropped: tuple[str, ...] = ()       # fields left out because the destination would refuse them (why;
+    dropped: tuple[Reason, ...] = ()    # fields left out because the destination would refuse them (why;
                                         # a `Reason` names the field)
     kept: tuple[str, ...] = ()          # changed fields not sent by choice (nulls: skip): Braze keeps the old value
     note: str | None = None             # sent, with something the user should know (`reflow errors` lists it)
@@ -176,7 +176,7 @@ class Reason(str):
 @dataclass(frozen=True)
 class Invalid:
     reason: str
-    problems: tuple[str, ...] = field(default=(), compare=False)   # each problem, when `reason` joins several
+    problems: tuple[Reason, ...] = field(default=(), compare=False)   # each problem, when `reason` joins several
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,7 @@ class UsersPayloads:
             if not attrs:
                 return Skip("no mapped field to unset")
         # one value Braze would refuse drops that field, not the row: the others are sent
-        dropped: list[str] = []
+        dropped: list[Reason] = []
         for field, value in list(attrs.items()):
             if field == "country":
                 attrs[field] = value = validate.country(value)
