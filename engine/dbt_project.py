@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from engine.errors import ProjectError, register_secret
+from engine.sql import first_line
 from engine.templates import TemplateProblem, env_var, env_vars_read, is_template, render_text
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def _load(path: Path, what: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"cannot read {what} {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ProjectError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ProjectError(f"{path}: not valid YAML: {first_line(exc)}") from None
     return data if isinstance(data, dict) else {}
 
 

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from engine.formatting import whole_or_one
+
 
 class RowStatus(StrEnum):
     """A plan row's status (a str: compares equal to the text stored in `plan_rows.status`)."""
@@ -81,7 +83,7 @@ class GuardResult:
     def describe(self) -> str:
         verdict = "BLOCKED" if self.blocked else "passed"
         unit = "%" if self.name.endswith("_pct") else ""
-        return f"{self.name}: {_num(self.actual)}{unit} (limit {_num(self.limit)}{unit}) {verdict}"
+        return f"{self.name}: {whole_or_one(self.actual)}{unit} (limit {whole_or_one(self.limit)}{unit}) {verdict}"
 
 
 @dataclass(frozen=True)
@@ -280,5 +282,3 @@ class Plan:
         }
 
 
-def _num(value: float) -> str:
-    return f"{value:,.1f}" if isinstance(value, float) and not value.is_integer() else f"{int(value):,}"

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import duckdb
 
+from engine.errors import WarehouseError
+from engine.sql import first_line, quote, sql_str
+
 if TYPE_CHECKING:
     from engine.models import RenderedModel
     from engine.project import Project
@@ -36,3 +39,11 @@ class Warehouse(Protocol):
         "" when the rendered SQL already says it all (a Reflow model on DuckDB)."""
 
     def close(self) -> None: ...
+
+
+def attach_read_only(con: duckdb.DuckDBPyConnection, path: object, alias: str, *, what: str, hint: str) -> None:
+    """ATTACH a DuckDB file read-only as `alias`; a failure names `what` and ends with `hint`."""
+    try:
+        con.execute(f"ATTACH {sql_str(str(path))} AS {quote(alias)} (READ_ONLY)")
+    except duckdb.Error as exc:
+        raise WarehouseError(f"cannot open {what}: {first_line(exc)} ({hint})") from exc

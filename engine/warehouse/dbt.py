@@ -33,6 +33,7 @@ from engine.errors import ProjectError, RenderError, WarehouseError, contains_se
 from engine.models import RenderedModel, render_model
 from engine.project import PROJECT_FILE, Project
 from engine.sql import quote
+from engine.warehouse.base import attach_read_only
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
 
@@ -369,11 +370,7 @@ class DbtWarehouse:
             if not file.exists():
                 raise WarehouseError(f"the DuckDB file of dbt target '{self.dbt.target}' ({file}) does not exist; "
                                      "build the dbt project first (`dbt build`, or pass --dbt-build)")
-            try:
-                con.execute(f"ATTACH '{str(file).replace(chr(39), chr(39) * 2)}' AS {quote(alias)} (READ_ONLY)")
-            except duckdb.Error as exc:
-                raise WarehouseError(f"cannot open {file}: {str(exc).splitlines()[0]} "
-                                     "(is dbt writing to it right now?)") from exc
+            attach_read_only(con, file, alias, what=str(file), hint="is dbt writing to it right now?")
 
     def relation(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> str:
         built = [n for n in self.manifest().relations_in(sql) if n.resource_type in REFABLE]

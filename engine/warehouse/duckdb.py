@@ -11,6 +11,7 @@ from engine.errors import WarehouseError
 from engine.models import RenderedModel, render_model
 from engine.project import Project
 from engine.sql import quote
+from engine.warehouse.base import attach_read_only
 from engine.warehouse.guard import check_model_sql
 
 if TYPE_CHECKING:
@@ -43,14 +44,8 @@ class DuckDBWarehouse:
         attached = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
         if self.name in attached:
             return
-        path = str(self.path).replace("'", "''")
-        try:
-            con.execute(f"ATTACH '{path}' AS {quote(self.name)} (READ_ONLY)")
-        except duckdb.Error as exc:
-            raise WarehouseError(
-                f"cannot open warehouse {self._display}: {str(exc).splitlines()[0]} "
-                "(is another process writing to it?)"
-            ) from exc
+        attach_read_only(con, self.path, self.name, what=f"warehouse {self._display}",
+                         hint="is another process writing to it?")
         con.execute(f"USE {quote(self.name)}")
 
     def relation(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> str:
