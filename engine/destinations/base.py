@@ -24,11 +24,12 @@ acknowledged" without building a result object per row.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, overload
+from typing import Any, overload
 
 
 class Op(StrEnum):
@@ -276,20 +277,23 @@ class Estimate:
         return sum(self.requests.values())
 
 
-class Destination(Protocol):
-    """What the planner and the runner ask of a destination. Implementations subclass it (the methods
-    with a body are defaults)."""
+class Destination(ABC):
+    """What the planner and the runner ask of a destination. Implementations subclass it: the abstract
+    methods are required (a subclass missing one cannot be created), the others are defaults."""
 
     capabilities: Capabilities
 
+    @abstractmethod
     def project(self, columns: Sequence[str]) -> Projection:
         """Fix the sync's projection for a model returning `columns` (in order); prepare() and
         sql_items() then read rows keyed by its fields. Raises SpecError when the columns cannot be
         mapped (e.g. an automatically mapped column whose name Braze reserves)."""
 
+    @abstractmethod
     def identity(self) -> Mapping[str, str]:
         """Where this sync's rows go: a change of any value means a new destination."""
 
+    @abstractmethod
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         """Build and validate the payload for one plan row (no network)."""
 
@@ -307,18 +311,24 @@ class Destination(Protocol):
     def plan_totals(self, totals: Mapping[Any, int]) -> None:
         """The model's rows per value of `group_field` (all rows under None when it is None), before
         prepare(), for plan_notes()."""
+        return None
 
+    @abstractmethod
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""
 
+    @abstractmethod
     def batch_limits(self, channel: str) -> tuple[int, int]:
         """(objects per request, bytes of the items joined with commas) for one channel."""
 
+    @abstractmethod
     def batches(self, channel: str, rows: Iterable[tuple[str, str]]) -> Iterator[Batch]:
         """Group (key, item_json) rows of one channel into requests within the limits."""
 
+    @abstractmethod
     def send(self, batch: Batch) -> Sequence[RowResult]:
         """Send one batch; one result per position of `batch.keys` (`AllAcknowledged` when every
         row was). Raises DestinationError for fatal refusals."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:  # noqa: B027 - a default: most destinations hold nothing to release
+        """Release what send() opened (connections, threads)."""
