@@ -21,6 +21,7 @@ NOUNS = {
     "catalog_items": ("catalog item", "catalog items", "add"),
     "subscription_groups": ("subscription state", "subscription states", "set"),
     "user_deletes": ("Braze user", "Braze users", "delete"),
+    "cohorts": ("cohort member", "cohort members", "add"),
 }
 
 
