@@ -9,9 +9,11 @@ import pytest
 
 from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
 from engine.destinations.braze.client import FATAL, OK, RETRY, ROW_ERRORS, SPLIT, sort_response
+from engine.destinations.braze.destination import make_destination
 from engine.destinations.braze.endpoints import COHORT_GROUP, COHORT_LIMIT, channel_info
 from engine.destinations.braze.payloads import build_payloads
 from engine.errors import SpecError
+from engine.project import ConnectionConfig
 from engine.specs import CohortSpec, DestinationSpec, Identifier, SyncSpec
 
 JSON = {"content-type": "application/json"}
@@ -124,3 +126,16 @@ def test_the_member_and_cohort_columns_must_be_part_of_the_primary_key(cohort: d
     with pytest.raises(SpecError) as err:
         build_payloads(sync)
     assert any(p.path == path and "must be part of primary_key" in p.message for p in err.value.problems)
+
+
+def test_a_member_column_named_otherwise_than_its_identifier_is_planned() -> None:
+    """The payload rules read the projected spec, whose key names the fields reading the key's columns:
+    a member column `customer_id` (the field `external_id`) is part of the key."""
+    sync = SyncSpec("s", "m", ("customer_id", "tier"), DestinationSpec(
+        "braze", "cohorts", identifier=Identifier("external_id", "customer_id"),
+        cohort=CohortSpec("attribute", id=None, id_column="tier", attribute="warehouse_cohorts")))
+    dest = make_destination(ConnectionConfig(name="braze", endpoint="http://127.0.0.1:9"), None, sync)
+    found = dest.project(["customer_id", "tier"])
+    assert found.identity == ("external_id", "cohort_id")
+    result = dest.prepare(PlanRow("1", ADDED, {"external_id": "u1", "cohort_id": "gold"}))
+    assert isinstance(result, Item) and json.loads(result.item_json)["warehouse_cohorts"] == {"add": ["gold"]}

@@ -138,6 +138,12 @@ def projected_spec(sync: SyncSpec, projection: Projection) -> SyncSpec:
     d = sync.destination
     field_of = {f: f for f, _ in projection.fields}
     changes: dict[str, object] = {}
+    # the key too: a key column some field reads is named by that field (cohorts check that the member's
+    # field is part of the key); a column no field reads stays as it is
+    reading: dict[str, list[str]] = {}
+    for f, column in projection.fields:
+        reading.setdefault(column, []).append(f)
+    key = tuple(dict.fromkeys(f for c in sync.primary_key for f in reading.get(c, [c])))
     if d.identifier is not None:
         changes["identifier"] = Identifier(d.identifier.kind, d.identifier.kind, d.identifier.alias_label)
     if d.object == "users":
@@ -169,7 +175,8 @@ def projected_spec(sync: SyncSpec, projection: Projection) -> SyncSpec:
         s = d.subscription
         changes["subscription"] = SubscriptionSpec(
             state=STATE_FIELD, group_id=s.group_id, group_id_column=GROUP_FIELD if s.group_id_column else None)
-    return dataclasses.replace(sync, destination=dataclasses.replace(d, **changes))  # type: ignore[arg-type]
+    return dataclasses.replace(sync, primary_key=key,
+                               destination=dataclasses.replace(d, **changes))  # type: ignore[arg-type]
 
 
 def identity(sync: SyncSpec, base_url: str) -> Mapping[str, str]:
