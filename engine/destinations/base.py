@@ -308,6 +308,10 @@ class Destination(Protocol):
         """The model's rows per value of `group_field` (all rows under None when it is None), before
         prepare(), for plan_notes()."""
 
+    def plan_sql_rows(self, written: Mapping[tuple[str | None, str], tuple[int, int]]) -> None:
+        """The rows sql_items() wrote to send, which prepare() never sees, for plan_notes(): per (value of
+        `group_field` as text, None when it is None; op): (rows, data points)."""
+
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""
 
