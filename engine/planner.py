@@ -183,7 +183,10 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
             # holding a secret, refused in Python)
             rows.write_baseline()
         else:
-            rows.write_sql(destination.sql_items(fields))
+            fast = destination.sql_items(fields)
+            rows.write_sql(fast)
+            if fast is not None:     # before the Python path writes: the rows sent so far are the fast path's
+                destination.plan_sql_rows(rows.table.sent_by(destination.group_field))
         done = 0
         left = delta.mark(rows.python_rows)      # rows that need the Python path, numbered once
         for chunk in delta.stream_marked():

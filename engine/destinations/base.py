@@ -313,6 +313,11 @@ class Destination(ABC):
         prepare(), for plan_notes()."""
         return None
 
+    def plan_sql_rows(self, written: Mapping[tuple[str | None, str], tuple[int, int]]) -> None:
+        """The rows sql_items() wrote to send, which prepare() never sees, for plan_notes(): per (value of
+        `group_field` as text, None when it is None; op): (rows, data points)."""
+        return None
+
     @abstractmethod
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:
         """Requests, data points and seconds for a plan, given per channel (item count, data points)."""

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from engine.destinations.base import Op
 from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, RowStatus, SyncPlan
-from engine.sql import sql_str
+from engine.sql import json_path, sql_str
 from engine.state.store import DB
 
 TABLE = f"{DB}.plan_rows"
@@ -178,6 +178,16 @@ class SyncRows:
             f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {TABLE} "
             f"WHERE {where} AND status = '{SEND}' GROUP BY channel ORDER BY channel", params).fetchall()
         return {ch: (int(c), int(dp)) for ch, c, dp in rows}
+
+    def sent_by(self, field: str | None) -> dict[tuple[str | None, str], tuple[int, int]]:
+        """Per (value of `field` in the row as text, None when `field` is None; op) of the rows sent:
+        (rows, data points). A removed row's value is its old row's."""
+        where, params = self.where()
+        group = f"json_extract_string(coalesce(new_row, old_row), {json_path(field)})" if field else "NULL"
+        rows = self.con.execute(
+            f"SELECT {group} AS g, op, count(*), coalesce(sum(data_points), 0) FROM {TABLE} "
+            f"WHERE {where} AND status = '{SEND}' GROUP BY g, op", params).fetchall()
+        return {(g, str(op)): (int(c), int(dp)) for g, op, c, dp in rows}
 
     def with_reasons(self) -> tuple[int, Any, int, Any]:
         """Rows sent with a reason: (fields dropped, first [key, reason]; noted, first [key, reason])."""

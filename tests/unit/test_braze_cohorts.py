@@ -9,9 +9,11 @@ import pytest
 
 from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
 from engine.destinations.braze.client import FATAL, OK, RETRY, ROW_ERRORS, SPLIT, sort_response
+from engine.destinations.braze.destination import make_destination
 from engine.destinations.braze.endpoints import COHORT_GROUP, COHORT_LIMIT, channel_info
 from engine.destinations.braze.payloads import build_payloads
 from engine.errors import SpecError
+from engine.project import ConnectionConfig
 from engine.specs import CohortSpec, DestinationSpec, Identifier, SyncSpec
 
 JSON = {"content-type": "application/json"}
@@ -113,3 +115,16 @@ def test_partner_answers_are_sorted(status: int, body: dict[str, Any], kind: str
     if status == 401:
         assert "cohort_import.partner_api_key" in verdict.message and "partner 'acme'" in verdict.message
 
+
+
+def test_a_member_column_named_otherwise_than_its_identifier_is_planned() -> None:
+    """A member column `customer_id` (the field `external_id` in the projected spec the payload rules read)
+    is planned and sent (the member-in-key rule is the spec's: tests/unit/test_specs.py)."""
+    sync = SyncSpec("s", "m", ("customer_id", "tier"), DestinationSpec(
+        "braze", "cohorts", identifier=Identifier("external_id", "customer_id"),
+        cohort=CohortSpec("attribute", id=None, id_column="tier", attribute="warehouse_cohorts")))
+    dest = make_destination(ConnectionConfig(name="braze", endpoint="http://127.0.0.1:9"), None, sync)
+    found = dest.project(["customer_id", "tier"])
+    assert found.identity == ("external_id", "cohort_id")
+    result = dest.prepare(PlanRow("1", ADDED, {"external_id": "u1", "cohort_id": "gold"}))
+    assert isinstance(result, Item) and json.loads(result.item_json)["warehouse_cohorts"] == {"add": ["gold"]}

@@ -48,6 +48,7 @@ from engine.destinations.braze.payloads import (
     profile_notes,
 )
 from engine.destinations.braze.profiles import ProfileGate
+from engine.destinations.braze.sql_cohorts import CohortsSql
 from engine.destinations.braze.sql_users import UsersSql
 from engine.errors import DestinationError, ProjectError, register_secret
 from engine.project import ConnectionConfig, Secret, resolve_partner_secret
@@ -132,11 +133,23 @@ class BrazeDestination(Destination):
         result = self._payloads.prepare(row)
         if isinstance(self._payloads, CohortPayloads) and isinstance(result, Item):
             cohort, _ = self._payloads.cohort_of(row.values)
-            tally = self._tally.setdefault(cohort, [0, 0, 0, 0])
             renamed = result.channel.startswith("POST /partners/") and "/cohorts/users " not in result.channel
-            tally[2 if renamed else 1 if row.op == Op.REMOVED else 0] += 1
-            tally[3] += result.data_points
+            self._count(cohort, 2 if renamed else 1 if row.op == Op.REMOVED else 0, 1, result.data_points)
         return result
+
+    def _count(self, cohort: str, what: int, rows: int, points: int) -> None:
+        """Tally a plan's rows of one cohort: `what` 0 entered, 1 left, 2 renamed."""
+        tally = self._tally.setdefault(cohort, [0, 0, 0, 0])
+        tally[what] += rows
+        tally[3] += points
+
+    def plan_sql_rows(self, written: Mapping[tuple[str | None, str], tuple[int, int]]) -> None:
+        """Cohorts: the fast path's entering and leaving rows, into the per-cohort tally."""
+        if not isinstance(self._payloads, CohortPayloads):
+            return
+        for (group, op), (rows, points) in written.items():
+            cohort = self._payloads.spec.id if group is None else group
+            self._count(cohort or "", 1 if op == Op.REMOVED else 0, rows, points)
 
     def plan_totals(self, totals: Mapping[str | None, int]) -> None:
         """The model's rows per value of `group_field` (the cohort id; None: the one cohort), for the notes."""
@@ -163,9 +176,11 @@ class BrazeDestination(Destination):
         return notes
 
     def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
-        """DuckDB-built payloads for the rows SQL can prove valid (users attributes only)."""
+        """DuckDB-built payloads for the rows SQL can prove valid (users attributes, cohort members)."""
         if isinstance(self._payloads, UsersPayloads):
             return UsersSql(self._payloads).items([(c.name, c.type) for c in columns])
+        if isinstance(self._payloads, CohortPayloads):
+            return CohortsSql(self._payloads).items([(c.name, c.type) for c in columns])
         return None
 
     def estimate(self, items: Mapping[str, tuple[int, int]]) -> Estimate:

@@ -50,7 +50,8 @@ DELETE_ARRAYS = {"external_id": "external_ids", "user_alias": "user_aliases", "b
                  "email": "email_addresses", "phone": "phone_numbers"}
 DELETE_PRIORITIZATION = ["identified", "most_recently_updated"]
 MAX_UNKNOWN_SENDS = 3        # default: an event or purchase sent this often without an answer is not sent again
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,250}$")
+SAFE_TOKEN = r"[A-Za-z0-9_-]{1,250}"           # catalog names, cohort ids (sql_cohorts.py: in SQL)
+_SAFE_TOKEN = re.compile(f"^{SAFE_TOKEN}$")
 _ITEM_LIMIT = MAX_BODY_BYTES - 1_000   # one object must fit in a request with its envelope
 
 
@@ -540,6 +541,7 @@ class UserDeletesPayloads:
 COHORT_ID_FIELD = "cohort_id"          # a cohort sync's projected fields (projection.py): the cohort id column,
 COHORT_NAME_FIELD = "cohort_name"      # and the cohort's name (a column, or the constant name)
 COHORT_ENTERED, COHORT_LEFT = "add", "remove"
+ASSIGNMENT_POINTS = 1                  # a partner cohort assignment is a data point (braze-api.md §2.10)
 
 
 def cohort_channels(partner: str, cohort_id: str, kind: str) -> tuple[str, str, str]:
@@ -561,6 +563,7 @@ class CohortPayloads:
     cohort's new name (one rename per cohort and plan; the other rows of the cohort are skipped)."""
 
     partner = ""                  # set from the connection by the destination (method partner)
+    attribute_channel = "POST /users/track attributes"         # method attribute
 
     def __init__(self, sync: SyncSpec, problems: SpecProblems) -> None:
         self.ident = IdentifierRule(sync, problems, ("external_id", "user_alias"))
@@ -610,14 +613,14 @@ class CohortPayloads:
                 return Invalid(problem)
             obj = {**ident, "_update_existing_only": True,
                    self.attribute: {COHORT_LEFT if leaving else COHORT_ENTERED: [cohort]}}
-            return _item("POST /users/track attributes", obj, datapoints.attributes_object(obj))
+            return _item(self.attribute_channel, obj, datapoints.attributes_object(obj))
         raw, problem = self.ident.value(values)
         if problem:
             return Invalid(problem)
         member = {"alias_name": raw, "alias_label": self.ident.alias_label} if self.ident.kind == "user_alias" else raw
         entered, left, _ = cohort_channels(self.partner, cohort, self.ident.kind)
         channel = left if leaving else entering_channel(entered, self.name_of(values, cohort))
-        return _item(channel, member, 1)        # a cohort assignment is a data point (braze-api.md §2.10)
+        return _item(channel, member, ASSIGNMENT_POINTS)
 
     def _rename(self, cohort: str, name: str) -> Result:
         if cohort in self.renamed:

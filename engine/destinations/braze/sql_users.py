@@ -16,14 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.destinations.base import SqlItems, is_time_type
-from engine.destinations.braze import datapoints, validate
+from engine.destinations.braze import datapoints, sql_ident, validate
 from engine.destinations.braze.payloads import UsersPayloads
 from engine.sql import sql_str
 
-# SQL mirrors of validate.py's patterns, stricter where the regex engines differ (ASCII only).
-_EMAIL = (r"^[!#-'*+\-./0-9=?A-Z^_`a-z{|}~]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-          r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
-_PHONE = r"^\+?[0-9 ().-]{5,30}$"
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _SCALAR_STRING = ("VARCHAR", "TIMESTAMP", "DATE", "TIME", "INTERVAL", "UUID", "BIT", "ENUM", "BLOB")
 _NUMBER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
@@ -45,8 +41,7 @@ class _Kind:
 
 
 
-def _q(name: str) -> str:
-    return 'r."' + name.replace('"', '""') + '"'
+_q = sql_ident.column
 
 
 def _in(values: frozenset[str]) -> str:
@@ -189,14 +184,13 @@ class UsersSql:
         if self.p.on_removed != "unset" or not pairs:
             return None
         ident = self.p.ident
-        path = sql_str("$." + json.dumps(ident.column))
-        old = f"json_extract_string(r.__old_row, {path})"
+        old, is_text = sql_ident.old_value(ident.column)
         parts = [self._ident_json(old), sql_str('"_update_existing_only":true')]
         parts += [sql_str(json.dumps(field, ensure_ascii=False) + ":null") for field, _ in pairs]
         item = "'{' || " + " || ',' || ".join(parts) + " || '}'"
         free = {"email_subscribe", "push_subscribe"} | ({"email", "phone"} if secondary else set())
         points = str(sum(0 if field in free else 1 for field, _ in pairs))
-        checks = ["r.__op = 'removed'", f"json_type(r.__old_row, {path}) = 'VARCHAR'", self._ident_check(old)]
+        checks = ["r.__op = 'removed'", is_text, self._ident_check(old)]
         if self.p.fields.explicit is None:
             keys = "[" + ", ".join(sql_str(c) for c in columns) + "]"
             checks.append(f"json_keys(r.__old_row) = {keys}")
@@ -204,34 +198,10 @@ class UsersSql:
 
     def _ident_json(self, value: str | None = None) -> str:
         ident = self.p.ident
-        v = value or _q(ident.column)
-        if ident.kind == "user_alias":
-            label = json.dumps(ident.alias_label, ensure_ascii=False)
-            return f"""'"user_alias":{{"alias_name":' || to_json({v})::VARCHAR || {sql_str(',"alias_label":' + label + '}')}"""
-        return f"{sql_str(json.dumps(ident.kind) + ':')} || to_json({v})::VARCHAR"
+        return sql_ident.track_json(ident.kind, ident.alias_label, value or _q(ident.column))
 
     def _ident_check(self, value: str | None = None) -> str:
-        ident = self.p.ident
-        v = value or _q(ident.column)
-        base = f"{v} IS NOT NULL AND regexp_matches({v}, '[A-Za-z0-9]')"
-        if ident.kind == "external_id":
-            return f"({base} AND strlen({v}) <= {validate.EXTERNAL_ID_MAX_BYTES})"
-        if ident.kind == "user_alias":
-            return f"({base} AND strlen({v}) <= {validate.ALIAS_MAX_BYTES})"
-        if ident.kind == "email":
-            return f"({base} AND {self._email(v)})"
-        if ident.kind == "phone":
-            return f"({base} AND {self._phone(v)})"
-        return f"({base})"
-
-    @staticmethod
-    def _email(v: str) -> str:
-        return f"regexp_full_match({v}, {sql_str(_EMAIL)}) AND strlen({v}) <= {validate.STRING_MAX_CHARS}"
-
-    @staticmethod
-    def _phone(v: str) -> str:
-        return (f"regexp_full_match({v}, {sql_str(_PHONE)}) "
-                f"AND length(regexp_replace({v}, '[^0-9]', '', 'g')) >= 5")
+        return sql_ident.check(self.p.ident.kind, value or _q(self.p.ident.column))
 
     def _storable(self, field: str, v: str, type_text: str, kind: _Kind) -> str:
         """SQL: none of the values Braze would mangle (validate.finite, time_range, array_length):
@@ -252,9 +222,9 @@ class UsersSql:
             if kind.name != "string":
                 return "false"
             if field == "email":
-                return self._email(v)
+                return sql_ident.email(v)
             if field == "phone":
-                return self._phone(v)
+                return sql_ident.phone(v)
             if field == "country":
                 return f"{v} IN {_in(validate.COUNTRIES)}"
             if field == "language":
