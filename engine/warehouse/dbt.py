@@ -504,7 +504,8 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
     except psycopg2.Error as exc:
         raise _model_failed(exc, model, target) from None
     except duckdb.Error as exc:
-        raise WarehouseError(f"model '{model}': cannot land its rows in DuckDB: {str(exc).splitlines()[0]}") from None
+        raise WarehouseError(scrub(f"model '{model}': cannot land its rows in DuckDB: "
+                                   f"{str(exc).splitlines()[0]}")) from None
     finally:
         if not handle.autocommit:
             handle.rollback()

@@ -172,11 +172,13 @@ class _Writer(threading.Thread):
         self.cur, self.sql, self.path = cur, sql, path
         self.error: BaseException | None = None
         self.rows = 0
+        self.abandoned = False      # DuckDB failed before reading: open the FIFO, send nothing
 
     def run(self) -> None:
         try:
             with open(self.path, "wb", buffering=1 << 20) as out:   # blocks until DuckDB opens it
-                self.cur.copy_expert(self.sql, out, size=1 << 20)
+                if not self.abandoned:
+                    self.cur.copy_expert(self.sql, out, size=1 << 20)
             self.rows = max(self.cur.rowcount, 0)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             self.error = exc
@@ -219,6 +221,7 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequenc
             con.execute(f"INSERT INTO {table} {_read_sql(path, columns)}")
         except duckdb.Error as exc:
             failure = exc
+            writer.abandoned = True
             if writer.is_alive():
                 handle.cancel()
         _drain(path, writer)
