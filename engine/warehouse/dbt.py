@@ -483,8 +483,8 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
     """Land the result of `sql` on PostgreSQL in LANDED; returns the row count.
 
     Through COPY (engine/warehouse/pg_copy.py: the server's CSV read by DuckDB as it streams), or,
-    for a result with a type only psycopg2 can render (pg_copy.plan is None), row batches through
-    a named cursor (land_rows). Memory stays flat either way."""
+    for a result with a type only psycopg2 can render (pg_copy.plan is None) or a row longer than
+    DuckDB's CSV buffer, row batches through a named cursor (land_rows). Memory stays flat either way."""
     import psycopg2
     import psycopg2.extensions as ext
 
@@ -501,6 +501,8 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
                                casters=lambda oid: oid in casts or oid in handle.string_types)
         if columns is not None:
             return pg_copy.land(con, handle, sql, columns, LANDED)
+    except pg_copy.RowTooLong:
+        pass
     except psycopg2.Error as exc:
         raise _model_failed(exc, model, target) from None
     except duckdb.Error as exc:

@@ -10,7 +10,8 @@ Both sides run at once and neither holds the result: memory stays flat whatever 
 The landed types and values are exactly those of the row path (dbt.land_rows, psycopg2 values bound
 to DuckDB), which stays the fallback for the few types psycopg2 turns into Python objects whose
 text COPY cannot reproduce (json[] / jsonb[] re-serialised by Python, ranges, timetz, interval[] …):
-`plan()` returns None for a result with such a column.
+`plan()` returns None for a result with such a column. A row whose CSV exceeds DuckDB's reader
+buffer (32 MB) raises RowTooLong, and the result lands by the row path too.
 
 Per type (PostgreSQL OID → what crosses the pipe → DuckDB):
     booleans, integers, text, uuid, "char", name, bpchar   their text, read with their DuckDB type
@@ -51,7 +52,11 @@ from engine.sql import quote
 # OIDs whose psycopg2 value is already the server's text (so str(value) == the COPY text)
 TEXT_LIKE = frozenset({18, 19, 25, 705, 1042, 1043, 2950})
 _DAY_US = 86_400_000_000
-_MAX_LINE = 1 << 30     # PostgreSQL's largest field is 1 GB
+_MAX_LINE = 32 << 20    # DuckDB's reader buffer (and longest row); a longer row lands by the row path
+
+
+class RowTooLong(Exception):
+    """A row's CSV is longer than the reader's buffer: land this result through the row path."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,7 @@ def _read_sql(path: str, columns: Sequence[CopyColumn]) -> str:
     file = path.replace("'", "''")
     return (f"SELECT {values} FROM read_csv('{file}', columns = {{{types}}}, header = false, auto_detect = false, "
             "delim = ',', quote = '\"', escape = '\"', new_line = '\\n', allow_quoted_nulls = false, "
-            f"null_padding = false, max_line_size = {_MAX_LINE})")
+            f"null_padding = false, max_line_size = {_MAX_LINE}, buffer_size = {_MAX_LINE})")
 
 
 class _Writer(threading.Thread):
@@ -203,7 +208,8 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequenc
     """COPY `sql` from PostgreSQL into a new DuckDB `table`; returns the row count.
 
     Raises the psycopg2 error (the model failed) or the duckdb error (the rows did not land): the
-    caller locates them. The connection is left idle; the caller rolls back."""
+    caller locates them; RowTooLong for a row longer than _MAX_LINE. The connection is left idle;
+    the caller rolls back."""
     cur = handle.cursor()
     restore: dict[str, str] = {}
     folder = tempfile.mkdtemp(prefix="reflow-copy-")
@@ -228,6 +234,8 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequenc
         if _model_error(writer.error):
             raise writer.error      # type: ignore[misc]
         if failure is not None:
+            if "Maximum line size" in str(failure):
+                raise RowTooLong(str(failure).splitlines()[0]) from None
             raise failure
         if writer.error is not None:
             raise writer.error

@@ -248,10 +248,20 @@ def test_a_duckdb_failure_stops_the_copy_and_leaves_the_connection_usable(
         con.close()
 
 
-def test_a_value_larger_than_duckdbs_default_line_limit_lands(handle: Any) -> None:
+def test_a_value_larger_than_duckdbs_default_line_limit_lands(handle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[str] = []
+    real = dbt_warehouse.land_rows
+    monkeypatch.setattr(dbt_warehouse, "land_rows", lambda *a, **k: used.append(a[2]) or real(*a, **k))
     con = duckdb.connect()
+    con.execute("SET memory_limit = '256MB'")
     try:
         land(con, handle, "select repeat('x', 5000000) as big, 1 as n", model="wide", target="pg")
         assert con.execute(f"SELECT length(big), n FROM {LANDED}").fetchone() == (5_000_000, 1)
+        assert used == []
+        # a row longer than the CSV reader's buffer lands through the row path
+        sql = "select i as n, repeat('y', 40000000) as huge from generate_series(1, 2) as i"
+        assert land(con, handle, sql, model="huge", target="pg") == 2
+        assert con.execute(f"SELECT sum(length(huge)) FROM {LANDED}").fetchone() == (80_000_000,)
+        assert used == [sql]
     finally:
         con.close()
