@@ -189,6 +189,12 @@ class _Writer(threading.Thread):
             self.error = exc
 
 
+def _stop(handle: Any, writer: _Writer) -> None:
+    writer.abandoned = True
+    if writer.is_alive():
+        handle.cancel()
+
+
 def _drain(path: str, writer: _Writer) -> None:
     """Read and drop what the writer still sends, so that it ends (and never blocks on open)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -227,9 +233,11 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequenc
             con.execute(f"INSERT INTO {table} {_read_sql(path, columns)}")
         except duckdb.Error as exc:
             failure = exc
-            writer.abandoned = True
-            if writer.is_alive():
-                handle.cancel()
+            _stop(handle, writer)
+        except BaseException:       # Ctrl-C: stop the COPY too, so the connection is idle
+            _stop(handle, writer)
+            _drain(path, writer)
+            raise
         _drain(path, writer)
         if _model_error(writer.error):
             raise writer.error      # type: ignore[misc]
@@ -242,10 +250,13 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequenc
         return writer.rows
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        if restore and handle.autocommit:
-            for name, value in restore.items():
-                cur.execute("SELECT set_config(%s, %s, false)", [name, value])
-        cur.close()
+        try:
+            if restore and handle.autocommit:     # in a transaction, the caller's rollback restores them
+                for name, value in restore.items():
+                    cur.execute("SELECT set_config(%s, %s, false)", [name, value])
+            cur.close()
+        except Exception:  # noqa: BLE001 - a broken connection: restoring must not mask the outcome
+            pass
 
 
 def _model_error(error: BaseException | None) -> bool:
