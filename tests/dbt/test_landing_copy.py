@@ -57,7 +57,8 @@ select i as id,
        case i when 1 then ''::bytea when 2 then null else decode('00ff0a2c22', 'hex') end as raw,
        '6c0e9b3e-8d6b-4a8b-9c55-0a1b2c3d4e5f'::uuid as ref,
        'a b'::char(5) as padded,
-       'xyz'::name as label
+       'xyz'::name as label,
+       '100% sure' as pct, i % 2 as parity
 from generate_series(1, 3) as i
 """
 
@@ -143,7 +144,7 @@ def test_the_edges_land_as_their_values(handle: Any) -> None:
     assert one["doc_json"] == r'{"b":1,  "a":[1,2], "s": "é\n"}' and two["doc_json"] is None   # the server's text
     assert json.loads(one["doc_jsonb"]) == {"a": [1, 2], "b": 1, "s": "é"}
     assert one["raw"] == b"" and two["raw"] is None and three["raw"] == b"\x00\xff\n,\""
-    assert one["padded"] == "a b  " and one["label"] == "xyz"
+    assert one["padded"] == "a b  " and one["label"] == "xyz" and (one["pct"], one["parity"]) == ("100% sure", 1)
 
 
 def test_a_type_copy_cannot_render_as_psycopg2_does_falls_back_to_rows(handle: Any,
