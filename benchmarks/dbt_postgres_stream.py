@@ -164,6 +164,8 @@ def main() -> int:
         conn.close()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    if args.keep:
+        print(f"kept: project {root}, PostgreSQL schema {schema} (BENCH_ROWS={args.rows})")
     print(f"\n{args.rows:,} rows × {args.columns} columns, memory_limit {args.memory_limit}")
     print("| step | seconds | peak RSS |\n|---|---:|---:|")
     for r in results:
