@@ -499,7 +499,7 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
             cur.close()
         columns = pg_copy.plan(description, pg_types=_PG, pg_arrays=_PG_ARRAYS,
                                casters=lambda oid: oid in casts or oid in handle.string_types)
-        if columns is not None:
+        if columns is not None and hasattr(os, "mkfifo"):      # no FIFOs on Windows: the row path
             return pg_copy.land(con, handle, sql, columns, LANDED)
     except pg_copy.RowTooLong:
         pass
