@@ -1,15 +1,18 @@
 """dbt-postgres streaming benchmark: a 1M-row dbt model on PostgreSQL planned by Reflow.
 
     REFLOW_TEST_PG="host=127.0.0.1 port=55432 user=postgres dbname=postgres" \\
-        python benchmarks/dbt_postgres_stream.py [--rows 1000000] [--memory-limit 1GB]
+        python benchmarks/dbt_postgres_stream.py [--rows 1000000] [--columns 8|12] [--memory-limit 1GB]
 
 Builds a throwaway dbt project (one table model, `big_users`: 8 columns of text, numeric,
-boolean, timestamptz, jsonb and integer) on the PostgreSQL of REFLOW_TEST_PG, and a Reflow
-project beside it with one users sync (`first_run: baseline`, so nothing needs a Braze endpoint).
+boolean, timestamptz, jsonb and integer; --columns 12 adds text, date, double precision and
+timestamp) on the PostgreSQL of REFLOW_TEST_PG, and a Reflow project beside it with one users sync
+(`first_run: baseline`, so nothing needs a Braze endpoint).
 Then, each step in its own fresh process, wall time and peak RSS (os.wait4 ru_maxrss):
 
-  validate        every row streamed over a named cursor into DuckDB (landing only, no diff)
-  first plan      every row streamed over a named cursor into DuckDB, diffed, planned as baseline
+  psql COPY       `psql -c "COPY (SELECT * FROM big_users) TO STDOUT" > /dev/null`: the same rows
+                  leaving PostgreSQL as fast as its client can take them (the physical limit)
+  validate        every row landed in DuckDB (landing only, no diff)
+  first plan      every row landed in DuckDB, diffed, planned as baseline
   apply           records the baseline snapshot (no network: baseline rows send nothing)
   no-change plan  every row streamed again; nothing to send
   changed plan    after 1% of rows changed in PostgreSQL: only those are planned
@@ -41,9 +44,16 @@ select 'u' || i as user_id,
        (i % 3 = 0) as vip,
        timestamptz '2024-01-01 00:00:00+00' + (i % 100000) * interval '1 minute' as last_seen,
        jsonb_build_object('tier', i % 4, 'score', i % 97) as prefs,
-       (i % 50)::int as orders
+       (i % 50)::int as orders{extra}
 from generate_series(1, {{ env_var('BENCH_ROWS') }}) as i
 """
+
+EXTRA = """,
+       (array['DE', 'FR', 'US', 'BR', 'JP'])[1 + i % 5] as country,
+       date '2020-01-01' + (i % 1500) as signup_day,
+       (i % 1000) / 7.0::float8 as score,
+       timestamp '2024-06-01 00:00:00' + (i % 86400) * interval '1 second' as updated_at"""
+EXTRA_FIELDS = ", country: country, signup_day: signup_day, score: score, updated_at: updated_at"
 
 SYNC = """name: big_users
 model: big_users
@@ -52,13 +62,13 @@ first_run: baseline
 destination:
   connection: braze
   object: users
-  identifier: {external_id: user_id}
-  fields: {email: email, first_name: first_name, lifetime_value: lifetime_value, vip: vip,
-           last_seen: last_seen, prefs: prefs, orders: orders}
+  identifier: {{external_id: user_id}}
+  fields: {{email: email, first_name: first_name, lifetime_value: lifetime_value, vip: vip,
+           last_seen: last_seen, prefs: prefs, orders: orders{extra}}}
 """
 
 
-def write_project(root: Path, dsn: dict[str, str], schema: str, memory_limit: str) -> None:
+def write_project(root: Path, dsn: dict[str, str], schema: str, memory_limit: str, columns: int) -> None:
     (root / "models").mkdir(parents=True)
     (root / "syncs").mkdir()
     (root / "dbt_project.yml").write_text("name: bench\nprofile: bench\nconfig-version: 2\nversion: '1.0'\n")
@@ -66,18 +76,21 @@ def write_project(root: Path, dsn: dict[str, str], schema: str, memory_limit: st
         "type": "postgres", "host": dsn.get("host", "127.0.0.1"), "port": int(dsn.get("port", 5432)),
         "user": dsn.get("user", "postgres"), "password": dsn.get("password", ""),
         "dbname": dsn.get("dbname", "postgres"), "schema": schema, "threads": 1}}}}))
-    (root / "models" / "big_users.sql").write_text(MODEL)
-    (root / "syncs" / "big_users.yml").write_text(SYNC)
+    wide = columns == 12
+    (root / "models" / "big_users.sql").write_text(MODEL.replace("{extra}", EXTRA if wide else ""))
+    (root / "syncs" / "big_users.yml").write_text(SYNC.format(extra=EXTRA_FIELDS if wide else ""))
     (root / "reflow_project.yml").write_text(
         f"name: bench\nwarehouse: {{type: dbt}}\nmemory_limit: {memory_limit}\n"
         "connections:\n  braze: {type: braze, endpoint: 'http://127.0.0.1:9', api_key: bench-key-0000}\n")
 
 
-def measure_wait4(label: str, args: list[str], env: dict[str, str]) -> dict[str, object]:
+def measure_wait4(label: str, args: list[str], env: dict[str, str], *, command: list[str] | None = None,
+                  stdout: int | None = None) -> dict[str, object]:
     """Run one step in a fresh process; peak RSS of exactly that process via os.wait4."""
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "engine", *args], env=env, stdout=out, stderr=err)
+        proc = subprocess.Popen(command or [sys.executable, "-m", "engine", *args], env=env,
+                                stdout=out if stdout is None else stdout, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -94,6 +107,7 @@ def measure_wait4(label: str, args: list[str], env: dict[str, str]) -> dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--columns", type=int, choices=(8, 12), default=8)
     parser.add_argument("--memory-limit", default="1GB", help="the Reflow project's DuckDB memory_limit")
     parser.add_argument("--keep", action="store_true", help="keep the project folder and schema")
     args = parser.parse_args()
@@ -103,7 +117,7 @@ def main() -> int:
     dsn = dict(part.split("=", 1) for part in dsn_text.split())
     schema = f"reflow_bench_{uuid.uuid4().hex[:8]}"
     root = Path(tempfile.mkdtemp(prefix="reflow-dbt-bench-"))
-    write_project(root, dsn, schema, args.memory_limit)
+    write_project(root, dsn, schema, args.memory_limit, args.columns)
     env = {**os.environ, "BENCH_ROWS": str(args.rows), "DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT),
            }
     env.pop("DBT_PROFILES_DIR", None)
@@ -125,6 +139,10 @@ def main() -> int:
         print(f"dbt parse {parse_seconds:.1f} s, dbt build of {args.rows:,} rows {build_seconds:.1f} s", flush=True)
 
         common = ["--project-dir", str(root)]
+        copy = f'COPY (SELECT * FROM "{schema}".big_users) TO STDOUT'
+        with open(os.devnull, "wb") as devnull:
+            results.append(measure_wait4("psql COPY … TO STDOUT > /dev/null", [], env,
+                                         command=["psql", dsn_text, "-c", copy], stdout=devnull.fileno()))
         results.append(measure_wait4("validate (lands every row, no diff)", [*common, "validate"], env))
         results.append(measure_wait4("first plan (all rows, baseline)", [*common, "plan"], env))
         results.append(measure_wait4("apply (records the baseline)", [*common, "apply", "--yes"], env))
@@ -146,7 +164,9 @@ def main() -> int:
         conn.close()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{args.rows:,} rows, memory_limit {args.memory_limit}")
+    if args.keep:
+        print(f"kept: project {root}, PostgreSQL schema {schema} (BENCH_ROWS={args.rows})")
+    print(f"\n{args.rows:,} rows × {args.columns} columns, memory_limit {args.memory_limit}")
     print("| step | seconds | peak RSS |\n|---|---:|---:|")
     for r in results:
         print(f"| {r['step']} | {r['seconds']} | {r['peak_rss_mb']} MB |")

@@ -7,8 +7,9 @@ overwritten and dbt's global state and the DuckDB file lock stay out of this pro
 
     dbt-duckdb    the target's DuckDB file is attached read-only to the planner's connection
                   (catalog = the profile's database, i.e. the file stem); the diff reads it there
-    dbt-postgres  the adapter's psycopg2 connection streams the model through a named
-                  (server-side) cursor into memory.main.reflow_landed, batch by batch
+    dbt-postgres  the adapter's psycopg2 connection COPYs the model's result as CSV straight into
+                  DuckDB's reader (pg_copy.py), into memory.main.reflow_landed; a result with a
+                  type COPY cannot carry as psycopg2 renders it streams through a named cursor
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from engine.errors import ProjectError, RenderError, WarehouseError, contains_se
 from engine.models import RenderedModel, render_model
 from engine.project import PROJECT_FILE, Project
 from engine.sql import quote
+from engine.warehouse import pg_copy
 from engine.warehouse.base import attach_read_only
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
@@ -475,9 +477,52 @@ def _column(values: Iterable[Any], conv: Callable[[Any], Any] | None) -> list[An
 
 def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, target: str,
          batch: int = BATCH) -> int:
+    """Land the result of `sql` on PostgreSQL in LANDED; returns the row count.
+
+    Through COPY (engine/warehouse/pg_copy.py: the server's CSV read by DuckDB as it streams), or,
+    for a result with a type only psycopg2 can render (pg_copy.plan is None) or a row longer than
+    DuckDB's CSV buffer, row batches through a named cursor (land_rows). Memory stays flat either way."""
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    sql = sql.rstrip().rstrip(";")
+    casts = ext.string_types
+    try:
+        cur = handle.cursor()
+        try:
+            cur.execute(f"SELECT * FROM (\n{sql}\n) AS reflow_model LIMIT 0")
+            description = cur.description
+        finally:
+            cur.close()
+        columns = pg_copy.plan(description, pg_types=_PG, pg_arrays=_PG_ARRAYS,
+                               casters=lambda oid: oid in casts or oid in handle.string_types)
+        if columns is not None and hasattr(os, "mkfifo"):      # no FIFOs on Windows: the row path
+            return pg_copy.land(con, handle, sql, columns, LANDED)
+    except pg_copy.RowTooLong:
+        pass
+    except psycopg2.Error as exc:
+        raise _model_failed(exc, model, target) from None
+    except duckdb.Error as exc:
+        raise WarehouseError(scrub(f"model '{model}': cannot land its rows in DuckDB: "
+                                   f"{str(exc).splitlines()[0]}")) from None
+    finally:
+        if not handle.autocommit:
+            handle.rollback()
+    return land_rows(con, handle, sql, model=model, target=target, batch=batch)
+
+
+def _model_failed(exc: Any, model: str, target: str) -> WarehouseError:
+    text = (exc.pgerror or str(exc)).strip().splitlines()
+    return WarehouseError(scrub(f"model '{model}' failed on dbt target '{target}': "
+                                f"{text[0] if text else type(exc).__name__}"))
+
+
+def land_rows(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, target: str,
+              batch: int = BATCH) -> int:
     """Stream `sql` from PostgreSQL through a named cursor into LANDED; returns the row count.
 
-    Memory stays flat: `batch` rows at a time cross into DuckDB as one list per column."""
+    The fallback of land() for the types COPY cannot carry as psycopg2 renders them. Memory stays
+    flat: `batch` rows at a time cross into DuckDB as one list per column."""
     import psycopg2
     import psycopg2.extensions as ext
 
@@ -501,9 +546,7 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
             count += len(rows)
             rows = cur.fetchmany(batch)
     except psycopg2.Error as exc:
-        text = (exc.pgerror or str(exc)).strip().splitlines()
-        raise WarehouseError(scrub(f"model '{model}' failed on dbt target '{target}': "
-                                   f"{text[0] if text else type(exc).__name__}")) from None
+        raise _model_failed(exc, model, target) from None
     except duckdb.Error as exc:
         raise WarehouseError(f"model '{model}': cannot land its rows in DuckDB: {str(exc).splitlines()[0]}") from None
     finally:
