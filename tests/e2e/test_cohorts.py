@@ -97,6 +97,7 @@ def test_attribute_method_sends_only_who_entered_or_left(cli, example_project, b
     first_run(cli)
     members = members_in_model(example_project)
     assert members and holders(braze_env, "high_value") == with_profiles(braze_env, members)
+    waiting = members - with_profiles(braze_env, members)      # no Braze user: held back, pending
     warehouse_sql(example_project, "UPDATE customers SET loyalty_tier = 'bronze' WHERE customer_id IN "
                                    f"({', '.join(repr(m) for m in sorted(members)[:3])})",
                   "UPDATE customers SET loyalty_tier = 'platinum' WHERE customer_id IN (SELECT customer_id FROM "
@@ -107,14 +108,40 @@ def test_attribute_method_sends_only_who_entered_or_left(cli, example_project, b
     recorder = Recorder(braze_env)
     code, out, err = cli("plan", "--select", SYNC)
     assert code == 0, out + err
-    assert f"cohort high_value: 2 entered, 3 left, {len(after) - 2} unchanged; 5 data point(s)" in out, out
+    retried = waiting & after               # still waiting for their user: planned again, not sent
+    assert (f"cohort high_value: {2 + len(retried)} entered, 3 left, {len(after) - 2 - len(retried)} unchanged; "
+            f"{5 + len(retried)} data point(s)") in out, out
     code, out, err = cli("apply", "--yes")
     assert code == 0, out + err
-    sent = [a for r in recorder.since() for a in r.body["attributes"]]
+    sent = [a for r in recorder.since() if r.path == "/users/track" for a in r.body["attributes"]]
     assert {a["external_id"] for a in sent if a["warehouse_cohorts"] == {"add": ["high_value"]}} == entered
     assert {a["external_id"] for a in sent if a["warehouse_cohorts"] == {"remove": ["high_value"]}} == left
     assert len(sent) == 5 and all(a["_update_existing_only"] is True for a in sent)
     assert holders(braze_env, "high_value") == with_profiles(braze_env, after)
+
+
+def test_a_member_braze_has_no_user_for_waits_and_enters_once_the_user_exists(cli, example_project, braze_env):
+    """Braze answers success to an update-only object of a user it lacks and keeps nothing: recorded as
+    entered, that member would never enter. With missing_users: wait (the default) it is held back, pending,
+    and enters on the first run after its user appears."""
+    warehouse_sql(example_project, "UPDATE customers SET loyalty_tier = 'platinum' WHERE customer_id = 'c_00001'")
+    code, out, err = cli("run", "--select", SYNC)          # the cohort alone: no user created
+    assert code == 0, out + err
+    assert braze_env.user("c_00001") is None and "c_00001" in members_in_model(example_project)
+    assert holders(braze_env, "high_value") == set()
+    code, out, err = cli("status")
+    assert "waiting for profile" in out, out
+    code, out, err = cli("plan", "--select", SYNC)
+    assert "have been waiting for what they need in cohorts" in out, out
+    r = requests.post(f"{braze_env.url}/users/track", headers=braze_env.headers, timeout=10, json={
+        "attributes": [{"external_id": "c_00001", "_update_existing_only": False, "first_name": "Ada"}]})
+    assert r.status_code == 201, r.text
+    code, out, err = cli("run", "--select", SYNC)
+    assert code == 0, out + err
+    assert "c_00001" in holders(braze_env, "high_value")
+    code, out, err = cli("plan", "--select", SYNC)
+    code, shown, err = cli("show", "--sync", SYNC, "--key", "c_00001")
+    assert "c_00001" not in shown, out + shown      # entered: not planned again (the others still wait)
 
 
 def test_cohort_column_carries_several_cohorts_in_one_attribute(cli, example_project, braze_env):
@@ -133,7 +160,10 @@ def test_cohort_column_carries_several_cohorts_in_one_attribute(cli, example_pro
     # the other cohort sync shares the attribute: neither overwrites the other
     assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project))
     code, out, err = cli("plan", "--select", "tiers")
-    assert code == 0 and "No changes" in out, out
+    # nothing to send but the members whose user Braze does not have, still waiting for it
+    waiting = len({(r["customer_id"], r["tier"]) for r in rows if braze_env.user(r["customer_id"]) is None})
+    assert code == 0 and "+0 added  ~0 changed  -0 removed" in out and f"↻{waiting} retry" in out, out
+    assert not waiting or f"{waiting} row(s) have been waiting" in out, out
 
 
 def test_a_model_returning_no_rows_is_blocked_and_nothing_is_sent(cli, example_project, braze_env):

@@ -40,7 +40,8 @@ def sync(obj: str, name: str = "s", raw: dict[str, Any] | None = None, **dest: A
      ["catalogs.replace_items", "catalogs.update_items", "catalogs.delete_items"]),
     (sync("subscription_groups", subscription=SubscriptionSpec("s", group_id="g")), ["users.track"]),
     (sync("user_deletes"), ["users.delete"]),
-    (sync("cohorts", cohort=CohortSpec("attribute", id="vip", attribute="cohorts")), ["users.track"]),
+    # entering members wait for their user (missing_users: wait): Braze is asked which users exist
+    (sync("cohorts", cohort=CohortSpec("attribute", id="vip", attribute="cohorts")), ["users.track", "users.export.ids"]),
     (sync("cohorts", cohort=CohortSpec("partner", id="vip")), []),     # body auth: no API key permission
     # update-only rows are looked up first (missing_users: wait, the default); alias events create profiles
     (sync("users", mode="update"), ["users.track", "users.export.ids"]),

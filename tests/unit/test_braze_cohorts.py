@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -14,7 +15,7 @@ from engine.destinations.braze.endpoints import COHORT_GROUP, COHORT_LIMIT, chan
 from engine.destinations.braze.payloads import build_payloads
 from engine.errors import SpecError
 from engine.project import ConnectionConfig
-from engine.specs import CohortSpec, DestinationSpec, Identifier, SyncSpec
+from engine.specs import CohortSpec, DestinationSpec, Identifier, MissingUsers, SyncSpec
 
 JSON = {"content-type": "application/json"}
 
@@ -39,10 +40,15 @@ def test_attribute_method_adds_and_removes_the_cohort_id_update_only() -> None:
     p = payloads(cohort_sync())
     entered = p.prepare(PlanRow("1", ADDED, {"external_id": "u1"}))
     left = p.prepare(PlanRow("2", REMOVED, {"external_id": "u2"}))
-    assert entered == Item("POST /users/track attributes",
+    # entering members wait for their user's profile (missing_users: wait, the default): Braze drops an
+    # update-only object of a user it lacks while answering success; leaving needs no check
+    assert entered == Item("POST /users/track attributes check:external_id",
                            '{"external_id":"u1","_update_existing_only":true,"warehouse_cohorts":{"add":["vip"]}}', 1)
     assert isinstance(left, Item) and json.loads(left.item_json)["warehouse_cohorts"] == {"remove": ["vip"]}
-    assert left.data_points == 1
+    assert left.data_points == 1 and left.channel == "POST /users/track attributes"
+    base = cohort_sync()
+    skip = SyncSpec("s", "m", base.primary_key, dataclasses.replace(base.destination, missing_users=MissingUsers.SKIP))
+    assert payloads(skip).prepare(PlanRow("1", ADDED, {"external_id": "u1"})).channel == "POST /users/track attributes"
     assert isinstance(p.prepare(PlanRow("3", CHANGED, {"external_id": "u3"}, changed=())), Skip)
 
 

@@ -170,9 +170,9 @@ class BrazeDestination(Destination):
                     f"unchanged; {points} data point(s)")
             notes.append(line + ("; renamed" if renamed else ""))
         if sent:
-            notes.append("a cohort never creates users: members Braze has no profile for are not added (and cost "
-                         "nothing); " + ("cohort assignments are billable data points" if self.partner else
-                                         f"each cohort id added to or removed from {cohort.attribute} is a data point"))
+            notes += profile_notes(self.sync, sent)
+            notes.append("cohort assignments are billable data points" if self.partner else
+                         f"each cohort id added to or removed from {cohort.attribute} is a data point")
         return notes
 
     def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:

@@ -84,6 +84,11 @@ def profile_rule(sync: SyncSpec) -> str | None:
     the profile), "check" for update-only objects (mode: update, braze_id) with missing_users: wait,
     None when Braze creates the profile or the sync chose to skip missing users."""
     dest = sync.destination
+    if dest.object == "cohorts" and dest.identifier is not None:
+        # method attribute: update-only objects; a member Braze has no profile for would be dropped while
+        # the snapshot recorded it as entered (the partner method's answer does not say either way)
+        attribute = dest.cohort is not None and dest.cohort.method == "attribute"
+        return "check" if attribute and dest.missing_users == "wait" else None
     if dest.object not in ("users", "events", "purchases") or dest.identifier is None:
         return None
     kind = dest.identifier.kind
@@ -122,8 +127,18 @@ def profile_notes(sync: SyncSpec, sent: int) -> list[str]:
     """What a plan says about rows whose user Braze may not have, `sent` of them being sent."""
     dest = sync.destination
     rule = profile_rule(sync)
-    if not sent or dest.object not in ("users", "events", "purchases") or dest.identifier is None:
+    if not sent or dest.object not in ("users", "events", "purchases", "cohorts") or dest.identifier is None:
         return []
+    if dest.object == "cohorts":
+        if rule == "check":
+            return [f"missing_users: wait: a member enters once Braze has the user: Reflow asks Braze which users "
+                    f"exist (/users/export/ids) and holds the others back, pending as 'waiting for profile' (at most "
+                    f"{_duration(dest.missing_users_max_wait)}, then they are sent unchecked)"]
+        if dest.cohort is not None and dest.cohort.method == "attribute":
+            return [f"missing_users: skip: Braze keeps nothing for a member it has no profile for (and answers "
+                    f"success), so of the {sent} row(s) sent only those of existing users land; all are recorded"]
+        return ["cohort import never creates users and its answer does not say which members Braze lacks: "
+                "members who are not Braze users yet are recorded as entered; method attribute can wait for them"]
     if rule == "create":
         return ["alias-identified rows: Braze never lets them create a profile, so each alias profile is created "
                 "first and the rows go out once Braze shows it (/users/export/ids)"]
@@ -572,6 +587,7 @@ class CohortPayloads:
         self.spec = spec
         self.method = spec.method
         self.attribute = spec.attribute or ""
+        self.profiles = ProfileRule(sync, self.attribute_channel)     # entering members whose user exists
         if spec.id is not None and not _SAFE_TOKEN.match(spec.id):
             problems.add("destination.cohort.id", f"cohort id {spec.id!r} must be 1-250 letters, digits, '-' or '_'")
         if spec.method == "attribute":
@@ -613,7 +629,7 @@ class CohortPayloads:
                 return Invalid(problem)
             obj = {**ident, "_update_existing_only": True,
                    self.attribute: {COHORT_LEFT if leaving else COHORT_ENTERED: [cohort]}}
-            return _item(self.attribute_channel, obj, datapoints.attributes_object(obj))
+            return self.profiles.place(row, _item(self.attribute_channel, obj, datapoints.attributes_object(obj)))
         raw, problem = self.ident.value(values)
         if problem:
             return Invalid(problem)

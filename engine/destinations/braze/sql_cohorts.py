@@ -89,6 +89,8 @@ class CohortsSql:
         if p.method == "attribute":
             item, points = self._attribute(who, cohort, ident.kind)
             channel, channel_sql = p.attribute_channel, None
+            if p.profiles.rule:     # entering members go through the profile check; leaving ones need none
+                channel, channel_sql = p.profiles.channel, _op(sql_str(p.attribute_channel), sql_str(p.profiles.channel))
         else:
             name = self._name(types, new_cohort)
             if name is None:
