@@ -134,3 +134,12 @@ def test_a_member_column_named_otherwise_than_its_identifier_is_planned() -> Non
     assert found.identity == ("external_id", "cohort_id")
     result = dest.prepare(PlanRow("1", ADDED, {"external_id": "u1", "cohort_id": "gold"}))
     assert isinstance(result, Item) and json.loads(result.item_json)["warehouse_cohorts"] == {"add": ["gold"]}
+
+
+@pytest.mark.parametrize("attribute", ["external_id", "email", "country", "dob", "push_subscribe", "first_name",
+                                       "subscription_groups"])
+def test_a_cohort_attribute_must_be_a_custom_attribute(attribute: str) -> None:
+    """Braze's standard fields have their own values: {"add": [...]} to `email` is refused row by row."""
+    with pytest.raises(SpecError) as err:
+        build_payloads(cohort_sync(attribute=attribute))
+    assert any(p.path == "destination.attribute" and "custom attribute" in p.message for p in err.value.problems)

@@ -592,7 +592,7 @@ class CohortPayloads:
             problems.add("destination.cohort.id", f"cohort id {spec.id!r} must be 1-250 letters, digits, '-' or '_'")
         if spec.method == "attribute":
             problem = validate.name("attribute", self.attribute)
-            if problem is None and (self.attribute in RESERVED_ATTRIBUTE_KEYS or self.attribute in validate.STRING_FIELDS
+            if problem is None and (self.attribute in RESERVED_ATTRIBUTE_KEYS or self.attribute in validate.STANDARD_FIELDS
                                     or self.attribute in validate.STANDARD_ARRAYS):
                 problem = f"{self.attribute!r} is reserved by Braze; a cohort attribute must be a custom attribute"
             if problem:

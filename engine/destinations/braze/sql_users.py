@@ -26,8 +26,7 @@ _NUMBER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", 
            "FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT", "DECIMAL")
 _FLOATS = re.compile(r"\b(?:DOUBLE|FLOAT|REAL)\b")        # a nested type holding floats: NaN is possible
 _YEAR_OK = r"^(?:[0-2][0-9]{3}|3000)-"                     # validate.YEAR_MIN..YEAR_MAX, as text
-_STANDARD = (frozenset({"email", "country", "language", "dob", "gender", "email_subscribe", "push_subscribe"})
-             | validate.STRING_FIELDS)
+_STANDARD = validate.STANDARD_FIELDS
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ NESTED_MAX_BYTES = 100 * 1024
 STRING_FIELDS = frozenset({"first_name", "last_name", "home_city", "phone", "time_zone", "date_of_first_session",
                            "date_of_last_session", "marked_email_as_spam_at"})
 NAME_MAX_CHARS = 255
+# Braze's standard (not custom) user fields: values with their own rules
+STANDARD_FIELDS = frozenset({"email", "country", "language", "dob", "gender", "email_subscribe", "push_subscribe"}) \
+    | STRING_FIELDS
 STANDARD_ARRAYS = frozenset({"subscription_groups", "push_tokens"})   # not custom arrays: array_max is not theirs
 # "A year < 0 or > 3000 is stored as a string" (braze-api.md §2.5, custom attribute types)
 YEAR_MIN, YEAR_MAX = 0, 3000
