@@ -120,10 +120,12 @@ def handle(app: Sandbox, request: Request, body: bytes | None) -> Response:
             return Response(200, {"catalogs": sorted(store.catalogs)})
         if parts == ["cohorts"]:
             return Response(200, {"cohorts": [
-                {"cohort_id": k, "partner": c["partner"], "name": c.get("name"), "members": len(c["members"])}
-                for k, c in sorted(store.cohorts.items())]})
+                {"cohort_id": c.get("cohort_id", k), "partner": c["partner"], "name": c.get("name"),
+                 "members": len(c["members"])} for k, c in sorted(store.cohorts.items())]})
         if len(parts) == 2 and parts[0] == "cohorts":
-            found = cohorts.inspect(store, parts[1])
+            found = cohorts.inspect(store, parts[1], query.get("partner"))
+            if isinstance(found, str):
+                return message(400, found)
             return message(404, "cohort not found") if found is None else Response(200, found)
         if len(parts) == 3 and parts[0] == "catalogs" and parts[2] == "items":
             items = catalog_items(store, parts[1])

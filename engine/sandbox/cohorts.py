@@ -138,11 +138,16 @@ def cohort_users(app: Sandbox, request: Request) -> Response:
     return message(201, "success")
 
 
-def inspect(store: Store, cohort_id: str) -> dict[str, Any] | None:
-    """One cohort and its members (identifiers of each), for /_sandbox/cohorts/{cohort_id}."""
-    cohort = store.cohorts.get(cohort_id)
-    if cohort is None:
+def inspect(store: Store, cohort_id: str, partner: str | None = None) -> dict[str, Any] | str | None:
+    """One cohort and its members (identifiers of each), for /_sandbox/cohorts/{cohort_id}[?partner=P];
+    without `partner`, the one cohort of that id (a message when several partners have one)."""
+    found = [c for c in store.cohorts.values()
+             if c.get("cohort_id") == cohort_id and (partner is None or c["partner"] == partner)]
+    if len(found) > 1:
+        return f"cohort {cohort_id} exists for partners {', '.join(sorted(c['partner'] for c in found))}: pass ?partner="
+    if not found:
         return None
+    cohort = found[0]
     members = []
     for braze_id in cohort["members"]:
         user = store.users.get(braze_id)

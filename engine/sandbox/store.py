@@ -197,8 +197,10 @@ class Store:
                 user.subscription_groups.setdefault(group, state)
 
     def cohort(self, cohort_id: str, partner: str) -> dict[str, Any]:
-        """The partner cohort `cohort_id`, made (nameless, empty) if it does not exist."""
-        return self.cohorts.setdefault(cohort_id, {"partner": partner, "members": {}})
+        """Partner `partner`'s cohort `cohort_id` (each partner's cohorts are its own, as under Braze's
+        /partners/{partner}/), made (nameless, empty) if it does not exist."""
+        return self.cohorts.setdefault(f"{partner}/{cohort_id}",
+                                       {"partner": partner, "cohort_id": cohort_id, "members": {}})
 
     def delete_user(self, user: User) -> None:
         self.users.pop(user.braze_id, None)

@@ -99,3 +99,23 @@ def test_array_attribute_add_and_remove_as_braze_applies_them(braze: SandboxHand
     r = requests.post(f"{braze.url}/users/track", headers=braze.headers, timeout=10,
                       json={"attributes": [{"external_id": "u1", "c": {"add": "a"}}]})
     assert r.status_code == 400 or r.json().get("errors"), r.text
+
+
+def test_each_partner_has_its_own_cohorts() -> None:
+    """As under Braze's /partners/{partner}/: one cohort id under two partners is two cohorts."""
+    with running_sandbox(partner_api_key="pk", data_import_key="sk", cohort_partners="acme,other") as braze:
+        r = requests.post(f"{braze.url}/users/track", headers=braze.headers, timeout=10,
+                          json={"attributes": [{"external_id": "u1", "first_name": "A"}]})
+        assert r.status_code == 201, r.text
+        for partner in ("acme", "other"):
+            r = post(braze, "/cohorts", {**AUTH, "cohort_id": "vip", "name": partner.upper(),
+                                         "created_at": "2026-01-01T00:00:00Z"}, partner=partner)
+            assert r.status_code == 201, r.text
+        r = post(braze, "/cohorts/users", {**AUTH, "cohort_id": "vip", "cohort_changes": [{"user_ids": ["u1"]}]})
+        assert r.status_code == 201, r.text
+        listed = requests.get(f"{braze.url}/_sandbox/cohorts", timeout=10).json()["cohorts"]
+        assert [(c["partner"], c["name"], c["members"]) for c in listed] == [("acme", "ACME", 1), ("other", "OTHER", 0)]
+        r = requests.get(f"{braze.url}/_sandbox/cohorts/vip", timeout=10)
+        assert r.status_code == 400 and "pass ?partner=" in r.text
+        r = requests.get(f"{braze.url}/_sandbox/cohorts/vip?partner=other", timeout=10)
+        assert r.json()["name"] == "OTHER" and r.json()["members"] == []

@@ -14,7 +14,7 @@ from engine.destinations.braze.destination import make_destination
 from engine.destinations.braze.endpoints import COHORT_GROUP, COHORT_LIMIT, channel_info
 from engine.destinations.braze.payloads import build_payloads
 from engine.errors import SpecError
-from engine.project import ConnectionConfig
+from engine.project import CohortImport, ConnectionConfig
 from engine.specs import CohortSpec, DestinationSpec, Identifier, MissingUsers, SyncSpec
 
 JSON = {"content-type": "application/json"}
@@ -143,3 +143,16 @@ def test_a_cohort_attribute_must_be_a_custom_attribute(attribute: str) -> None:
     with pytest.raises(SpecError) as err:
         build_payloads(cohort_sync(attribute=attribute))
     assert any(p.path == "destination.attribute" and "custom attribute" in p.message for p in err.value.problems)
+
+
+def test_another_partner_name_is_another_destination() -> None:
+    """Partner cohorts live under /partners/{partner}/: a new partner name starts the sync again."""
+    sync = cohort_sync("partner", name="VIP")
+
+    def identity(partner: str) -> dict[str, str]:
+        conn = ConnectionConfig(name="braze", endpoint="http://127.0.0.1:9",
+                                cohort_import=CohortImport(partner=partner))
+        return dict(make_destination(conn, None, sync).identity())
+
+    assert identity("acme")["cohort partner"] == "acme"
+    assert identity("acme") != identity("other")

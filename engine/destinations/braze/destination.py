@@ -127,7 +127,11 @@ class BrazeDestination(Destination):
         return payloads
 
     def identity(self) -> Mapping[str, str]:
-        return projection.identity(self.sync, self.base_url)
+        found = dict(projection.identity(self.sync, self.base_url))
+        if self.partner and self.connection.cohort_import is not None:
+            # partner cohorts live under /partners/{partner}/: another partner name is another destination
+            found["cohort partner"] = self.connection.cohort_import.partner
+        return found
 
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         result = self._payloads.prepare(row)
