@@ -228,9 +228,48 @@ def load_syncs(project: Project, *, select: Sequence[str] | None = None) -> list
         if not found and not invalid:
             specs.append(_build(doc))
     problems += _cross_checks(project, docs)
+    if not problems:
+        problems += _shared_cohorts(specs)
     if problems:
         raise SpecError(problems)
     return select_syncs(specs, select) if select else specs
+
+
+def _shared_cohorts(specs: Sequence[SyncSpec]) -> list[Problem]:
+    """Syncs that would undo each other's cohort memberships on one connection: two cohort syncs keeping
+    the same cohort (one's removal takes the other's member out), or a users sync whose fields write the
+    array attribute cohorts keep their ids in (its values replace the ids)."""
+    problems: list[Problem] = []
+    owners: dict[tuple[str, str, str], SyncSpec] = {}
+    attributes: dict[tuple[str, str], SyncSpec] = {}
+    for s in specs:
+        c, d = s.destination.cohort, s.destination
+        if d.object != Object.COHORTS or c is None:
+            continue
+        if c.method == CohortMethod.ATTRIBUTE and c.attribute:
+            attributes.setdefault((d.connection, c.attribute), s)
+        if c.id is None:
+            continue
+        where = (d.connection, f"attribute {c.attribute}" if c.method == CohortMethod.ATTRIBUTE else "partner", c.id)
+        other = owners.setdefault(where, s)
+        if other is not s:
+            loc = s.where("destination.cohort.id")
+            problems.append(Problem(loc.file, loc.line, loc.col, "destination.cohort.id",
+                                    f"cohort '{c.id}' ({where[1]}) is also kept by sync '{other.name}' ({other.path}): "
+                                    "a member leaving one sync's model would leave the cohort although the other's "
+                                    "still holds it; use another cohort id, or one sync with cohort_column"))
+    for s in specs:
+        d = s.destination
+        if d.object != Object.USERS or not d.fields:
+            continue
+        for name in d.fields:
+            owner = attributes.get((d.connection, name))
+            if owner is not None:
+                loc = s.where(f"destination.fields.{name}")
+                problems.append(Problem(loc.file, loc.line, loc.col, f"destination.fields.{name}",
+                                        f"'{name}' holds the cohort ids of sync '{owner.name}' ({owner.path}): "
+                                        "this sync's values would replace them; map another attribute"))
+    return problems
 
 
 META_KEY = "reflow"

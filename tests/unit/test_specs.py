@@ -680,3 +680,34 @@ def test_a_cohort_member_and_its_cohort_are_part_of_the_primary_key(tmp_path: Pa
         "syncs/by_user_id.yml:7:29: destination.identifier.external_id: column 'user_id' must be part of "
         "primary_key for cohorts (a member is a row): e.g. primary_key: [customer_id, user_id]",
     ]
+
+
+def test_syncs_that_would_undo_each_others_cohorts_are_refused(tmp_path: Path) -> None:
+    cohort = """\
+        model: braze_users
+        primary_key: customer_id
+        destination:
+          connection: braze
+          object: cohorts
+          method: attribute
+          identifier: {external_id: customer_id}
+          cohort: {id: vip}
+          attribute: warehouse_cohorts
+        guards: {max_removed_pct: 20}
+        """
+    users = """\
+        model: braze_users
+        primary_key: customer_id
+        destination:
+          connection: braze
+          object: users
+          identifier: {external_id: customer_id}
+          fields: {first_name: customer_id, warehouse_cohorts: customer_id}
+        """
+    root = make_project(tmp_path, {"a.yml": cohort, "b.yml": cohort, "users.yml": users})
+    got = problems_of(root)
+    assert any(p.startswith("syncs/b.yml:8:") and "cohort 'vip' (attribute warehouse_cohorts) is also kept by sync 'a'"
+               in p for p in got), got
+    assert any(p.startswith("syncs/users.yml:7:") and "'warehouse_cohorts' holds the cohort ids of sync 'a'" in p
+               for p in got), got
+    assert len(got) == 2, got
