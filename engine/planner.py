@@ -198,7 +198,9 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept, remapped=tuple(remapped),
                           on_unmapped=on_unmapped, collapsed=collapsed,
                           columns=tuple((f.name, f.type) for f in fields),
-                          fingerprint=fingerprint(project, sync, rendered.sql, rendered.definition, identity))
+                          fingerprint=fingerprint(project, sync, rendered.sql, rendered.definition, identity),
+                          left_behind=destination.left_behind(before, snapshot_rows) if restart and snapshot_rows
+                          else None)
     return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
                           baseline, seq_min + n - 1, context)
 
@@ -293,6 +295,7 @@ class SyncContext:
     collapsed: int
     columns: tuple[tuple[str, str], ...]
     fingerprint: str
+    left_behind: str | None = None     # what the old destination keeps when the sync starts again elsewhere
 
 
 def describe_restart(old: Mapping[str, str], new: Mapping[str, str]) -> str | None:
@@ -455,6 +458,8 @@ class PlanRows:
         sending = Counts(added=added_sent, changed=changed_sent, removed=removed_sent)
         guards = evaluate_guards(sync, sending, snapshot_rows, estimate.data_points, caps.append_only)
         notes = [context.restart] if context.restart else []
+        if context.left_behind:
+            notes.append(context.left_behind)
         if context.remapped:
             notes.append(f"{', '.join(context.remapped)} mapped again: no longer synced before, so Braze may hold old "
                          "values; every row sends its value again, nulls included")

@@ -313,6 +313,11 @@ class Destination(ABC):
         prepare(), for plan_notes()."""
         return None
 
+    def left_behind(self, old: Mapping[str, str], rows: int) -> str | None:
+        """When a sync starts again at another destination: what the old one (`old`, its identity) keeps
+        of the `rows` the snapshot held there and Reflow will not undo; None when nothing needs saying."""
+        return None
+
     def plan_sql_rows(self, written: Mapping[tuple[str | None, str], tuple[int, int]]) -> None:
         """The rows sql_items() wrote to send, which prepare() never sees, for plan_notes(): per (value of
         `group_field` as text, None when it is None; op): (rows, data points)."""

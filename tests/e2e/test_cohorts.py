@@ -144,6 +144,23 @@ def test_a_member_braze_has_no_user_for_waits_and_enters_once_the_user_exists(cl
     assert "c_00001" not in shown, out + shown      # entered: not planned again (the others still wait)
 
 
+def test_another_cohort_id_says_what_the_old_cohort_keeps(cli, example_project, braze_env):
+    """A new cohort id is a new destination: the members enter the new cohort, and the plan says that the
+    old cohort keeps its members (Reflow does not take them out), so Braze and Reflow never disagree silently."""
+    first_run(cli)
+    old = holders(braze_env, "high_value")
+    assert old
+    edit_sync(example_project, SYNC, cohort={"id": "vip", "name": "VIP"})
+    code, out, err = cli("plan", "--select", SYNC)
+    assert code == 0, out + err
+    assert "destination changed" in out and "cohort high_value → vip" in out, out
+    assert (f"Braze keeps the {len(members_in_model(example_project)):,} membership(s) this sync recorded in cohort "
+            "id(s) high_value in the array attribute warehouse_cohorts") in out, out
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    assert holders(braze_env, "vip") == old and holders(braze_env, "high_value") == old
+
+
 def test_cohort_column_carries_several_cohorts_in_one_attribute(cli, example_project, braze_env):
     (example_project / "models" / "tiers.sql").write_text(
         "select customer_id, loyalty_tier as tier from {{ ref('customers') }} where not deleted\n")

@@ -159,6 +159,19 @@ class BrazeDestination(Destination):
         """The model's rows per value of `group_field` (the cohort id; None: the one cohort), for the notes."""
         self._totals = dict(totals)
 
+    def left_behind(self, old: Mapping[str, str], rows: int) -> str | None:
+        """A cohort sync that starts again (another cohort id, attribute, method, partner or identifier)
+        does not take its members out of the old cohort: the plan says what stays there."""
+        if old.get("object") != "cohorts" or "cohort" not in old:
+            return None
+        if old.get("cohort method") == "attribute":
+            where = f"cohort id(s) {old['cohort']} in the array attribute {old.get('cohort attribute', '')}"
+        else:
+            where = f"partner cohort {old['cohort']}" + (f" of partner {old['cohort partner']}"
+                                                        if old.get("cohort partner") else "")
+        return (f"Braze keeps the {rows:,} membership(s) this sync recorded in {where}: Reflow does not take "
+                "them out of the old cohort (remove them in Braze, or empty the old cohort first, under the old spec)")
+
     def plan_notes(self, sent: int) -> list[str]:
         """What the plan should say about this sync's `sent` rows (profiles Braze may not have; cohorts)."""
         if not isinstance(self._payloads, CohortPayloads):
