@@ -257,7 +257,7 @@ class BrazeDestination(Destination):
         if info.cohort_name is not None:
             problem = self._name_cohort(cohort, info.cohort_name, batch.keys[0])
             if problem is not None:
-                why = f"not sent: creating or renaming cohort {cohort} first failed: {problem.reason}"
+                why = f"creating or renaming cohort {cohort} first failed: {problem.reason}"
                 return [RowResult(key, NOT_ATTEMPTED, why) for key in batch.keys]
         return self._get_client().send(info, batch.keys, batch.items)
 
