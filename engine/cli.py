@@ -222,7 +222,7 @@ def _dbt_build_flag(p: argparse.ArgumentParser) -> None:
 
 def _sandbox_args(p: argparse.ArgumentParser) -> None:
     try:
-        from engine.sandbox.cli import add_arguments
+        from engine.sandbox.arguments import add_arguments
     except ImportError:
         return
     add_arguments(p)

@@ -178,7 +178,9 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
         seq_min = state.next_seq()
         rows = PlanRows(SyncRows(con, plan_id, sync.name, seq_min), delta.rows, projection, unset,
                         times=frozenset(f.name for f in fields if is_time_type(f.type)))
-        if baseline:
+        if not n:
+            rows.python_rows = "false"          # nothing changed: no plan rows to write, no payload SQL to plan
+        elif baseline:
             # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
             # holding a secret, refused in Python)
             rows.write_baseline()
