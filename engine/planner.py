@@ -22,6 +22,7 @@ from engine.destinations.base import (
     Op,
     PlanRow,
     Projection,
+    Reason,
     Skip,
     SqlItems,
     is_time_type,
@@ -342,8 +343,9 @@ class PlanRows:
     def _flag(self, key: str, result: Item | Invalid | Skip) -> None:
         """Count the problems of one row's result that name a value the destination would mangle
         (a `destinations.base.Reason` with a `kind`)."""
-        if isinstance(result, Invalid):
-            problems, action = result.problems, "invalid"
+        if isinstance(result, Invalid):      # one problem may be the reason itself
+            problems = result.problems or ((result.reason,) if isinstance(result.reason, Reason) else ())
+            action = "invalid"
         elif isinstance(result, Item):
             problems, action = result.dropped, "left out"
         else:
