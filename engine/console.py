@@ -24,7 +24,7 @@ from rich.text import Text
 from engine import strict_json
 from engine.formatting import compact, duration, n, plural, short  # noqa: F401 - console.compact etc.
 from engine.formatting import whole_or_one as _num
-from engine.plan import Plan, SyncPlan
+from engine.plan import PREVIEW, Plan, SyncPlan
 from engine.runner import ApplyResult
 
 out = Console(highlight=False, soft_wrap=True)
@@ -91,6 +91,9 @@ def plan_blocks(plan: Plan) -> list[Block]:
         names = " ".join(sorted({f"--allow-guard {g.name}" for _, g in blocked}))
         blocks.append(_line((f"Blocked by {plural(len(blocked), 'guard')}", "bold red"),
                             f": `reflow apply` refuses this plan unless you pass {names}."))
+    elif plan.status == PREVIEW:
+        blocks.append(_line("A read-only preview: computed on a private copy of the state, nothing locked, saved or "
+                            "uploaded; it cannot be applied."))
     else:
         blocks.append(_line(f"Saved. Review rows with `reflow show {plan.plan_id}`; apply exactly this plan with "
                             f"`reflow apply {plan.plan_id}`."))

@@ -25,6 +25,7 @@ DROPPED = "sent without "   # reason of a SEND row sent without a field the dest
                             # (any other reason of a SEND row is a note about it)
 
 PLAN_FORMAT_VERSION = 1  # of Plan.to_json; bumped only if a key changes meaning or goes away
+PREVIEW = "preview"     # the status of a read-only plan (`reflow plan --read-only`): not saved, never applied
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ LAYERS: dict[str, int] = {
     "engine.destinations": 4, "engine.warehouse": 4, "engine.diff": 4, "engine.plan": 4,
     "engine.planner": 5, "engine.runner": 5, "engine.console": 5, "engine.show": 5,
     "engine.report_html": 5, "engine.report_markdown": 5,
-    "engine.cli": 6, "engine.demo": 6, "engine.example": 6, "engine.scaffold": 6, "engine.dbt_exposures": 6,
+    "engine.cli": 6, "engine.context": 6, "engine.demo": 6, "engine.example": 6, "engine.scaffold": 6, "engine.dbt_exposures": 6,
     "engine.sandbox": 6, "engine.__main__": 6,
 }
 
