@@ -1,0 +1,60 @@
+"""Dagster: `reflow_assets` gives one asset per sync, downstream of the model it reads, and materializing them
+with Dagster's in-process executor runs the syncs against the Braze sandbox, with each sync's numbers on
+its materialization. Runs in its own virtual environment (.ci/run: .venv-dagster); skipped without Dagster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_runner import warehouse_sql
+
+dg = pytest.importorskip("dagster")
+
+from engine.integrations.dagster import reflow_assets  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+def materializations(result) -> dict[str, dict]:
+    return {e.asset_key.to_user_string(): {k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+
+
+def test_one_asset_per_sync_downstream_of_its_model(example_project: Path):
+    assets = reflow_assets(example_project)
+    keys = {k.to_user_string() for k in assets.keys}
+    syncs = {p.stem for p in (example_project / "syncs").glob("*.yml")}
+    assert keys == {f"reflow/{name}" for name in syncs}
+    users = dg.AssetKey(["reflow", "braze_users"])
+    assert {d.asset_key for d in assets.specs_by_key[users].deps} == {dg.AssetKey(["braze_users"])}
+    assert assets.specs_by_key[users].metadata["reflow/object"] == "users"
+
+
+def test_materializing_runs_the_syncs_with_their_numbers(example_project: Path, braze_env):
+    assets = reflow_assets(example_project, select=["tag:users"])
+    result = dg.materialize([assets])
+    assert result.success
+    done = materializations(result)
+    users = done["reflow/braze_users"]
+    assert users["rows"] > 0 and users["acknowledged"] == users["rows"] and users["rejected"] == 0
+    assert users["requests"] > 0 and users["data_points"] > 0 and users["pending"] == 0
+    assert braze_env.stats()["requests_total"] > 1
+
+    again = dg.materialize([assets], selection=[dg.AssetKey(["reflow", "braze_users"])])     # a subset
+    assert again.success
+    assert set(materializations(again)) == {"reflow/braze_users"}
+    assert materializations(again)["reflow/braze_users"]["requests"] == 0        # nothing changed
+
+
+def test_a_guard_fails_the_step_and_materializes_nothing(example_project: Path, braze_env):
+    assets = reflow_assets(example_project, select=["braze_users"])
+    assert dg.materialize([assets]).success
+    warehouse_sql(example_project, "UPDATE customers SET loyalty_tier = 'obsidian'")
+    before = braze_env.stats()["requests_total"]
+    result = dg.materialize([assets], raise_on_error=False)
+    assert not result.success
+    assert materializations(result) == {}
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "guard" in str(failure.event_specific_data.error), failure
+    assert braze_env.stats()["requests_total"] == before
