@@ -42,6 +42,7 @@ def test_a_run_succeeds_with_its_numbers(example_project: Path, braze_env, capsy
     assert users["requests"] > 0 and users["data_points"] > 0
     text = logged(capsys, caplog)
     assert "braze_users:" in text and "acknowledged" in text, text
+    assert braze_env.api_key not in text + repr(pushed)
 
 
 def test_undelivered_rows_warn_or_fail(example_project: Path, monkeypatch, capsys, caplog):
@@ -121,4 +122,5 @@ def test_a_dag_runs_the_operator_with_dag_test(example_project: Path, braze_env,
     assert proc.returncode == 0, out
     assert "RESULT success [('reflow_users', 'success')]" in out, out
     assert "braze_users: " in out and "acknowledged" in out, out
+    assert braze_env.api_key not in out
     assert braze_env.stats()["requests_total"] > 1

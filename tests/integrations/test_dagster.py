@@ -57,4 +57,6 @@ def test_a_guard_fails_the_step_and_materializes_nothing(example_project: Path, 
     assert materializations(result) == {}
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "guard" in str(failure.event_specific_data.error), failure
+    logged = "\n".join(str(e) for e in result.all_events)
+    assert braze_env.api_key not in logged
     assert braze_env.stats()["requests_total"] == before
