@@ -124,3 +124,19 @@ def test_a_dag_runs_the_operator_with_dag_test(example_project: Path, braze_env,
     assert "braze_users: " in out and "acknowledged" in out, out
     assert braze_env.api_key not in out
     assert braze_env.stats()["requests_total"] > 1
+
+
+def test_the_deploy_page_example_loads(example_project: Path):
+    """docs/deploy.md's DAG, pointed at this project, parses into its two tasks in order."""
+    import re
+
+    pytest.importorskip("airflow.sdk")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    [code] = [b for b in re.findall(r"^```python\n(.*?)^```$", page, re.MULTILINE | re.DOTALL)
+              if "ReflowRunOperator" in b]
+    scope: dict = {}
+    exec(compile(code.replace('"/opt/analytics"', repr(str(example_project))), "deploy.md", "exec"), scope)
+    dag = scope["dag"]
+    assert set(dag.task_dict) == {"reflow_users", "reflow_events"}
+    assert dag.task_dict["reflow_events"].upstream_task_ids == {"reflow_users"}
+    assert dag.task_dict["reflow_events"].fail_on_undelivered is True

@@ -60,3 +60,16 @@ def test_a_guard_fails_the_step_and_materializes_nothing(example_project: Path, 
     logged = "\n".join(str(e) for e in result.all_events)
     assert braze_env.api_key not in logged
     assert braze_env.stats()["requests_total"] == before
+
+
+def test_the_deploy_page_example_loads(example_project: Path):
+    """docs/deploy.md's Dagster code location, pointed at this project, is a valid Definitions."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    [code] = [b for b in re.findall(r"^```python\n(.*?)^```$", page, re.MULTILINE | re.DOTALL) if "reflow_assets" in b]
+    scope: dict = {}
+    exec(compile(code.replace('"/opt/analytics"', repr(str(example_project))), "deploy.md", "exec"), scope)
+    defs = scope["defs"]
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_job_def("reflow_daily") is not None
