@@ -70,10 +70,12 @@ def _line(*parts: str | tuple[str, str]) -> Text:
 def plan_blocks(plan: Plan) -> list[Block]:
     if not plan.has_changes and not plan.failed and not any(s.unmapped for s in plan.syncs):
         rows = sum(s.counts.total for s in plan.syncs)
+        which = "a read-only preview" if plan.status == PREVIEW else f"plan {plan.plan_id}"
         return [_line(("No changes", "bold green"),
-                      f" (plan {plan.plan_id}): Braze is in step with {plural(len(plan.syncs), 'sync')}, "
+                      f" ({which}): Braze is in step with {plural(len(plan.syncs), 'sync')}, "
                       f"{plural(rows, 'row')} compared.")]
-    blocks: list[Block] = [_line(("Plan ", "bold"), (plan.plan_id, "bold"))]
+    blocks: list[Block] = [_line(("Plan preview", "bold")) if plan.status == PREVIEW
+                           else _line(("Plan ", "bold"), (plan.plan_id, "bold"))]
     for s in plan.syncs:
         blocks.append(Text(""))
         blocks += sync_blocks(s)

@@ -73,6 +73,8 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
     if not plan.has_changes and not any(s.unmapped for s in plan.syncs):
         total = sum(s.counts.total for s in plan.syncs)
         lines.append(f"No changes: Braze is in step with {len(plan.syncs)} sync(s) ({_n(total)} rows compared).")
+        if preview:
+            lines += ["", PREVIEW_NOTE]
         return "\n".join(lines) + "\n"
     blocked = plan.blocked
     if blocked:
