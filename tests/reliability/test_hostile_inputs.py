@@ -69,7 +69,7 @@ REFUSED: dict[str, tuple[str | Generate, int, str]] = {
         "1 problem in reflow_project.yml\n"),
     "unknown key and wrong type in the project": ("project_unknown_key", 1,
         "error: reflow_project.yml:4:1: colour: unknown key; expected one of: name, warehouse, state_path, "
-        "memory_limit, vars, owner, connections\n"
+        "remote_state, memory_limit, vars, owner, connections\n"
         "reflow_project.yml:10:14: connections.braze.timeout: expected number, got string 'thirty'\n"
         "2 problems in reflow_project.yml\n"),
     "plain http endpoint to a remote host": ("project_http_endpoint", 1,
