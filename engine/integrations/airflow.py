@@ -1,5 +1,5 @@
 """Airflow: `ReflowRunOperator`, `reflow run` (plan, guards, apply) for a selection of syncs as one task
-(`pip install "reflow[airflow]"`; Airflow 3, or 2.10+).
+(`pip install "reflow[airflow]"`; Airflow 3, tested with 3.3; 2.10+ through the older imports, untested).
 
     from engine.integrations.airflow import ReflowRunOperator
 
