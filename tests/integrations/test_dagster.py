@@ -47,6 +47,20 @@ def test_materializing_runs_the_syncs_with_their_numbers(example_project: Path, 
     assert materializations(again)["reflow/braze_users"]["requests"] == 0        # nothing changed
 
 
+def test_rejected_rows_are_on_the_materialization_and_the_step_succeeds(example_project: Path, monkeypatch, capsys):
+    from engine.sandbox.testing import running_sandbox
+
+    with running_sandbox(reject_external_ids=frozenset({"c_00001", "c_00003"})) as braze:
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", braze.url)
+        monkeypatch.setenv("BRAZE_API_KEY", braze.api_key)
+        result = dg.materialize([reflow_assets(example_project, select=["braze_users"])])
+    assert result.success                                  # exit code 3: a warning, not a failure
+    users = materializations(result)["reflow/braze_users"]
+    assert users["rejected"] == 2 and users["pending"] == 2 and users["acknowledged"] == users["rows"] - 2
+    out, err = capsys.readouterr()
+    assert "WARNING" in out + err and "rows were left undelivered (exit code 3)" in out + err
+
+
 def test_a_guard_fails_the_step_and_materializes_nothing(example_project: Path, braze_env):
     assets = reflow_assets(example_project, select=["braze_users"])
     assert dg.materialize([assets]).success
