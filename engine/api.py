@@ -113,12 +113,11 @@ def syncs(project_dir: str | Path, *, select: Sequence[str] | None = None, targe
     found = []
     for s in ctx.syncs(select):
         if dbt is not None:
-            reads = tuple(Upstream(n.name, n.resource_type,
-                                   n.unique_id.split(".")[2] if n.resource_type == "source" else None)
+            reads = tuple(Upstream(n.name, n.resource_type, n.source_name if n.resource_type == "source" else None)
                           for n in dbt.reads(ctx.project, s))
         else:
             reads = (Upstream(s.model, "reflow_model"),)
-        found.append(SyncInfo(s.name, s.model, s.destination.object, s.destination.connection, s.tags,
+        found.append(SyncInfo(s.name, s.model, str(s.destination.object), s.destination.connection, s.tags,
                               s.description, reads))
     return found
 

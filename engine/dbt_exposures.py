@@ -62,7 +62,7 @@ def build_exposures(project: Project, syncs: Sequence[SyncSpec], warehouse: Any)
             "owner": owner,
             "depends_on": sorted(set(depends)),
         }
-        meta = {"reflow": {"sync": sync.name, "declared_in": sync.path, "object": d.object,
+        meta = {"reflow": {"sync": sync.name, "declared_in": sync.path, "object": str(d.object),
                            "connection": d.connection, "generated": True}}
         tags = sorted({"reflow", "braze", *sync.tags})
         if config_era:
