@@ -10,22 +10,14 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import __version__
+from engine.context import Context as BaseContext
 from engine.errors import ReflowError, UserError, scrub, scrubbed_output
 from engine.interrupts import Interrupts
 
-if TYPE_CHECKING:       # the handlers import what they use when they run (`reflow --help` loads no DuckDB)
-    from contextlib import AbstractContextManager
-
-    from engine.destinations.base import Destination
-    from engine.specs import SyncSpec
-    from engine.state import State
-    from engine.state.remote import RemoteState
-    from engine.warehouse.base import Warehouse
-    from engine.warehouse.dbt import DbtWarehouse
-
+# the handlers import what they use when they run (`reflow --help` loads no DuckDB)
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -112,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json", "markdown"], default=None,
                    help="text (default), json (same as --json), or markdown for a pull-request comment")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report of the plan to FILE")
+    p.add_argument("--read-only", action="store_true",
+                   help="plan against a private copy of the state, taking no lock and saving nothing (a remote "
+                        "state is downloaded, never uploaded): a preview for pull requests, which cannot be applied")
     p = _lock_timeout(cmd("apply", _apply, "send exactly a saved plan (the latest by default)"))
     p.add_argument("plan_id", nargs="?")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -231,121 +226,12 @@ def _sandbox_args(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------ context
 
 
-class Context:
-    """The loaded project, syncs and helpers shared by commands."""
+class Context(BaseContext):
+    """The command's project (engine/context.py), from its arguments."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from engine import console
-        from engine.project import find_project, load_project
-
-        self.args = args
-        self.root = find_project(args.project_dir)
-        self.project = load_project(self.root)
-        self._warehouse: Any = None
-        if getattr(args, "target", None):
-            import dataclasses
-
-            if self.project.warehouse.type != "dbt":
-                raise UserError("--target chooses a dbt profile target; this project's warehouse is not dbt")
-            self.project = dataclasses.replace(
-                self.project, warehouse=dataclasses.replace(self.project.warehouse, target=args.target))
-        for w in getattr(self.project, "warnings", ()):
-            console.warning(w)
-
-    def syncs(self, select: Sequence[str] | None = None) -> list[SyncSpec]:
-        from engine.specs import load_syncs
-
-        syncs = load_syncs(self.project)
-        return select_syncs(syncs, select, reads_from=self._reads_from(select))
-
-    def _reads_from(self, select: Sequence[str] | None) -> Callable[[SyncSpec, str], bool] | None:
-        """For `MODEL+` selectors on a dbt project: does a sync read MODEL or anything built from it?"""
-        from engine.specs import is_graph_selector
-
-        if self.project.warehouse.type != "dbt" or not any(is_graph_selector(s) for s in select or ()):
-            return None
-        warehouse = self.dbt_warehouse()
-
-        def reads_from(sync: SyncSpec, model: str) -> bool:
-            below = warehouse.downstream_of(model)
-            if below is None:
-                raise UserError(f"--select {model}+: no dbt model named '{model}'")
-            return any(n.unique_id in below for n in warehouse.reads(self.project, sync))
-
-        return reads_from
-
-    def warehouse(self) -> Warehouse:
-        from engine.warehouse import open_warehouse
-
-        if self._warehouse is None:
-            import weakref
-
-            self._warehouse = open_warehouse(self.project)
-            weakref.finalize(self, self._warehouse.close)
-        return self._warehouse
-
-    def dbt_warehouse(self) -> DbtWarehouse:
-        """The warehouse of a dbt project (the caller checked `warehouse.type` is dbt)."""
-        from engine.warehouse.dbt import DbtWarehouse
-
-        warehouse = self.warehouse()
-        if not isinstance(warehouse, DbtWarehouse):
-            raise UserError("this needs a dbt project (warehouse: {type: dbt} in reflow_project.yml)")
-        return warehouse
-
-    def dbt_build(self, syncs: Sequence[SyncSpec]) -> None:
-        """`--dbt-build`: build (with their parents) the dbt models the syncs read, before planning."""
-        from engine import console
-
-        if self.project.warehouse.type != "dbt":
-            raise UserError("--dbt-build needs a dbt project (warehouse: {type: dbt} in reflow_project.yml)")
-        warehouse = self.dbt_warehouse()
-        models = sorted({n.name for s in syncs for n in warehouse.reads(self.project, s)
-                         if n.resource_type in ("model", "seed", "snapshot")})
-        seconds = warehouse.build(models)
-        console.note(f"dbt build --select {' '.join('+' + m for m in models)}: ok ({seconds:.1f} s)")
-
-    def destination_for(self, *, need_key: bool,
-                        stop: threading.Event | None = None) -> Callable[[SyncSpec], Destination]:
-        from engine.destinations.braze.destination import make_destination
-        from engine.project import resolve_api_key
-
-        def make(sync: SyncSpec) -> Destination:
-            conn = self.project.connections[sync.destination.connection]
-            key = resolve_api_key(conn, required=need_key)
-            return make_destination(conn, key, sync, stop=stop)
-
-        return make
-
-    def state(self, command: str, *, read_only: bool = False) -> AbstractContextManager[State]:
-        from engine.state import State
-
-        return State.open(self.project.state_path, command=command, memory_limit=self.project.memory_limit,
-                          read_only=read_only, remote=self.remote(),
-                          lock_timeout=getattr(self.args, "lock_timeout", 0.0))
-
-    def remote(self) -> RemoteState | None:
-        """The remote state (`state_path: s3://…`) with its working copy, or None for a local state file."""
-        from engine.state.remote import RemoteState
-
-        if self.project.state_url is None:
-            return None
-        return RemoteState(self.project.state_url, self.project.state_path, **self.project.remote_state)
-
-    def require_remote(self, command: str) -> RemoteState:
-        remote = self.remote()
-        if remote is None:
-            raise UserError(f"`reflow {command}` is for a remote state (state_path: s3://…); this project's state is "
-                            f"the local file {self.project.state_path}")
-        return remote
-
-
-def select_syncs(syncs: list[SyncSpec], select: Sequence[str] | None, *,
-                 reads_from: Callable[[SyncSpec, str], bool] | None = None) -> list[SyncSpec]:
-    from engine.specs import select_syncs as select_specs
-
-    return select_specs(syncs, select, reads_from=reads_from)
-
+        super().__init__(args.project_dir, target=getattr(args, "target", None),
+                         lock_timeout=getattr(args, "lock_timeout", 0.0))
 
 def confirm(command: str, question: str) -> bool:
     """Ask on the terminal (a UserError without one: pass --yes); True when the answer is 'yes'."""
@@ -405,7 +291,10 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from engine import console
+    from engine.plan import PREVIEW
     from engine.planner import build_plan
 
     ctx = Context(args)
@@ -413,10 +302,12 @@ def _plan(args: argparse.Namespace) -> int:
     if args.dbt_build:
         ctx.dbt_build(syncs)
     fmt = "json" if args.json else (args.format or "text")
-    with ctx.state("plan") as state:
+    with ctx.preview_state() if args.read_only else ctx.state("plan") as state:
         with console.progress("planning") as progress:
             plan = build_plan(ctx.project, syncs, state, ctx.warehouse(), ctx.destination_for(need_key=False),
                               progress=progress, project_syncs=[s.name for s in ctx.syncs()])
+        if args.read_only:
+            plan = dataclasses.replace(plan, status=PREVIEW)
         if args.html:
             _write_html(state, plan, Path(args.html))
     if fmt == "json":

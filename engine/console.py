@@ -24,7 +24,7 @@ from rich.text import Text
 from engine import strict_json
 from engine.formatting import compact, duration, n, plural, short  # noqa: F401 - console.compact etc.
 from engine.formatting import whole_or_one as _num
-from engine.plan import Plan, SyncPlan
+from engine.plan import PREVIEW, Plan, SyncPlan
 from engine.runner import ApplyResult
 
 out = Console(highlight=False, soft_wrap=True)
@@ -70,10 +70,12 @@ def _line(*parts: str | tuple[str, str]) -> Text:
 def plan_blocks(plan: Plan) -> list[Block]:
     if not plan.has_changes and not plan.failed and not any(s.unmapped for s in plan.syncs):
         rows = sum(s.counts.total for s in plan.syncs)
+        which = "a read-only preview" if plan.status == PREVIEW else f"plan {plan.plan_id}"
         return [_line(("No changes", "bold green"),
-                      f" (plan {plan.plan_id}): Braze is in step with {plural(len(plan.syncs), 'sync')}, "
+                      f" ({which}): Braze is in step with {plural(len(plan.syncs), 'sync')}, "
                       f"{plural(rows, 'row')} compared.")]
-    blocks: list[Block] = [_line(("Plan ", "bold"), (plan.plan_id, "bold"))]
+    blocks: list[Block] = [_line(("Plan preview", "bold")) if plan.status == PREVIEW
+                           else _line(("Plan ", "bold"), (plan.plan_id, "bold"))]
     for s in plan.syncs:
         blocks.append(Text(""))
         blocks += sync_blocks(s)
@@ -91,6 +93,9 @@ def plan_blocks(plan: Plan) -> list[Block]:
         names = " ".join(sorted({f"--allow-guard {g.name}" for _, g in blocked}))
         blocks.append(_line((f"Blocked by {plural(len(blocked), 'guard')}", "bold red"),
                             f": `reflow apply` refuses this plan unless you pass {names}."))
+    elif plan.status == PREVIEW:
+        blocks.append(_line("A read-only preview: computed on a private copy of the state, nothing locked, saved or "
+                            "uploaded; it cannot be applied."))
     else:
         blocks.append(_line(f"Saved. Review rows with `reflow show {plan.plan_id}`; apply exactly this plan with "
                             f"`reflow apply {plan.plan_id}`."))

@@ -54,6 +54,7 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"  # stopped (Ctrl-C, SIGTERM) or the process died
 
 PLAN_FORMAT_VERSION = 1  # of Plan.to_json; bumped only if a key changes meaning or goes away
+PREVIEW = "preview"     # the status of a read-only plan (`reflow plan --read-only`): not saved, never applied
 
 
 @dataclass(frozen=True)

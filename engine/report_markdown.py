@@ -9,9 +9,11 @@ from engine.formatting import compact as _compact
 from engine.formatting import duration as _duration
 from engine.formatting import n as _n
 from engine.formatting import short
-from engine.plan import Plan, SyncPlan
+from engine.plan import PREVIEW, Plan, SyncPlan
 
 FIELDS_NAMED = 3
+PREVIEW_NOTE = ("A read-only preview against the stored state (`reflow plan --read-only`): nothing was locked, "
+                "saved or uploaded. After merge, the scheduled `reflow run` plans and sends it.")
 
 # object -> (noun for one row, for several, verb for added rows)
 NOUNS = {
@@ -63,7 +65,8 @@ def sync_sentence(s: SyncPlan) -> str:
 
 
 def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
-    lines = [f"### Reflow plan `{plan.plan_id}`", ""]
+    preview = plan.status == PREVIEW
+    lines = ["### Reflow plan (preview)" if preview else f"### Reflow plan `{plan.plan_id}`", ""]
     if plan.failed:
         lines.append("> [!WARNING]")
         lines += [f"> **{f.sync}** was not planned: {f.message}  " for f in plan.failed]
@@ -71,6 +74,8 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
     if not plan.has_changes and not any(s.unmapped for s in plan.syncs):
         total = sum(s.counts.total for s in plan.syncs)
         lines.append(f"No changes: Braze is in step with {len(plan.syncs)} sync(s) ({_n(total)} rows compared).")
+        if preview:
+            lines += ["", PREVIEW_NOTE]
         return "\n".join(lines) + "\n"
     blocked = plan.blocked
     if blocked:
@@ -128,7 +133,7 @@ def plan_markdown(plan: Plan, *, show_command: str = "reflow show") -> str:
     if guards:
         passed = sum(1 for _, g in guards if not g.blocked)
         lines += ["", f"Guards: {passed} of {len(guards)} passed."]
-    lines += ["", f"Review rows and payloads: `{show_command} {plan.plan_id}`."]
+    lines += ["", PREVIEW_NOTE if preview else f"Review rows and payloads: `{show_command} {plan.plan_id}`."]
     return "\n".join(lines) + "\n"
 
 

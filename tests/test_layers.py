@@ -2,7 +2,9 @@
 a page): a module imports only modules of its own layer or below, and no import cycle exists (imports
 inside functions count; `if TYPE_CHECKING:` imports do not, they are never executed).
 
-    6  cli, commands that compose everything (demo, example, scaffold, dbt exposures), the sandbox
+    7  integrations: the orchestrators' shapes (Dagster assets, an Airflow operator) over the Python API
+    6  cli, the Python API (api), the context both open projects with, commands that compose everything
+       (demo, example, scaffold, dbt exposures), the sandbox
     5  core: planner, runner, and the review outputs (console, show, reports)
     4  state, destinations, warehouse, diff, plan values
     3  specs, models
@@ -32,8 +34,9 @@ LAYERS: dict[str, int] = {
     "engine.destinations": 4, "engine.warehouse": 4, "engine.diff": 4, "engine.plan": 4,
     "engine.planner": 5, "engine.runner": 5, "engine.console": 5, "engine.show": 5,
     "engine.report_html": 5, "engine.report_markdown": 5,
-    "engine.cli": 6, "engine.demo": 6, "engine.example": 6, "engine.scaffold": 6, "engine.dbt_exposures": 6,
-    "engine.sandbox": 6, "engine.__main__": 6,
+    "engine.cli": 6, "engine.context": 6, "engine.demo": 6, "engine.example": 6, "engine.scaffold": 6, "engine.dbt_exposures": 6,
+    "engine.sandbox": 6, "engine.__main__": 6, "engine.api": 6,
+    "engine.integrations": 7,
 }
 
 

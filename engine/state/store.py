@@ -189,8 +189,10 @@ class State:
     @classmethod
     @contextlib.contextmanager
     def _open_file(cls, path: Path, *, command: str, memory_limit: str, read_only: bool, lock_timeout: float,
-                   remote: RemoteState | None = None) -> Iterator[State]:
-        lock = None if read_only else StateLock(path, command)
+                   remote: RemoteState | None = None, private: bool = False) -> Iterator[State]:
+        """`private`: a private copy written by this process alone (engine/state/preview.py): no lock, and the
+        runs it holds as running are left alone (they belong to a live runner elsewhere)."""
+        lock = None if read_only or private else StateLock(path, command)
         if lock:
             _acquire(lock, lock_timeout)
         try:
@@ -205,7 +207,8 @@ class State:
                     state._file = os.stat(path)
                 state._migrate(read_only=read_only)
                 if not read_only:
-                    state.recover()             # runs a dead process left `running`
+                    if not private:
+                        state.recover()         # runs a dead process left `running`
                     state.fold_acks()           # what a crashed apply recorded but did not fold
                     state.publish()
                 yield state

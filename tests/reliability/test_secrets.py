@@ -137,6 +137,8 @@ def test_the_bucket_credentials_are_written_nowhere(example_project, tmp_path):
             step(0, "plan", "--html", str(exports / "plan.html"))
             step(0, "plan", "--format", "markdown")
             step(0, "apply", "--yes")
+            step(0, "plan", "--read-only", "--format", "markdown")          # the pull request's preview
+            step(0, "plan", "--read-only", "--json", "--html", str(exports / "preview.html"))
             step(0, "show", "--format", "jsonl", "--limit", "0")
             step(0, "history", "--json")
             step(0, "status")
@@ -161,6 +163,28 @@ def test_the_bucket_credentials_are_written_nowhere(example_project, tmp_path):
     assert any(p.name == "state.duckdb.remote.json" for p in written)
     leaked = [str(p) for p in written if BUCKET_SECRET.encode() in p.read_bytes()]
     assert not leaked, f"the bucket's secret key was written to {leaked}"
+
+
+def test_the_python_api_returns_logs_and_raises_no_key(example_project, capsys, caplog, monkeypatch):
+    """engine.api (what the Dagster and Airflow integrations call): its results, its log records (the
+    "reflow" logger) and its errors hold no key, when Braze refuses the key (403) too."""
+    import logging
+
+    from engine import api
+    from engine.errors import ReflowError
+
+    monkeypatch.setenv("BRAZE_API_KEY", KEY)
+    with running_sandbox(api_key=KEY, permissions=frozenset()) as sandbox, caplog.at_level(logging.DEBUG):
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", sandbox.url)
+        result = api.run(example_project, select=["braze_users"])
+        assert result.exit_code == 1 and result.sync("braze_users").error, result
+        preview = api.plan(example_project, read_only=True)
+        monkeypatch.setenv("BRAZE_REST_ENDPOINT", f"http://user:{KEY}@127.0.0.1:9")
+        with pytest.raises(ReflowError) as raised:
+            api.run(example_project, select=["braze_users"])
+    texts = [repr(result), json.dumps(result.plan.to_json(), default=str), json.dumps(preview.to_json(), default=str),
+             str(raised.value), caplog.text, *capsys.readouterr()]
+    assert not any(KEY in text for text in texts), "the key appeared in the API's results, logs or errors"
 
 
 def test_a_key_written_in_the_project_file_is_scrubbed_and_warned_about(example_project):

@@ -35,3 +35,18 @@ def test_no_change_markdown():
     quiet = dataclasses.replace(plan.syncs[0], counts=Counts(total=5, unchanged=5))
     md = plan_markdown(Plan("plan_x", plan.created_at, (quiet,)))
     assert md == "### Reflow plan `plan_x`\n\nNo changes: Braze is in step with 1 sync(s) (5 rows compared).\n"
+
+
+def test_a_read_only_preview_names_no_plan_to_show_or_apply():
+    import dataclasses
+
+    from engine.plan import PREVIEW, Counts, Plan
+
+    md = plan_markdown(dataclasses.replace(users_plan(), status=PREVIEW))
+    assert md.startswith("### Reflow plan (preview)\n")
+    assert "plan_20260101T000000_0001" not in md and "reflow show" not in md
+    assert md.endswith("nothing was locked, saved or uploaded. After merge, the scheduled `reflow run` plans and "
+                       "sends it.\n")
+    quiet = dataclasses.replace(users_plan().syncs[0], counts=Counts(total=5, unchanged=5))
+    md = plan_markdown(Plan("plan_x", users_plan().created_at, (quiet,), status=PREVIEW))
+    assert md.startswith("### Reflow plan (preview)\n\nNo changes:") and "nothing was locked" in md
