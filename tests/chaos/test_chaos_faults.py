@@ -129,7 +129,14 @@ def check_rejections_listed(cli: Any, project: Any, sandbox: FaultySandbox, reje
     seen = sandbox.seen_rejections
     profiles = {k for a, k in seen if a == "attributes"}
     assert profiles <= rejected, profiles
-    assert by_sync.get("braze_users", set()) >= profiles
+    missing = profiles - by_sync.get("braze_users", set())
+    if missing:
+        # an answer the sandbox gave promptly can still reach a starved client (a loaded machine) after its
+        # 1 s timeout: that row's outcome was unknown, so it is not listed (it stayed pending, was sent
+        # again and landed once the faults stopped); the runs of the sync must say so
+        code, out, err = cli("history", "braze_users", "--json", "--limit", "1000")
+        assert code == 0, err
+        assert sum(r["pending"] for r in json.loads(out)) >= len(missing), (missing, out)
     orders = {r["order_id"] for r in model_rows(project, "order_events")
               if r["customer_id"] in rejected and ("events", r["order_id"]) in seen}
     assert by_sync.get("order_events", set()) >= orders
