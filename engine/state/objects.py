@@ -103,14 +103,18 @@ class Bucket:
         except Exception as exc:  # noqa: BLE001 - sorted in _problem
             raise self._problem("list", exc) from exc
 
+    def _absent(self, exc: FileNotFoundError) -> None:
+        """A missing object reads as None (the caller returns it); a missing bucket is a setup problem, named."""
+        if "NoSuchBucket" in str(exc):
+            raise self._problem("read", exc) from exc
+
     def head(self, key: str) -> Stored | None:
         import obstore
 
         try:
             meta = obstore.head(self.store, key)
         except FileNotFoundError as exc:
-            if "NoSuchBucket" in str(exc):
-                raise self._problem("read", exc) from exc
+            self._absent(exc)
             return None
         except Exception as exc:  # noqa: BLE001
             raise self._problem("read", exc) from exc
@@ -124,8 +128,7 @@ class Bucket:
             got = obstore.get(self.store, key)
             data = bytes(got.bytes())
         except FileNotFoundError as exc:
-            if "NoSuchBucket" in str(exc):
-                raise self._problem("read", exc) from exc
+            self._absent(exc)
             return None
         except Exception as exc:  # noqa: BLE001
             raise self._problem("read", exc) from exc
@@ -144,8 +147,7 @@ class Bucket:
             os.replace(tmp, dest)
         except FileNotFoundError as exc:
             tmp.unlink(missing_ok=True)
-            if "NoSuchBucket" in str(exc):
-                raise self._problem("read", exc) from exc
+            self._absent(exc)
             return None
         except OSError as exc:
             tmp.unlink(missing_ok=True)
