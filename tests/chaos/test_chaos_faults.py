@@ -129,20 +129,19 @@ def check_rejections_listed(cli: Any, project: Any, sandbox: FaultySandbox, reje
     seen = sandbox.seen_rejections
     profiles = {k for a, k in seen if a == "attributes"}
     assert profiles <= rejected, profiles
-    missing = profiles - by_sync.get("braze_users", set())
-    if missing:
-        # an answer the sandbox gave promptly can still reach a starved client (a loaded machine) after its
-        # 1 s timeout: that row's outcome was unknown, so it is not listed (it stayed pending, was sent
-        # again and landed once the faults stopped); the runs of the sync must say so
-        code, out, err = cli("history", "braze_users", "--json", "--limit", "1000")
-        assert code == 0, err
-        assert sum(r["pending"] for r in json.loads(out)) >= len(missing), (missing, out)
     orders = {r["order_id"] for r in model_rows(project, "order_events")
               if r["customer_id"] in rejected and ("events", r["order_id"]) in seen}
-    assert by_sync.get("order_events", set()) >= orders
     lines = {r["purchase_key"] for r in model_rows(project, "purchases")
              if r["customer_id"] in rejected and ("purchases", r["order_id"]) in seen}
-    assert by_sync.get("purchases", set()) >= lines
+    for sync, answered in (("braze_users", profiles), ("order_events", orders), ("purchases", lines)):
+        missing = answered - by_sync.get(sync, set())
+        if missing:
+            # an answer the sandbox gave promptly can still reach a starved client (a loaded machine) after
+            # its 1 s timeout: that row's outcome was unknown, so it is not listed (it stayed pending, was
+            # sent again and landed once the faults stopped); the runs of the sync must say so
+            code, out, err = cli("history", sync, "--json", "--limit", "1000")
+            assert code == 0, err
+            assert sum(r["pending"] for r in json.loads(out)) >= len(missing), (sync, missing, out)
     assert seen, "no rejection was answered promptly; the test proves little"
     # nothing else was listed: only the blacklisted customers' rows (users, events, purchases)
     events = {r["order_id"]: r["customer_id"] for r in model_rows(project, "order_events")}
