@@ -164,7 +164,7 @@ def run(project_dir: str | Path, *, select: Sequence[str] | None = None, target:
             return _blocked(made, allow_guards)
         applied = apply_plan(state, made, {s.name: s for s in chosen},
                              ctx.destination_for(need_key=made.has_changes, stop=stop), stop=stop,
-                             allow_guards=allow_guards)
+                             allow_guards=allow_guards, mirrors=ctx.mirrors(state, made))
     return _result(made, applied)
 
 

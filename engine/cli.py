@@ -369,7 +369,7 @@ def _send(ctx: Context, state: Any, plan: Any, syncs: dict[str, Any], allow: Seq
     quiet = not plan.has_changes
     with Interrupts(stop), console.progress("sending") as progress:
         result = apply_plan(state, plan, syncs, ctx.destination_for(need_key=not quiet, stop=stop), stop=stop,
-                            progress=progress, allow_guards=allow)
+                            progress=progress, allow_guards=allow, mirrors=ctx.mirrors(state, plan))
     if quiet and not result.failed:
         console.print_lines([f"Plan {plan.plan_id}: no changes; nothing to send."])
     else:

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import strict_json
-from engine.formatting import compact, duration, n, plural, short  # noqa: F401 - console.compact etc.
+from engine.formatting import compact, duration, n, plural, short, size  # noqa: F401 - console.compact etc.
 from engine.formatting import whole_or_one as _num
 from engine.plan import PREVIEW, Plan, SyncPlan
 from engine.runner import ApplyResult
@@ -113,15 +113,28 @@ def _counts_parts(s: SyncPlan) -> list[str | tuple[str, str]]:
     return parts[:-1]
 
 
+def read_part(read: dict[str, Any]) -> str:
+    """'; read 2,000 rows (41.0 KB), diff: hashes' — what the warehouse sent for a sync; "" for the default
+    (a local diff reading the embedded DuckDB in this process), so the usual plan reads as it always did."""
+    if not read or (read.get("diff") == "local" and read.get("bytes") is None and not read.get("note")):
+        return ""
+    nbytes = read.get("bytes")
+    wire = f" ({size(int(nbytes))} over the wire)" if nbytes is not None else " (in process)"
+    return f"; read {plural(int(read.get('rows', 0)), 'row')}{wire}, diff: {read.get('diff')}"
+
+
 def sync_blocks(s: SyncPlan) -> list[Block]:
     c = s.counts
     head: list[str | tuple[str, str]] = [(s.name, "bold"), f" → {s.object} ({s.connection}): "]
     if not s.has_changes:
-        return [_line(*head, ("no changes", "green"), f" ({plural(c.total, 'row')})"), *_unmapped_blocks(s)]
+        return [_line(*head, ("no changes", "green"), f" ({plural(c.total, 'row')}{read_part(s.read)})"),
+                *_unmapped_blocks(s)]
     head += _counts_parts(s)
     head += [f"  | {plural(s.total_requests, 'request')}, ~{n(s.data_points)} data points, "
              f"~{duration(s.seconds)} at the rate limit"]
     blocks: list[Block] = [_line(*head)]
+    if read_part(s.read):
+        blocks.append(_line(f"  {read_part(s.read)[2:]}"))
     if len(s.requests) > 1:
         blocks.append(_line("  requests: " + ", ".join(f"{k}: {n(v)}" for k, v in sorted(s.requests.items()))))
     if c.not_sent:

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from engine.destinations.base import Destination
+    from engine.locations import MirrorKeeper
+    from engine.plan import Plan
     from engine.specs import SyncSpec
     from engine.state import State
     from engine.state.remote import RemoteState
@@ -111,6 +113,14 @@ class Context:
             return make_destination(conn, key, sync, stop=stop)
 
         return make
+
+    def mirrors(self, state: State, plan: Plan) -> MirrorKeeper | None:
+        """What keeps the warehouse mirrors of the plan's `diff: warehouse` syncs in step (None: none)."""
+        from engine.locations import MirrorKeeper as Keeper
+
+        if not any(sp.read.get("diff") == "warehouse" for sp in plan.syncs):
+            return None
+        return Keeper(self.project, self.warehouse(), state)
 
     def state(self, command: str, *, read_only: bool = False) -> AbstractContextManager[State]:
         from engine.state import State

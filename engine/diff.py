@@ -257,7 +257,7 @@ def empty_snapshot(con: duckdb.DuckDBPyConnection) -> str:
 
 def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[Column],
                   key_label: str, snapshot: str, *, sync: str, include_removed: bool = True,
-                  model: str = "") -> DeltaCounts:
+                  model: str = "", hashed: bool = False) -> DeltaCounts:
     """Phase 1: keep only keys that are new, gone, or whose hash differs (with the snapshot row's
     rowid, so phase 2 fetches old rows without scanning the snapshot again). `relation` is a
     projected relation (`projected`): `__key` and one column per field, described by `columns`.
@@ -268,7 +268,10 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     Null and duplicate keys stop the sync. With removed rows in the delta this costs no extra pass:
     the snapshot's keys are unique, so the model's matched rows (all rows but the added ones) must
     number exactly the snapshot's matched keys (all but the removed ones), and the added keys must
-    be distinct and not null; only a mismatch runs the full check, which names the keys."""
+    be distinct and not null; only a mismatch runs the full check, which names the keys.
+
+    `hashed`: `relation` holds `__key` and `__hash` computed on the warehouse (diff: hashes / warehouse),
+    no values: the delta keeps keys and hashes only, until `fill_delta` adds the fetched values."""
     if not include_removed:
         total = check_keys(con, relation, key_label, sync=sync, model=model)
     else:
@@ -279,7 +282,9 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
         total = int(row[0]) if row else 0
     removed_filter = "" if include_removed else " AND n.__key IS NOT NULL"
     # values are rendered (ISO timestamps, JSON) after the join, for the delta rows only
-    cols = "".join(f", {normalized(c, 'n.')} AS {quote(c.name)}" for c in columns)
+    cols = "" if hashed else "".join(f", {normalized(c, 'n.')} AS {quote(c.name)}" for c in columns)
+    rows = (f"SELECT {KEY}, __hash FROM {relation} AS m" if hashed else
+            f"SELECT {KEY}, {hash_expr(columns)} AS __hash, m.* EXCLUDE ({KEY}) FROM {relation} AS m")
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     # the snapshot's (key, hash, rowid) is the hash join's build side, as written: DuckDB's side
     # flipping would build the wide model side when the two have the same row count (the steady
@@ -289,8 +294,7 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
             CREATE TABLE {DELTA} AS
             SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN n.__key IS NULL THEN 'removed' ELSE 'changed' END AS __op,
                    coalesce(n.__key, s.key) AS __k, n.__hash, s.__rid{cols}
-            FROM (SELECT {KEY}, {hash_expr(columns)} AS __hash, m.* EXCLUDE ({KEY})
-                  FROM {relation} AS m) AS n
+            FROM ({rows}) AS n
             FULL JOIN (SELECT key, row_hash, rowid AS __rid FROM {snapshot}) AS s ON n.__key = s.key
             -- a snapshot row whose hash is unknown (NULL: an unknown outcome, a DuckDB upgrade) that left
             -- the model is a removal too (its NULL hash is not distinct from the missing model row's)
@@ -306,6 +310,47 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
                             or total - added != snapshot_rows - removed):
         check_keys(con, relation, key_label, sync=sync, model=model)        # raises, naming the keys
     return DeltaCounts(total=total, added=added, candidates=candidates, removed=removed)
+
+
+def delta_from_warehouse(con: duckdb.DuckDBPyConnection, found: str, snapshot: str, total: int, *,
+                         include_removed: bool) -> DeltaCounts:
+    """Phase 1's result computed on the warehouse (`found`: `__in_model` y|n, `__key`, `__hash` as 16 hex
+    digits, for the keys whose hash differs from the mirror's) made a delta against the local snapshot,
+    which stays the truth: a key is added when the snapshot lacks it, removed when the model lacks it and
+    the snapshot has it, changed when both have it and the hashes differ."""
+    hashed = "CASE WHEN w.__in_model = 'y' THEN ('0x' || w.__hash)::UBIGINT END"
+    removed = "(w.__in_model = 'n' AND s.key IS NOT NULL)" if include_removed else "false"
+    con.execute(f"DROP TABLE IF EXISTS {DELTA}")
+    con.execute(f"""
+        CREATE TABLE {DELTA} AS
+        SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN w.__in_model = 'n' THEN 'removed' ELSE 'changed' END AS __op,
+               w.__key AS __k, {hashed} AS __hash, s.__rid
+        FROM {found} AS w LEFT JOIN (SELECT key, row_hash, rowid AS __rid FROM {snapshot}) AS s ON s.key = w.__key
+        WHERE (w.__in_model = 'y' AND {hashed} IS DISTINCT FROM s.row_hash) OR {removed}""")
+    row = con.execute(f"SELECT count(*) FILTER (WHERE __op = 'added'), count(*) FILTER (WHERE __op = 'changed'), "
+                      f"count(*) FILTER (WHERE __op = 'removed') FROM {DELTA}").fetchone() or (0, 0, 0)
+    return DeltaCounts(total=total, added=int(row[0]), candidates=int(row[1]), removed=int(row[2]))
+
+
+def delta_keys(con: duckdb.DuckDBPyConnection) -> tuple[str, int]:
+    """SQL selecting (`__k`) the keys whose rows phase 2 needs in full (added and changed), and how many."""
+    row = con.execute(f"SELECT count(*) FROM {DELTA} WHERE __op <> 'removed'").fetchone()
+    return f"SELECT __k FROM {DELTA} WHERE __op <> 'removed'", int(row[0]) if row else 0
+
+
+def fill_delta(con: duckdb.DuckDBPyConnection, fetched: str, columns: Sequence[Column]) -> int:
+    """After a hashed phase 1: the delta's added and changed rows take their values (and the hash the
+    warehouse computed over those very values) from `fetched` (a projected relation with `__hash`). A
+    key the fetch no longer found (deleted on the warehouse between the two reads) leaves the delta:
+    the next plan sees it as it is then. Returns how many left."""
+    cols = "".join(f", {normalized(c, 'f.')} AS {quote(c.name)}" for c in columns)
+    before = con.execute(f"SELECT count(*) FROM {DELTA}").fetchone()
+    con.execute(f"""CREATE OR REPLACE TABLE {DELTA} AS
+        SELECT d.__op, d.__k, coalesce(f.__hash, d.__hash) AS __hash, d.__rid{cols}
+        FROM {DELTA} AS d LEFT JOIN {fetched} AS f ON f.{KEY} = d.__k
+        WHERE d.__op = 'removed' OR f.{KEY} IS NOT NULL""")
+    after = con.execute(f"SELECT count(*) FROM {DELTA}").fetchone()
+    return (int(before[0]) if before else 0) - (int(after[0]) if after else 0)
 
 
 @contextlib.contextmanager
@@ -515,13 +560,42 @@ class Delta:
         return empty_snapshot(self.con)
 
     def compare(self, source: str, columns: Sequence[Column], key_label: str, snapshot: str, *,
-                include_removed: bool = True) -> DeltaCounts:
-        """Phase 1 (`compute_delta`)."""
+                include_removed: bool = True, hashed: bool = False) -> DeltaCounts:
+        """Phase 1 (`compute_delta`). `hashed`: `source` holds the warehouse's (key, hash) pairs only;
+        `fill` must then bring the delta rows' values before `render`."""
         self._need("new", "compare")
         counts = compute_delta(self.con, source, columns, key_label, snapshot, sync=self.sync,
-                               include_removed=include_removed, model=self.model)
-        self._snapshot, self._columns, self._phase = snapshot, columns, "compared"
+                               include_removed=include_removed, model=self.model, hashed=hashed)
+        self._snapshot, self._columns = snapshot, columns
+        self._phase = "hashed" if hashed else "compared"
         return counts
+
+    def compare_found(self, found: str, columns: Sequence[Column], snapshot: str, total: int, *,
+                      include_removed: bool = True) -> DeltaCounts:
+        """Phase 1 run on the warehouse (`delta_from_warehouse`); `fill` must follow, as after a hashed
+        compare."""
+        self._need("new", "compare_found")
+        counts = delta_from_warehouse(self.con, found, snapshot, total, include_removed=include_removed)
+        self._snapshot, self._columns, self._phase = snapshot, columns, "hashed"
+        return counts
+
+    def needed_keys(self) -> tuple[str, int]:
+        """After a hashed compare: SQL selecting `__k`, the keys to fetch in full, and how many."""
+        self._need("hashed", "needed_keys")
+        return delta_keys(self.con)
+
+    def fill(self, fetched: str, counts: DeltaCounts) -> DeltaCounts:
+        """After a hashed compare: the delta rows' values from `fetched` (`fill_delta`); returns the
+        counts less the keys that vanished between the two reads."""
+        self._need("hashed", "fill")
+        gone = fill_delta(self.con, fetched, self._columns)
+        self._phase = "compared"
+        if not gone:
+            return counts
+        row = self.con.execute(f"SELECT count(*) FILTER (WHERE __op = 'added'), "
+                               f"count(*) FILTER (WHERE __op = 'changed') FROM {DELTA}").fetchone() or (0, 0)
+        return DeltaCounts(total=counts.total - gone, added=int(row[0]), candidates=int(row[1]),
+                           removed=counts.removed)
 
     def render(self, unset: Sequence[str] = (), remapped: Sequence[str] = ()) -> int:
         """Phase 2 (`prepare_rows`): the delta rows; returns how many."""

@@ -49,6 +49,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def size(nbytes: int) -> str:
+    """Bytes for people: 812 B, 4.2 KB, 91.3 MB, 1.4 GB (powers of 1000)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
 def plural(count: int, word: str) -> str:
     return f"{n(count)} {word}" + ("" if count == 1 else "s")
 

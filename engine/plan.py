@@ -185,6 +185,7 @@ class SyncPlan:
     columns: tuple[tuple[str, str], ...] = ()   # the fields this plan's rows hold, with their model types
     identity_fields: tuple[str, ...] = ()       # fields naming the destination object of a row
     warnings: tuple[ValueWarning, ...] = ()     # values the destination would mangle, counted per field
+    read: dict[str, Any] = field(default_factory=dict)  # where phase 1 ran, rows and bytes read from the warehouse
 
     @property
     def blocked(self) -> tuple[GuardResult, ...]:
@@ -230,6 +231,7 @@ class SyncPlan:
             "invalid_samples": [{"key": k, "reason": r} for k, r in self.invalid_samples],
             "notes": list(self.notes),
             "warnings": [w.to_json() for w in self.warnings],
+            "read": dict(self.read),
             "snapshot_version": self.snapshot_version,
             "snapshot_rows": self.snapshot_rows,
             "fingerprint": self.fingerprint,
@@ -243,7 +245,7 @@ class SyncPlan:
             "restart": self.restart, "unmapped": [list(u) for u in self.unmapped], "on_unmapped": self.on_unmapped,
             "append_only": self.append_only, "apply_rank": self.apply_rank, "columns": [list(c) for c in self.columns],
             "identity_fields": list(self.identity_fields),
-            "warnings": [asdict(w) for w in self.warnings],
+            "warnings": [asdict(w) for w in self.warnings], "read": self.read,
         }, default=str)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from engine import diff
+from engine import diff, locations
 from engine.destinations.base import (
     Destination,
     Invalid,
@@ -44,7 +44,7 @@ from engine.plan import (
     ValueWarning,
 )
 from engine.project import SECRET_FIELDS, Project
-from engine.specs import SyncSpec, check_columns
+from engine.specs import DiffLocation, SyncSpec, check_columns
 from engine.sql import sql_str
 from engine.state import UNKNOWN, State, new_id, now
 from engine.state.plan_rows import PlanRowRecord, SyncRows
@@ -75,6 +75,7 @@ class RenderedSync:
 
 def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = "",
                 identity: Mapping[str, str] | None = None) -> str:
+    # (the project's diff location enters when it is not the default: a plan's hashes follow its recipe)
     """What determines a plan's rows besides the data: the spec, the rendered SQL, the model's definition
     in the warehouse (dbt nodes and their upstream nodes), the connection's settings and where the rows
     go. A plan whose fingerprint no longer matches is refused by `apply`."""
@@ -82,8 +83,11 @@ def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = ""
     # secret settings stay out (a new key is no change to a plan, and no digest of a key is stored)
     settings = {k: v for k, v in (vars(conn).items() if conn else [])
                 if k != "api_key_template" and k not in SECRET_FIELDS}
-    blob = json.dumps({"spec": sync.raw, "sql": sql, "definition": definition, "connection": settings,
-                       "identity": dict(identity or {})}, sort_keys=True, default=str)
+    parts: dict[str, Any] = {"spec": sync.raw, "sql": sql, "definition": definition, "connection": settings,
+                             "identity": dict(identity or {})}
+    if project.warehouse.diff != DiffLocation.LOCAL:
+        parts["diff"] = project.warehouse.diff
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -129,7 +133,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
               project_syncs: Sequence[str] | None = None) -> SyncPlan:
     sync = rendered.sync
     con = state.con
-    model = read_model(con, rendered, warehouse, destination)
+    read_before = (warehouse.cost.rows, warehouse.cost.bytes)
+    model, location = read_model_at(con, rendered, warehouse, destination, project, preview=state.preview)
     relation, projection, fields = model.relation, model.projection, model.fields
     identity = destination_identity(sync, destination)
 
@@ -142,7 +147,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                 f"to start this sync over, run `reflow state forget {old}`")
     st = state.ensure_sync(sync.name)
     state.convert_legacy(sync.name, projection.fields, model.types, identity)   # a schema-2 snapshot, once
-    state.invalidate_hashes_if_needed(sync.name)
+    state.invalidate_hashes_if_needed(sync.name, location.recipe)
     st = state.sync(sync.name) or st
     restart = describe_restart(st.identity, identity) if st.identity is not None else None
     before = st.identity or {}
@@ -151,7 +156,10 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     first_run = restart is not None or (st.version == 0 and snapshot_rows == 0)
     baseline = first_run and sync.first_run == "baseline"
     caps = destination.capabilities
-    source = diff.projected(relation, projection.fields, sync.primary_key, projection.constants)
+    away = None if location.used == DiffLocation.LOCAL else locations.Away(
+        con, warehouse, location, rendered.sql, sync, projection, fields, model.types, rendered.model,
+        project.warehouse.mirror_schema)
+    source = diff.projected(relation, projection.fields, sync.primary_key, projection.constants) if not away else ""
     names = set(projection.names)
     unmapped = [] if restart else [f for f, _ in st.columns if f not in names]
     on_unmapped = sync.destination.on_unmapped
@@ -159,17 +167,25 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     # snapshot forgot, so every row sends its value again (nulls too)
     remapped = [] if restart else [f for f in st.forgotten if f in names]
     unset = unmapped if on_unmapped == "unset" else []
+    group = destination.group_field
     with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
         snapshot = delta.empty_snapshot() if restart else st.table
-        counts = delta.compare(source, fields, ", ".join(sync.primary_key), snapshot,
-                               include_removed=not caps.append_only)
+        if away:
+            counts = locations.compare(delta, away, snapshot, ", ".join(sync.primary_key), state=state,
+                                       include_removed=not caps.append_only, extras=[group] if group else [])
+        else:
+            counts = delta.compare(source, fields, ", ".join(sync.primary_key), snapshot,
+                                   include_removed=not caps.append_only)
         # the model's rows per group, for the destination's notes (a count over the model only when grouped)
-        destination.plan_totals(diff.count_by(con, source, destination.group_field) if destination.group_field
+        destination.plan_totals(diff.count_by(con, locations.HASHED if away else source, group) if group
                                 else {None: counts.total})
         keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
         if projection.identity and not keyed_by_identity:
-            diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
-                                model=rendered.model)
+            if away:
+                locations.shared_identity(away, projection.identity, caps.object_word)
+            else:
+                diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
+                                    model=rendered.model)
         n = delta.render(unset, remapped)
         collapsed = 0 if keyed_by_identity else delta.collapse(projection.identity)
         if same_place and projection.identity:
@@ -197,6 +213,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
             done += len(chunk)
             if progress:
                 progress(sync.name, done, left)
+    locations.drop_scratch(con)
+    read = read_cost(warehouse, read_before, location, counts.total)
     kept = state.values_held(sync.name, unmapped) if unmapped else ()
     context = SyncContext(identity=identity, restart=restart, projection=projection, unmapped=kept, remapped=tuple(remapped),
                           on_unmapped=on_unmapped, collapsed=collapsed,
@@ -205,7 +223,19 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                           left_behind=destination.left_behind(before, snapshot_rows) if restart and snapshot_rows
                           else None)
     return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
-                          baseline, seq_min + n - 1, context)
+                          baseline, seq_min + n - 1, context, read)
+
+
+def read_cost(warehouse: Warehouse, before: tuple[int, int | None], location: locations.Location,
+              total: int) -> dict[str, Any]:
+    """What the plan of one sync read from the warehouse (the plan's `read`): rows and bytes that
+    travelled (bytes None: the embedded DuckDB, read in this process), where phase 1 ran and why."""
+    rows = warehouse.cost.rows - before[0]
+    nbytes = None if warehouse.cost.bytes is None or before[1] is None else warehouse.cost.bytes - before[1]
+    if location.used == DiffLocation.LOCAL and nbytes is None:
+        rows = total            # in process: every row was read
+    return {"diff": str(location.used), "asked": str(location.asked), "rows": rows, "bytes": nbytes,
+            "note": location.note}
 
 
 @dataclass(frozen=True)
@@ -218,13 +248,32 @@ class ModelRead:
     fields: list[diff.Column]          # destination fields, with their model types
 
 
+def read_model_at(con: Any, rendered: RenderedSync, warehouse: Warehouse, destination: Destination,
+                  project: Project, *, preview: bool) -> tuple[ModelRead, locations.Location]:
+    """The sync's model and where its diff runs (locations.choose): for `local` made readable on `con`
+    (read_model); elsewhere only described (nothing landed; `relation` is "")."""
+    sync = rendered.sync
+    if (sync.diff or project.warehouse.diff) == DiffLocation.LOCAL:
+        return read_model(con, rendered, warehouse, destination), locations.choose(project, sync, warehouse, (),
+                                                                                     preview=preview)
+    types = dict(warehouse.columns(con, rendered.sql, model=sync.model))
+    check_columns([sync], lambda _: list(types))
+    location = locations.choose(project, sync, warehouse, [types[k] for k in sync.primary_key], preview=preview)
+    if location.used == DiffLocation.LOCAL:
+        return read_model(con, rendered, warehouse, destination), location
+    return _model_read("", types, sync, destination), location
+
+
 def read_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destination: Destination) -> ModelRead:
     """The sync's model made readable on `con` (planned, not run). Columns the spec names that the model
     lacks are refused (located, with a did-you-mean)."""
     sync = rendered.sync
     relation = warehouse.relation(con, rendered.sql, model=sync.model)
     columns = diff.describe(con, relation, model=rendered.model, sync=sync.name)
-    types = {c.name: c.type for c in columns}
+    return _model_read(relation, {c.name: c.type for c in columns}, sync, destination)
+
+
+def _model_read(relation: str, types: dict[str, str], sync: SyncSpec, destination: Destination) -> ModelRead:
     check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
     projection = destination.project(list(types))
     fields = [diff.Column(f, types[c]) for f, c in projection.fields]
@@ -448,7 +497,7 @@ class PlanRows:
 
     def summarise(self, project: Project, rendered: RenderedSync, destination: Destination,
                   delta: diff.DeltaCounts, version: int, snapshot_rows: int, first_run: bool, baseline: bool,
-                  seq_max: int, context: SyncContext) -> SyncPlan:
+                  seq_max: int, context: SyncContext, read: dict[str, Any] | None = None) -> SyncPlan:
         sync = rendered.sync
         t = self.table.totals(sorted(self.unset_unmapped), self.projection.identity)
         (added, changed, removed, retry, invalid, not_sent, baselined, rehash,
@@ -495,6 +544,8 @@ class PlanRows:
             notes.append(f"{secret} row(s) hold a secret value (an API key or a secret environment variable): "
                          f"they are not sent, and the plan keeps them masked (`reflow show --sync {sync.name} "
                          "--op invalid`); fix the model")
+        if read and read.get("note"):
+            notes.append(str(read["note"]))
         invalid_samples = self.table.invalid_samples(INVALID_SAMPLES)
         return SyncPlan(
             name=sync.name, model=sync.model, object=sync.destination.object,
@@ -507,6 +558,7 @@ class PlanRows:
             unmapped=context.unmapped, on_unmapped=context.on_unmapped, append_only=caps.append_only,
             apply_rank=caps.apply_rank,
             columns=context.columns, identity_fields=self.projection.identity, warnings=self.warnings(),
+            read=dict(read or {}),
         )
 
     def _waiting_note(self, sync: SyncSpec) -> list[str]:

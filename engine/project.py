@@ -75,6 +75,8 @@ class WarehouseConfig:
     project_dir: str = "."               # dbt
     profiles_dir: str | None = None      # dbt (DBT_PROFILES_DIR, then ~/.dbt)
     target: str | None = None            # dbt
+    diff: str = "local"                  # local | hashes | warehouse (specs.DiffLocation), a sync may override
+    mirror_schema: str = "reflow_mirror"  # diff: warehouse: the warehouse schema of the snapshot mirrors
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,8 @@ def load_project(root: Path) -> Project:
         project_dir=wh.get("project_dir", "."),
         profiles_dir=wh.get("profiles_dir"),
         target=wh.get("target"),
+        diff=wh.get("diff", "local"),
+        mirror_schema=wh.get("mirror_schema", "reflow_mirror"),
     )
     raw_state = str(data.get("state_path", DEFAULT_STATE_PATH))
     state_url = raw_state if raw_state.lower().startswith(REMOTE_STATE_SCHEMES) else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import queue
 import threading
 import time
@@ -47,6 +48,7 @@ from engine.plan import UNKNOWN_REASON, UNRECORDED_REASON, GuardResult, Plan, Pl
 from engine.specs import SyncSpec
 from engine.state import State, new_id
 from engine.state.plan_rows import SyncRows
+from engine.locations import MirrorKeeper
 from engine.state.runs import (
     Outcomes,
     bump_version,
@@ -191,14 +193,15 @@ def require_unblocked(plan: Plan, allow_guards: Sequence[str] = ()) -> None:
 def apply_plan(state: State, plan: Plan, specs: dict[str, SyncSpec],
                destination_for: Callable[[SyncSpec], Destination], *,
                stop: threading.Event | None = None, progress: ApplyProgress | None = None,
-               allow_guards: Sequence[str] = ()) -> ApplyResult:
+               allow_guards: Sequence[str] = (), mirrors: MirrorKeeper | None = None) -> ApplyResult:
     """Send a checked plan, sync by sync (profiles first, deletes last). A sync that a guard blocks is
     skipped, and one that fails stops only itself: the others go on. Rows that send nothing are
-    recorded first, so a plan with nothing to send still brings the snapshot up to date."""
+    recorded first, so a plan with nothing to send still brings the snapshot up to date. `mirrors` brings
+    the warehouse mirror of a `diff: warehouse` sync up to date after its send (locations.MirrorKeeper)."""
     stop = stop or threading.Event()
     result = ApplyResult(plan.plan_id, failed=[(f.sync, f.message) for f in plan.failed])
     try:
-        _apply_syncs(state, plan, specs, destination_for, result, stop, progress, allow_guards)
+        _apply_syncs(state, plan, specs, destination_for, result, stop, progress, allow_guards, mirrors)
         state.check_in_place()          # the last commits reached the file the next run opens
     except StateGoneError as exc:
         raise StateGoneError(f"{exc.message} while this apply ran: it stopped. {_unrecorded(result)}") from None
@@ -218,7 +221,8 @@ def _unrecorded(result: ApplyResult) -> str:
 
 def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
                  destination_for: Callable[[SyncSpec], Destination], result: ApplyResult,
-                 stop: threading.Event, progress: ApplyProgress | None, allow_guards: Sequence[str]) -> None:
+                 stop: threading.Event, progress: ApplyProgress | None, allow_guards: Sequence[str],
+                 mirrors: MirrorKeeper | None = None) -> None:
     blocked = blocked_syncs(plan, allow_guards)
     state.set_plan_status(plan.plan_id, PlanStatus.APPLYING)
     for sp in sorted(plan.syncs, key=lambda s: s.apply_rank):
@@ -239,6 +243,7 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
         try:
             destination = destination_for(specs[sp.name])
             try:
+                mirrored = mirrors.begin(plan.plan_id, sp) if mirrors else None
                 _record_local(state, plan.plan_id, sp, outcome)
                 try:
                     _send(state, plan.plan_id, sp, destination, outcome, stop, progress)
@@ -253,6 +258,8 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
                     st = state.sync(sp.name)
                     if st is not None and mapped & set(st.forgotten):
                         state.set_forgotten(sp.name, [f for f in st.forgotten if f not in mapped])
+                if mirrored is not None:
+                    _update_mirror(mirrored, outcome)
             finally:
                 destination.close()
         except (StateGoneError, RemoteStateError) as exc:   # recorded in the file this process has open
@@ -283,6 +290,17 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
     # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
     done = not result.interrupted and not any(o.error or o.blocked for o in result.syncs)
     state.set_plan_status(plan.plan_id, PlanStatus.APPLIED if done else PlanStatus.INCOMPLETE)
+
+
+def _update_mirror(update: Callable[[], None], outcome: SyncOutcome) -> None:
+    """The warehouse mirror follows the snapshot; when it cannot (a lost connection), the snapshot still
+    holds every acknowledgement and the next plan rebuilds the mirror from it."""
+    try:
+        update()
+    except ReflowError as exc:
+        logging.getLogger("reflow").warning(
+            "sync '%s': the warehouse mirror was not updated (%s); the snapshot holds every acknowledgement "
+            "and the next plan rebuilds the mirror from it", outcome.name, exc.message)
 
 
 def scrub_or_none(text: str | None) -> str | None:

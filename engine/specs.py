@@ -66,6 +66,14 @@ class FirstRun(StrEnum):
     BASELINE = "baseline"       # record every row as sent, send nothing
 
 
+class DiffLocation(StrEnum):
+    """Where a sync's diff runs its first phase (docs/diff-locations.md)."""
+
+    LOCAL = "local"             # every model row travels to Reflow's DuckDB
+    HASHES = "hashes"           # the warehouse sends (key, hash); only the delta's rows travel in full
+    WAREHOUSE = "warehouse"     # phase 1 on the warehouse against a mirror of the snapshot's hashes
+
+
 class CohortMethod(StrEnum):
     ATTRIBUTE = "attribute"     # an array custom attribute holds cohort ids (every Braze account)
     PARTNER = "partner"         # Braze's partner cohort import API
@@ -172,6 +180,7 @@ class SyncSpec:
     destination: DestinationSpec
     guards: Guards = field(default_factory=Guards)
     first_run: FirstRun = FirstRun.SEND_ALL
+    diff: DiffLocation | None = None            # None: the project's warehouse.diff
     tags: tuple[str, ...] = ()
     description: str | None = None
     path: str = ""                              # file it was declared in, relative to the project
@@ -534,6 +543,7 @@ def _build(doc: Document) -> SyncSpec:
         destination=destination,
         guards=guards,
         first_run=FirstRun(data.get("first_run", "send_all")),
+        diff=DiffLocation(data["diff"]) if "diff" in data else None,
         tags=tuple(data.get("tags", ())),
         description=data.get("description"),
         path=doc.file,

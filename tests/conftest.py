@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,11 @@ def example_project(tmp_path: Path) -> Path:
     from engine.example import build_warehouse
 
     build_warehouse(dest / "warehouse.duckdb", customers=300)
+    location = os.environ.get("REFLOW_TEST_DIFF")      # run a suite with the diff elsewhere (hashes, warehouse)
+    if location:
+        path = dest / "reflow_project.yml"
+        path.write_text(path.read_text().replace("warehouse: {type: duckdb, path: warehouse.duckdb}",
+                                                 f"warehouse: {{type: duckdb, path: warehouse.duckdb, diff: {location}}}"))
     return dest
 
 

@@ -105,6 +105,13 @@ class SyncRows:
         return ("plan_id = ? AND sync = ? AND seq >= ? AND seq <= ?",
                 [self.plan_id, self.sync, self.seq_min, self.seq_max])
 
+    def keys_sql(self) -> str:
+        """SQL (parameters inlined) selecting `__k`: every key these rows name, once."""
+        where = f"plan_id = {sql_str(self.plan_id)} AND sync = {sql_str(self.sync)} AND seq >= {int(self.seq_min)}"
+        if self.seq_max is not None:
+            where += f" AND seq <= {int(self.seq_max)}"
+        return f"SELECT DISTINCT key AS __k FROM {TABLE} WHERE {where}"
+
     def _one(self, sql: str, params: Sequence[Any], width: int = 1) -> tuple[Any, ...]:
         return self.con.execute(sql, list(params)).fetchone() or (0,) * width
 

@@ -152,6 +152,7 @@ class State:
         self._live = LiveStatus(path, lock.holder) if lock else None
         self._live_syncs: dict[str, dict[str, Any]] | None = None
         self._remote: RemoteState | None = None     # a remote state's working copy (see `open`)
+        self.preview = False         # a private copy for a read-only plan: nothing may be written elsewhere
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -201,6 +202,7 @@ class State:
             con = _connect(path, memory_limit=memory_limit, read_only=read_only)
             state = cls(con, path, lock)
             state._remote = remote
+            state.preview = private
             closed = False
             try:
                 if lock:
@@ -660,19 +662,48 @@ class State:
                          json.dumps(identity, sort_keys=True), sync])
         return True
 
-    def invalidate_hashes_if_needed(self, sync: str) -> bool:
-        """After a DuckDB upgrade (or a new hash recipe), hashes are not comparable: forget them.
+    def invalidate_hashes_if_needed(self, sync: str, recipe: str = HASH_RECIPE) -> bool:
+        """After a DuckDB upgrade (for DuckDB's recipe), or when the sync's hashes come from another recipe
+        (a diff that moved to or from the warehouse), hashes are not comparable: forget them.
 
         The next diff then compares every row with its stored values, field by field; rows whose
         values did not change are recorded with their new hash, never re-sent."""
         st = self.sync(sync)
-        if st is None or (st.duckdb_version == duckdb.__version__ and st.hash_recipe == HASH_RECIPE):
+        upgraded = recipe.startswith("duckdb") and st is not None and st.duckdb_version != duckdb.__version__
+        if st is None or (not upgraded and st.hash_recipe == recipe):
             return False
         with self.transaction():
             self.con.execute(f"UPDATE {st.table} SET row_hash = NULL")
             self.con.execute(f"UPDATE {DB}.syncs SET duckdb_version = ?, hash_recipe = ? WHERE name = ?",
-                             [duckdb.__version__, HASH_RECIPE, sync])
+                             [duckdb.__version__, recipe, sync])
         return True
+
+    def snapshot_digest(self, sync: str) -> str:
+        """A digest of a sync's snapshot keys and hashes (what a warehouse mirror must hold): rows and an
+        order-free checksum. Equal digests, equal (key, hash) sets, whatever the versions say."""
+        st = self.sync(sync)
+        if st is None:
+            return "0:0"
+        row = self.con.execute(f"SELECT count(*), coalesce(bit_xor(hash(key, coalesce(row_hash, 0), "
+                               f"row_hash IS NULL)), 0) FROM {st.table}").fetchone()
+        return f"{row[0]}:{row[1]}" if row else "0:0"
+
+    def snapshot_hashes_csv(self, sync: str, path: Path, keys: str | None = None) -> int:
+        """Write `key,hash` (hash as 16 hex digits, empty when unknown) of a sync's snapshot to a CSV file;
+        with `keys` (SQL selecting `__k`), those keys only as `key,hash,y` (in the snapshot) or `key,,n`
+        (no longer in it). Returns the lines written."""
+        st = self.sync(sync)
+        if st is None:
+            return 0
+        hexed = "CASE WHEN row_hash IS NOT NULL THEN printf('%016x', row_hash) END"
+        if keys is None:
+            query = f"SELECT key, {hexed} AS hash FROM {st.table}"
+        else:
+            query = (f"SELECT k.__k AS key, {hexed} AS hash, CASE WHEN s.key IS NULL THEN 'n' ELSE 'y' END AS present "
+                     f"FROM ({keys}) AS k LEFT JOIN {st.table} AS s ON s.key = k.__k")
+        self.con.execute(f"COPY ({query}) TO {sql_str(str(path))} (FORMAT csv, HEADER false)")
+        row = self.con.execute(f"SELECT count(*) FROM ({query})").fetchone()
+        return int(row[0]) if row else 0
 
     def pending_reason(self, sync: str) -> str | None:
         """The most frequent reason rows of a sync are pending, with its count (None when none are)."""

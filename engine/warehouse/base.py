@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 
@@ -11,12 +13,51 @@ from engine.sql import first_line, quote, sql_str
 
 if TYPE_CHECKING:
     from engine.models import RenderedModel
+    from engine.warehouse.dialects import Dialect
     from engine.project import Project
     from engine.specs import SyncSpec
 
 
+Meter = Callable[[int, int], None]          # told (rows, bytes) as they cross from the warehouse
+
+
+@dataclass
+class ReadCost:
+    """What a warehouse sent Reflow: rows, and bytes over the wire (None: read in this process)."""
+
+    rows: int = 0
+    bytes: int | None = 0
+
+    def add(self, rows: int, nbytes: int) -> None:
+        self.rows += rows
+        if self.bytes is not None:
+            self.bytes += nbytes
+
+
 class Warehouse(Protocol):
     name: str
+    cost: ReadCost                     # cumulative, for the plan's per-sync cost (the planner takes differences)
+
+    @property
+    def dialect(self) -> Dialect | None:
+        """SQL for the diff's first phase on the warehouse (engine/warehouse/dialects.py); None for DuckDB
+        in this process, where the diff's own SQL runs (`diff: hashes` then reads (key, hash) in process)."""
+
+    @property
+    def mirror_writable(self) -> bool:
+        """Can Reflow keep a mirror of the snapshot's hashes on this warehouse (`diff: warehouse`)?"""
+
+    def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
+        """The model's columns and their DuckDB types, without running it or landing its rows."""
+
+    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
+        """Run `sql` (in `dialect`) on the warehouse; land its result in the DuckDB `table` on `con`."""
+
+    def write(self, steps: list[tuple[str, Any]]) -> None:
+        """Writes to the warehouse in one committed transaction (the mirror of `diff: warehouse`)."""
+
+    def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A small read on the warehouse (the mirror's bookkeeping)."""
 
     def relation_for(self, table: str) -> str:
         """SQL for a warehouse table that is not a model (what `ref('table')` renders to)."""

@@ -35,7 +35,8 @@ from engine.models import RenderedModel, render_model
 from engine.project import PROJECT_FILE, Project
 from engine.sql import quote
 from engine.warehouse import pg_copy
-from engine.warehouse.base import attach_read_only
+from engine.warehouse.base import ReadCost, attach_read_only
+from engine.warehouse.dialects import Dialect, dialect_for
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
 
@@ -91,6 +92,7 @@ class DbtWarehouse:
         self._adapter: Any = None
         self._handle: Any = None
         self._cursors = 0
+        self.cost = ReadCost()
 
     # ------------------------------------------------------------------ dbt commands (subprocess)
 
@@ -386,8 +388,92 @@ class DbtWarehouse:
                                  "(supported: duckdb, postgres)")
         handle = self._pg_handle()
         self._check_built(built, self._postgres_exists(handle))
-        land(con, handle, sql, model=model, target=self.dbt.target)
+        land(con, handle, sql, model=model, target=self.dbt.target, meter=self.cost.add)
         return LANDED
+
+    @property
+    def dialect(self) -> Dialect | None:
+        return None if self.adapter_type == "duckdb" else dialect_for(self.adapter_type)
+
+    @property
+    def mirror_writable(self) -> bool:
+        return self.adapter_type == "postgres"
+
+    def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
+        """The model's columns and the types they land as, from a LIMIT 0 query on PostgreSQL."""
+        if self.adapter_type == "duckdb":
+            relation = self.relation(con, sql, model=model)
+            return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE SELECT * FROM {relation} AS m").fetchall()]
+        handle = self._pg_ready(sql)
+        import psycopg2
+
+        cur = handle.cursor()
+        try:
+            cur.execute(f"SELECT * FROM (\n{sql.rstrip().rstrip(';')}\n) AS reflow_model LIMIT 0")
+            return [(str(d.name), _landing_type(d.type_code)[0]) for d in cur.description]
+        except psycopg2.Error as exc:
+            raise _model_failed(exc, model, self.dbt.target) from None
+        finally:
+            cur.close()
+            if not handle.autocommit:
+                handle.rollback()
+
+    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
+        if self.adapter_type == "duckdb":
+            self.attach(con)
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+            row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+            self.cost.bytes = None
+            self.cost.rows += int(row[0]) if row else 0
+            return int(row[0]) if row else 0
+        return land(con, self._pg_ready(sql), sql, model=model, target=self.dbt.target, table=table,
+                    meter=self.cost.add)
+
+    def write(self, steps: Sequence[tuple[str, Any]]) -> None:
+        """Statements writing to PostgreSQL in one transaction: ("sql", (text, params)) or ("copy", (COPY
+        … FROM STDIN text, a file of CSV)); committed at the end, rolled back on any error."""
+        import psycopg2
+
+        handle = self._pg_handle()
+        cur = handle.cursor()
+        try:
+            for kind, (text, arg) in steps:
+                if kind == "copy":
+                    cur.copy_expert(text, arg)
+                else:
+                    cur.execute(text, arg)
+            handle.commit()
+        except psycopg2.Error as exc:
+            handle.rollback()
+            text = (exc.pgerror or str(exc)).strip().splitlines()
+            raise WarehouseError(scrub(f"cannot write Reflow's mirror on dbt target '{self.dbt.target}': "
+                                       f"{text[0] if text else type(exc).__name__} (diff: warehouse needs "
+                                       "CREATE and write access to warehouse.mirror_schema)")) from None
+        finally:
+            cur.close()
+
+    def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A small read on PostgreSQL (the mirror's bookkeeping): its rows; an error is a WarehouseError."""
+        import psycopg2
+
+        handle = self._pg_handle()
+        cur = handle.cursor()
+        try:
+            cur.execute(text, list(params))
+            return list(cur.fetchall())
+        except psycopg2.Error as exc:
+            text_ = (exc.pgerror or str(exc)).strip().splitlines()
+            raise WarehouseError(scrub(f"dbt target '{self.dbt.target}': {text_[0] if text_ else exc}")) from None
+        finally:
+            cur.close()
+            if not handle.autocommit:
+                handle.rollback()
+
+    def _pg_ready(self, sql: str) -> Any:
+        handle = self._pg_handle()
+        built = [n for n in self.manifest().relations_in(sql) if n.resource_type in REFABLE]
+        self._check_built(built, self._postgres_exists(handle))
+        return handle
 
     def _check_built(self, nodes: Sequence[Node], exists: Callable[[Node], bool]) -> None:
         missing = [n for n in nodes if not exists(n)]
@@ -476,8 +562,9 @@ def _column(values: Iterable[Any], conv: Callable[[Any], Any] | None) -> list[An
 
 
 def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, target: str,
-         batch: int = BATCH) -> int:
-    """Land the result of `sql` on PostgreSQL in LANDED; returns the row count.
+         batch: int = BATCH, table: str = LANDED, meter: Meter | None = None) -> int:
+    """Land the result of `sql` on PostgreSQL in `table`; returns the row count. `meter` counts the rows
+    and bytes that crossed the wire.
 
     Through COPY (engine/warehouse/pg_copy.py: the server's CSV read by DuckDB as it streams), or,
     for a result with a type only psycopg2 can render (pg_copy.plan is None) or a row longer than
@@ -497,7 +584,7 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
         columns = pg_copy.plan(description, pg_types=_PG, pg_arrays=_PG_ARRAYS,
                                casters=lambda oid: oid in casts or oid in handle.string_types)
         if columns is not None and hasattr(os, "mkfifo"):      # no FIFOs on Windows: the row path
-            return pg_copy.land(con, handle, sql, columns, LANDED)
+            return pg_copy.land(con, handle, sql, columns, table, meter)
     except pg_copy.RowTooLong:
         pass
     except psycopg2.Error as exc:
@@ -508,7 +595,7 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
     finally:
         if not handle.autocommit:
             handle.rollback()
-    return land_rows(con, handle, sql, model=model, target=target, batch=batch)
+    return land_rows(con, handle, sql, model=model, target=target, batch=batch, table=table, meter=meter)
 
 
 def _model_failed(exc: Any, model: str, target: str) -> WarehouseError:
@@ -518,8 +605,9 @@ def _model_failed(exc: Any, model: str, target: str) -> WarehouseError:
 
 
 def land_rows(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, target: str,
-              batch: int = BATCH) -> int:
-    """Stream `sql` from PostgreSQL through a named cursor into LANDED; returns the row count.
+              batch: int = BATCH, table: str = LANDED, meter: Meter | None = None) -> int:
+    """Stream `sql` from PostgreSQL through a named cursor into `table`; returns the row count (the
+    bytes told to `meter` are the values' text lengths: psycopg2 does not say what crossed the wire).
 
     The fallback of land() for the types COPY cannot carry as psycopg2 renders them. Memory stays
     flat: `batch` rows at a time cross into DuckDB as one list per column."""
@@ -535,15 +623,17 @@ def land_rows(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: s
         cur.execute(sql)
         rows = cur.fetchmany(batch)
         columns = [(d.name, *_landing_type(d.type_code)) for d in cur.description]
-        con.execute(f"DROP TABLE IF EXISTS {LANDED}")
-        con.execute(f"CREATE TABLE {LANDED} ("
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(f"CREATE TABLE {table} ("
                     + ", ".join(f"{quote(name)} {duck}" for name, duck, _, _ in columns) + ")")
         select = ", ".join(
             f"unnest(?::{bind}[])" + ("::JSON" if duck == "JSON" else "") for _, duck, bind, _ in columns)
         while rows:
             values = [_column(col, conv) for col, (_, _, _, conv) in zip(zip(*rows, strict=True), columns, strict=True)]
-            con.execute(f"INSERT INTO {LANDED} SELECT {select}", values)
+            con.execute(f"INSERT INTO {table} SELECT {select}", values)
             count += len(rows)
+            if meter is not None:
+                meter(len(rows), sum(len(str(v)) for row in rows for v in row if v is not None))
             rows = cur.fetchmany(batch)
     except psycopg2.Error as exc:
         raise _model_failed(exc, model, target) from None

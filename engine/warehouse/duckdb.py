@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -11,7 +12,7 @@ from engine.errors import WarehouseError
 from engine.models import RenderedModel, render_model
 from engine.project import Project
 from engine.sql import quote
-from engine.warehouse.base import attach_read_only
+from engine.warehouse.base import ReadCost, attach_read_only
 from engine.warehouse.guard import check_model_sql
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ class DuckDBWarehouse:
         self.path = (project.root / project.warehouse.path).resolve()
         self.name = Path(project.warehouse.path).stem
         self._display = project.warehouse.path
+        self.cost = ReadCost(bytes=None)       # read in this process: no wire
+        self.dialect = None
+        self.mirror_writable = False
 
     def relation_for(self, table: str) -> str:
         return f"{quote(self.name)}.{quote('main')}.{quote(table)}"
@@ -52,6 +56,23 @@ class DuckDBWarehouse:
         self.attach(con)
         check_model_sql(con, sql, model=model)         # one read-only query, away from Reflow's state
         return f"(\n{sql}\n)"
+
+    def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
+        relation = self.relation(con, sql, model=model)
+        return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE SELECT * FROM {relation} AS m").fetchall()]
+
+    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
+        self.attach(con)
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        self.cost.rows += int(row[0]) if row else 0
+        return int(row[0]) if row else 0
+
+    def write(self, steps: list[tuple[str, Any]]) -> None:
+        raise WarehouseError("the embedded DuckDB warehouse keeps no mirror (diff: warehouse reads it in process)")
+
+    def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise WarehouseError("the embedded DuckDB warehouse keeps no mirror (diff: warehouse reads it in process)")
 
     def definition(self, project: Project, sync: SyncSpec) -> str:
         """"": a Reflow model's rendered SQL (already in the plan's fingerprint) is its whole definition."""

@@ -177,16 +177,28 @@ class _Writer(threading.Thread):
         self.cur, self.sql, self.path = cur, sql, path
         self.error: BaseException | None = None
         self.rows = 0
+        self.bytes = 0              # what crossed the wire (the CSV PostgreSQL sent)
         self.abandoned = False      # DuckDB failed before reading: open the FIFO, send nothing
 
     def run(self) -> None:
         try:
             with open(self.path, "wb", buffering=1 << 20) as out:   # blocks until DuckDB opens it
                 if not self.abandoned:
-                    self.cur.copy_expert(self.sql, out, size=1 << 20)
+                    self.cur.copy_expert(self.sql, _Counted(out, self), size=1 << 20)
             self.rows = max(self.cur.rowcount, 0)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             self.error = exc
+
+
+class _Counted:
+    """A file that counts the bytes written through it into `writer.bytes`."""
+
+    def __init__(self, out: Any, writer: _Writer) -> None:
+        self.out, self.writer = out, writer
+
+    def write(self, data: bytes) -> int:
+        self.writer.bytes += len(data)
+        return int(self.out.write(data))
 
 
 def _stop(handle: Any, writer: _Writer) -> None:
@@ -210,8 +222,10 @@ def _drain(path: str, writer: _Writer) -> None:
     writer.join()
 
 
-def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequence[CopyColumn], table: str) -> int:
-    """COPY `sql` from PostgreSQL into a new DuckDB `table`; returns the row count.
+def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequence[CopyColumn], table: str,
+         meter: Callable[[int, int], None] | None = None) -> int:
+    """COPY `sql` from PostgreSQL into a new DuckDB `table`; returns the row count. `meter(rows, bytes)`
+    is told what crossed the wire.
 
     Raises the psycopg2 error (the model failed) or the duckdb error (the rows did not land): the
     caller locates them; RowTooLong for a row longer than _MAX_LINE. The connection is left idle;
@@ -247,6 +261,8 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequenc
             raise failure
         if writer.error is not None:
             raise writer.error
+        if meter is not None:
+            meter(writer.rows, writer.bytes)
         return writer.rows
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -388,7 +388,7 @@ destination:
         (USERS.replace("events", "x") + "destination2: {}\n",
          "syncs/s.yml:7:1: destination2: unknown key (did you mean 'destination'?)"),
         (USERS + "zzz: 1\n", "syncs/s.yml:7:1: zzz: unknown key; expected one of: name, description, tags, model, "
-         "primary_key, destination, guards, first_run"),
+         "primary_key, destination, guards, first_run, diff"),
     ],
 )
 def test_single_mistake_message(tmp_path: Path, text: str, expected: str) -> None:

@@ -1,0 +1,270 @@
+"""Where a sync's diff runs its first phase: `diff: local | hashes | warehouse` (docs/diff-locations.md).
+
+    local      the model's rows land in Reflow's DuckDB; both phases run there (diff.Delta.compare)
+    hashes     the warehouse computes (key, 64-bit hash) per row (engine/warehouse/dialects.py); only those
+               pairs travel; phase 1 runs here against the snapshot; the delta's rows are then fetched
+               in full (one filtered query; the whole model when the delta is most of it)
+    warehouse  phase 1 runs on the warehouse as one statement, against a mirror of the snapshot's
+               (key, hash) (engine/warehouse/mirror.py); only the delta's keys and then its rows travel
+
+Every location ends in the same delta table, so phase 2, payloads and plans are the same code. A
+location's hashes are tagged with its recipe (`Location.recipe`); a sync whose recipe changes re-hashes
+once (State.invalidate_hashes_if_needed): every row is compared field by field, nothing unchanged is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+import duckdb
+
+from engine import diff
+from engine.destinations.base import Projection
+from engine.plan import SyncPlan
+from engine.project import Project
+from engine.specs import DiffLocation, SyncSpec
+from engine.sql import quote, sql_str
+from engine.state import State
+from engine.state.plan_rows import SyncRows
+from engine.state.store import HASH_RECIPE
+from engine.warehouse.base import Warehouse
+from engine.warehouse.dialects import Dialect, Field, key_kinds_supported
+from engine.warehouse.mirror import Mirror, scratch_csv
+
+HASHED = "memory.main.reflow_hashed"
+HASHED_RAW = "memory.main.reflow_hashed_raw"
+FETCHED = "memory.main.reflow_fetched"
+FETCHED_RAW = "memory.main.reflow_fetched_raw"
+PROBLEMS = "memory.main.reflow_key_problems"
+FETCH_BY_KEY = 200_000       # up to this many delta keys are fetched by key; more: the whole model
+FETCH_SHARE = 0.25           # ... unless they are more than this share of the model (then: the whole model)
+
+
+@dataclass(frozen=True)
+class Location:
+    asked: DiffLocation
+    used: DiffLocation
+    recipe: str                  # the hash recipe of this location's hashes (recorded with the snapshot)
+    dialect: Dialect | None = None   # None: DuckDB in this process
+    note: str | None = None      # why `used` is not `asked`
+
+
+def choose(project: Project, sync: SyncSpec, warehouse: Warehouse, key_types: Sequence[str], *,
+           preview: bool) -> Location:
+    """The location a sync's diff runs in: what its spec (or the project) asks, unless the warehouse
+    cannot (then the nearest one that can, with a note saying why)."""
+    asked = sync.diff or DiffLocation(project.warehouse.diff)
+    if asked == DiffLocation.LOCAL:
+        return Location(asked, asked, HASH_RECIPE)
+    dialect = warehouse.dialect
+    if dialect is None:              # DuckDB, in this process: its own recipe, no mirror to keep
+        note = (None if asked == DiffLocation.HASHES else
+                "diff: warehouse on DuckDB reads (key, hash) in this process: the snapshot is already next to "
+                "the data, so there is no mirror to keep (hashes)")
+        return Location(asked, DiffLocation.HASHES, HASH_RECIPE, None, note)
+    why = key_kinds_supported(key_types)
+    if why:
+        return Location(asked, DiffLocation.LOCAL, HASH_RECIPE, None, f"diff: {asked} not used: {why}; diffing locally")
+    if asked == DiffLocation.WAREHOUSE and not warehouse.mirror_writable:
+        return Location(asked, DiffLocation.HASHES, dialect.recipe, dialect,
+                        f"diff: warehouse needs a mirror Reflow can keep on {dialect.name} (PostgreSQL only for now); "
+                        "using hashes")
+    if asked == DiffLocation.WAREHOUSE and preview:
+        return Location(asked, DiffLocation.HASHES, dialect.recipe, dialect,
+                        "a read-only plan writes nothing to the warehouse: its mirror is not brought up to date, "
+                        "so this plan reads (key, hash) pairs (hashes)")
+    return Location(asked, asked, dialect.recipe, dialect)
+
+
+@dataclass(frozen=True)
+class Away:
+    """A sync's model, read away from Reflow (hashes / warehouse)."""
+
+    con: duckdb.DuckDBPyConnection
+    warehouse: Warehouse
+    location: Location
+    sql: str                     # the rendered model, in the warehouse's SQL
+    sync: SyncSpec
+    projection: Projection
+    fields: Sequence[diff.Column]        # destination fields with their model types
+    types: dict[str, str]                # model column -> type
+    model: str                           # the model as errors name it
+    mirror_schema: str = "reflow_mirror"
+
+    @property
+    def hash_fields(self) -> list[Field]:
+        p = self.projection
+        return ([Field(f, c, self.types[c]) for f, c in p.fields]
+                + [Field(f, None, "VARCHAR", text) for f, text in p.constants])
+
+    def extra(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(field, column) of the named fields that read a model column."""
+        cols = dict(self.projection.fields)
+        return [(f, cols[f]) for f in names if f in cols]
+
+
+def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, include_removed: bool,
+            extras: Sequence[str], state: State) -> diff.DeltaCounts:
+    """Phase 1 away from Reflow, then the delta's rows fetched in full (`Delta.fill`): the delta ends as
+    a local compare leaves it. `extras`: fields landed with every key (the identity fields a duplicate
+    check needs, the field the destination counts rows by) — only on DuckDB and for `hashes`."""
+    if away.location.used == DiffLocation.WAREHOUSE:
+        counts = _compare_on_warehouse(delta, away, snapshot, key_label, include_removed=include_removed,
+                                       state=state)
+    else:
+        _land_pairs(away, extras)
+        counts = delta.compare(HASHED, away.fields, key_label, snapshot, include_removed=include_removed,
+                               hashed=True)
+    keys_sql, n = delta.needed_keys()
+    _fetch(away, keys_sql, n, counts.total)
+    return delta.fill(FETCHED, counts)
+
+
+def _land_pairs(away: Away, extras: Sequence[str]) -> None:
+    """Every model row's (key, hash) and the `extras` fields, in HASHED."""
+    con, sync = away.con, away.sync
+    if away.location.dialect is None:
+        relation = away.warehouse.relation(con, away.sql, model=sync.model)
+        source = diff.projected(relation, away.projection.fields, sync.primary_key, away.projection.constants)
+        more = "".join(f", m.{quote(f)}" for f in extras)
+        away.warehouse.land_query(con, f"SELECT {diff.KEY}, {diff.hash_expr(away.fields)} AS __hash{more} "
+                                       f"FROM {source} AS m", HASHED, model=sync.model)
+        return
+    sql = away.location.dialect.hashed(away.sql, sync.primary_key, away.hash_fields, away.extra(extras))
+    away.warehouse.land_query(con, sql, HASHED_RAW, model=sync.model)
+    con.execute(f"CREATE OR REPLACE TABLE {HASHED} AS SELECT * REPLACE (('0x' || __hash)::UBIGINT AS __hash) "
+                f"FROM {HASHED_RAW}")
+    con.execute(f"DROP TABLE IF EXISTS {HASHED_RAW}")
+
+
+def _fetch(away: Away, keys_sql: str, n: int, total: int) -> None:
+    """The delta's added and changed rows in full, projected, with the warehouse's hash, in FETCHED: by
+    key (one query) when they are few, else the whole model filtered here; nothing read when none."""
+    con, sync, p = away.con, away.sync, away.projection
+    if not n:
+        cols = ", ".join(f"NULL::{c.type} AS {quote(c.name)}" for c in away.fields)
+        con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT NULL::VARCHAR AS {diff.KEY}"
+                    f"{', ' + cols if cols else ''}, NULL::UBIGINT AS __hash WHERE false")
+        return
+    if away.location.dialect is None:
+        relation = away.warehouse.relation(con, away.sql, model=sync.model)
+        source = diff.projected(relation, p.fields, sync.primary_key, p.constants)
+        con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.*, {diff.hash_expr(away.fields)} AS __hash "
+                    f"FROM {source} AS m WHERE {diff.KEY} IN ({keys_sql})")
+        away.warehouse.cost.rows += n
+        return
+    by_key = n <= FETCH_BY_KEY and (n < 1000 or n <= FETCH_SHARE * total)
+    keys = [str(r[0]) for r in con.execute(keys_sql).fetchall()] if by_key else None
+    sql = away.location.dialect.rows(away.sql, sync.primary_key, away.hash_fields, keys)
+    away.warehouse.land_query(con, sql, FETCHED_RAW, model=sync.model)
+    cols = "".join(f", m.{quote(c)} AS {quote(f)}" for f, c in p.fields)
+    cols += "".join(f", {sql_str(text)}::VARCHAR AS {quote(f)}" for f, text in p.constants)
+    con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.__key AS {diff.KEY}{cols}, "
+                f"('0x' || m.__hash)::UBIGINT AS __hash FROM {FETCHED_RAW} AS m"
+                + ("" if by_key else f" WHERE m.__key IN ({keys_sql})"))
+    con.execute(f"DROP TABLE IF EXISTS {FETCHED_RAW}")
+
+
+def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *,
+                          include_removed: bool, state: State) -> diff.DeltaCounts:
+    """Phase 1 as one statement on the warehouse, against the mirror (brought up to date first)."""
+    dialect, sync, con = away.location.dialect, away.sync, away.con
+    assert dialect is not None
+    mirror = Mirror(away.warehouse, dialect, away.mirror_schema, sync.name)
+    ensure_mirror(mirror, state, sync.name, away.location.recipe)
+    total = key_checks(away, key_label)
+    hashed = dialect.hashed(away.sql, sync.primary_key, away.hash_fields)
+    removed = "" if include_removed else " AND n.__key IS NOT NULL"
+    found = (f"SELECT CASE WHEN n.__key IS NULL THEN 'n' ELSE 'y' END AS __in_model, "
+             f"coalesce(n.__key, s.key) AS __key, n.__hash FROM ({hashed}) AS n "
+             f"FULL JOIN {mirror.table} AS s ON n.__key = s.key "
+             f"WHERE (n.__hash IS DISTINCT FROM s.hash OR n.__key IS NULL){removed}")
+    away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model)
+    try:
+        return delta.compare_found(HASHED_RAW, away.fields, snapshot, total, include_removed=include_removed)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {HASHED_RAW}")
+
+
+def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str) -> bool:
+    """Rebuild the mirror from the local snapshot unless it records the snapshot's digest and this recipe
+    (missing, dropped, behind after a crash, or another state's): returns whether it was rebuilt."""
+    digest = state.snapshot_digest(sync)
+    recorded = mirror.recorded()
+    if recorded is not None and recorded[0] == digest and recorded[2] == recipe:
+        return False
+    st = state.sync(sync)
+    path = scratch_csv()
+    try:
+        rows = state.snapshot_hashes_csv(sync, path)
+        mirror.rebuild(path, digest=digest, version=st.version if st else 0, recipe=recipe, rows=rows)
+    finally:
+        path.unlink(missing_ok=True)
+    return True
+
+
+def update_mirror(mirror: Mirror, state: State, sync: str, keys_sql: str, *, was: str) -> None:
+    """After a sync's send: the keys its plan named, as the snapshot now holds them, written to the mirror
+    if it still records digest `was` (else the next plan rebuilds it)."""
+    digest = state.snapshot_digest(sync)
+    if digest == was:
+        return
+    st = state.sync(sync)
+    path = scratch_csv()
+    try:
+        state.snapshot_hashes_csv(sync, path, keys=keys_sql)
+        mirror.update(path, was=was, digest=digest, version=st.version if st else 0,
+                      rows=int(digest.split(":")[0]))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def key_checks(away: Away, key_label: str) -> int:
+    """The model's rows, counted on the warehouse; null or duplicate keys stop the sync, named."""
+    dialect, sync, con = away.location.dialect, away.sync, away.con
+    assert dialect is not None
+    stats = away.warehouse.query(dialect.key_stats(away.sql, sync.primary_key))
+    total, nulls, distinct = (int(x) for x in stats[0])
+    if nulls or distinct != total - nulls:
+        away.warehouse.land_query(con, dialect.key_problems(away.sql, sync.primary_key), PROBLEMS, model=sync.model)
+        diff.check_keys(con, PROBLEMS, key_label, sync=sync.name, model=away.model)     # raises, naming keys
+    return total
+
+
+def shared_identity(away: Away, identity: Sequence[str], what: str) -> None:
+    """Rows with different keys addressing one destination object stop the sync (diff.check_identity),
+    found on the warehouse: only such rows travel (normally none)."""
+    dialect, sync, con = away.location.dialect, away.sync, away.con
+    if dialect is None:
+        relation = away.warehouse.relation(con, away.sql, model=sync.model)
+        source = diff.projected(relation, away.projection.fields, sync.primary_key, away.projection.constants)
+        diff.check_identity(con, source, identity, sync=sync.name, what=what, model=away.model)
+        return
+    pairs = away.extra(identity)
+    if len(pairs) != len(identity):
+        return          # an identity field that is a constant: every row shares it only if keyed by it
+    away.warehouse.land_query(con, dialect.shared_identity(away.sql, sync.primary_key, pairs), PROBLEMS,
+                              model=sync.model)
+    diff.check_identity(con, PROBLEMS, identity, sync=sync.name, what=what, model=away.model)
+
+
+def drop_scratch(con: duckdb.DuckDBPyConnection) -> None:
+    for table in (HASHED, HASHED_RAW, FETCHED, FETCHED_RAW, PROBLEMS):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+class MirrorKeeper:
+    """Keeps the warehouse mirrors of the syncs an apply sends (`diff: warehouse`) in step: `begin(sp)`
+    before a sync's rows are recorded returns the step to run after its send (None: no mirror)."""
+
+    def __init__(self, project: Project, warehouse: Warehouse, state: State) -> None:
+        self.project, self.warehouse, self.state = project, warehouse, state
+
+    def begin(self, plan_id: str, sp: SyncPlan) -> Callable[[], None] | None:
+        dialect = self.warehouse.dialect if sp.read.get("diff") == DiffLocation.WAREHOUSE else None
+        if dialect is None:
+            return None
+        was = self.state.snapshot_digest(sp.name)
+        mirror = Mirror(self.warehouse, dialect, self.project.warehouse.mirror_schema, sp.name)
+        keys = SyncRows.of(self.state.con, plan_id, sp).keys_sql()
+        return lambda: update_mirror(mirror, self.state, sp.name, keys, was=was)
