@@ -1,0 +1,157 @@
+"""The diff away from Reflow (`diff: hashes | warehouse`, #14) through the CLI against the sandbox, on
+dbt-postgres (a real server) and dbt-duckdb: the same story as test_e2e (first run, no change, a
+mutation with exactly its changes, Braze in step), then what only these locations can get wrong —
+the mirror dropped by hand, a mirror the send did not update (a crash between the two), a switch of
+location (re-hashed once, nothing sent), a mapping change — and how much travelled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dbtshop import ShopCli, load_postgres, mutate
+from test_e2e import mart_rows, plan, run_story
+
+pytestmark = [pytest.mark.dbt, pytest.mark.e2e]
+
+
+def set_diff(project: Path, location: str, mirror_schema: str | None = None) -> None:
+    path = project / "reflow_project.yml"
+    data = yaml.safe_load(path.read_text())
+    data["warehouse"]["diff"] = location
+    if mirror_schema:
+        data["warehouse"]["mirror_schema"] = mirror_schema
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def pg_rows(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        conn.commit()
+        conn.close()
+
+
+def nothing_to_send(p: dict[str, dict[str, Any]]) -> None:
+    for name, s in p.items():
+        assert (s["added"], s["changed"], s["removed"], s["to_send"], s["has_changes"]) == (0, 0, 0, 0, False), name
+
+
+def braze_calls(sandbox: Any) -> int:
+    return int(sandbox.stats()["requests_total"])
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("location", ["hashes", "warehouse"])
+def test_postgres_story_in_each_location(pg_shop, pg, braze_env, capsys, location):
+    set_diff(pg_shop, location, pg["schema"])
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    run_story(cli, pg_shop, braze_env, "pg", pg)
+    after = plan(cli)
+    for name, s in after.items():
+        assert s["read"]["diff"] == location, (name, s["read"])
+        assert s["read"]["bytes"] is not None and s["read"]["bytes"] >= 0
+        # nothing changed: only (key, hash) pairs travelled (hashes), or nothing but the empty delta (warehouse)
+        if location == "warehouse":
+            assert s["read"]["rows"] == 0, s["read"]
+        else:
+            assert s["read"]["rows"] == s["total"], s["read"]
+
+
+@pytest.mark.postgres
+def test_postgres_mirror_dropped_or_left_behind_is_rebuilt_and_nothing_is_resent(pg_shop, pg, braze_env, capsys):
+    set_diff(pg_shop, "warehouse", pg["schema"])
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    code, out, err = cli("run", "--dbt-build")
+    assert code == 0, out + err
+    table = f'"{pg["schema"]}"."reflow_mirror__braze_customers"'
+    held = pg_rows(pg["dsn"], f"SELECT count(*) FROM {table}")[0][0]
+    assert held == len(mart_rows(pg_shop, "pg", pg)["braze_customers"])
+
+    # dropped by hand: the next plan rebuilds it from the snapshot and plans nothing
+    pg_rows(pg["dsn"], f"DROP TABLE {table}")
+    calls = braze_calls(braze_env)
+    nothing_to_send(plan(cli))
+    assert pg_rows(pg["dsn"], f"SELECT count(*) FROM {table}")[0][0] == held
+
+    # a send whose mirror update never happened (the process died between the two): the mirror records an
+    # older digest, so the update is refused and the next plan rebuilds it; nothing lost, nothing sent twice
+    mutate(pg_shop)
+    load_postgres(pg_shop, pg["dsn"], pg["raw"])
+    code, out, err = cli("plan", "--json", "--dbt-build")
+    assert code == 0, err
+    changed = {s["name"]: s for s in json.loads(out)["syncs"]}
+    assert changed["braze_customers"]["has_changes"]
+    pg_rows(pg["dsn"], f"UPDATE \"{pg['schema']}\".reflow_mirror_syncs SET digest = 'left-behind'")
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    stale = pg_rows(pg["dsn"], f"SELECT digest FROM \"{pg['schema']}\".reflow_mirror_syncs "
+                               "WHERE sync = 'braze_customers'")
+    assert stale == [("left-behind",)]
+    sent = braze_calls(braze_env)
+    assert sent > calls
+    nothing_to_send(plan(cli))
+    assert braze_calls(braze_env) == sent
+    digest = pg_rows(pg["dsn"], f"SELECT digest FROM \"{pg['schema']}\".reflow_mirror_syncs "
+                                "WHERE sync = 'braze_customers'")[0][0]
+    assert digest != "left-behind"
+    after = mart_rows(pg_shop, "pg", pg)["braze_customers"]
+    for cid, row in after.items():
+        assert braze_env.user(cid)["custom_attributes"]["orders_count"] == int(row["orders_count"])
+
+
+@pytest.mark.postgres
+def test_postgres_switching_location_rehashes_once_and_sends_nothing(pg_shop, pg, braze_env, capsys):
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    code, out, err = cli("run", "--dbt-build")
+    assert code == 0, out + err
+    calls = braze_calls(braze_env)
+    for location in ("hashes", "warehouse", "local", "warehouse"):
+        set_diff(pg_shop, location, pg["schema"])
+        code, out, err = cli("run")
+        assert code == 0, out + err
+        nothing_to_send(plan(cli))
+        assert braze_calls(braze_env) == calls, location
+
+
+@pytest.mark.postgres
+def test_postgres_mapping_change_is_a_change_in_the_warehouse_location(pg_shop, pg, braze_env, capsys):
+    set_diff(pg_shop, "warehouse", pg["schema"])
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    code, out, err = cli("run", "--dbt-build")
+    assert code == 0, out + err
+    spec = pg_shop / "syncs" / "braze_customers.yml"
+    data = yaml.safe_load(spec.read_text())
+    fields = data["destination"]["fields"]
+    old = next(f for f in fields if f not in ("email", "external_id"))
+    fields[f"{old}_renamed"] = fields.pop(old)
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    p = plan(cli, "--select", "braze_customers")["braze_customers"]
+    rows = len(mart_rows(pg_shop, "pg", pg)["braze_customers"])
+    assert p["changed"] > 0 and p["changed"] <= rows
+    assert any(f["field"] == f"{old}_renamed" for f in p["fields"]), p["fields"]
+
+
+def test_duckdb_story_with_hashes(shop, braze_env, capsys):
+    set_diff(shop, "hashes")
+    cli = ShopCli(shop, capsys)
+    run_story(cli, shop, braze_env, "dev", None)
+    for name, s in plan(cli).items():
+        assert s["read"]["diff"] == "hashes" and s["read"]["bytes"] is None, (name, s["read"])
+
+
+def test_duckdb_warehouse_location_says_it_reads_pairs_in_process(shop, braze_env, capsys):
+    set_diff(shop, "warehouse")
+    cli = ShopCli(shop, capsys)
+    run_story(cli, shop, braze_env, "dev", None)
+    for s in plan(cli).values():
+        assert s["read"]["diff"] == "hashes" and s["read"]["asked"] == "warehouse"
+        assert "no mirror to keep" in s["read"]["note"]
