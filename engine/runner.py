@@ -44,11 +44,11 @@ from engine.errors import (
     StateGoneError,
     scrub,
 )
+from engine.locations import MirrorKeeper
 from engine.plan import UNKNOWN_REASON, UNRECORDED_REASON, GuardResult, Plan, PlanStatus, RunStatus, SyncPlan
 from engine.specs import SyncSpec
 from engine.state import State, new_id
 from engine.state.plan_rows import SyncRows
-from engine.locations import MirrorKeeper
 from engine.state.runs import (
     Outcomes,
     bump_version,

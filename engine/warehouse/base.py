@@ -13,9 +13,9 @@ from engine.sql import first_line, quote, sql_str
 
 if TYPE_CHECKING:
     from engine.models import RenderedModel
-    from engine.warehouse.dialects import Dialect
     from engine.project import Project
     from engine.specs import SyncSpec
+    from engine.warehouse.dialects import Dialect
 
 
 Meter = Callable[[int, int], None]          # told (rows, bytes) as they cross from the warehouse

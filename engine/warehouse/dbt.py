@@ -35,7 +35,7 @@ from engine.models import RenderedModel, render_model
 from engine.project import PROJECT_FILE, Project
 from engine.sql import quote
 from engine.warehouse import pg_copy
-from engine.warehouse.base import ReadCost, attach_read_only
+from engine.warehouse.base import Meter, ReadCost, attach_read_only
 from engine.warehouse.dialects import Dialect, dialect_for
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
