@@ -70,7 +70,14 @@ def test_postgres_story_in_each_location(pg_shop, pg, braze_env, capsys, locatio
 def test_postgres_mirror_dropped_or_left_behind_is_rebuilt_and_nothing_is_resent(pg_shop, pg, braze_env, capsys):
     set_diff(pg_shop, "warehouse", pg["schema"])
     cli = ShopCli(pg_shop, capsys, target="pg")
-    code, out, err = cli("run", "--dbt-build")
+    # a read-only plan (a pull request's preview) writes nothing to the warehouse: no mirror yet
+    code, out, err = cli("plan", "--json", "--dbt-build", "--read-only")
+    assert code == 0, err
+    for s in json.loads(out)["syncs"]:
+        assert (s["read"]["diff"], s["read"]["asked"]) == ("hashes", "warehouse"), s["read"]
+        assert "read-only" in s["read"]["note"]
+    assert pg_rows(pg["dsn"], f"SELECT to_regclass('\"{pg['schema']}\".reflow_mirror_syncs')") == [(None,)]
+    code, out, err = cli("run")
     assert code == 0, out + err
     table = f'"{pg["schema"]}"."reflow_mirror__braze_customers"'
     held = pg_rows(pg["dsn"], f"SELECT count(*) FROM {table}")[0][0]
