@@ -57,12 +57,15 @@ def choose(project: Project, sync: SyncSpec, warehouse: Warehouse, key_types: Se
     asked = sync.diff or DiffLocation(project.warehouse.diff)
     if asked == DiffLocation.LOCAL:
         return Location(asked, asked, HASH_RECIPE)
-    dialect = warehouse.dialect
-    if dialect is None:              # DuckDB, in this process: its own recipe, no mirror to keep
+    if warehouse.in_process:         # DuckDB, in this process: its own recipe, no mirror to keep
         note = (None if asked == DiffLocation.HASHES else
                 "diff: warehouse on DuckDB reads (key, hash) in this process: the snapshot is already next to "
                 "the data, so there is no mirror to keep (hashes)")
         return Location(asked, DiffLocation.HASHES, HASH_RECIPE, None, note)
+    dialect = warehouse.dialect
+    if dialect is None:
+        return Location(asked, DiffLocation.LOCAL, HASH_RECIPE, None,
+                        f"diff: {asked} not used: Reflow has no hash SQL for this warehouse; diffing locally")
     why = key_kinds_supported(key_types)
     if why:
         return Location(asked, DiffLocation.LOCAL, HASH_RECIPE, None, f"diff: {asked} not used: {why}; diffing locally")

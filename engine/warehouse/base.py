@@ -39,9 +39,14 @@ class Warehouse(Protocol):
     cost: ReadCost                     # cumulative, for the plan's per-sync cost (the planner takes differences)
 
     @property
+    def in_process(self) -> bool:
+        """DuckDB read inside this process: the diff's own SQL runs on it (`diff: hashes` then reads
+        (key, hash) pairs in process) and `dialect` is None."""
+
+    @property
     def dialect(self) -> Dialect | None:
         """SQL for the diff's first phase on the warehouse (engine/warehouse/dialects.py); None for DuckDB
-        in this process, where the diff's own SQL runs (`diff: hashes` then reads (key, hash) in process)."""
+        in this process, or for an adapter Reflow has no such SQL for (its syncs then diff locally)."""
 
     @property
     def mirror_writable(self) -> bool:

@@ -392,6 +392,10 @@ class DbtWarehouse:
         return LANDED
 
     @property
+    def in_process(self) -> bool:
+        return self.adapter_type == "duckdb"
+
+    @property
     def dialect(self) -> Dialect | None:
         return None if self.adapter_type == "duckdb" else dialect_for(self.adapter_type)
 

@@ -28,6 +28,7 @@ class DuckDBWarehouse:
         self._display = project.warehouse.path
         self.cost = ReadCost(bytes=None)       # read in this process: no wire
         self.dialect = None
+        self.in_process = True
         self.mirror_writable = False
 
     def relation_for(self, table: str) -> str:
