@@ -51,9 +51,10 @@ class Location:
 
 
 def choose(project: Project, sync: SyncSpec, warehouse: Warehouse, key_types: Sequence[str], *,
-           preview: bool) -> Location:
+           preview: bool, grouped: bool = False) -> Location:
     """The location a sync's diff runs in: what its spec (or the project) asks, unless the warehouse
-    cannot (then the nearest one that can, with a note saying why)."""
+    cannot (then the nearest one that can, with a note saying why). `grouped`: the destination counts the
+    model's rows per value of a field (cohorts by id), which `hashes` lands with the pairs."""
     asked = sync.diff or DiffLocation(project.warehouse.diff)
     if asked == DiffLocation.LOCAL:
         return Location(asked, asked, HASH_RECIPE)
@@ -73,6 +74,10 @@ def choose(project: Project, sync: SyncSpec, warehouse: Warehouse, key_types: Se
         return Location(asked, DiffLocation.HASHES, dialect.recipe, dialect,
                         f"diff: warehouse needs a mirror Reflow can keep on {dialect.name} (PostgreSQL only for now); "
                         "using hashes")
+    if asked == DiffLocation.WAREHOUSE and grouped:
+        return Location(asked, DiffLocation.HASHES, dialect.recipe, dialect,
+                        "this destination counts the model's rows per group (cohort), which phase 1 on the "
+                        "warehouse does not return: using hashes")
     if asked == DiffLocation.WAREHOUSE and preview:
         return Location(asked, DiffLocation.HASHES, dialect.recipe, dialect,
                         "a read-only plan writes nothing to the warehouse: its mirror is not brought up to date, "

@@ -75,10 +75,10 @@ class RenderedSync:
 
 def fingerprint(project: Project, sync: SyncSpec, sql: str, definition: str = "",
                 identity: Mapping[str, str] | None = None) -> str:
-    # (the project's diff location enters when it is not the default: a plan's hashes follow its recipe)
     """What determines a plan's rows besides the data: the spec, the rendered SQL, the model's definition
-    in the warehouse (dbt nodes and their upstream nodes), the connection's settings and where the rows
-    go. A plan whose fingerprint no longer matches is refused by `apply`."""
+    in the warehouse (dbt nodes and their upstream nodes), the connection's settings, where the rows
+    go, and the project's diff location when it is not the default (a plan's hashes follow its recipe).
+    A plan whose fingerprint no longer matches is refused by `apply`."""
     conn = project.connections.get(sync.destination.connection)
     # secret settings stay out (a new key is no change to a plan, and no digest of a key is stored)
     settings = {k: v for k, v in (vars(conn).items() if conn else [])
@@ -258,7 +258,8 @@ def read_model_at(con: Any, rendered: RenderedSync, warehouse: Warehouse, destin
                                                                                      preview=preview)
     types = dict(warehouse.columns(con, rendered.sql, model=sync.model))
     check_columns([sync], lambda _: list(types))
-    location = locations.choose(project, sync, warehouse, [types[k] for k in sync.primary_key], preview=preview)
+    location = locations.choose(project, sync, warehouse, [types[k] for k in sync.primary_key], preview=preview,
+                                grouped=destination.group_field is not None)
     if location.used == DiffLocation.LOCAL:
         return read_model(con, rendered, warehouse, destination), location
     return _model_read("", types, sync, destination), location

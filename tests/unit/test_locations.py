@@ -65,3 +65,8 @@ def test_a_read_only_plan_never_writes_the_mirror():
     loc = choose(project("warehouse"), sync(), PG, ["BIGINT"], preview=True)
     assert loc.used == DiffLocation.HASHES and "read-only" in (loc.note or "")
     assert dataclasses.replace(loc, note=None).recipe == "postgres-md5/v1"
+
+
+def test_a_grouped_destination_keeps_its_counts_with_hashes():
+    loc = choose(project("warehouse"), sync(), PG, ["BIGINT"], preview=False, grouped=True)
+    assert loc.used == DiffLocation.HASHES and "per group" in (loc.note or "")
