@@ -276,6 +276,12 @@ class State:
         if self._remote is not None:
             self._remote.check()        # RemoteStateError once the remote lock is lost
 
+    def check_lock(self) -> None:
+        """A remote state's writer: RemoteStateError once its lock is lost or may have been taken over (see
+        RemoteLock.problem); checked before each request of a send. A local state: nothing."""
+        if self._remote is not None:
+            self._remote.check()
+
     def copy_to(self, dest: Path) -> None:
         """COPY FROM DATABASE (whole transactions only) to `dest`, through a temporary file."""
         tmp = dest.with_name(dest.name + ".partial")
