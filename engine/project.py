@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,6 +384,9 @@ def load_project(root: Path) -> Project:
             secret_env.setdefault(name, "state_path (object-store credentials)")
         state = Path(REMOTE_WORKING_DIR) / hashlib.sha256(state_url.encode()).hexdigest()[:16] / "state.duckdb"
     else:
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", raw_state):      # a URL (not a drive letter), mistyped
+            problems.append(doc.problem(("state_path",), f"{raw_state!r} is neither a local path nor a state object "
+                                        "URL: write s3://BUCKET/PREFIX/state.duckdb (or gs://, az://), or a path"))
         state = Path(os.path.expanduser(raw_state))
     if problems:
         raise _fail(problems)
