@@ -142,8 +142,11 @@ REMOTE_STATE_SCHEMES = ("s3://", "gs://", "az://")
 REMOTE_WORKING_DIR = ".reflow/remote"
 # the object stores' standard credential variables that hold secrets (read by the object-store library,
 # never by the project file): registered with the scrubber, and no model or setting may read them
-STORE_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
-                    "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
+STORE_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_TOKEN", "AWS_SSE_CUSTOMER_KEY_BASE64",
+                    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_MASTER_KEY",
+                    "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_TOKEN",
+                    "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET", "AZURE_FABRIC_SESSION_TOKEN",
+                    "GOOGLE_SERVICE_ACCOUNT_KEY", "GOOGLE_BEARER_TOKEN")   # obstore's aliases included
 SCHEMA = "project.schema.json"
 
 

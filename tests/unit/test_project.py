@@ -408,3 +408,21 @@ def test_a_relative_state_path_is_a_local_file(tmp_path: Path) -> None:
           braze: {type: braze, instance: us-10}
     """))
     assert p.state_url is None and p.state_path == tmp_path.resolve() / "state" / "reflow.duckdb"
+
+
+@pytest.mark.parametrize("name", ["AWS_TOKEN", "AWS_SSE_CUSTOMER_KEY_BASE64", "AZURE_CLIENT_SECRET",
+                                  "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_MASTER_KEY", "AZURE_STORAGE_SAS_TOKEN",
+                                  "AZURE_STORAGE_TOKEN", "GOOGLE_BEARER_TOKEN"])
+def test_every_credential_variable_the_object_store_library_reads_is_a_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """obstore reads these aliases too (AWS_TOKEN for the session token, AZURE_STORAGE_ACCESS_KEY for the account
+    key, …): their values must be scrubbed like AWS_SECRET_ACCESS_KEY's."""
+    value = f"store-credential-{name.lower()}-0123456789"
+    monkeypatch.setenv(name, value)
+    load_project(write(tmp_path, """\
+        name: small
+        state_path: s3://acme/prod/state.duckdb
+        connections:
+          braze: {type: braze, instance: us-10}
+    """))
+    assert value not in scrub(f"the store said {value}")
