@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,8 +144,11 @@ REMOTE_STATE_SCHEMES = ("s3://", "gs://", "az://")
 REMOTE_WORKING_DIR = ".reflow/remote"
 # the object stores' standard credential variables that hold secrets (read by the object-store library,
 # never by the project file): registered with the scrubber, and no model or setting may read them
-STORE_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
-                    "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
+STORE_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_TOKEN", "AWS_SSE_CUSTOMER_KEY_BASE64",
+                    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_MASTER_KEY",
+                    "AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_TOKEN",
+                    "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET", "AZURE_FABRIC_SESSION_TOKEN",
+                    "GOOGLE_SERVICE_ACCOUNT_KEY", "GOOGLE_BEARER_TOKEN")   # obstore's aliases included
 SCHEMA = "project.schema.json"
 
 
@@ -387,6 +391,9 @@ def load_project(root: Path) -> Project:
             secret_env.setdefault(name, "state_path (object-store credentials)")
         state = Path(REMOTE_WORKING_DIR) / hashlib.sha256(state_url.encode()).hexdigest()[:16] / "state.duckdb"
     else:
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", raw_state):      # a URL (not a drive letter), mistyped
+            problems.append(doc.problem(("state_path",), f"{raw_state!r} is neither a local path nor a state object "
+                                        "URL: write s3://BUCKET/PREFIX/state.duckdb (or gs://, az://), or a path"))
         state = Path(os.path.expanduser(raw_state))
     if problems:
         raise _fail(problems)

@@ -462,6 +462,9 @@ class _Checkpointer(threading.Thread):
         except DestinationError as exc:
             self.fatal = self.fatal or exc
             results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in keys]
+        except RemoteStateError as exc:     # _send_held: the lock may be another run's now; not sent
+            self.failure = self.failure or exc
+            results = [RowResult(k, NOT_ATTEMPTED, exc.message) for k in keys]
         except BaseException as exc:  # noqa: BLE001 - the request may have gone out: recorded as unknown
             self.failure = self.failure or exc
             results = [RowResult(k, UNKNOWN, scrub(f"unexpected error: {exc!r}")) for k in keys]
@@ -524,7 +527,7 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
                 for sent in _batches(reader, plan_id, sp, channel, destination, outcome):
                     if not writer.wait_for_slot(stop):
                         break
-                    fut = pool.submit(destination.send, sent.batch)
+                    fut = pool.submit(_send_held, state, destination, sent.batch)
                     fut.add_done_callback(functools.partial(writer.finished, sent))
                 if writer.stopping(stop):
                     break
@@ -537,6 +540,13 @@ def _send(state: State, plan_id: str, sp: SyncPlan, destination: Destination, ou
         raise writer.failure
     if writer.fatal:
         raise writer.fatal
+
+
+def _send_held(state: State, destination: Destination, batch: Batch) -> Sequence[RowResult]:
+    """Send one request, unless a remote state's lock may have been taken over since the batch was queued
+    (this process froze past the lock's expiry): then RemoteStateError, and the batch is not sent."""
+    state.check_lock()
+    return destination.send(batch)
 
 
 def _checkpoint(state: State, plan_id: str, sync: str, outcome: SyncOutcome,

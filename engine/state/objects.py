@@ -30,8 +30,6 @@ CREDENTIAL_ENV = {
     "gs": ("GOOGLE_SERVICE_ACCOUNT", "GOOGLE_APPLICATION_CREDENTIALS"),
     "az": ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY"),
 }
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY",
-              "AZURE_STORAGE_CLIENT_SECRET", "GOOGLE_SERVICE_ACCOUNT_KEY")
 CONNECT_TIMEOUT = timedelta(seconds=5)
 REQUEST_TIMEOUT = timedelta(minutes=10)      # a whole state file goes in one request
 RETRIES = 3                                  # 5xx, dropped connections: then the error
@@ -201,13 +199,15 @@ class Bucket:
         if "nosuchbucket" in low or "containernotfound" in low:
             why = (f"the bucket '{self.where.bucket}' does not exist{at}: create it, or fix state_path in "
                    "reflow_project.yml")
+        elif "169.254.169.254" in text or "credential" in low:     # before 403: a denied metadata server
+            why = (f"no credentials were found: set {ids} and {keys} in the environment (or run with an "
+                   "instance role)")
+        elif "account must be specified" in low:
+            why = "no storage account was given: set AZURE_STORAGE_ACCOUNT_NAME (and its key) in the environment"
         elif type(exc).__name__ in ("PermissionDeniedError", "UnauthenticatedError") or " 403 " in text \
                 or "invalidaccesskeyid" in low or "signaturedoesnotmatch" in low:
             why = (f"access was refused: check {ids} and {keys} in the environment, and that they may read, "
                    f"write and delete objects under {url.rpartition('/')[0]}/")
-        elif "169.254.169.254" in text or "credential" in low:
-            why = (f"no credentials were found: set {ids} and {keys} in the environment (or run with an "
-                   "instance role)")
         elif "builder error" in low and self.endpoint.startswith("http://"):
             why = (f"AWS_ENDPOINT_URL {self.endpoint} is plain http: set AWS_ALLOW_HTTP=true to allow it "
                    "(a local test server), or use https")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -248,7 +249,7 @@ class RemoteState:
 
     def _write_sidecar(self, *, uploaded: bool, refused: str | None = None) -> None:
         doc = {"url": self.url, "etag": self.etag, "uploaded": uploaded, "refused": refused}
-        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp = self.sidecar.with_name(f"{self.sidecar.name}.{threading.get_ident()}.tmp")     # threads may race
         try:
             tmp.write_text(json.dumps(doc))
             os.replace(tmp, self.sidecar)

@@ -56,6 +56,9 @@ class RemoteLock:
                                        "command": command, "started_at": _stamp(), "expiry": expiry}
         self._etag: str | None = None
         self._lost: str | None = None
+        # our clock's time until which no one can have taken the lock over: `expiry` after the start of the
+        # last write of it that went through (a waiter counts `expiry` from when it first saw that version)
+        self._held_until = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -69,8 +72,10 @@ class RemoteLock:
         deadline = time.monotonic() + max(0.0, timeout)
         seen: tuple[str, float] | None = None          # the held version and since when (our clock)
         while True:
+            began = time.monotonic()
             try:
                 self._etag = self.bucket.put(self.key, self._body(), if_match=None)
+                self._held_until = began + self.expiry
                 break
             except Conflict:
                 pass
@@ -83,8 +88,10 @@ class RemoteLock:
                 seen = (etag, now)
             holder = _parse(data)
             if now - seen[1] >= _expiry_of(holder, self.expiry):
+                began = time.monotonic()
                 try:                                    # unrenewed for its expiry: stale, take it over
                     self._etag = self.bucket.put(self.key, self._body(), if_match=etag)
+                    self._held_until = began + self.expiry
                     self.holder["took_over"] = holder.get("id") if holder else None
                     break
                 except Conflict:
@@ -102,8 +109,16 @@ class RemoteLock:
         self._thread.start()
 
     def problem(self) -> str | None:
-        """None while this process holds the lock; else what happened to it."""
-        return self._lost
+        """None while this process holds the lock; else what happened to it. A lock not renewed for its
+        expiry (this process was frozen: a paused VM, SIGSTOP; or the store was unreachable) counts as lost
+        until a renewal goes through: a waiting run may have taken it over, and what this process sent from
+        then on would reach Braze behind that run's back (called before each request of a send)."""
+        if self._lost:
+            return self._lost
+        if self._etag is not None and time.monotonic() >= self._held_until:
+            return (f"the lock {self.url} went {self.expiry:g} s without a renewal (this process was paused, or the "
+                    "store was unreachable), so another run may have taken it over")
+        return None
 
     def release(self) -> None:
         self._stop.set()
@@ -126,8 +141,10 @@ class RemoteLock:
         every = max(0.2, self.expiry / 3)
         last_ok = time.monotonic()
         while not self._stop.wait(every):
+            began = time.monotonic()
             try:
                 self._etag = self.bucket.put(self.key, self._body(), if_match=self._etag)
+                self._held_until = began + self.expiry
                 last_ok = time.monotonic()
             except Conflict:
                 found = self.bucket.read(self.key) if not self._stop.is_set() else None

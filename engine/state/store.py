@@ -278,6 +278,12 @@ class State:
         if self._remote is not None:
             self._remote.check()        # RemoteStateError once the remote lock is lost
 
+    def check_lock(self) -> None:
+        """A remote state's writer: RemoteStateError once its lock is lost or may have been taken over (see
+        RemoteLock.problem); checked before each request of a send. A local state: nothing."""
+        if self._remote is not None:
+            self._remote.check()
+
     def copy_to(self, dest: Path) -> None:
         """COPY FROM DATABASE (whole transactions only) to `dest`, through a temporary file."""
         tmp = dest.with_name(dest.name + ".partial")
@@ -755,6 +761,10 @@ class State:
     # ---------------------------------------------------------------- runs
 
     def start_run(self, run_id: str, plan_id: str, sync: str) -> None:
+        """Record a sync's run as `running` before it sends anything. A remote state is uploaded at once:
+        a runner lost before its next upload leaves this run in the stored state, and the next writer takes
+        every row of its plan as possibly sent (see `recover`); without it, the rows it sent would be
+        unknown to the next writer, and a change reverted meanwhile would never reach Braze."""
         self.con.execute(
             f"INSERT INTO {DB}.runs (run_id, plan_id, sync, started_at, finished_at, status, acknowledged, rejected, "
             "not_attempted, skipped, requests, data_points, pid, message, seq) "
@@ -762,6 +772,7 @@ class State:
             f"FROM {DB}.runs",
             [run_id, plan_id, sync, now(), os.getpid()],
         )
+        self.upload()
 
     def write_problem(self, exc: BaseException) -> StateError | None:
         """The StateError for a failure to write the state file (a full disk, a read-only folder), or None

@@ -188,3 +188,88 @@ def test_an_upload_refused_after_the_lock_was_lost_keeps_the_acknowledgements(
     counts = order_event_counts(slow_braze)
     assert len(counts) == total
     assert max(counts.values()) == 1, "every acknowledged row was kept: nothing sent twice"
+
+
+def set_tier(project: Path, tier: str | None) -> None:
+    """Every customer's loyalty tier in the example warehouse: `tier`, or back to what it was (None)."""
+    import duckdb
+
+    con = duckdb.connect(str(project / "warehouse.duckdb"))
+    try:
+        if tier is None:
+            con.execute("UPDATE customers SET loyalty_tier = was_tier")
+        else:
+            if "was_tier" not in [r[0] for r in con.execute("DESCRIBE customers").fetchall()]:
+                con.execute("ALTER TABLE customers ADD COLUMN was_tier VARCHAR")
+                con.execute("UPDATE customers SET was_tier = loyalty_tier")
+            con.execute("UPDATE customers SET loyalty_tier = ?", [tier])
+    finally:
+        con.close()
+
+
+def test_a_runner_killed_before_its_first_upload_leaves_no_profile_out_of_step(
+        example_project: Path, s3: S3, slow_braze, tmp_path):
+    """A runner that sends profile changes and dies before any upload of its run: the next runner (in
+    another folder, after the model reverted the change) must still know those rows may hold the new
+    values in Braze, and send them again; not report `no changes` while Braze holds what it never
+    recorded."""
+    from s3_bucket import use_remote_state
+
+    use_remote_state(example_project, s3.url(STATE_KEY), upload_every=300)     # no upload during the send
+    one_request_at_a_time(example_project)
+    code, out, err = finish(start(example_project, "run"))
+    assert code == 0, out + err
+    set_tier(example_project, "obsidian")
+    runner = start(example_project, "run", "--allow-guard", "max_changed_pct", "--allow-guard", "max_removed_pct")
+    wait_until(lambda: any(u.get("custom_attributes", {}).get("loyalty_tier") == "obsidian"
+                           for u in slow_braze.users()), runner)
+    os.kill(runner.pid, signal.SIGKILL)
+    finish(runner)
+    time.sleep(1)           # the request in flight lands
+    assert any(u.get("custom_attributes", {}).get("loyalty_tier") == "obsidian" for u in slow_braze.users())
+
+    elsewhere = second_folder(example_project, tmp_path)
+    set_tier(elsewhere, None)           # the model changed back before the next run
+    code, out, err = finish(start(elsewhere, "run", "--lock-timeout", "60"))
+    assert code == 0, out + err
+    out_of_step = [u["external_id"] for u in slow_braze.users()
+                   if u.get("custom_attributes", {}).get("loyalty_tier") == "obsidian"]
+    assert not out_of_step, f"{len(out_of_step)} profiles hold a value Reflow never recorded sending: {out_of_step[:3]}"
+
+
+def test_a_paused_holder_whose_lock_was_taken_over_sends_nothing_more(
+        example_project: Path, s3: S3, slow_braze, tmp_path):
+    """A holder frozen (SIGSTOP: a VM paused, a stalled process) past its lock's expiry, while a waiting run
+    takes the lock over, plans from a changed model and sends: once it wakes, the frozen holder must not
+    send its older values over the new ones (Braze would hold what neither state records), and after the
+    reconciliation its error advises, Braze holds what the model says."""
+    from s3_bucket import use_remote_state
+
+    remote_project = example_project
+    use_remote_state(remote_project, s3.url(STATE_KEY), upload_every=300)      # no upload to find out first
+    one_request_at_a_time(remote_project)
+    code, out, err = finish(start(remote_project, "run"))
+    assert code == 0, out + err
+    set_tier(remote_project, "obsidian")
+    frozen = start(remote_project, "run", "--allow-guard", "max_changed_pct", "--allow-guard", "max_removed_pct")
+    wait_until(lambda: any(u.get("custom_attributes", {}).get("loyalty_tier") == "obsidian"
+                           for u in slow_braze.users()), frozen)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        elsewhere = second_folder(remote_project, tmp_path)
+        set_tier(elsewhere, "platinum")         # the model moved on before the next run
+        code, out, err = finish(start(elsewhere, "run", "--lock-timeout", "60", "--allow-guard", "max_changed_pct",
+                                      "--allow-guard", "max_removed_pct"))
+        assert code == 0, out + err
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    code, out, err = finish(frozen)
+    assert code == 1 and "reflow state pull --force" in err, out + err
+    assert "Traceback" not in err
+    # the run that took over is the one to keep: drop the frozen run's working copy, as the error advises
+    code, out, err = finish(start(remote_project, "state", "pull", "--force"))
+    assert code == 0, out + err
+    code, out, err = finish(start(elsewhere, "run"))
+    assert code == 0, out + err
+    tiers = collections.Counter(u.get("custom_attributes", {}).get("loyalty_tier") for u in slow_braze.users())
+    assert set(tiers) == {"platinum"}, f"Braze holds values no state records: {tiers}"

@@ -383,3 +383,46 @@ def test_memory_limit_defaults_by_warehouse(tmp_path: Path) -> None:
     assert load_project(tmp_path).memory_limit == "1GB"
     (tmp_path / "reflow_project.yml").write_text("name: a\nwarehouse: {type: dbt}\nmemory_limit: 2GB\n" + conn)
     assert load_project(tmp_path).memory_limit == "2GB"
+
+
+@pytest.mark.parametrize("url", ["s3:/acme/prod/state.duckdb", "S3:/acme/state.duckdb", "gcs://acme/state.duckdb",
+                                 "s3a://acme/state.duckdb", "https://acme.s3.amazonaws.com/state.duckdb",
+                                 "az:/container/state.duckdb"])
+def test_a_state_url_that_is_not_one_is_refused_not_taken_for_a_local_file(tmp_path: Path, url: str) -> None:
+    """A mistyped object-store URL read as a relative path would give a CI runner an empty local state, and
+    its first run would send every row again (events and purchases twice)."""
+    message = project_error(write(tmp_path, f"""\
+        name: small
+        state_path: "{url}"
+        connections:
+          braze: {{type: braze, instance: us-10}}
+    """))
+    assert "state_path" in message and "s3://BUCKET/" in message, message
+
+
+def test_a_relative_state_path_is_a_local_file(tmp_path: Path) -> None:
+    p = load_project(write(tmp_path, """\
+        name: small
+        state_path: state/reflow.duckdb
+        connections:
+          braze: {type: braze, instance: us-10}
+    """))
+    assert p.state_url is None and p.state_path == tmp_path.resolve() / "state" / "reflow.duckdb"
+
+
+@pytest.mark.parametrize("name", ["AWS_TOKEN", "AWS_SSE_CUSTOMER_KEY_BASE64", "AZURE_CLIENT_SECRET",
+                                  "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_MASTER_KEY", "AZURE_STORAGE_SAS_TOKEN",
+                                  "AZURE_STORAGE_TOKEN", "GOOGLE_BEARER_TOKEN"])
+def test_every_credential_variable_the_object_store_library_reads_is_a_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """obstore reads these aliases too (AWS_TOKEN for the session token, AZURE_STORAGE_ACCESS_KEY for the account
+    key, …): their values must be scrubbed like AWS_SECRET_ACCESS_KEY's."""
+    value = f"store-credential-{name.lower()}-0123456789"
+    monkeypatch.setenv(name, value)
+    load_project(write(tmp_path, """\
+        name: small
+        state_path: s3://acme/prod/state.duckdb
+        connections:
+          braze: {type: braze, instance: us-10}
+    """))
+    assert value not in scrub(f"the store said {value}")
