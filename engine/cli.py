@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sync", nargs="?")
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--working-copy", action="store_true",
+                   help="remote state: the runs this folder's working copy holds (uploaded or not), not the stored "
+                        "state's")
     p = cmd("errors", _errors, "rows Braze rejected, with its reason and the payload sent")
     p.add_argument("sync", nargs="?")
     p.add_argument("--run", dest="run_id")
@@ -472,7 +475,7 @@ def _history(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     try:
-        with ctx.state("history", read_only=True) as state:
+        with ctx.state("history", read_only=True, working_copy=args.working_copy) as state:
             runs = state.runs(args.sync, limit=args.limit)
         live = None
     except LockError as exc:

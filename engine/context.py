@@ -122,12 +122,17 @@ class Context:
             return None
         return Keeper(self.project, self.warehouse(), state)
 
-    def state(self, command: str, *, read_only: bool = False) -> AbstractContextManager[State]:
+    def state(self, command: str, *, read_only: bool = False, working_copy: bool = False
+              ) -> AbstractContextManager[State]:
         from engine.state import State
 
+        remote = self.remote()
+        if working_copy and remote is None:
+            raise UserError(f"--working-copy reads a remote state's working copy; {self.project.file} has a local "
+                            "state_path, which is read as it is")
         return State.open(self.project.state_path, command=command, memory_limit=self.project.memory_limit,
-                          read_only=read_only, remote=self.remote(),
-                          lock_timeout=self.lock_timeout)
+                          read_only=read_only, remote=remote, lock_timeout=self.lock_timeout,
+                          working_copy=working_copy)
 
     def preview_state(self) -> AbstractContextManager[State]:
         """A private copy of the state for a read-only plan (engine/state/preview.py): no lock, no upload."""

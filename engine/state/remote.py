@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -86,9 +87,15 @@ class RemoteState:
     # ------------------------------------------------------------------ sessions
 
     @contextlib.contextmanager
-    def session(self, command: str, *, read_only: bool = False, lock_timeout: float = 0.0) -> Iterator[Path]:
+    def session(self, command: str, *, read_only: bool = False, lock_timeout: float = 0.0,
+                working_copy: bool = False) -> Iterator[Path]:
         """The local file to open as the state: a writer's working copy (under the lock, downloaded as
-        needed), or a reader's private copy (deleted afterwards)."""
+        needed), or a reader's private copy (deleted afterwards) of the stored state — or, with
+        `working_copy`, of this folder's working copy (what a run here recorded, uploaded or not)."""
+        if read_only and working_copy:
+            with self._working_copy_view() as path:
+                yield path
+            return
         self.bucket.probe()
         if read_only:
             with self._reader_copy() as path:
@@ -104,6 +111,26 @@ class RemoteState:
         finally:
             self._lock = None
             lock.release()
+
+    @contextlib.contextmanager
+    def _working_copy_view(self) -> Iterator[Path]:
+        if not self.copy.exists():
+            raise RemoteStateError(f"there is no working copy of {self.url} here ({self.copy}): no run has "
+                                   "written it from this folder; without --working-copy the stored state is read")
+        folder = self.copy.parent / "read"
+        path = folder / f"{uuid.uuid4().hex[:12]}.duckdb"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.copy, path)
+            wal = Path(str(self.copy) + ".wal")
+            if wal.exists():
+                shutil.copyfile(wal, Path(str(path) + ".wal"))
+            yield path
+        except OSError as exc:
+            raise RemoteStateError(f"cannot read the working copy {self.copy}: {exc.strerror}") from exc
+        finally:
+            for leftover in (path, Path(str(path) + ".wal")):
+                leftover.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _reader_copy(self) -> Iterator[Path]:
@@ -139,7 +166,7 @@ class RemoteState:
             raise RemoteStateError(
                 f"the working copy {self.copy} holds what a run recorded without uploading it "
                 f"({side.get('refused') or 'the run ended before its last upload'}), and the stored state "
-                f"{self.url} has moved on since. Find out which runs wrote each (`reflow history`), then "
+                f"{self.url} has moved on since. Find out which runs wrote each (`reflow history` reads the stored state, `reflow history --working-copy` this copy), then "
                 "either `reflow state push --force` (the working copy replaces the stored state; rows the other "
                 "runs delivered since are planned again) or `reflow state pull --force` (the stored state "
                 "replaces the working copy; rows this copy has as delivered since its last upload are planned "
@@ -193,7 +220,7 @@ class RemoteState:
         raise RemoteStateError(
             f"{why}: this run stopped, and what it recorded is kept in the working copy {self.copy} (not "
             f"uploaded, so nothing another run stored was overwritten). Find out which run wrote {self.url} "
-            "(`reflow history`), then reconcile: `reflow state push --force` makes the working copy the stored "
+            "(`reflow history`; `reflow history --working-copy` lists what this run recorded), then reconcile: `reflow state push --force` makes the working copy the stored "
             "state (rows the other run delivered since are planned again), `reflow state pull --force` takes the "
             "stored state (rows this run delivered since its last upload are planned again)")
 

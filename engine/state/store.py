@@ -172,17 +172,20 @@ class State:
     @classmethod
     @contextlib.contextmanager
     def open(cls, path: Path, *, command: str, memory_limit: str = "1GB", read_only: bool = False,
-             remote: RemoteState | None = None, lock_timeout: float = 0.0) -> Iterator[State]:
+             remote: RemoteState | None = None, lock_timeout: float = 0.0,
+             working_copy: bool = False) -> Iterator[State]:
         """The state file at `path`; with `remote`, the state object it names, through its working copy
         (engine/state/remote.py: checked, locked and downloaded first; uploaded after each sync's fold, every
         `upload_every` seconds of an apply, and on closing). A writer waits up to `lock_timeout` seconds for
-        another run's lock."""
+        another run's lock. A reader with `working_copy` reads this folder's working copy instead of the stored
+        state (what runs here recorded, uploaded or not)."""
         if remote is None:
             with cls._open_file(path, command=command, memory_limit=memory_limit, read_only=read_only,
                                 lock_timeout=lock_timeout) as state:
                 yield state
             return
-        with remote.session(command, read_only=read_only, lock_timeout=lock_timeout) as copy, \
+        with remote.session(command, read_only=read_only, lock_timeout=lock_timeout,
+                            working_copy=working_copy) as copy, \
                 cls._open_file(copy, command=command, memory_limit=memory_limit, read_only=read_only,
                                lock_timeout=lock_timeout, remote=None if read_only else remote) as state:
             yield state

@@ -266,6 +266,15 @@ def test_a_paused_holder_whose_lock_was_taken_over_sends_nothing_more(
     code, out, err = finish(frozen)
     assert code == 1 and "reflow state pull --force" in err, out + err
     assert "Traceback" not in err
+    # the two histories the error tells apart: the stored state's, and this folder's working copy's
+    code, out, err = finish(start(remote_project, "history", "--json", "--limit", "1000"))
+    assert code == 0, out + err
+    stored = {r["run_id"]: r["status"] for r in json.loads(out)}
+    code, out, err = finish(start(remote_project, "history", "--json", "--limit", "1000", "--working-copy"))
+    assert code == 0, out + err
+    here = {r["run_id"]: r["status"] for r in json.loads(out)}
+    assert set(stored) - set(here), (here, stored)           # the other folder's runs: stored only
+    assert any(stored.get(run) != status for run, status in here.items()), (here, stored)   # this run's own end
     # the run that took over is the one to keep: drop the frozen run's working copy, as the error advises
     code, out, err = finish(start(remote_project, "state", "pull", "--force"))
     assert code == 0, out + err
