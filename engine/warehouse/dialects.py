@@ -144,43 +144,33 @@ class Dialect:
         """A normalised value with its length in front (`5:hello`), or `-` for NULL."""
         return f"coalesce({self.concat([self.as_text(self.length(value)), self.literal(':'), value])}, '-')"
 
-    def value(self, f: Field) -> str:
-        """The field's normalised value (SQL over `m`)."""
-        return (self.literal(f.text) if f.column is None and f.text is not None else
-                "NULL" if f.column is None else self.normalised(self.column(f.column), kind(f.type)))
-
-    def row_hash(self, fields: Sequence[Field], values: dict[str, str] | None = None) -> str:
-        """16 hex digits: the MD5 of the names' digest and every field's piece, in name order. `values`:
-        SQL already holding some fields' normalised values (by field name), used instead of `value`."""
+    def row_hash(self, fields: Sequence[Field]) -> str:
+        """16 hex digits: the MD5 of the names' digest and every field's piece, in name order."""
         parts = [self.literal(names_digest(fields))]
         for f in sorted(fields, key=lambda f: f.name):
-            value = (values or {}).get(f.name) or self.value(f)
+            value = (self.literal(f.text) if f.column is None and f.text is not None else
+                     "NULL" if f.column is None else self.normalised(self.column(f.column), kind(f.type)))
             parts += [self.literal("|"), self.piece(value)]
         return self.substr16(self.md5_hex(self.concat(parts)))
-
-    def with_hash(self, model_sql: str, primary_key: Sequence[str], fields: Sequence[Field],
-                  columns: Sequence[tuple[str, str]], key_in: str | None = None) -> str:
-        """`SELECT __key, __hash, <column AS name for each (name, column)> FROM (<model>) AS m`, only
-        the rows whose key is `key_in` (`IN (…)`) when given."""
-        cols = "".join(f", {self.column(c)} AS {self.quote(name)}" for name, c in columns)
-        sql = (f"SELECT {self.key(primary_key)} AS __key, {self.row_hash(fields)} AS __hash{cols}\n"
-               f"FROM (\n{_body(model_sql)}\n) AS m")
-        return sql if key_in is None else f"SELECT * FROM ({sql}) AS k WHERE __key {key_in}"
 
     def hashed(self, model_sql: str, primary_key: Sequence[str], fields: Sequence[Field],
                extra: Sequence[tuple[str, str]] = ()) -> str:
         """The query giving each model row's `__key` and `__hash` (16 hex digits), and the `extra` model
         columns under their field names ((field, column) pairs)."""
-        return self.with_hash(model_sql, primary_key, fields, extra)
+        more = "".join(f", {self.column(c)} AS {self.quote(f)}" for f, c in extra)
+        return (f"SELECT {self.key(primary_key)} AS __key, {self.row_hash(fields)} AS __hash{more}\n"
+                f"FROM (\n{_body(model_sql)}\n) AS m")
 
     def rows(self, model_sql: str, primary_key: Sequence[str], fields: Sequence[Field], keys: Sequence[str] | None) -> str:
         """The model's rows (each field's column under its own name, `__key`, `__hash`) whose key is in
         `keys` (literals; None: every row)."""
-        cols = [(c, c) for c in sorted({f.column for f in fields if f.column})]
+        cols = "".join(f", {self.column(c)} AS {self.quote(c)}" for c in sorted({f.column for f in fields if f.column}))
+        inner = (f"SELECT {self.key(primary_key)} AS __key, {self.row_hash(fields)} AS __hash{cols}\n"
+                 f"FROM (\n{_body(model_sql)}\n) AS m")
         if keys is None:
-            return self.with_hash(model_sql, primary_key, fields, cols)
+            return inner
         values = ", ".join(f"({self.literal(k)})" for k in keys)
-        return self.with_hash(model_sql, primary_key, fields, cols, f"IN (SELECT v FROM (VALUES {values}) AS l(v))")
+        return f"SELECT * FROM ({inner}) AS k WHERE __key IN (SELECT v FROM (VALUES {values}) AS l(v))"
 
     def key_problems(self, model_sql: str, primary_key: Sequence[str]) -> str:
         """The keys that are NULL or appear more than once (normally no row)."""
@@ -225,26 +215,6 @@ ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
 class Postgres(Dialect):
     name = "postgres"
 
-    def with_hash(self, model_sql: str, primary_key: Sequence[str], fields: Sequence[Field],
-                  columns: Sequence[tuple[str, str]], key_in: str | None = None) -> str:
-        """Each field's normalised value computed once: a piece spells its value twice (length, then
-        text), and PostgreSQL evaluates a repeated expression each time (to_char, float8send, jsonb
-        text …), so the values are selected in a subquery that `OFFSET 0` keeps from being flattened
-        into its parent (the key filter inside it). The same text is hashed (same recipe); about a
-        quarter less CPU per row."""
-        computed = [f for f in fields if f.column is not None]
-        if not computed:
-            return super().with_hash(model_sql, primary_key, fields, columns, key_in)
-        names = {f.name: f"__reflow_v{i}" for i, f in enumerate(computed)}
-        inner = ", ".join([f"{self.key(primary_key)} AS __key"]
-                          + [f"{self.value(f)} AS {names[f.name]}" for f in computed]
-                          + [f"{self.column(c)} AS {self.quote(name)}" for name, c in columns])
-        where = "" if key_in is None else f"\nWHERE {self.key(primary_key)} {key_in}"
-        hashed = self.row_hash(fields, {f: f"z.{v}" for f, v in names.items()})
-        cols = "".join(f", z.{self.quote(name)}" for name, _ in columns)
-        return (f"SELECT z.__key, {hashed} AS __hash{cols}\n"
-                f"FROM (SELECT {inner}\nFROM (\n{_body(model_sql)}\n) AS m{where} OFFSET 0) AS z")
-
     def as_text(self, sql: str) -> str:
         return f"({sql})::text"
 
@@ -269,7 +239,6 @@ class Redshift(Postgres):
 
     name = "redshift"
     experimental = True
-    with_hash = Dialect.with_hash         # one level, as generated before (no OFFSET fence to rely on)
 
     def as_text(self, sql: str) -> str:
         return f"CAST({sql} AS VARCHAR(65535))"
