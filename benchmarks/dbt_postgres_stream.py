@@ -32,6 +32,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +82,15 @@ def write_project(root: Path, dsn: dict[str, str], schema: str, memory_limit: st
     wide = columns == 12
     (root / "models" / "big_users.sql").write_text(MODEL.replace("{extra}", EXTRA if wide else ""))
     (root / "syncs" / "big_users.yml").write_text(SYNC.format(extra=EXTRA_FIELDS if wide else ""))
+    write_reflow_project(root, memory_limit)
+
+
+def write_reflow_project(root: Path, memory_limit: str, warehouse: str = "{type: dbt}",
+                         state_path: str | None = None) -> None:
+    """The Reflow project file beside the dbt project (`warehouse`: its YAML flow mapping)."""
+    state = f"state_path: {state_path}\n" if state_path else ""
     (root / "reflow_project.yml").write_text(
-        f"name: bench\nwarehouse: {{type: dbt}}\nmemory_limit: {memory_limit}\n"
+        f"name: bench\nwarehouse: {warehouse}\nmemory_limit: {memory_limit}\n{state}"
         "connections:\n  braze: {type: braze, endpoint: 'http://127.0.0.1:9', api_key: bench-key-0000}\n")
 
 
@@ -101,7 +111,125 @@ def measure_wait4(label: str, args: list[str], env: dict[str, str], *, command: 
     if code != 0:
         raise SystemExit(f"{label} failed ({code}):\n{text}\n{errors}")
     return {"step": label, "seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "output": text}
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "output": text, "load": load_average()}
+
+
+def load_average() -> str:
+    """The 1-minute load average as the step ends (the machine is shared: wall times are read with it)."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+@dataclass
+class Bench:
+    """A built dbt project on PostgreSQL with a Reflow project beside it (`bench_project`)."""
+
+    root: Path
+    schema: str
+    dsn_text: str
+    env: dict[str, str]
+    rows: int
+    drop_schemas: list[str] = field(default_factory=list)   # more schemas to drop afterwards
+
+    @property
+    def common(self) -> list[str]:
+        return ["--project-dir", str(self.root)]
+
+    def reflow(self, label: str, *args: str) -> dict[str, object]:
+        return measure_wait4(label, [*self.common, *args], self.env)
+
+    def psql_copy(self) -> dict[str, object]:
+        """`psql COPY (SELECT * FROM big_users) TO STDOUT > /dev/null`: the physical limit."""
+        copy = f'COPY (SELECT * FROM "{self.schema}".big_users) TO STDOUT'
+        with open(os.devnull, "wb") as devnull:
+            return measure_wait4("psql COPY … TO STDOUT > /dev/null", [], self.env,
+                                 command=["psql", self.dsn_text, "-c", copy], stdout=devnull.fileno())
+
+    def psql_copy_bytes(self) -> int:
+        """The bytes the same COPY sends (counted in a separate, untimed run)."""
+        copy = f'COPY (SELECT * FROM "{self.schema}".big_users) TO STDOUT'
+        proc = subprocess.Popen(["psql", self.dsn_text, "-c", copy], stdout=subprocess.PIPE, env=self.env)
+        assert proc.stdout is not None
+        total = 0
+        while chunk := proc.stdout.read(1 << 20):
+            total += len(chunk)
+        if proc.wait():
+            raise SystemExit("psql COPY failed")
+        return total
+
+    def change(self, step: int = 1) -> int:
+        """orders += step on 1% of the rows (user_id divisible by 100); returns how many rows."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn_text)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(f'UPDATE "{self.schema}".big_users SET orders = orders + %s '
+                            "WHERE substr(user_id, 2)::int %% 100 = 0", [step])
+                return int(cur.rowcount)
+        finally:
+            conn.close()
+
+    def vacuum(self) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn_text)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'VACUUM ANALYZE "{self.schema}".big_users')
+        finally:
+            conn.close()
+
+
+def pg_dsn() -> str:
+    dsn_text = os.environ.get("REFLOW_TEST_PG")
+    if not dsn_text:
+        raise SystemExit("set REFLOW_TEST_PG to a PostgreSQL DSN (see .ci/run)")
+    return dsn_text
+
+
+@contextmanager
+def bench_project(rows: int, columns: int, memory_limit: str, *, keep: bool = False) -> Iterator[Bench]:
+    """Write the dbt and Reflow projects, parse the manifest and build `big_users` (outside any measured
+    step); afterwards drop the PostgreSQL schema(s) and the folder unless `keep`."""
+    dsn_text = pg_dsn()
+    dsn = dict(part.split("=", 1) for part in dsn_text.split())
+    schema = f"reflow_bench_{uuid.uuid4().hex[:8]}"
+    root = Path(tempfile.mkdtemp(prefix="reflow-dbt-bench-"))
+    write_project(root, dsn, schema, memory_limit, columns)
+    env = {**os.environ, "BENCH_ROWS": str(rows), "DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("DBT_PROFILES_DIR", None)
+    env.pop("DBT_TARGET", None)
+    bench = Bench(root, schema, dsn_text, env, rows)
+    import psycopg2
+
+    try:
+        sys.path.insert(0, str(ROOT))
+        os.environ.update({"BENCH_ROWS": str(rows), "DO_NOT_TRACK": "1"})
+        from engine.project import load_project
+        from engine.warehouse.dbt import DbtWarehouse
+
+        warehouse = DbtWarehouse(load_project(root))
+        started = time.monotonic()
+        warehouse.manifest()
+        parse_seconds = time.monotonic() - started
+        build_seconds = warehouse.build(["big_users"])
+        print(f"dbt parse {parse_seconds:.1f} s, dbt build of {rows:,} rows {build_seconds:.1f} s", flush=True)
+        yield bench
+    finally:
+        conn = psycopg2.connect(dsn_text)
+        with conn, conn.cursor() as cur:
+            if not keep:
+                for name in [schema, *bench.drop_schemas]:
+                    cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        conn.close()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"kept: project {root}, PostgreSQL schemas {[schema, *bench.drop_schemas]} (BENCH_ROWS={rows})")
 
 
 def main() -> int:
@@ -111,61 +239,17 @@ def main() -> int:
     parser.add_argument("--memory-limit", default="1GB", help="the Reflow project's DuckDB memory_limit")
     parser.add_argument("--keep", action="store_true", help="keep the project folder and schema")
     args = parser.parse_args()
-    dsn_text = os.environ.get("REFLOW_TEST_PG")
-    if not dsn_text:
-        raise SystemExit("set REFLOW_TEST_PG to a PostgreSQL DSN (see .ci/run)")
-    dsn = dict(part.split("=", 1) for part in dsn_text.split())
-    schema = f"reflow_bench_{uuid.uuid4().hex[:8]}"
-    root = Path(tempfile.mkdtemp(prefix="reflow-dbt-bench-"))
-    write_project(root, dsn, schema, args.memory_limit, args.columns)
-    env = {**os.environ, "BENCH_ROWS": str(args.rows), "DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT),
-           }
-    env.pop("DBT_PROFILES_DIR", None)
-    env.pop("DBT_TARGET", None)
-    import psycopg2
-
     results = []
-    try:
-        sys.path.insert(0, str(ROOT))
-        os.environ.update({"BENCH_ROWS": str(args.rows), "DO_NOT_TRACK": "1"})
-        from engine.project import load_project
-        from engine.warehouse.dbt import DbtWarehouse
-
-        warehouse = DbtWarehouse(load_project(root))
-        started = time.monotonic()
-        warehouse.manifest()
-        parse_seconds = time.monotonic() - started
-        build_seconds = warehouse.build(["big_users"])
-        print(f"dbt parse {parse_seconds:.1f} s, dbt build of {args.rows:,} rows {build_seconds:.1f} s", flush=True)
-
-        common = ["--project-dir", str(root)]
-        copy = f'COPY (SELECT * FROM "{schema}".big_users) TO STDOUT'
-        with open(os.devnull, "wb") as devnull:
-            results.append(measure_wait4("psql COPY … TO STDOUT > /dev/null", [], env,
-                                         command=["psql", dsn_text, "-c", copy], stdout=devnull.fileno()))
-        results.append(measure_wait4("validate (lands every row, no diff)", [*common, "validate"], env))
-        results.append(measure_wait4("first plan (all rows, baseline)", [*common, "plan"], env))
-        results.append(measure_wait4("apply (records the baseline)", [*common, "apply", "--yes"], env))
-        results.append(measure_wait4("no-change plan", [*common, "plan"], env))
-        conn = psycopg2.connect(dsn_text)
-        with conn, conn.cursor() as cur:
-            cur.execute(f'UPDATE "{schema}".big_users SET orders = orders + 1 '
-                        "WHERE substr(user_id, 2)::int % 100 = 0")
-            changed = cur.rowcount
-        conn.close()
-        results.append(measure_wait4(f"changed plan ({changed:,} rows changed)", [*common, "plan", "--json"], env))
+    with bench_project(args.rows, args.columns, args.memory_limit, keep=args.keep) as bench:
+        results.append(bench.psql_copy())
+        results.append(bench.reflow("validate (lands every row, no diff)", "validate"))
+        results.append(bench.reflow("first plan (all rows, baseline)", "plan"))
+        results.append(bench.reflow("apply (records the baseline)", "apply", "--yes"))
+        results.append(bench.reflow("no-change plan", "plan"))
+        changed = bench.change()
+        results.append(bench.reflow(f"changed plan ({changed:,} rows changed)", "plan", "--json"))
         plan = json.loads(str(results[-1]["output"]))
         assert plan["syncs"][0]["changed"] == changed, plan["syncs"][0]
-    finally:
-        conn = psycopg2.connect(dsn_text)
-        with conn, conn.cursor() as cur:
-            if not args.keep:
-                cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        conn.close()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    if args.keep:
-        print(f"kept: project {root}, PostgreSQL schema {schema} (BENCH_ROWS={args.rows})")
     print(f"\n{args.rows:,} rows × {args.columns} columns, memory_limit {args.memory_limit}")
     print("| step | seconds | peak RSS |\n|---|---:|---:|")
     for r in results:
