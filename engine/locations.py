@@ -113,10 +113,18 @@ class Away:
 
 
 def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, include_removed: bool,
-            extras: Sequence[str], state: State) -> diff.DeltaCounts:
+            extras: Sequence[str], state: State, empty: bool = False) -> tuple[diff.DeltaCounts, str]:
     """Phase 1 away from Reflow, then the delta's rows fetched in full (`Delta.fill`): the delta ends as
-    a local compare leaves it. `extras`: fields landed with every key (the identity fields a duplicate
-    check needs, the field the destination counts rows by) — only on DuckDB and for `hashes`."""
+    a local compare leaves it. `extras`: fields landed with every key (the field the destination counts
+    rows by). `empty`: the snapshot holds no row (a first run), so every row is in the delta: the model is
+    read once, in full, with its hashes (no pairs first). Returns the counts and the relation holding every
+    model row's key and `extras` (for the destination's counts)."""
+    if empty:
+        _fetch(away, None, 0, 0)
+        counts = delta.compare(FETCHED, away.fields, key_label, snapshot, include_removed=include_removed,
+                               hashed=True)
+        delta.needed_keys()
+        return delta.fill(FETCHED, counts), FETCHED
     if away.location.used == DiffLocation.WAREHOUSE:
         counts = _compare_on_warehouse(delta, away, snapshot, key_label, include_removed=include_removed,
                                        state=state)
@@ -126,7 +134,7 @@ def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, inc
                                hashed=True)
     keys_sql, n = delta.needed_keys()
     _fetch(away, keys_sql, n, counts.total)
-    return delta.fill(FETCHED, counts)
+    return delta.fill(FETCHED, counts), HASHED
 
 
 def _land_pairs(away: Away, extras: Sequence[str]) -> None:
@@ -146,11 +154,12 @@ def _land_pairs(away: Away, extras: Sequence[str]) -> None:
     con.execute(f"DROP TABLE IF EXISTS {HASHED_RAW}")
 
 
-def _fetch(away: Away, keys_sql: str, n: int, total: int) -> None:
+def _fetch(away: Away, keys_sql: str | None, n: int, total: int) -> None:
     """The delta's added and changed rows in full, projected, with the warehouse's hash, in FETCHED: by
-    key (one query) when they are few, else the whole model filtered here; nothing read when none."""
+    key (one query) when they are few, else the whole model filtered here; nothing read when none. Every
+    row, unfiltered, when `keys_sql` is None."""
     con, sync, p = away.con, away.sync, away.projection
-    if not n:
+    if keys_sql is not None and not n:
         cols = ", ".join(f"NULL::{c.type} AS {quote(c.name)}" for c in away.fields)
         con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT NULL::VARCHAR AS {diff.KEY}"
                     f"{', ' + cols if cols else ''}, NULL::UBIGINT AS __hash WHERE false")
@@ -158,19 +167,21 @@ def _fetch(away: Away, keys_sql: str, n: int, total: int) -> None:
     if away.location.dialect is None:
         relation = away.warehouse.relation(con, away.sql, model=sync.model)
         source = diff.projected(relation, p.fields, sync.primary_key, p.constants)
+        where = "" if keys_sql is None else f" WHERE {diff.KEY} IN ({keys_sql})"
         con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.*, {diff.hash_expr(away.fields)} AS __hash "
-                    f"FROM {source} AS m WHERE {diff.KEY} IN ({keys_sql})")
-        away.warehouse.cost.rows += n
+                    f"FROM {source} AS m{where}")
+        row = con.execute(f"SELECT count(*) FROM {FETCHED}").fetchone()
+        away.warehouse.cost.rows += int(row[0]) if row else 0
         return
-    by_key = n <= FETCH_BY_KEY and (n < 1000 or n <= FETCH_SHARE * total)
-    keys = [str(r[0]) for r in con.execute(keys_sql).fetchall()] if by_key else None
+    by_key = keys_sql is not None and n <= FETCH_BY_KEY and (n < 1000 or n <= FETCH_SHARE * total)
+    keys = [str(r[0]) for r in con.execute(keys_sql).fetchall()] if by_key and keys_sql else None
     sql = away.location.dialect.rows(away.sql, sync.primary_key, away.hash_fields, keys)
     away.warehouse.land_query(con, sql, FETCHED_RAW, model=sync.model)
     cols = "".join(f", m.{quote(c)} AS {quote(f)}" for f, c in p.fields)
     cols += "".join(f", {sql_str(text)}::VARCHAR AS {quote(f)}" for f, text in p.constants)
     con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.__key AS {diff.KEY}{cols}, "
                 f"('0x' || m.__hash)::UBIGINT AS __hash FROM {FETCHED_RAW} AS m"
-                + ("" if by_key else f" WHERE m.__key IN ({keys_sql})"))
+                + ("" if by_key or keys_sql is None else f" WHERE m.__key IN ({keys_sql})"))
     con.execute(f"DROP TABLE IF EXISTS {FETCHED_RAW}")
 
 

@@ -170,15 +170,16 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     group = destination.group_field
     with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
         snapshot = delta.empty_snapshot() if restart else st.table
+        counted = source
         if away:
-            counts = locations.compare(delta, away, snapshot, ", ".join(sync.primary_key), state=state,
-                                       include_removed=not caps.append_only, extras=[group] if group else [])
+            counts, counted = locations.compare(delta, away, snapshot, ", ".join(sync.primary_key), state=state,
+                                                include_removed=not caps.append_only, extras=[group] if group else [],
+                                                empty=restart is not None or snapshot_rows == 0)
         else:
             counts = delta.compare(source, fields, ", ".join(sync.primary_key), snapshot,
                                    include_removed=not caps.append_only)
         # the model's rows per group, for the destination's notes (a count over the model only when grouped)
-        destination.plan_totals(diff.count_by(con, locations.HASHED if away else source, group) if group
-                                else {None: counts.total})
+        destination.plan_totals(diff.count_by(con, counted, group) if group else {None: counts.total})
         keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
         if projection.identity and not keyed_by_identity:
             if away:
