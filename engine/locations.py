@@ -208,10 +208,13 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
 
 def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str) -> bool:
     """Rebuild the mirror from the local snapshot unless it records the snapshot's digest and this recipe
-    (missing, dropped, behind after a crash, or another state's): returns whether it was rebuilt."""
+    and its rows have that digest (missing, dropped, behind after a crash, another state's, edited by
+    hand): returns whether it was rebuilt."""
     digest = state.snapshot_digest(sync)
     recorded = mirror.recorded()
-    if recorded is not None and recorded[0] == digest and recorded[2] == recipe:
+    # the rows are checked too (one scan of the narrow mirror): a hash edited by hand to match the model
+    # would otherwise hide that row's change
+    if recorded is not None and recorded[0] == digest and recorded[2] == recipe and mirror.digest() == digest:
         return False
     st = state.sync(sync)
     path = scratch_csv()

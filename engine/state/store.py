@@ -689,12 +689,16 @@ class State:
 
     def snapshot_digest(self, sync: str) -> str:
         """A digest of a sync's snapshot keys and hashes (what a warehouse mirror must hold): rows and an
-        order-free checksum. Equal digests, equal (key, hash) sets, whatever the versions say."""
+        order-free checksum (the sum of 60 bits of each `key,hash` line's MD5). Equal digests, equal (key,
+        hash) sets, whatever the versions say."""
         st = self.sync(sync)
         if st is None:
             return "0:0"
-        row = self.con.execute(f"SELECT count(*), coalesce(bit_xor(hash(key, coalesce(row_hash, 0), "
-                               f"row_hash IS NULL)), 0) FROM {st.table}").fetchone()
+        # the checksum is one the warehouse computes over the mirror's rows too (Mirror.digest), so a
+        # mirror edited by hand is found out, not only one whose recorded digest is stale
+        line = "key || ',' || coalesce(printf('%016x', row_hash), '')"
+        row = self.con.execute(f"SELECT count(*), coalesce(sum(('0x' || substr(md5({line}), 1, 15))::BIGINT), 0) "
+                               f"FROM {st.table}").fetchone()
         return f"{row[0]}:{row[1]}" if row else "0:0"
 
     def snapshot_hashes_csv(self, sync: str, path: Path, keys: str | None = None) -> int:

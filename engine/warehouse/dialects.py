@@ -123,6 +123,10 @@ class Dialect:
         """A text as a JSON string literal (quoted, escaped), for composite keys."""
         raise NotImplementedError
 
+    def key_text(self, sql: str) -> str:
+        """A key column's value as the text Reflow lands it as (NULL stays NULL)."""
+        return self.as_text(sql)
+
     def normalised(self, column: str, kind_: str) -> str:
         """The value of `column` (a SQL reference) as canonical text; NULL stays NULL."""
         raise NotImplementedError
@@ -134,9 +138,9 @@ class Dialect:
     def key(self, primary_key: Sequence[str]) -> str:
         """The key's text, as `diff.key_expr` spells it (NULL when a part is NULL)."""
         if len(primary_key) == 1:
-            return self.as_text(self.column(primary_key[0]))
+            return self.key_text(self.column(primary_key[0]))
         nulls = " OR ".join(f"{self.column(k)} IS NULL" for k in primary_key)
-        parts = [self.json_string(self.as_text(self.column(k))) for k in primary_key]
+        parts = [self.json_string(self.key_text(self.column(k))) for k in primary_key]
         joined = self.concat([self.literal("[")] + _interleave(parts, self.literal(",")) + [self.literal("]")])
         return f"CASE WHEN {nulls} THEN NULL ELSE {joined} END"
 
@@ -227,6 +231,12 @@ class Postgres(Dialect):
     def json_string(self, text_sql: str) -> str:
         return f"to_json({text_sql})::text"
 
+    def key_text(self, sql: str) -> str:
+        # the type's output text, as COPY lands it for the local diff (concat() prints it so; format() would
+        # put a '%' in SQL sent with parameters): a cast differs for some types (char(n) drops its padding,
+        # inet gains a /32), and a key spelled otherwise than locally is another key
+        return f"CASE WHEN {sql} IS NOT NULL THEN concat({sql}) END"
+
     def normalised(self, column: str, kind_: str) -> str:
         return {
             "timestamptz": f"to_char({column} AT TIME ZONE 'UTC', '{ISO_MS}')",
@@ -249,6 +259,9 @@ class Redshift(Postgres):
 
     def as_text(self, sql: str) -> str:
         return f"CAST({sql} AS VARCHAR(65535))"
+
+    def key_text(self, sql: str) -> str:
+        return self.as_text(sql)          # Redshift's concat() takes two arguments
 
     def json_string(self, text_sql: str) -> str:
         escaped = f"replace(replace({text_sql}, '\\\\', '\\\\\\\\'), '\"', '\\\\\"')"

@@ -40,6 +40,14 @@ class Mirror:
         rows = self.warehouse.query(f"SELECT digest, version, recipe FROM {self.syncs} WHERE sync = %s", [self.sync])
         return (str(rows[0][0]), int(rows[0][1]), str(rows[0][2])) if rows else None
 
+    def digest(self) -> str:
+        """The digest of the (key, hash) rows the mirror holds, computed as State.snapshot_digest computes
+        the snapshot's: what phase 1 will read, whatever the bookkeeping row says."""
+        line = "key || ',' || coalesce(hash, '')"
+        rows = self.warehouse.query(f"SELECT count(*), coalesce(sum(('x' || substr(md5({line}), 1, 15))::bit(60)"
+                                    f"::bigint), 0) FROM {self.table}")
+        return f"{int(rows[0][0])}:{int(rows[0][1])}"
+
     def _bookkeeping(self) -> list[tuple[str, Any]]:
         return [("sql", (f"CREATE SCHEMA IF NOT EXISTS {self.schema}", [])),
                 ("sql", (f"CREATE TABLE IF NOT EXISTS {self.syncs} (sync text PRIMARY KEY, digest text NOT NULL, "
