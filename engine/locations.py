@@ -120,6 +120,10 @@ def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, inc
     read once, in full, with its hashes (no pairs first). Returns the counts and the relation holding every
     model row's key and `extras` (for the destination's counts)."""
     if empty:
+        if away.location.used == DiffLocation.WAREHOUSE and away.location.dialect is not None:
+            # the mirror exists (empty) before the send, so that the send's keys are written to it
+            ensure_mirror(Mirror(away.warehouse, away.location.dialect, away.mirror_schema, away.sync.name),
+                          state, away.sync.name, away.location.recipe)
         _fetch(away, None, 0, 0)
         counts = delta.compare(FETCHED, away.fields, key_label, snapshot, include_removed=include_removed,
                                hashed=True)
