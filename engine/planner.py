@@ -187,7 +187,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
             else:
                 diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
                                     model=rendered.model)
-        n = delta.render(unset, remapped)
+        n = delta.render(unset, remapped, sent=not baseline)
         collapsed = 0 if keyed_by_identity else delta.collapse(projection.identity)
         if same_place and projection.identity:
             # a restart in the same place (another primary key or identifier column): a row addressing an
@@ -389,7 +389,9 @@ class PlanRows:
             "retry": "false", "changed": "[]::VARCHAR[]", "new_hash": "r.__hash", "new_row": "r.__new_row",
             "old_row": "r.__old_row", "channel": "NULL", "item": "NULL", "data_points": "0",
             "reason": "'first_run: baseline'"}, where=self.secret_free)
-        self.python_rows = f"NOT ({self.secret_free})"
+        # the rows left (holding a secret) found by their missing plan row, not by rendering and searching
+        # every row again
+        self.python_rows = self.table.not_written("r.__rn") if registered_secrets() else "false"
 
     def _flag(self, key: str, result: Item | Invalid | Skip) -> None:
         """Count the problems of one row's result that name a value the destination would mangle
