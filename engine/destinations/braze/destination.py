@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import engine
 from engine.destinations.base import (
@@ -28,7 +28,6 @@ from engine.destinations.base import (
     cut_batches,
 )
 from engine.destinations.braze import projection
-from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import (
     MAX_BODY_BYTES,
     ChannelInfo,
@@ -53,6 +52,9 @@ from engine.destinations.braze.sql_users import UsersSql
 from engine.errors import DestinationError, ProjectError, register_secret
 from engine.project import ConnectionConfig, Secret, resolve_partner_secret
 from engine.specs import SyncSpec
+
+if TYPE_CHECKING:
+    from engine.destinations.braze.client import BrazeClient
 
 USER_AGENT = f"partner-Reflow-Reflow/{engine.__version__}"
 DEFAULT_CONCURRENCY = 32
@@ -301,6 +303,9 @@ class BrazeDestination(Destination):
                 if self.partner:
                     options["body_auth"] = self._partner_auth()
                 options.update(self._client_options)
+                # the HTTP stack, imported when a request is to be sent (a plan sends none)
+                from engine.destinations.braze.client import BrazeClient
+
                 self._client = BrazeClient(**options)
             return self._client
 
