@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,7 @@ def _handle(args: argparse.Namespace) -> int:
         from engine import console
 
         if args.debug:
-            sys.stderr.write(scrub(traceback.format_exc()))
+            _write_traceback()
         console.error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -70,10 +69,17 @@ def _handle(args: argparse.Namespace) -> int:
         return 141                      # as a shell reports a SIGPIPE'd command
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a clear line
         if args.debug:
-            sys.stderr.write(scrub(traceback.format_exc()))
+            _write_traceback()
         sys.stderr.write(scrub(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
                                "traceback, and please report it)\n"))
         return 1
+
+
+def _write_traceback() -> None:
+    """--debug: the traceback of the exception being handled, scrubbed, on stderr."""
+    import traceback
+
+    sys.stderr.write(scrub(traceback.format_exc()))
 
 
 def _quiet_stdout() -> None:
