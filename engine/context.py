@@ -131,10 +131,10 @@ class Context:
 
     def remote(self) -> RemoteState | None:
         """The remote state (`state_path: s3://…`) with its working copy, or None for a local state file."""
-        from engine.state.remote import RemoteState
-
         if self.project.state_url is None:
             return None
+        from engine.state.remote import RemoteState
+
         return RemoteState(self.project.state_url, self.project.state_path, **self.project.remote_state)
 
     def require_remote(self, command: str) -> RemoteState:
