@@ -61,7 +61,7 @@ from engine.state.live import LiveStatus
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
 
 if TYPE_CHECKING:
-    from engine.state.remote import RemoteState     # a remote state's module: imported by who opens one
+    from engine.state.remote import RemoteState  # imported by what opens a remote state
 
 SCHEMA_VERSION = 3
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
