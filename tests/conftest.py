@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,19 @@ from cli_runner import Cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTS_CATALOG = None  # set lazily from engine.demo
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _known_valid_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Documents found valid (engine/known_valid.py) are recorded in a folder of the test session, not in
+    the user's cache; subprocesses inherit it."""
+    before = os.environ.get("REFLOW_CACHE_DIR")
+    os.environ["REFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("reflow-cache"))
+    yield
+    if before is None:
+        os.environ.pop("REFLOW_CACHE_DIR", None)
+    else:
+        os.environ["REFLOW_CACHE_DIR"] = before
 
 
 @pytest.fixture
