@@ -23,7 +23,8 @@ UNUSED = (
     "rich",                                                      # plain output to a pipe or a log
     "requests", "urllib3", "http.client", "ssl",                 # the HTTP stack: only to send
     "engine.runner", "engine.destinations.braze.client", "engine.destinations.braze.transport",
-    "concurrent.futures",
+    "engine.destinations.braze.profiles", "concurrent.futures",
+    "engine.destinations.braze.sql_users", "engine.destinations.braze.sql_cohorts",   # only to write plan rows
     "engine.sandbox",                                            # `reflow sandbox`'s options, the server
     "engine.state.remote", "engine.state.objects",               # a remote state (s3://…)
     "engine.report_html", "engine.report_markdown", "engine.show",
