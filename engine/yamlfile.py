@@ -9,7 +9,6 @@ found valid before is not checked again (engine/known_valid.py), and jsonschema 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.resources
 import json
@@ -113,6 +112,8 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
     lowered = {c.lower(): c for c in options}
     if word.lower() in lowered and lowered[word.lower()] != word:
         return f" (did you mean '{lowered[word.lower()]}'?)"
+    import difflib  # imported for messages only
+
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
