@@ -22,8 +22,10 @@ Handler = Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `reflow ARGV`; without `argv`, the process's own command line, and the process exits after
-    (the console script, `python -m engine`): see `_exiting`."""
+    (the console script, `python -m engine`): see `_starting` and `_exiting`."""
     entry = argv is None
+    if entry:
+        _starting()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -39,6 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if entry:
         _exiting()
     return code
+
+
+def _starting() -> None:
+    """The process runs one command: the cyclic garbage collector runs after every 50,000 new objects
+    rather than Python's 700 (as mypy does). What a command makes (modules, specs, plan rows) lives until
+    it ends or is freed by reference counting, so frequent collections only cost time (about 10 ms of a
+    small command); objects in reference cycles are still collected, a little later."""
+    import gc
+
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
 
 
 def _exiting() -> None:
