@@ -3,32 +3,65 @@
 Colour, tables and progress bars only on a terminal (rich decides); plain, stable text
 otherwise, so logs and golden files read the same. A plan is first laid out as blocks
 (styled lines and tables); `plan_text` renders them as plain text, `print_plan` with rich.
+rich is imported only when something may reach a terminal (`_plain`): a command writing to a log
+or a pipe does not pay for it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.padding import Padding
-from rich.table import Table
-from rich.text import Text
+from typing import IO, TYPE_CHECKING, Any
 
 from engine import strict_json
 from engine.formatting import compact, duration, n, plural, short, size  # noqa: F401 - console.compact etc.
 from engine.formatting import whole_or_one as _num
 from engine.plan import PREVIEW, Plan, SyncPlan
-from engine.runner import ApplyResult
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from engine.runner import ApplyResult
+
+_CONSOLES: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    """`out` (stdout) or `err` (stderr): the rich Console, made on first use."""
+    found = _CONSOLES.get(name)
+    if found is None:
+        from rich.console import Console
+
+        found = _CONSOLES[name] = Console(stderr=name == "err", highlight=False, soft_wrap=True)
+    return found
+
+
+def __getattr__(name: str) -> Any:
+    """`console.out` and `console.err`, the rich Consoles, are made when first read."""
+    if name in ("out", "err"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _plain(name: str) -> bool:
+    """True when rich would certainly not treat the stream as a terminal (then no rich is needed): it
+    is no tty and neither TTY_COMPATIBLE nor FORCE_COLOR, which rich obeys first, is set. Otherwise
+    rich's Console decides, as it always did (`is_terminal`)."""
+    if "TTY_COMPATIBLE" not in os.environ and "FORCE_COLOR" not in os.environ:
+        stream: IO[str] | None = sys.stderr if name == "err" else sys.stdout
+        isatty = getattr(stream, "isatty", None)
+        try:
+            if isatty is None or not isatty():
+                return True
+        except ValueError:              # a closed stream (rich answers False too)
+            return True
+    return not _console(name).is_terminal
 
 OPS = ("added", "changed", "removed")
 INVALID_SHOWN = 5
@@ -54,17 +87,36 @@ class TableBlock:
     indent: int = 2
 
 
-Block = Text | TableBlock
+# the control codes rich's Text removes (rich.control.STRIP_CONTROL_CODES): a line reads the same plain or rich
+_STRIPPED = dict.fromkeys((7, 8, 11, 12, 13))
 
 
-def _line(*parts: str | tuple[str, str]) -> Text:
-    text = Text()
-    for part in parts:
-        if isinstance(part, tuple):
-            text.append(part[0], style=part[1])
-        else:
-            text.append(part)
-    return text
+@dataclass(frozen=True)
+class Line:
+    """One line of styled spans (text, rich style or None), control codes removed as rich removes them:
+    `plain` for logs, `rich()` for a terminal (the same text)."""
+
+    spans: tuple[tuple[str, str | None], ...] = ()
+
+    @property
+    def plain(self) -> str:
+        return "".join(text for text, _ in self.spans)
+
+    def rich(self) -> Text:
+        from rich.text import Text
+
+        text = Text()
+        for part, style in self.spans:
+            text.append(part, style=style)
+        return text
+
+
+Block = Line | TableBlock
+
+
+def _line(*parts: str | tuple[str, str]) -> Line:
+    return Line(tuple((p[0].translate(_STRIPPED), p[1]) if isinstance(p, tuple) else (p.translate(_STRIPPED), None)
+                      for p in parts))
 
 
 def plan_blocks(plan: Plan) -> list[Block]:
@@ -77,11 +129,11 @@ def plan_blocks(plan: Plan) -> list[Block]:
     blocks: list[Block] = [_line(("Plan preview", "bold")) if plan.status == PREVIEW
                            else _line(("Plan ", "bold"), (plan.plan_id, "bold"))]
     for s in plan.syncs:
-        blocks.append(Text(""))
+        blocks.append(Line())
         blocks += sync_blocks(s)
     for f in plan.failed:
-        blocks += [Text(""), _line((f.sync, "bold"), ": ", ("not planned", "bold red"), f": {f.message}")]
-    blocks.append(Text(""))
+        blocks += [Line(), _line((f.sync, "bold"), ": ", ("not planned", "bold red"), f": {f.message}")]
+    blocks.append(Line())
     totals = [s.to_json() for s in plan.syncs]
     to_send = sum(t["to_send"] for t in totals)       # invalid rows are already left out of it
     blocks.append(_line(
@@ -231,12 +283,17 @@ def _plain_table(t: TableBlock) -> list[str]:
 
 
 def print_blocks(blocks: Sequence[Block], console: Console | None = None) -> None:
-    console = console or out
-    if not console.is_terminal:
-        for line in blocks_text(blocks):
-            console.file.write(line + "\n")
-        console.file.flush()
+    """`blocks` on stdout (or `console`): a rich rendering on a terminal, else the plain lines."""
+    if console is None and _plain("out"):
+        _write_lines(sys.stdout, blocks_text(blocks))
         return
+    console = console or _console("out")
+    if not console.is_terminal:
+        _write_lines(console.file, blocks_text(blocks))
+        return
+    from rich.padding import Padding
+    from rich.table import Table
+
     for b in blocks:
         if isinstance(b, TableBlock):
             table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False, header_style="bold dim")
@@ -246,7 +303,13 @@ def print_blocks(blocks: Sequence[Block], console: Console | None = None) -> Non
                 table.add_row(*r)
             console.print(Padding(table, (0, 0, 0, b.indent)))
         else:
-            console.print(b)
+            console.print(b.rich())
+
+
+def _write_lines(file: IO[str], lines: Sequence[str]) -> None:
+    for line in lines:
+        file.write(line + "\n")
+    file.flush()
 
 
 def plan_text(plan: Plan) -> list[str]:
@@ -328,16 +391,27 @@ def print_apply(result: ApplyResult) -> None:
 
 
 def print_lines(lines: Sequence[str]) -> None:
+    from rich.markup import escape
+
+    out = _console("out")
     for line in lines:
         out.print(escape(line))
 
 
 def error(message: str) -> None:
-    err.print(escape(f"error: {message}"), style="red" if err.is_terminal else None)
+    _say(f"error: {message}", "red")
 
 
 def warning(message: str) -> None:
-    err.print(escape(f"warning: {message}"), style="yellow" if err.is_terminal else None)
+    _say(f"warning: {message}", "yellow")
+
+
+def _say(message: str, style: str) -> None:
+    """One message on stderr, in `style` on a terminal."""
+    from rich.markup import escape
+
+    err = _console("err")
+    err.print(escape(message), style=style if err.is_terminal else None)
 
 
 def table_block(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> TableBlock:
@@ -425,7 +499,7 @@ def progress_line(verb: str, sync: str, done: int, total: int, requests: int | N
 def progress(verb: str) -> Iterator[Callable[..., None]]:
     """A progress callback for planning (sync, done, total) or applying (sync, done, total, requests):
     rich bars on a terminal, a line now and then in logs."""
-    if not err.is_terminal:
+    if _plain("err"):
         yield LineProgress(verb)
         return
     from rich.progress import (
@@ -440,7 +514,7 @@ def progress(verb: str) -> Iterator[Callable[..., None]]:
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                     TextColumn("{task.fields[extra]}"), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=_console("err"), transient=False)
     tasks: dict[str, TaskID] = {}
     started: dict[str, float] = {}
 
@@ -592,7 +666,7 @@ def print_csv(header: Sequence[str], records: Iterable[Sequence[Any]]) -> None:
 
 def note(message: str) -> None:
     """A side remark (e.g. a file written) on stderr, so stdout stays the command's output."""
-    err.print(escape(message), style="dim" if err.is_terminal else None)
+    _say(message, "dim")
 
 
 # ------------------------------------------------------------------------------------------ check
@@ -610,7 +684,7 @@ def check_blocks(report: Any) -> list[Block]:
                                      p.result + (f" ({p.detail})" if p.detail else "")) for p in c.permissions),
                               (False, False, False, False))]
         blocks += [_line(("  problem: ", "red"), problem) for problem in c.problems]
-        blocks.append(Text(""))
+        blocks.append(Line())
     if report.ok:
         blocks.append(_line(("OK", "bold green"), ": every connection answers, and its key holds every permission "
                                                    "the syncs need."))

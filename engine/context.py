@@ -41,6 +41,7 @@ class Context:
         self.root = find_project(str(project_dir) if project_dir is not None else None)
         self.project = load_project(self.root)
         self._warehouse: Any = None
+        self._syncs: list[SyncSpec] | None = None
         if target:
             import dataclasses
 
@@ -52,10 +53,13 @@ class Context:
             self.warn(w)
 
     def syncs(self, select: Sequence[str] | None = None) -> list[SyncSpec]:
+        """The project's syncs (`select`ed), read and validated once per Context: a command that asks for
+        its selection and for every sync reads each spec file once."""
         from engine.specs import load_syncs
 
-        syncs = load_syncs(self.project)
-        return select_syncs(syncs, select, reads_from=self._reads_from(select))
+        if self._syncs is None:
+            self._syncs = load_syncs(self.project)
+        return select_syncs(self._syncs, select, reads_from=self._reads_from(select))
 
     def _reads_from(self, select: Sequence[str] | None) -> Callable[[SyncSpec, str], bool] | None:
         """For `MODEL+` selectors on a dbt project: does a sync read MODEL or anything built from it?"""
@@ -142,10 +146,10 @@ class Context:
 
     def remote(self) -> RemoteState | None:
         """The remote state (`state_path: s3://…`) with its working copy, or None for a local state file."""
-        from engine.state.remote import RemoteState
-
         if self.project.state_url is None:
             return None
+        from engine.state.remote import RemoteState
+
         return RemoteState(self.project.state_url, self.project.state_path, **self.project.remote_state)
 
     def require_remote(self, command: str) -> RemoteState:

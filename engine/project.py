@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonschema import Draft202012Validator
 
+from engine import known_valid
 from engine.dbt_project import profile_secrets
 from engine.destinations.braze.instances import EndpointProblem, resolve_endpoint
 from engine.errors import Problem, ProjectError, register_secret
@@ -30,7 +30,7 @@ from engine.templates import (
     make_var,
     render_text,
 )
-from engine.yamlfile import Document, dotted, load_schema, read_yaml, validate
+from engine.yamlfile import Document, dotted, load_schema, read_yaml, schema_errors, validate
 
 PROJECT_FILE = "reflow_project.yml"
 
@@ -272,8 +272,11 @@ def _coerce(text: str) -> Any:
 
 
 def _coerce_types(data: Any, templated: set[tuple[str | int, ...]], schema: Mapping[str, Any]) -> None:
-    """Templates always render to strings; read them as numbers/booleans where the schema wants one."""
-    for err in Draft202012Validator(schema).iter_errors(data):
+    """Templates always render to strings; read them as numbers/booleans where the schema wants one
+    (nothing to do without templates, or when the data is known valid as it is: engine/known_valid.py)."""
+    if not templated or known_valid.seen(schema, data):
+        return
+    for err in schema_errors(schema, data):
         path = tuple(err.absolute_path)
         if err.validator != "type" or path not in templated or not path:
             continue

@@ -3,25 +3,27 @@
 `read_yaml` parses one file with a hardened `yaml.SafeLoader` (no custom tags, no timestamps,
 bounded aliases, depth and size) and remembers where every key and value sits.
 `validate` checks the parsed document against a schema from `schemas/` and turns every
-`jsonschema` error into a `Problem` a person can act on (`file:line:col: path: message`).
+`jsonschema` error into a `Problem` a person can act on (`file:line:col: path: message`); a document
+found valid before is not checked again (engine/known_valid.py), and jsonschema is imported only to check.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib.resources
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import Draft202012Validator, ValidationError
-from jsonschema.exceptions import best_match
 
+from engine import known_valid
 from engine.errors import Problem
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 50
@@ -110,6 +112,8 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
     lowered = {c.lower(): c for c in options}
     if word.lower() in lowered and lowered[word.lower()] != word:
         return f" (did you mean '{lowered[word.lower()]}'?)"
+    import difflib  # imported for messages only
+
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -375,9 +379,14 @@ _TYPE_WORDS = {"object": "mapping", "array": "list"}
 
 
 def validate(doc: Document, schema: Mapping[str, Any]) -> list[Problem]:
-    """Every schema problem in `doc`, located and worded for people."""
-    validator = Draft202012Validator(schema)
-    errors = list(validator.iter_errors(doc.data))
+    """Every schema problem in `doc`, located and worded for people. Data found valid against the same
+    schema before (engine/known_valid.py) is not checked again; data found valid now is recorded."""
+    if known_valid.seen(schema, doc.data):
+        return []
+    errors = schema_errors(schema, doc.data)
+    if not errors:
+        known_valid.remember(schema, doc.data)
+        return []
     typed = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
     problems: set[Problem] = set()
     for err in errors:
@@ -386,6 +395,13 @@ def validate(doc: Document, schema: Mapping[str, Any]) -> list[Problem]:
             continue  # "expected integer" says it all
         problems.update(_explain(doc, err, schema))
     return sorted(problems, key=lambda p: (p.line or 0, p.col or 0, p.path, p.message))
+
+
+def schema_errors(schema: Mapping[str, Any], data: Any) -> list[ValidationError]:
+    """jsonschema's errors for `data` (Draft 2020-12, formats not checked): the one place that imports it."""
+    from jsonschema import Draft202012Validator
+
+    return list(Draft202012Validator(schema).iter_errors(data))
 
 
 def _condition(schema: Mapping[str, Any], schema_path: Sequence[Key]) -> str:
@@ -495,6 +511,8 @@ def _explain(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> li
         if all(isinstance(o, dict) and set(o) == {"required"} and len(o["required"]) == 1 for o in options):
             names = [o["required"][0] for o in options]
             return [doc.problem(path, f"give exactly one of {', '.join(names)}{cond}", at="key")]
+        from jsonschema.exceptions import best_match
+
         best = best_match(err.context) if err.context else None
         if best is not None:
             return _explain(doc, best, root)

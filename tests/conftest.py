@@ -15,6 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PRODUCTS_CATALOG = None  # set lazily from engine.demo
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _known_valid_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Documents found valid (engine/known_valid.py) are recorded in a folder of the test session, not in
+    the user's cache; subprocesses inherit it."""
+    before = os.environ.get("REFLOW_CACHE_DIR")
+    os.environ["REFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("reflow-cache"))
+    yield
+    if before is None:
+        os.environ.pop("REFLOW_CACHE_DIR", None)
+    else:
+        os.environ["REFLOW_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def example_project(tmp_path: Path) -> Path:
     """A copy of the repository's example project with its warehouse built."""

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # the layer of each module, by longest matching prefix
 LAYERS: dict[str, int] = {
     "engine": 0, "engine.errors": 0, "engine.sql": 0, "engine.formatting": 0, "engine.yamlfile": 0, "engine.isodata": 0, "engine.strict_json": 0,
-    "engine.interrupts": 0, "engine.destinations.braze.instances": 0,
+    "engine.interrupts": 0, "engine.destinations.braze.instances": 0, "engine.known_valid": 0,
     "engine.templates": 1,
     "engine.project": 2, "engine.dbt_project": 2,
     "engine.specs": 3, "engine.models": 3,

@@ -11,7 +11,7 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -109,13 +109,17 @@ def text_as_zstd(con: Any) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class SyncRows:
-    """One sync's rows of one plan: seq from `seq_min` (to `seq_max`, when known)."""
+    """One sync's rows of one plan: seq from `seq_min` (to `seq_max`, when known).
+
+    The summary's queries are not run when the sync has no row in the plan (a sync without changes):
+    whether it has any is asked once, and forgotten by every write through this object."""
 
     con: Any
     plan_id: str
     sync: str
     seq_min: int = 0
     seq_max: int | None = None
+    _known: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, con: Any, plan_id: str, sp: SyncPlan) -> SyncRows:
@@ -138,12 +142,20 @@ class SyncRows:
     def _one(self, sql: str, params: Sequence[Any], width: int = 1) -> tuple[Any, ...]:
         return self.con.execute(sql, list(params)).fetchone() or (0,) * width
 
+    def _none(self) -> bool:
+        """True when the sync has no row in the plan (asked once until the next write)."""
+        if "any" not in self._known:
+            where, params = self.where()
+            self._known["any"] = bool(self._one(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE {where})", params)[0])
+        return not self._known["any"]
+
     # ------------------------------------------------------------------ writing (the planner)
 
     def insert_from(self, source: str, values: Mapping[str, str], where: str, params: Sequence[Any] = ()) -> None:
         """INSERT one record per row of `source` matching `where`: `values` gives the SQL of each column
         but plan_id and sync (every one of them: a missing column is a bug, not a NULL)."""
         exprs = ", ".join(["?", "?", *(f"({values[name]})" for name in PlanRowRecord._fields[2:])])
+        self._known.clear()
         with text_as_zstd(self.con):
             self.con.execute(f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {exprs} FROM {source} WHERE {where}",
                              [self.plan_id, self.sync, *params])
@@ -151,6 +163,7 @@ class SyncRows:
     def append(self, records: Sequence[PlanRowRecord]) -> None:
         if not records:
             return
+        self._known.clear()
         cols = list(zip(*records, strict=True))
         self.con.execute(f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {', '.join('unnest(?)' for _ in cols)}",
                          [list(c) for c in cols])
@@ -178,6 +191,8 @@ class SyncRows:
     def totals(self, unset_fields: Sequence[str], identity_fields: Sequence[str]) -> RowTotals:
         """Counts by op and status; `*_sent`: first sends (not retries) that go out; `moved`: changed rows
         whose `identity_fields` changed; a changed row that unsets `unset_fields` counts as a removal sent."""
+        if self._none():
+            return RowTotals(*(0,) * len(RowTotals._fields))
         where, params = self.where()
         live = f"status NOT IN ('{INVALID}', '{REHASH}')"
         sent = f"NOT retry AND status = '{SEND}'"
@@ -204,6 +219,8 @@ class SyncRows:
 
     def channel_totals(self) -> dict[str, tuple[int, int]]:
         """Per channel of the rows sent: (rows, data points)."""
+        if self._none():
+            return {}
         where, params = self.where()
         rows = self.con.execute(
             f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {TABLE} "
@@ -213,6 +230,8 @@ class SyncRows:
     def sent_by(self, field: str | None) -> dict[tuple[str | None, str], tuple[int, int]]:
         """Per (value of `field` in the row as text, None when `field` is None; op) of the rows sent:
         (rows, data points). A removed row's value is its old row's."""
+        if self._none():
+            return {}
         where, params = self.where()
         group = f"json_extract_string(coalesce(new_row, old_row), {json_path(field)})" if field else "NULL"
         rows = self.con.execute(
@@ -222,6 +241,8 @@ class SyncRows:
 
     def with_reasons(self) -> tuple[int, Any, int, Any]:
         """Rows sent with a reason: (fields dropped, first [key, reason]; noted, first [key, reason])."""
+        if self._none():
+            return 0, None, 0, None
         where, params = self.where()
         return self._one(  # type: ignore[return-value]
             f"SELECT count(*) FILTER (WHERE starts_with(reason, '{DROPPED}')), "
@@ -231,11 +252,15 @@ class SyncRows:
             f"FROM {TABLE} WHERE {where} AND status = '{SEND}' AND reason IS NOT NULL", params, 4)
 
     def invalid_containing(self, text: str) -> int:
+        if self._none():
+            return 0
         where, params = self.where()
         return int(self._one(f"SELECT count(*) FROM {TABLE} WHERE {where} AND status = '{INVALID}' "
                              "AND contains(reason, ?)", [*params, text])[0])
 
     def invalid_samples(self, limit: int) -> tuple[tuple[str, str], ...]:
+        if self._none():
+            return ()
         where, params = self.where()
         return tuple((k, r) for k, r in self.con.execute(
             f"SELECT key, reason FROM {TABLE} WHERE {where} AND status = '{INVALID}' ORDER BY seq "
@@ -243,6 +268,8 @@ class SyncRows:
 
     def waiting(self) -> tuple[int, datetime | None]:
         """Rows of the plan held back before (pending, waiting): how many, and the oldest wait."""
+        if self._none():
+            return 0, None
         where, params = self.where()
         where = " AND ".join(f"r.{c}" for c in where.split(" AND "))
         count, since = self._one(
@@ -254,6 +281,8 @@ class SyncRows:
         """Per changed field of the rows that change Braze: (field, rows, became null, changed JSON type,
         up to `samples` [key, old, new] as JSON text, the first type change as [key, old type, new type,
         old, new]). A field whose old value is `unknown` has no old type."""
+        if self._none():
+            return []
         where, params = self.where()
         new = "json_extract(new_row, '$.' || to_json(f)::VARCHAR)"
         old = "json_extract(old_row, '$.' || to_json(f)::VARCHAR)"
@@ -282,6 +311,8 @@ class SyncRows:
     def samples(self, per_op: int) -> list[tuple[Any, ...]]:
         """The first `per_op` rows of each op that change Braze or are skipped: (op, key, changed,
         new_row, old_row, item, reason)."""
+        if self._none():
+            return []
         where, params = self.where()
         return self.con.execute(
             f"""SELECT op, key, changed, new_row, old_row, item, reason FROM (

@@ -48,7 +48,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -59,7 +59,9 @@ from engine.sql import first_line, json_path, sql_str
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
-from engine.state.remote import RemoteState
+
+if TYPE_CHECKING:
+    from engine.state.remote import RemoteState  # imported by what opens a remote state
 
 SCHEMA_VERSION = 3
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
@@ -334,36 +336,29 @@ class State:
                 return
             if counts or self._live_syncs is None:
                 self._live_syncs = {
-                    name: {"snapshot_rows": self.snapshot_rows(name), "rejected": self.rejected_count(name),
-                           "pending": self.pending_count(name) - self.rejected_count(name),
-                           "why_pending": self.pending_reason(name)}
+                    name: self._live_counts(name)
                     for (name,) in self.con.execute(f"SELECT name FROM {DB}.syncs ORDER BY name").fetchall()}
             runs = self.runs(limit=LIVE_RUNS)
         except duckdb.Error:        # best effort: the run's own next commit reports a broken state file
             return
         live.write(syncs=self._live_syncs, runs=runs, progress=progress)
 
+    def _live_counts(self, name: str) -> dict[str, Any]:
+        """One sync's counts for the live status file (as `reflow status` counts them)."""
+        rejected = self.rejected_count(name)
+        return {"snapshot_rows": self.snapshot_rows(name), "rejected": rejected,
+                "pending": self.pending_count(name) - rejected, "why_pending": self.pending_reason(name)}
+
     def _migrate(self, *, read_only: bool) -> None:
-        has_meta = self.con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'rstate' AND table_name = 'meta'"
-        ).fetchone()
-        version = 0
-        if has_meta and has_meta[0]:
-            row = self.con.execute(f"SELECT value FROM {DB}.meta WHERE key = 'schema_version'").fetchone()
-            value = row[0] if row else 0
-            try:
-                version = int(value)
-            except (TypeError, ValueError):
-                raise StateError(
-                    f"the state file {self.path} is corrupt: its schema_version is {value!r}, not a number. "
-                    "Restore a backup (`reflow state restore FILE`) or move the file away to start over"
-                ) from None
+        """Bring the file to SCHEMA_VERSION (a writer), or refuse it. A current file costs one query."""
+        version = self._schema_version()
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"{self.path} was written by a newer Reflow (state schema {version}, this Reflow "
                 f"knows up to {SCHEMA_VERSION}); upgrade Reflow, or point state_path elsewhere"
             )
         if version == SCHEMA_VERSION:
+            self._has_tables = True         # every table exists at the current schema (see `empty`)
             return
         if read_only:
             if version == 0:
@@ -378,6 +373,21 @@ class State:
                                  [str(SCHEMA_VERSION), f"reflow {__version__}"])
         except duckdb.Error as exc:
             raise StateError(f"cannot initialise the state file {self.path}: {exc}") from exc
+
+    def _schema_version(self) -> int:
+        """The file's `meta.schema_version`; 0 without a meta table (a new or blank file) or without the key."""
+        try:
+            row = self.con.execute(f"SELECT value FROM {DB}.meta WHERE key = 'schema_version'").fetchone()
+        except duckdb.CatalogException:
+            return 0
+        value = row[0] if row else 0
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise StateError(
+                f"the state file {self.path} is corrupt: its schema_version is {value!r}, not a number. "
+                "Restore a backup (`reflow state restore FILE`) or move the file away to start over"
+            ) from None
 
     @property
     def empty(self) -> bool:

@@ -113,3 +113,36 @@ def test_one_table_renderer_booleans_read_yes_no_left_aligned_numbers_right() ->
     assert lines == ["sync    rows  blocked", "a          5  yes", "bb    12,345  no"]
     block = console.table_block(rows, ["sync", "rows", "blocked"])
     assert block.right == (False, True, False)       # print_table renders this same block
+
+
+def test_a_line_reads_as_rich_reads_it() -> None:
+    """Plain lines are laid out without rich, with the control codes rich's Text removes removed too."""
+    from rich.control import strip_control_codes
+    from rich.text import Text
+
+    raw = "a\rb\x07c\x08d\x0be\x0cf\x1bg\th é"
+    line = console._line(("bold", "bold"), raw, (raw, "red"))
+    rich_text = Text()
+    rich_text.append("bold", style="bold")
+    rich_text.append(raw)
+    rich_text.append(raw, style="red")
+    assert line.plain == rich_text.plain == "bold" + 2 * strip_control_codes(raw)
+    assert line.rich().plain == rich_text.plain and line.rich().spans == rich_text.spans
+
+
+def test_plain_output_needs_no_rich(monkeypatch) -> None:
+    """A pipe or a log (not a tty, no FORCE_COLOR or TTY_COMPATIBLE) gets plain text without rich being asked;
+    with either variable set, rich decides as before."""
+    monkeypatch.setattr(console, "_CONSOLES", {})
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    console.print_plan(users_plan())
+    assert out.getvalue().splitlines() == console.plan_text(users_plan())
+    assert console._CONSOLES == {}
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert console._plain("out") is False and "out" in console._CONSOLES
+    monkeypatch.setenv("FORCE_COLOR", "")
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")
+    assert console._plain("out") is True

@@ -7,7 +7,7 @@ import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import engine
 from engine.destinations.base import (
@@ -28,7 +28,6 @@ from engine.destinations.base import (
     cut_batches,
 )
 from engine.destinations.braze import projection
-from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import (
     MAX_BODY_BYTES,
     ChannelInfo,
@@ -47,12 +46,13 @@ from engine.destinations.braze.payloads import (
     cohort_channels,
     profile_notes,
 )
-from engine.destinations.braze.profiles import ProfileGate
-from engine.destinations.braze.sql_cohorts import CohortsSql
-from engine.destinations.braze.sql_users import UsersSql
 from engine.errors import DestinationError, ProjectError, register_secret
 from engine.project import ConnectionConfig, Secret, resolve_partner_secret
 from engine.specs import SyncSpec
+
+if TYPE_CHECKING:
+    from engine.destinations.braze.client import BrazeClient
+    from engine.destinations.braze.profiles import ProfileGate
 
 USER_AGENT = f"partner-Reflow-Reflow/{engine.__version__}"
 DEFAULT_CONCURRENCY = 32
@@ -193,10 +193,15 @@ class BrazeDestination(Destination):
         return notes
 
     def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
-        """DuckDB-built payloads for the rows SQL can prove valid (users attributes, cohort members)."""
+        """DuckDB-built payloads for the rows SQL can prove valid (users attributes, cohort members); their
+        SQL builders are imported here, when a plan has rows to write."""
         if isinstance(self._payloads, UsersPayloads):
+            from engine.destinations.braze.sql_users import UsersSql
+
             return UsersSql(self._payloads).items([(c.name, c.type) for c in columns])
         if isinstance(self._payloads, CohortPayloads):
+            from engine.destinations.braze.sql_cohorts import CohortsSql
+
             return CohortsSql(self._payloads).items([(c.name, c.type) for c in columns])
         return None
 
@@ -277,6 +282,9 @@ class BrazeDestination(Destination):
             return None
 
     def _get_gate(self) -> ProfileGate:
+        """The profile gate of the send path (missing_users: wait), made at the first send that needs it."""
+        from engine.destinations.braze.profiles import ProfileGate
+
         client = self._get_client()
         with self._lock:
             if self._gate is None:
@@ -301,6 +309,9 @@ class BrazeDestination(Destination):
                 if self.partner:
                     options["body_auth"] = self._partner_auth()
                 options.update(self._client_options)
+                # the HTTP stack, imported when a request is to be sent (a plan sends none)
+                from engine.destinations.braze.client import BrazeClient
+
                 self._client = BrazeClient(**options)
             return self._client
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.destinations.base import (
     ACKNOWLEDGED,
@@ -38,9 +38,11 @@ from engine.destinations.base import (
     AllAcknowledged,
     RowResult,
 )
-from engine.destinations.braze.client import BrazeClient
 from engine.destinations.braze.endpoints import ChannelInfo, channel_info, export_info
 from engine.errors import DestinationError
+
+if TYPE_CHECKING:
+    from engine.destinations.braze.client import BrazeClient
 
 WAITING_REASON = "waiting for profile: Braze has no profile for this user yet (missing_users: wait)"
 CREATING_REASON = "waiting for profile: the profile Reflow created is not visible in Braze yet"
