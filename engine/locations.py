@@ -112,6 +112,12 @@ class Away:
         return [(f, cols[f]) for f in names if f in cols]
 
 
+def _in_process_source(away: Away) -> str:
+    """DuckDB in this process: the sync's model read through its projection (`diff.projected`)."""
+    relation = away.warehouse.relation(away.con, away.sql, model=away.sync.model)
+    return diff.projected(relation, away.projection.fields, away.sync.primary_key, away.projection.constants)
+
+
 def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, include_removed: bool,
             extras: Sequence[str], state: State, empty: bool = False) -> tuple[diff.DeltaCounts, str]:
     """Phase 1 away from Reflow, then the delta's rows fetched in full (`Delta.fill`): the delta ends as
@@ -145,8 +151,7 @@ def _land_pairs(away: Away, extras: Sequence[str]) -> None:
     """Every model row's (key, hash) and the `extras` fields, in HASHED."""
     con, sync = away.con, away.sync
     if away.location.dialect is None:
-        relation = away.warehouse.relation(con, away.sql, model=sync.model)
-        source = diff.projected(relation, away.projection.fields, sync.primary_key, away.projection.constants)
+        source = _in_process_source(away)
         more = "".join(f", m.{quote(f)}" for f in extras)
         away.warehouse.land_query(con, f"SELECT {diff.KEY}, {diff.hash_expr(away.fields)} AS __hash{more} "
                                        f"FROM {source} AS m", HASHED, model=sync.model)
@@ -169,8 +174,7 @@ def _fetch(away: Away, keys_sql: str | None, n: int, total: int) -> None:
                     f"{', ' + cols if cols else ''}, NULL::UBIGINT AS __hash WHERE false")
         return
     if away.location.dialect is None:
-        relation = away.warehouse.relation(con, away.sql, model=sync.model)
-        source = diff.projected(relation, p.fields, sync.primary_key, p.constants)
+        source = _in_process_source(away)
         where = "" if keys_sql is None else f" WHERE {diff.KEY} IN ({keys_sql})"
         con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.*, {diff.hash_expr(away.fields)} AS __hash "
                     f"FROM {source} AS m{where}")
@@ -263,9 +267,7 @@ def shared_identity(away: Away, identity: Sequence[str], what: str) -> None:
     found on the warehouse: only such rows travel (normally none)."""
     dialect, sync, con = away.location.dialect, away.sync, away.con
     if dialect is None:
-        relation = away.warehouse.relation(con, away.sql, model=sync.model)
-        source = diff.projected(relation, away.projection.fields, sync.primary_key, away.projection.constants)
-        diff.check_identity(con, source, identity, sync=sync.name, what=what, model=away.model)
+        diff.check_identity(con, _in_process_source(away), identity, sync=sync.name, what=what, model=away.model)
         return
     pairs = away.extra(identity)
     if len(pairs) != len(identity):

@@ -227,13 +227,13 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                           baseline, seq_min + n - 1, context, read)
 
 
-def read_cost(warehouse: Warehouse, before: tuple[int, int | None], location: locations.Location,
+def read_cost(warehouse: Warehouse, before: tuple[int, int], location: locations.Location,
               total: int) -> dict[str, Any]:
     """What the plan of one sync read from the warehouse (the plan's `read`): rows and bytes that
-    travelled (bytes None: the embedded DuckDB, read in this process), where phase 1 ran and why."""
+    travelled (bytes None: DuckDB, read in this process), where phase 1 ran and why."""
     rows = warehouse.cost.rows - before[0]
-    nbytes = None if warehouse.cost.bytes is None or before[1] is None else warehouse.cost.bytes - before[1]
-    if location.used == DiffLocation.LOCAL and nbytes is None:
+    nbytes = None if warehouse.in_process else warehouse.cost.bytes - before[1]
+    if location.used == DiffLocation.LOCAL and warehouse.in_process:
         rows = total            # in process: every row was read
     return {"diff": str(location.used), "asked": str(location.asked), "rows": rows, "bytes": nbytes,
             "note": location.note}

@@ -117,23 +117,25 @@ class RemoteState:
         if not self.copy.exists():
             raise RemoteStateError(f"there is no working copy of {self.url} here ({self.copy}): no run has "
                                    "written it from this folder; without --working-copy the stored state is read")
-        folder = self.copy.parent / "read"
-        path = folder / f"{uuid.uuid4().hex[:12]}.duckdb"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.copy, path)
-            wal = Path(str(self.copy) + ".wal")
-            if wal.exists():
-                shutil.copyfile(wal, Path(str(path) + ".wal"))
+        with self._private_file() as path:
+            try:
+                shutil.copyfile(self.copy, path)
+                wal = Path(str(self.copy) + ".wal")
+                if wal.exists():
+                    shutil.copyfile(wal, Path(str(path) + ".wal"))
+            except OSError as exc:
+                raise RemoteStateError(f"cannot read the working copy {self.copy}: {exc.strerror}") from exc
             yield path
-        except OSError as exc:
-            raise RemoteStateError(f"cannot read the working copy {self.copy}: {exc.strerror}") from exc
-        finally:
-            for leftover in (path, Path(str(path) + ".wal")):
-                leftover.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _reader_copy(self) -> Iterator[Path]:
+        with self._private_file() as path:
+            self.bucket.download(self.where.key, path)      # none: the state opens empty
+            yield path
+
+    @contextlib.contextmanager
+    def _private_file(self) -> Iterator[Path]:
+        """A fresh path for a reader's private copy of the state, removed (with its WAL) afterwards."""
         folder = self.copy.parent / "read"
         path = folder / f"{uuid.uuid4().hex[:12]}.duckdb"
         try:
@@ -141,7 +143,6 @@ class RemoteState:
         except OSError as exc:
             raise RemoteStateError(f"cannot create the folder {folder}: {exc.strerror}") from exc
         try:
-            self.bucket.download(self.where.key, path)      # none: the state opens empty
             yield path
         finally:
             for leftover in (path, Path(str(path) + ".wal")):

@@ -23,15 +23,14 @@ Meter = Callable[[int, int], None]          # told (rows, bytes) as they cross f
 
 @dataclass
 class ReadCost:
-    """What a warehouse sent Reflow: rows, and bytes over the wire (None: read in this process)."""
+    """What a warehouse sent Reflow: rows, and bytes over the wire (none from a warehouse `in_process`)."""
 
     rows: int = 0
-    bytes: int | None = 0
+    bytes: int = 0
 
     def add(self, rows: int, nbytes: int) -> None:
         self.rows += rows
-        if self.bytes is not None:
-            self.bytes += nbytes
+        self.bytes += nbytes
 
 
 class Warehouse(Protocol):
@@ -85,6 +84,20 @@ class Warehouse(Protocol):
         "" when the rendered SQL already says it all (a Reflow model on DuckDB)."""
 
     def close(self) -> None: ...
+
+
+def describe_in_process(con: duckdb.DuckDBPyConnection, relation: str) -> list[tuple[str, str]]:
+    """A DuckDB warehouse's `columns`: the relation's columns and types (the query is planned, not run)."""
+    return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE SELECT * FROM {relation} AS m").fetchall()]
+
+
+def land_in_process(con: duckdb.DuckDBPyConnection, sql: str, table: str, cost: ReadCost) -> int:
+    """A DuckDB warehouse's `land_query`: `sql` run on `con` itself into `table`; its rows counted in `cost`."""
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    rows = int(row[0]) if row else 0
+    cost.add(rows, 0)
+    return rows
 
 
 def attach_read_only(con: duckdb.DuckDBPyConnection, path: object, alias: str, *, what: str, hint: str) -> None:

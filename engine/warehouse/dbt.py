@@ -35,7 +35,7 @@ from engine.models import RenderedModel, render_model
 from engine.project import PROJECT_FILE, Project
 from engine.sql import quote
 from engine.warehouse import pg_copy
-from engine.warehouse.base import Meter, ReadCost, attach_read_only
+from engine.warehouse.base import Meter, ReadCost, attach_read_only, describe_in_process, land_in_process
 from engine.warehouse.dialects import Dialect, dialect_for
 from engine.warehouse.guard import check_model_sql
 from engine.warehouse.manifest import REFABLE, Macro, Manifest, Node, read_manifest
@@ -406,8 +406,7 @@ class DbtWarehouse:
     def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
         """The model's columns and the types they land as, from a LIMIT 0 query on PostgreSQL."""
         if self.adapter_type == "duckdb":
-            relation = self.relation(con, sql, model=model)
-            return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE SELECT * FROM {relation} AS m").fetchall()]
+            return describe_in_process(con, self.relation(con, sql, model=model))
         handle = self._pg_ready(sql)
         import psycopg2
 
@@ -425,11 +424,7 @@ class DbtWarehouse:
     def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
         if self.adapter_type == "duckdb":
             self.attach(con)
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
-            row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-            self.cost.bytes = None
-            self.cost.rows += int(row[0]) if row else 0
-            return int(row[0]) if row else 0
+            return land_in_process(con, sql, table, self.cost)
         return land(con, self._pg_ready(sql), sql, model=model, target=self.dbt.target, table=table,
                     meter=self.cost.add)
 
@@ -449,9 +444,8 @@ class DbtWarehouse:
             handle.commit()
         except psycopg2.Error as exc:
             handle.rollback()
-            text = (exc.pgerror or str(exc)).strip().splitlines()
             raise WarehouseError(scrub(f"cannot write Reflow's mirror on dbt target '{self.dbt.target}': "
-                                       f"{text[0] if text else type(exc).__name__} (diff: warehouse needs "
+                                       f"{_pg_first_line(exc)} (diff: warehouse needs "
                                        "CREATE and write access to warehouse.mirror_schema)")) from None
         finally:
             cur.close()
@@ -466,8 +460,7 @@ class DbtWarehouse:
             cur.execute(text, list(params))
             return list(cur.fetchall())
         except psycopg2.Error as exc:
-            text_ = (exc.pgerror or str(exc)).strip().splitlines()
-            raise WarehouseError(scrub(f"dbt target '{self.dbt.target}': {text_[0] if text_ else exc}")) from None
+            raise WarehouseError(scrub(f"dbt target '{self.dbt.target}': {_pg_first_line(exc)}")) from None
         finally:
             cur.close()
             if not handle.autocommit:
@@ -602,10 +595,14 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
     return land_rows(con, handle, sql, model=model, target=target, batch=batch, table=table, meter=meter)
 
 
-def _model_failed(exc: Any, model: str, target: str) -> WarehouseError:
+def _pg_first_line(exc: Any) -> str:
+    """The first line of PostgreSQL's message for a psycopg2 error (its class name when there is none)."""
     text = (exc.pgerror or str(exc)).strip().splitlines()
-    return WarehouseError(scrub(f"model '{model}' failed on dbt target '{target}': "
-                                f"{text[0] if text else type(exc).__name__}"))
+    return text[0] if text else type(exc).__name__
+
+
+def _model_failed(exc: Any, model: str, target: str) -> WarehouseError:
+    return WarehouseError(scrub(f"model '{model}' failed on dbt target '{target}': {_pg_first_line(exc)}"))
 
 
 def land_rows(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, target: str,

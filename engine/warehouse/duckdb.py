@@ -12,7 +12,7 @@ from engine.errors import WarehouseError
 from engine.models import RenderedModel, render_model
 from engine.project import Project
 from engine.sql import quote
-from engine.warehouse.base import ReadCost, attach_read_only
+from engine.warehouse.base import ReadCost, attach_read_only, describe_in_process, land_in_process
 from engine.warehouse.guard import check_model_sql
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class DuckDBWarehouse:
         self.path = (project.root / project.warehouse.path).resolve()
         self.name = Path(project.warehouse.path).stem
         self._display = project.warehouse.path
-        self.cost = ReadCost(bytes=None)       # read in this process: no wire
+        self.cost = ReadCost()
         self.dialect = None
         self.in_process = True
         self.mirror_writable = False
@@ -59,15 +59,11 @@ class DuckDBWarehouse:
         return f"(\n{sql}\n)"
 
     def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
-        relation = self.relation(con, sql, model=model)
-        return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE SELECT * FROM {relation} AS m").fetchall()]
+        return describe_in_process(con, self.relation(con, sql, model=model))
 
     def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
         self.attach(con)
-        con.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
-        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        self.cost.rows += int(row[0]) if row else 0
-        return int(row[0]) if row else 0
+        return land_in_process(con, sql, table, self.cost)
 
     def write(self, steps: list[tuple[str, Any]]) -> None:
         raise WarehouseError("the embedded DuckDB warehouse keeps no mirror (diff: warehouse reads it in process)")
