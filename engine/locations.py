@@ -21,6 +21,7 @@ import duckdb
 
 from engine import diff
 from engine.destinations.base import Projection
+from engine.errors import PlanError
 from engine.plan import SyncPlan
 from engine.project import Project
 from engine.specs import DiffLocation, SyncSpec
@@ -37,6 +38,7 @@ HASHED_RAW = "memory.main.reflow_hashed_raw"
 FETCHED = "memory.main.reflow_fetched"
 FETCHED_RAW = "memory.main.reflow_fetched_raw"
 PROBLEMS = "memory.main.reflow_key_problems"
+MARKER = "d"                 # phase 1's extra row on the warehouse: the digest its mirror records
 FETCH_BY_KEY = 200_000       # up to this many delta keys are fetched by key; more: the whole model
 FETCH_SHARE = 0.25           # ... unless they are more than this share of the model (then: the whole model)
 
@@ -195,35 +197,54 @@ def _fetch(away: Away, keys_sql: str | None, n: int, total: int) -> None:
 
 def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *,
                           include_removed: bool, state: State) -> diff.DeltaCounts:
-    """Phase 1 as one statement on the warehouse, against the mirror (brought up to date first)."""
+    """Phase 1 as one statement on the warehouse, against the mirror (brought up to date first).
+
+    The statement also returns the digest the mirror records, read in the same statement (one snapshot
+    of the warehouse, and a mirror is only ever written in one transaction with its digest): another
+    state rebuilding a shared mirror between the check and phase 1 is seen, and phase 1 runs again on a
+    mirror brought back (once; then the plan stops rather than diff against another state's mirror)."""
     dialect, sync, con = away.location.dialect, away.sync, away.con
     assert dialect is not None
     mirror = Mirror(away.warehouse, dialect, away.mirror_schema, sync.name)
-    ensure_mirror(mirror, state, sync.name, away.location.recipe)
-    total = key_checks(away, key_label)
-    hashed = dialect.hashed(away.sql, sync.primary_key, away.hash_fields)
     removed = "" if include_removed else " AND n.__key IS NOT NULL"
-    found = (f"SELECT CASE WHEN n.__key IS NULL THEN 'n' ELSE 'y' END AS __in_model, "
-             f"coalesce(n.__key, s.key) AS __key, n.__hash FROM ({hashed}) AS n "
-             f"FULL JOIN {mirror.table} AS s ON n.__key = s.key "
-             f"WHERE (n.__hash IS DISTINCT FROM s.hash OR n.__key IS NULL){removed}")
-    away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model)
+    for attempt in (1, 2):
+        digest = ensure_mirror(mirror, state, sync.name, away.location.recipe)
+        total = key_checks(away, key_label)
+        hashed = dialect.hashed(away.sql, sync.primary_key, away.hash_fields)
+        found = (f"SELECT CASE WHEN n.__key IS NULL THEN 'n' ELSE 'y' END AS __in_model, "
+                 f"coalesce(n.__key, s.key) AS __key, n.__hash FROM ({hashed}) AS n "
+                 f"FULL JOIN {mirror.table} AS s ON n.__key = s.key "
+                 f"WHERE (n.__hash IS DISTINCT FROM s.hash OR n.__key IS NULL){removed} "
+                 f"UNION ALL SELECT '{MARKER}', digest, NULL FROM {mirror.syncs} WHERE sync = {sql_str(sync.name)}")
+        away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model)
+        marks = [r[0] for r in con.execute(f"SELECT __key FROM {HASHED_RAW} WHERE __in_model = '{MARKER}'").fetchall()]
+        con.execute(f"DELETE FROM {HASHED_RAW} WHERE __in_model = '{MARKER}'")
+        away.warehouse.cost.add(-len(marks), 0)      # bookkeeping, as the other one-row queries are not counted
+        if marks == [digest]:
+            break
+        con.execute(f"DROP TABLE IF EXISTS {HASHED_RAW}")
+        if attempt == 2:
+            raise PlanError(
+                f"sync '{sync.name}': the warehouse mirror {mirror.table} was rewritten while this plan read it "
+                f"(it records {marks[0] if marks else 'nothing'!r}, this state's snapshot is {digest!r}): another "
+                "Reflow state keeps the same mirror. Give each state its own warehouse.mirror_schema in "
+                "reflow_project.yml, or let the other run finish and plan again")
     try:
         return delta.compare_found(HASHED_RAW, away.fields, snapshot, total, include_removed=include_removed)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {HASHED_RAW}")
 
 
-def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str) -> bool:
+def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str) -> str:
     """Rebuild the mirror from the local snapshot unless it records the snapshot's digest and this recipe
     and its rows have that digest (missing, dropped, behind after a crash, another state's, edited by
-    hand): returns whether it was rebuilt."""
+    hand): returns the digest the mirror now records (the snapshot's)."""
     digest = state.snapshot_digest(sync)
     recorded = mirror.recorded()
     # the rows are checked too (one scan of the narrow mirror): a hash edited by hand to match the model
     # would otherwise hide that row's change
     if recorded is not None and recorded[0] == digest and recorded[2] == recipe and mirror.digest() == digest:
-        return False
+        return digest
     st = state.sync(sync)
     path = scratch_csv()
     try:
@@ -231,7 +252,7 @@ def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str) -> bool:
         mirror.rebuild(path, digest=digest, version=st.version if st else 0, recipe=recipe, rows=rows)
     finally:
         path.unlink(missing_ok=True)
-    return True
+    return digest
 
 
 def update_mirror(mirror: Mirror, state: State, sync: str, keys_sql: str, *, was: str) -> None:

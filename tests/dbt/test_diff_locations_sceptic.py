@@ -268,6 +268,46 @@ def test_two_state_folders_sharing_one_mirror_schema(pg_shop, pg, braze_env, cap
     assert attrs(braze_env, "u1")["v"] == 50 and attrs(braze_env, "u2")["v"] == 60
 
 
+def test_another_state_rewriting_the_mirror_between_the_check_and_phase_one(pg_shop, pg, braze_env, capsys,
+                                                                          monkeypatch):
+    """Another state sharing the mirror rebuilds it after this plan checked it and before phase 1 read it
+    (here: its rows and digest written as another state would, hiding this state's change to u1): the plan
+    sees the other digest in phase 1's own answer and runs phase 1 again on its own mirror; a mirror
+    rewritten on every attempt stops the plan, named, instead of diffing against another state."""
+    from engine import locations
+
+    simple(pg_shop, pg)
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    run(cli, "--dbt-build")
+    mirror = f'"{pg["schema"]}"."reflow_mirror__{SYNC}"'
+    syncs = f'"{pg["schema"]}".reflow_mirror_syncs'
+    src(pg, "UPDATE {src} SET v = 100 WHERE id = 1")
+    real = locations.key_checks
+    races = {"left": 1}
+
+    def racing(*args: Any, **kwargs: Any) -> int:
+        if races["left"]:
+            races["left"] -= 1
+            pg_rows(pg["dsn"], f"UPDATE {mirror} SET hash = '{model_hash(pg, 1)}' WHERE key = '1'; "
+                               f"UPDATE {syncs} SET digest = 'another state' WHERE sync = '{SYNC}'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(locations, "key_checks", racing)
+    p = plan(cli)
+    assert races["left"] == 0, "the race did not run; the test proves little"
+    assert (p["added"], p["changed"], p["removed"]) == (0, 1, 0), p
+    assert p["read"]["rows"] == 2, p["read"]        # the changed key, then its row: the digest row is not counted
+    races["left"] = 2
+    code, out, err = cli("plan", "--select", SYNC)
+    assert code == 1, out + err
+    assert "was rewritten while this plan read it" in out + err and "mirror_schema" in out + err
+    assert "Traceback" not in out + err
+    monkeypatch.setattr(locations, "key_checks", real)
+    run(cli)
+    assert attrs(braze_env, "u1")["v"] == 100
+    quiet(plan(cli))
+
+
 # ---------------------------------------------------------------- plans, stale and read-only
 
 def test_plan_then_data_change_then_apply(pg_shop, pg, braze_env, capsys):
