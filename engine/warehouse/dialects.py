@@ -11,7 +11,8 @@ of a sync's model, the key as Reflow spells it and a 64-bit hash of the mapped f
 * **The hash** is the first 16 hex digits of the MD5 of the row's canonical text: the field names, then
   each value normalised as the local diff normalises it — timestamps in UTC to the millisecond, numbers
   as the bytes of a double, booleans as t/f, JSON and arrays as the dialect's canonical JSON text — each
-  prefixed by its length (so no two rows share a text), NULL as `-`. A hash is compared only with hashes
+  prefixed by its length (so no two rows share a text), NULL as `-`; the field names and their kinds
+  come first (`names_digest`: a value turning from 1 to '1' is a change). A hash is compared only with hashes
   of the same recipe (`Dialect.recipe`, recorded with the snapshot): a sync that moves to another
   location or dialect re-hashes once, field by field, and sends nothing for rows that did not change.
 
@@ -80,8 +81,11 @@ def key_kinds_supported(key_types: Sequence[str]) -> str | None:
 
 
 def names_digest(fields: Sequence[Field]) -> str:
-    """The field names, in name order, as the first part of every row's canonical text."""
-    ordered = sorted(f.name for f in fields)
+    """The field names, in name order, each with its value's kind, as the first part of every row's
+    canonical text. The kind counts because two kinds can spell a value alike (1 and '1', ARRAY['x'] and
+    '["x"]') while Braze holds a number or an array, not a string: a column that changes kind is a
+    candidate in every row (phase 2 then compares the values, as the local diff's typed hash makes it do)."""
+    ordered = sorted([f.name, kind(f.type)] for f in fields)
     return hashlib.sha256(json.dumps(ordered, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
@@ -94,8 +98,9 @@ class Dialect:
 
     @property
     def recipe(self) -> str:
-        """Names the hash function: snapshots hashed by another recipe are re-hashed once."""
-        return f"{self.name}-md5/v1"
+        """Names the hash function: snapshots hashed by another recipe are re-hashed once (v2: the
+        fields' kinds enter the hash)."""
+        return f"{self.name}-md5/v2"
 
     # ---------------------------------------------------------------- per dialect
     def quote(self, name: str) -> str:

@@ -199,6 +199,28 @@ def test_value_column_changing_type_int_to_numeric(pg_shop, pg, braze_env, capsy
     assert calls(braze_env) > sent
 
 
+@pytest.mark.parametrize("location", ["local", "hashes", "warehouse"])
+def test_value_column_turning_to_text_with_the_same_spelling_is_a_change(pg_shop, pg, braze_env, capsys, location):
+    """An integer column turned to text ('1' for 1), an array turned to its JSON text: Braze then holds a
+    string where it held a number or an array, so it is a change in every location (the local diff sees
+    it). The warehouse's hash must not be blind to the value's type: PostgreSQL spells 1 and '1', and
+    ARRAY['x'] and '["x"]', with the same text."""
+    setup(pg_shop, pg, "id int PRIMARY KEY, ext text, v int, a text[]",
+          "INSERT INTO {src} VALUES (1, 'u1', 1, ARRAY['x']), (2, 'u2', 2, NULL)", {"v": "v", "a": "a"},
+          location=location)
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    run(cli, "--dbt-build")
+    assert attrs(braze_env, "u1") == {"v": 1, "a": ["x"]}
+    alter(pg, "ALTER TABLE {src} ALTER COLUMN v TYPE text, ALTER COLUMN a TYPE text USING to_jsonb(a)::text")
+    assert src(pg, "SELECT v, a FROM {src} WHERE id = 1") == [("1", '["x"]')]
+    p = plan(cli, "--dbt-build")
+    assert (p["added"], p["changed"], p["removed"]) == (0, 2, 0), p
+    run(cli)
+    quiet(plan(cli))
+    assert attrs(braze_env, "u1") == {"v": "1", "a": '["x"]'}
+    assert attrs(braze_env, "u2")["v"] == "2"
+
+
 # ---------------------------------------------------------------- the mirror, by hand and shared
 
 def simple(shop: Path, pg: dict[str, str], location: str = "warehouse", n: int = 5, **kw: Any) -> None:
