@@ -2,6 +2,7 @@
 
     <mirror_schema>.reflow_mirror_syncs        sync, digest, version, recipe, rows, updated_at
     <mirror_schema>."reflow_mirror__<sync>"    key, hash (16 hex digits; NULL: unknown, always a candidate)
+                                               (a name over PostgreSQL's 63 bytes: cut, with a digest of the sync)
 
 The local snapshot stays the source of truth. The mirror is current when its recorded `digest` equals
 the snapshot's (`State.snapshot_digest`: row count and an order-free checksum of every (key, hash)), so
@@ -12,6 +13,7 @@ changed keys are written (only those), conditionally on the mirror still holding
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ class Mirror:
         q = dialect.quote
         self.schema = q(schema)
         self.syncs = f"{self.schema}.{q(SYNCS)}"
-        self.table = f"{self.schema}.{q('reflow_mirror__' + sync)}"
+        self.table = f"{self.schema}.{q(table_name(sync))}"
 
     def recorded(self) -> tuple[str, int, str] | None:
         """(digest, version, recipe) the mirror records; None when it has none (never built, dropped)."""
@@ -86,6 +88,17 @@ class Mirror:
                 ("sql", (f"UPDATE {self.syncs} SET digest = %s, version = %s, rows = %s, updated_at = now() "
                          "WHERE sync = %s AND digest = %s", [digest, version, rows, self.sync, was])),
             ])
+
+
+def table_name(sync: str, limit: int = 63) -> str:
+    """The mirror table of `sync`: `reflow_mirror__<sync>`, or, past PostgreSQL's identifier limit (63 bytes,
+    where it silently cuts names, so two long sync names would share one table and rebuild it in turn), the
+    name cut with a digest of the whole sync name."""
+    name = "reflow_mirror__" + sync
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha256(sync.encode()).hexdigest()[:12]
+    return name.encode()[:limit - len(digest) - 1].decode(errors="ignore") + "_" + digest
 
 
 def scratch_csv() -> Path:

@@ -70,3 +70,17 @@ def test_a_read_only_plan_never_writes_the_mirror():
 def test_a_grouped_destination_keeps_its_counts_with_hashes():
     loc = choose(project("warehouse"), sync(), PG, ["BIGINT"], preview=False, grouped=True)
     assert loc.used == DiffLocation.HASHES and "per group" in (loc.note or "")
+
+
+def test_long_sync_names_get_mirror_tables_of_their_own():
+    """PostgreSQL cuts identifiers at 63 bytes: two long sync names sharing their first 60 characters would
+    otherwise share one mirror table (correct, thanks to the mirror's row check, but rebuilt in turn)."""
+    from engine.warehouse.mirror import table_name
+
+    assert table_name("braze_users") == "reflow_mirror__braze_users"
+    a, b = "customers." + "x" * 60 + ".a", "customers." + "x" * 60 + ".b"
+    assert table_name(a) != table_name(b)
+    assert all(len(table_name(n).encode()) <= 63 for n in (a, b))
+    assert table_name(a) == table_name(a)                     # the same name every run
+    exactly = "s" * (63 - len("reflow_mirror__"))
+    assert table_name(exactly) == "reflow_mirror__" + exactly
