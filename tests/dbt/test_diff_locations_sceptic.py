@@ -264,6 +264,36 @@ def test_a_mirror_hash_edited_by_hand_to_match_the_model_does_not_hide_the_chang
     assert (p["added"], p["changed"], p["removed"]) == (0, 0, 1), p
 
 
+def test_two_long_sync_names_keep_mirrors_of_their_own(pg_shop, pg, braze_env, capsys):
+    """Two sync names alike in their first 60 characters (PostgreSQL cuts identifiers at 63 bytes): each
+    keeps its own mirror table, so a plan rebuilds neither, and each plans its own changes."""
+    simple(pg_shop, pg)
+    spec = yaml.safe_load((pg_shop / "syncs" / f"{SYNC}.yml").read_text())
+    (pg_shop / "syncs" / f"{SYNC}.yml").unlink()
+    names = ["sceptic." + "x" * 60 + ".a", "sceptic." + "x" * 60 + ".b"]
+    for name, field in zip(names, ("v", "w"), strict=True):
+        spec.update(name=name)
+        spec["destination"]["fields"] = {field: "v"}
+        (pg_shop / "syncs" / f"{name}.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    code, out, err = cli("run", "--dbt-build")
+    assert code == 0, out + err
+    tables = pg_rows(pg["dsn"], f"SELECT tablename FROM pg_tables WHERE schemaname = '{pg['schema']}' "
+                                "AND tablename LIKE 'reflow_mirror\\_\\_%'")
+    assert len(tables) == 2, tables
+    stamps = pg_rows(pg["dsn"], f'SELECT sync, updated_at FROM "{pg["schema"]}".reflow_mirror_syncs ORDER BY sync')
+    src(pg, "UPDATE {src} SET v = 70 WHERE id = 1")
+    code, out, err = cli("plan", "--json")
+    assert code == 0, out + err
+    planned = {s["name"]: (s["added"], s["changed"], s["removed"]) for s in json.loads(out)["syncs"] if s["name"] in names}
+    assert planned == {names[0]: (0, 1, 0), names[1]: (0, 1, 0)}, planned
+    # neither mirror was rebuilt by the other's plan
+    assert pg_rows(pg["dsn"], f'SELECT sync, updated_at FROM "{pg["schema"]}".reflow_mirror_syncs ORDER BY sync') == stamps
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    assert attrs(braze_env, "u1")["v"] == 70 and attrs(braze_env, "u1")["w"] == 70
+
+
 def test_two_state_folders_sharing_one_mirror_schema(pg_shop, pg, braze_env, capsys):
     import shutil
 
