@@ -1,0 +1,47 @@
+"""Sceptic pass on the remote state: what the other remote tests leave out — a project's local state when
+state_path turns to a bucket, the stored object put back to an older version by hand, an upload that fails
+for the network mid-apply."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_runner import Cli
+from s3_bucket import S3, SECRET, STATE_KEY, second_folder, use_remote_state
+
+pytestmark = pytest.mark.e2e
+
+
+def order_event_counts(braze: Any) -> collections.Counter[str]:
+    return collections.Counter(str(e["properties"]["order_id"]) for e in braze.events()
+                               if e.get("name") == "order_placed")
+
+
+def test_switching_a_local_state_to_a_bucket_does_not_send_everything_again(
+        example_project: Path, s3: S3, braze_env, capsys):
+    """A project that ran on a local state moves its state_path to s3://: the bucket holds nothing yet, and the
+    first remote run must not start from an empty state while .reflow/state.duckdb says what Braze holds
+    (every event and purchase would reach Braze twice). It stops, naming the local state and how to carry it."""
+    cli = Cli(example_project, capsys)
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    sent = braze_env.stats()["requests_total"]
+    use_remote_state(example_project, s3.url(STATE_KEY))
+
+    code, out, err = cli("run")
+    assert braze_env.stats()["requests_total"] == sent, "the remote run sent everything again"
+    assert code == 1, out + err
+    assert ".reflow/state.duckdb" in err and "reflow state restore" in err, err
+    assert "Traceback" not in err and SECRET not in out + err
+
+    # carried as the error says: the local state becomes the stored state, and nothing is sent twice
+    code, out, err = cli("state", "restore", str(example_project / ".reflow" / "state.duckdb"), "--yes")
+    assert code == 0, out + err
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    assert "no changes" in out.lower(), out
+    assert braze_env.stats()["requests_total"] == sent
+    assert max(order_event_counts(braze_env).values()) == 1
