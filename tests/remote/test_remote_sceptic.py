@@ -45,3 +45,31 @@ def test_switching_a_local_state_to_a_bucket_does_not_send_everything_again(
     assert "no changes" in out.lower(), out
     assert braze_env.stats()["requests_total"] == sent
     assert max(order_event_counts(braze_env).values()) == 1
+
+
+def test_a_stored_state_put_back_to_an_older_version_is_not_used_silently(
+        remote_project: Path, s3: S3, braze_env, capsys):
+    """Someone puts an older version of the state object back by hand (a bucket version restored, a copy
+    uploaded). The folder whose working copy holds the newer state must not drop it for the older one and
+    send again what Braze acknowledged since: it stops with the push/pull choice."""
+    cli = Cli(remote_project, capsys)
+    code, out, err = cli("plan")
+    assert code == 0, out + err
+    older = s3.get(STATE_KEY)
+    assert older
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    sent = braze_env.stats()["requests_total"]
+    s3.put(STATE_KEY, older)                    # by hand, outside Reflow
+
+    code, out, err = cli("run")
+    assert braze_env.stats()["requests_total"] == sent, "the older stored state was used: everything sent again"
+    assert code == 1, out + err
+    assert "reflow state push --force" in err and "reflow state pull --force" in err, err
+    assert "Traceback" not in err
+
+    code, out, err = cli("state", "push", "--force")
+    assert code == 0, out + err
+    code, out, err = cli("run")
+    assert code == 0 and "no changes" in out.lower(), out + err
+    assert max(order_event_counts(braze_env).values()) == 1
