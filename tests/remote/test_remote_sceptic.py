@@ -73,3 +73,38 @@ def test_a_stored_state_put_back_to_an_older_version_is_not_used_silently(
     code, out, err = cli("run")
     assert code == 0 and "no changes" in out.lower(), out + err
     assert max(order_event_counts(braze_env).values()) == 1
+
+
+def test_an_upload_failing_for_the_network_says_what_the_working_copy_holds(
+        remote_project: Path, s3: S3, braze_env, capsys, monkeypatch, tmp_path):
+    """The store is unreachable for a moment mid-apply (after the client's retries): the run stops (good), but
+    what Braze acknowledged since the last upload is then only in this folder's working copy, and the lock is
+    released: the error must say so and how to upload it (`reflow state push`), not only 'check the network'."""
+    from engine.state import objects
+
+    real = objects.Bucket.put
+    uploads = {"n": 0}
+
+    def flaky(self: Any, key: str, data: Any, **kw: Any) -> str:
+        if key == STATE_KEY:
+            uploads["n"] += 1
+            if uploads["n"] == 8:       # during the sends
+                raise self._problem("upload", ConnectionError("error sending request: connection refused"))
+        return real(self, key, data, **kw)
+
+    monkeypatch.setattr(objects.Bucket, "put", flaky)
+    cli = Cli(remote_project, capsys)
+    code, out, err = cli("run")
+    assert code == 1, out + err
+    assert uploads["n"] == 8
+    assert "cannot be reached" in err, err
+    assert "working copy" in err and "reflow state push" in err, err
+    assert "Traceback" not in err and SECRET not in out + err
+    monkeypatch.setattr(objects.Bucket, "put", real)
+
+    # as advised: the push carries the acknowledgements, and another folder sends nothing twice
+    code, out, err = cli("state", "push")
+    assert code == 0, out + err
+    code, out, err = Cli(second_folder(remote_project, tmp_path), capsys)("run")
+    assert code == 0, out + err
+    assert max(order_event_counts(braze_env).values()) == 1
