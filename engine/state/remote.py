@@ -203,6 +203,11 @@ class RemoteState:
             return
         try:
             self.etag = self.bucket.put(self.where.key, self.copy, if_match=self.etag)
+        except RemoteStateError as exc:         # the network, the store: not another writer
+            raise RemoteStateError(
+                f"{exc.message}. What this run recorded since its last upload (rows Braze acknowledged among it) "
+                f"is kept only in the working copy {self.copy}: `reflow state push` uploads it once the store is "
+                "reachable again; until then a run from another folder would send those rows again") from None
         except Conflict:
             holder = read_lock(self.bucket)
             self._refused(f"the stored state {self.url} changed since this run read it"
