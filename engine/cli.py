@@ -651,7 +651,7 @@ def _state_restore(args: argparse.Namespace) -> int:
     if not args.yes and not confirm("restore", f"Replace {target} with {args.file}?"):
         return 1
     if remote is not None:          # under the remote lock: the backup becomes the stored state
-        with remote.session("state restore", lock_timeout=args.lock_timeout) as copy:
+        with remote.session("state restore", lock_timeout=args.lock_timeout, replacing=True) as copy:
             done = restore_state(copy, Path(args.file))
             remote.upload()
             remote.finished()

@@ -148,9 +148,11 @@ class Context:
         """The remote state (`state_path: s3://…`) with its working copy, or None for a local state file."""
         if self.project.state_url is None:
             return None
+        from engine.project import DEFAULT_STATE_PATH
         from engine.state.remote import RemoteState
 
-        return RemoteState(self.project.state_url, self.project.state_path, **self.project.remote_state)
+        return RemoteState(self.project.state_url, self.project.state_path, **self.project.remote_state,
+                           local_state=self.project.root / DEFAULT_STATE_PATH)
 
     def require_remote(self, command: str) -> RemoteState:
         remote = self.remote()

@@ -61,8 +61,9 @@ class RemoteState:
     """The state object at `url` and its working copy `copy` (a local path)."""
 
     def __init__(self, url: str, copy: Path, *, upload_every: float = UPLOAD_EVERY,
-                 lock_expiry: float = LOCK_EXPIRY) -> None:
+                 lock_expiry: float = LOCK_EXPIRY, local_state: Path | None = None) -> None:
         self.url = url
+        self.local_state = local_state       # the project's local state file, from before state_path named a bucket
         self.where = parse_state_url(url)
         self.copy = copy
         self.upload_every = upload_every
@@ -88,10 +89,11 @@ class RemoteState:
 
     @contextlib.contextmanager
     def session(self, command: str, *, read_only: bool = False, lock_timeout: float = 0.0,
-                working_copy: bool = False) -> Iterator[Path]:
+                working_copy: bool = False, replacing: bool = False) -> Iterator[Path]:
         """The local file to open as the state: a writer's working copy (under the lock, downloaded as
         needed), or a reader's private copy (deleted afterwards) of the stored state — or, with
-        `working_copy`, of this folder's working copy (what a run here recorded, uploaded or not)."""
+        `working_copy`, of this folder's working copy (what a run here recorded, uploaded or not). `replacing`:
+        the caller puts another file in the copy's place (`reflow state restore`)."""
         if read_only and working_copy:
             with self._working_copy_view() as path:
                 yield path
@@ -105,7 +107,7 @@ class RemoteState:
         lock.acquire(lock_timeout)
         self._lock = lock
         try:
-            self._pull()
+            self._pull(replacing=replacing)
             self._last = time.monotonic()
             yield self.copy
         finally:
@@ -148,12 +150,20 @@ class RemoteState:
             for leftover in (path, Path(str(path) + ".wal")):
                 leftover.unlink(missing_ok=True)
 
-    def _pull(self) -> None:
+    def _pull(self, *, replacing: bool = False) -> None:
         """Make the working copy the stored version, unless it descends from it already."""
         side = self._read_sidecar()
         stored = self.bucket.head(self.where.key)
         etag = stored.etag if stored else None
         has_copy = self.copy.exists()
+        local = self.local_state
+        if stored is None and not replacing and not (has_copy and side.get("url") == self.url) \
+                and local is not None and local.is_file() and local.stat().st_size > 0:
+            raise RemoteStateError(
+                f"the stored state {self.url} does not exist yet, but this project has the local state {local} "
+                "(from before state_path named the bucket): starting empty would send every row again (events and "
+                f"purchases twice). `reflow state restore {local}` makes it the stored state; to start empty "
+                "instead, move it out of .reflow/")
         if has_copy and side.get("etag") == etag and side.get("url") == self.url:
             self.etag, self.downloaded = etag, False          # left here by the last writer on this machine
             self._write_sidecar(uploaded=False)
@@ -172,12 +182,28 @@ class RemoteState:
                 "runs delivered since are planned again) or `reflow state pull --force` (the stored state "
                 "replaces the working copy; rows this copy has as delivered since its last upload are planned "
                 "again)")
-        self._discard_copy()
         try:
             self.copy.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RemoteStateError(f"cannot create the working folder {self.copy.parent}: {exc.strerror}") from exc
-        self.etag = self.bucket.download(self.where.key, self.copy) if stored else None
+        incoming = self.copy.with_name(self.copy.name + ".incoming")
+        etag = self.bucket.download(self.where.key, incoming) if stored else None
+        if etag is not None and has_copy and side.get("url") == self.url and not replacing:
+            missing = _plans_missing(self.copy, incoming)
+            if missing:
+                incoming.unlink(missing_ok=True)
+                raise RemoteStateError(
+                    f"the stored state {self.url} lacks {missing} plan{'s' if missing != 1 else ''} or run"
+                    f"{'s' if missing != 1 else ''} that the "
+                    f"working copy {self.copy} (its last upload from this folder) holds: it was replaced by an older "
+                    "version or another project's state since. Find out which (`reflow history`, `reflow history "
+                    "--working-copy`), then either `reflow state push --force` (the working copy replaces the stored "
+                    "state) or `reflow state pull --force` (the stored state is kept, e.g. after a deliberate "
+                    "`reflow state restore`: rows the working copy has as delivered since are planned again)")
+        self._discard_copy()
+        if etag is not None:
+            os.replace(incoming, self.copy)
+        self.etag = etag
         self.downloaded = True
         self._write_sidecar(uploaded=False)
 
@@ -203,6 +229,11 @@ class RemoteState:
             return
         try:
             self.etag = self.bucket.put(self.where.key, self.copy, if_match=self.etag)
+        except RemoteStateError as exc:         # the network, the store: not another writer
+            raise RemoteStateError(
+                f"{exc.message}. What this run recorded since its last upload (rows Braze acknowledged among it) "
+                f"is kept only in the working copy {self.copy}: `reflow state push` uploads it once the store is "
+                "reachable again; until then a run from another folder would send those rows again") from None
         except Conflict:
             holder = read_lock(self.bucket)
             self._refused(f"the stored state {self.url} changed since this run read it"
@@ -283,3 +314,32 @@ class RemoteState:
             os.replace(tmp, self.sidecar)
         except OSError as exc:
             raise RemoteStateError(f"cannot write {self.sidecar}: {exc.strerror}") from exc
+
+
+def _plans_missing(copy: Path, stored: Path) -> int:
+    """How many plans and sync runs the working copy `copy` holds that the downloaded `stored` state lacks: 0
+    when `stored` descends from the copy (neither is ever deleted: another writer only adds to them). 0 too
+    when either file cannot be read this way (the state opens them afterwards and says what is wrong)."""
+    import duckdb
+
+    from engine.sql import sql_str
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH {sql_str(str(copy))} AS here (READ_ONLY)")
+        con.execute(f"ATTACH {sql_str(str(stored))} AS there (READ_ONLY)")
+        tables = {(db, name) for db, name in con.execute(
+            "SELECT database_name, table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+        missing = 0
+        for table, column in (("plans", "plan_id"), ("runs", "run_id")):
+            if ("here", table) not in tables:
+                continue
+            absent = "" if ("there", table) not in tables else \
+                f" WHERE {column} NOT IN (SELECT {column} FROM there.main.{table})"
+            row = con.execute(f"SELECT count(*) FROM here.main.{table}{absent}").fetchone()
+            missing += int(row[0]) if row else 0
+        return missing
+    except duckdb.Error:
+        return 0
+    finally:
+        con.close()
