@@ -1,0 +1,51 @@
+"""Sceptic pass on cohort syncs: runs that try to make Braze's cohort membership and Reflow's snapshot
+disagree silently (a plan saying "No changes", or a wrong count, while the sandbox holds something else)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from braze_checks import model_rows
+from cli_runner import warehouse_sql
+from sync_story import Recorder, set_sandbox_options
+from test_cohorts import SYNC, edit_sync, first_run, holders, members_in_model, with_profiles
+
+pytestmark = pytest.mark.e2e
+
+
+def log(*parts) -> None:
+    with open("/tmp/h2log.txt", "a") as f:
+        print(*parts, file=f)
+
+
+def set_tier(project: Path, customer: str, tier: str) -> None:
+    warehouse_sql(project, f"UPDATE customers SET loyalty_tier = '{tier}' WHERE customer_id = '{customer}'")
+
+
+def a_member(sandbox, project: Path) -> str:
+    return sorted(with_profiles(sandbox, members_in_model(project)))[0]
+
+
+def test_a_leave_sent_without_answer_is_sent_again_to_the_member(cli, example_project, braze_env):
+    """A member leaves; Braze answers 5xx to every try, so the removal's outcome is unknown and the next
+    plan retries it. The retry must address the member: it went out with the snapshot's UNKNOWN marker as
+    external_id (the identifier is the row's only field, so the fold of an uncertain row marked it), Braze
+    answered success for a user it does not have, and the member stayed in the cohort while the next
+    plan said "No changes"."""
+    first_run(cli)
+    who = a_member(braze_env, example_project)
+    set_tier(example_project, who, "bronze")
+    set_sandbox_options(braze_env, fail_5xx_rate=1.0)
+    code, out, err = cli("run", "--select", SYNC)
+    assert "outcome unknown" in out + err, out + err
+    set_sandbox_options(braze_env, fail_5xx_rate=0.0)
+    recorder = Recorder(braze_env)
+    code, out, err = cli("run", "--select", SYNC)
+    assert code == 0, out + err
+    sent = recorder.attributes()
+    assert [a["external_id"] for a in sent] == [who], sent
+    assert who not in holders(braze_env, "high_value")
+    code, out, err = cli("plan", "--select", SYNC)
+    assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project)), out
