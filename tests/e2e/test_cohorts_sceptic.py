@@ -49,3 +49,52 @@ def test_a_leave_sent_without_answer_is_sent_again_to_the_member(cli, example_pr
     assert who not in holders(braze_env, "high_value")
     code, out, err = cli("plan", "--select", SYNC)
     assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project)), out
+
+
+def tiers_sync(project: Path, **destination) -> None:
+    (project / "models" / "tiers.sql").write_text(
+        "select customer_id, loyalty_tier as tier, upper(loyalty_tier) || ' tier' as tier_name "
+        "from {{ ref('customers') }} where not deleted\n")
+    doc = yaml.safe_load((project / "syncs" / f"{SYNC}.yml").read_text())
+    doc.update(name="tiers", model="tiers", primary_key=["customer_id", "tier"])
+    doc["destination"].pop("cohort")
+    doc["destination"]["cohort_column"] = "tier"
+    doc["destination"].update(destination)
+    doc["guards"] = {"max_removed_pct": 50}
+    (project / "syncs" / "tiers.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def tier_holders(sandbox, project: Path) -> dict[str, set[str]]:
+    return {t: holders(sandbox, t) for t in ("bronze", "silver", "gold", "platinum")}
+
+
+def tier_model(sandbox, project: Path) -> dict[str, set[str]]:
+    rows = model_rows(project, "tiers")
+    return {t: with_profiles(sandbox, {r["customer_id"] for r in rows if r["tier"] == t})
+            for t in ("bronze", "silver", "gold", "platinum")}
+
+
+def test_a_leave_sent_without_answer_under_cohort_column_is_not_invalid_forever(cli, example_project, braze_env):
+    """cohort_column: a member moves gold -> silver (fine), then silver -> bronze while Braze answers 5xx.
+    The fold of the unanswered rows marks the row's identifier and cohort id UNKNOWN (both are identity
+    fields, its only fields): the retried leave became invalid on every later plan, `cohort_id:
+    '\\x1freflow:outcome-unknown' is not a cohort id`, and the member stayed in cohort silver for good."""
+    tiers_sync(example_project)
+    first_run(cli)
+    rows = model_rows(example_project, "tiers")
+    who = sorted(with_profiles(braze_env, {r["customer_id"] for r in rows if r["tier"] == "gold"}))[0]
+    set_tier(example_project, who, "silver")
+    code, out, err = cli("run", "--select", "tiers")
+    assert code == 0, out + err
+    assert tier_holders(braze_env, example_project) == tier_model(braze_env, example_project)
+    set_tier(example_project, who, "bronze")
+    set_sandbox_options(braze_env, fail_5xx_rate=1.0)
+    code, out, err = cli("run", "--select", "tiers")
+    assert code != 0, out + err
+    set_sandbox_options(braze_env, fail_5xx_rate=0.0)
+    code, out, err = cli("run", "--select", "tiers")
+    assert "outcome-unknown" not in out + err and "\x1f" not in out + err, out + err
+    code, out, err = cli("plan", "--select", "tiers")
+    assert "✗0 invalid" in out, out
+    assert who not in holders(braze_env, "silver") and who in holders(braze_env, "bronze"), out
+    assert tier_holders(braze_env, example_project) == tier_model(braze_env, example_project)
