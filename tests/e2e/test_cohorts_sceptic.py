@@ -98,3 +98,22 @@ def test_a_leave_sent_without_answer_under_cohort_column_is_not_invalid_forever(
     assert "✗0 invalid" in out, out
     assert who not in holders(braze_env, "silver") and who in holders(braze_env, "bronze"), out
     assert tier_holders(braze_env, example_project) == tier_model(braze_env, example_project)
+
+
+def test_reset_then_a_member_leaves_takes_the_member_out(cli, example_project, braze_env):
+    """`reflow reset` promises the next plan "still removes rows that left the model". For a cohort sync
+    the reset marks the identifier UNKNOWN (a cohort row's only field): the member who left was sent
+    {"external_id": "\\x1freflow:outcome-unknown", …"remove"}, stayed in the cohort, and the next plan
+    said "No changes". The plan also told of "58 row(s) now have another external_id" that did not."""
+    first_run(cli)
+    who = a_member(braze_env, example_project)
+    code, out, err = cli("reset", SYNC, "--yes")
+    assert code == 0, out + err
+    set_tier(example_project, who, "bronze")
+    recorder = Recorder(braze_env)
+    code, out, err = cli("run", "--select", SYNC)
+    assert code == 0, out + err
+    assert "now have another external_id" not in out, out
+    removed = [a["external_id"] for a in recorder.attributes() if "remove" in a["warehouse_cohorts"]]
+    assert removed == [who], removed
+    assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project))
