@@ -149,3 +149,24 @@ def test_a_rename_still_pending_is_not_lost_when_its_carrier_leaves(cli, example
     assert cohort_name(partner_braze, "high_value") == "Top customers", out
     assert cohort_members(partner_braze, "high_value") == with_profiles(partner_braze,
                                                                         members_in_model(example_project))
+
+
+def test_a_member_deleted_by_the_gdpr_sync_and_back_is_in_the_cohort_again(cli, example_project, braze_env):
+    """The example's cohort model says it applies the users sync's rule, but it keeps customers with a
+    GDPR request, whom braze_users leaves out and gdpr_deletes deletes in Braze: the cohort sync kept
+    recording the member as in while Braze had no user ("No changes"). When the request is withdrawn the
+    users sync creates the profile again, and the cohort never adds the member back: "No changes"
+    while Braze's profile lacks high_value."""
+    first_run(cli)
+    who = a_member(braze_env, example_project)
+    warehouse_sql(example_project, f"INSERT INTO gdpr_requests VALUES ('{who}', TIMESTAMP '2026-01-01 00:00:00')")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    assert braze_env.user(who) is None
+    warehouse_sql(example_project, f"DELETE FROM gdpr_requests WHERE customer_id = '{who}'")
+    code, out, err = cli("run")
+    assert code == 0, out + err
+    assert braze_env.user(who) is not None
+    code, out, err = cli("plan", "--select", SYNC)
+    assert who in holders(braze_env, "high_value"), out
+    assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project))
