@@ -130,7 +130,7 @@ def test_reset_then_a_member_leaves_takes_the_member_out(cli, example_project, b
     assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project))
 
 
-def test_a_rename_still_pending_is_not_lost_when_its_carrier_leaves(cli, example_project, partner_braze):
+def test_a_rename_still_pending_is_not_lost_when_its_carrier_leaves(cli, example_project, partner_braze):  # noqa: F811
     """A partner cohort's rename is sent by one of its rows (the others record the new name without
     sending). Braze answers 423 until the retries run out: the rename is pending on that one row. Before
     the next run that member leaves the model: its leave is sent, the rename with it is gone, Braze keeps
