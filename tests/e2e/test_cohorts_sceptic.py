@@ -6,29 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 from braze_checks import model_rows
 from cli_runner import warehouse_sql
 from sync_story import Recorder, set_sandbox_options
-from test_cohorts import (  # noqa: F401  (partner_braze: a fixture)
+from test_cohorts import (
     SYNC,
-    cohort_members,
-    cohort_name,
-    edit_sync,
     first_run,
     holders,
     members_in_model,
-    partner_braze,
     with_profiles,
 )
 
 pytestmark = pytest.mark.e2e
 
 
-def log(*parts) -> None:
-    with open("/tmp/h2log.txt", "a") as f:
-        print(*parts, file=f)
 
 
 def set_tier(project: Path, customer: str, tier: str) -> None:
@@ -128,27 +120,6 @@ def test_reset_then_a_member_leaves_takes_the_member_out(cli, example_project, b
     removed = [a["external_id"] for a in recorder.attributes() if "remove" in a["warehouse_cohorts"]]
     assert removed == [who], removed
     assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project))
-
-
-def test_a_rename_still_pending_is_not_lost_when_its_carrier_leaves(cli, example_project, partner_braze):  # noqa: F811
-    """A partner cohort's rename is sent by one of its rows (the others record the new name without
-    sending). Braze answers 423 until the retries run out: the rename is pending on that one row. Before
-    the next run that member leaves the model: its leave is sent, the rename with it is gone, Braze keeps
-    the old name and the next plan says "No changes"."""
-    first_run(cli)
-    edit_sync(example_project, SYNC, cohort={"id": "high_value", "name": "Top customers"})
-    requests.post(f"{partner_braze.url}/_sandbox/cohorts/lock?count=100", timeout=10)
-    code, out, err = cli("run", "--select", SYNC)
-    assert "423" in out + err, out + err
-    requests.post(f"{partner_braze.url}/_sandbox/cohorts/lock?count=0", timeout=10)
-    carrier = sorted(members_in_model(example_project))[0]          # the row that carried the rename
-    set_tier(example_project, carrier, "bronze")
-    code, out, err = cli("run", "--select", SYNC)
-    assert code == 0, out + err
-    code, out, err = cli("plan", "--select", SYNC)
-    assert cohort_name(partner_braze, "high_value") == "Top customers", out
-    assert cohort_members(partner_braze, "high_value") == with_profiles(partner_braze,
-                                                                        members_in_model(example_project))
 
 
 def test_a_member_deleted_by_the_gdpr_sync_and_back_is_in_the_cohort_again(cli, example_project, braze_env):
