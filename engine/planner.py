@@ -445,7 +445,7 @@ class PlanRows:
                 special.append("r.__op = 'removed'")     # its unmapped fields are unset too
             # a removed row whose old values include UNKNOWN (its last send had no answer, or `reflow reset`):
             # the Python path takes the fields naming the object from the key (_known_identity)
-            # (the marker's text after its control character: JSON spells that one \\u001f or \\u001F)
+            # (the marker's text after its control character: JSON spells that one \u001f or \u001F)
             special.append(f"(r.__op = 'removed' AND contains(coalesce(r.__old_row, ''), {sql_str(UNKNOWN[1:])}))")
             self._insert(f"'{SEND}'", f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})",
                          channel=fast.channel_sql or sql_str(fast.channel), item=f"({fast.item})",
