@@ -195,7 +195,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
             delta.take_over(st.table, projection.identity)
         seq_min = state.next_seq()
         rows = PlanRows(SyncRows(con, plan_id, sync.name, seq_min), delta.rows, projection, unset,
-                        times=frozenset(f.name for f in fields if is_time_type(f.type)))
+                        times=frozenset(f.name for f in fields if is_time_type(f.type)), primary_key=sync.primary_key)
         if not n:
             rows.python_rows = "false"          # nothing changed: no plan rows to write, no payload SQL to plan
         elif baseline:
@@ -366,7 +366,8 @@ class PlanRows:
     them with SQL, so a plan of millions of rows never sits in Python."""
 
     def __init__(self, table: SyncRows, source: str, projection: Projection | None = None,
-                 unset_unmapped: Sequence[str] = (), times: frozenset[str] = frozenset()) -> None:
+                 unset_unmapped: Sequence[str] = (), times: frozenset[str] = frozenset(),
+                 primary_key: Sequence[str] = ()) -> None:
         self.table = table
         self.source = f"{source} AS r"         # the delta rows (diff.Delta.rows)
         self.con = table.con
@@ -376,6 +377,7 @@ class PlanRows:
         self.projection = projection or Projection(fields=())
         self.unset_unmapped = frozenset(unset_unmapped)
         self.times = times
+        self.primary_key = tuple(primary_key)
         self.python_rows = "true"
         self.secret_free = secret_free_sql(("r.__key", "r.__new_row", "r.__old_kept"))
         # values the destination would mangle: (kind, field, action) -> [rows, example key, its reason]
@@ -441,18 +443,37 @@ class PlanRows:
                     special.append(f"list_has_any(r.__changed, [{', '.join(sql_str(f) for f in names)}])")
             if self.unset_unmapped:
                 special.append("r.__op = 'removed'")     # its unmapped fields are unset too
+            # a removed row whose old values include UNKNOWN (its last send had no answer, or `reflow reset`):
+            # the Python path takes the fields naming the object from the key (_known_identity)
+            # (the marker's text after its control character: JSON spells that one \u001f or \u001F)
+            special.append(f"(r.__op = 'removed' AND contains(coalesce(r.__old_row, ''), {sql_str(UNKNOWN[1:])}))")
             self._insert(f"'{SEND}'", f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})",
                          channel=fast.channel_sql or sql_str(fast.channel), item=f"({fast.item})",
                          points=f"({fast.data_points})")
         # the rest: delta rows not written yet (an anti-join, cheaper than evaluating `eligible` again)
         self.python_rows = self.table.not_written("r.__rn")
 
+    def _known_identity(self, key: str, old: dict[str, Any]) -> dict[str, Any]:
+        """A removed row's old values with each field naming the destination object that the snapshot
+        marks UNKNOWN (a send without an answer, `reflow reset`: marked when the row has no other field, so
+        that it is sent again) taken from the row's key where the key holds that field's column: the
+        removal must address the object, never the marker."""
+        if UNKNOWN not in old.values() or not self.primary_key:
+            return old
+        parts = [key] if len(self.primary_key) == 1 else json.loads(key)
+        restored = dict(old)
+        for field in self.projection.identity:
+            column = self.projection.column_of(field)
+            if restored.get(field) == UNKNOWN and column in self.primary_key:
+                restored[field] = parts[self.primary_key.index(column)]
+        return restored
+
     def write_python(self, chunk: list[diff.DeltaRow], destination: Destination) -> None:
         pending = self.table.pending_of([r.key for r in chunk])
         out: list[PlanRowRecord] = []
         for row in chunk:
             old = row.old_row or {}
-            values = old if row.op == Op.REMOVED else (row.new_row or {})
+            values = self._known_identity(row.key, old) if row.op == Op.REMOVED else (row.new_row or {})
             unmapped = (tuple(f for f in sorted(self.unset_unmapped) if old.get(f) is not None)
                         if row.op == Op.REMOVED else tuple(f for f in row.changed if f in self.unset_unmapped))
             unknowns, waiting_since = pending.get(row.key, (0, None))

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from engine.destinations.base import Op
 from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, RowStatus, SyncPlan
 from engine.sql import json_path, sql_str
-from engine.state.store import DB
+from engine.state.store import DB, UNKNOWN
 
 TABLE = f"{DB}.plan_rows"
 LOCAL = f"('{SKIP}', '{REHASH}', '{BASELINE}')"        # statuses recorded without sending
@@ -198,8 +198,9 @@ class SyncRows:
         sent = f"NOT retry AND status = '{SEND}'"
         unsets = (f"list_has_any(changed, [{', '.join(sql_str(f) for f in sorted(unset_fields))}])"
                   if unset_fields else "false")
-        moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(sql_str(f) for f in identity_fields)}])"
-                 if identity_fields else "false")
+        # a changed row whose old identity is UNKNOWN (marked so that it is sent again) did not move
+        moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(sql_str(f) for f in identity_fields)}]) "
+                 f"AND NOT contains(coalesce(old_row, ''), {sql_str(UNKNOWN[1:])})" if identity_fields else "false")
         row = self._one(
             f"""SELECT count(*) FILTER (WHERE op = 'added' AND NOT retry AND {live}),
                        count(*) FILTER (WHERE op = 'changed' AND NOT retry AND {live}),
