@@ -242,15 +242,22 @@ def test_a_renamed_partner_cohort_is_renamed_once_and_no_member_is_sent(cli, exa
     assert code == 0 and "No changes" in out, out
 
 
-def test_partner_cohort_column_with_names(cli, example_project, partner_braze):
-    (example_project / "models" / "tiers.sql").write_text(
+def tiers_sync(project: Path, *, guards: dict[str, int] | None = None, **destination: str) -> None:
+    """A `tiers` sync beside the example's cohort sync: one cohort per loyalty tier (`cohort_column`)."""
+    (project / "models" / "tiers.sql").write_text(
         "select customer_id, loyalty_tier as tier, upper(loyalty_tier) || ' tier' as tier_name "
         "from {{ ref('customers') }} where not deleted\n")
-    doc = yaml.safe_load((example_project / "syncs" / f"{SYNC}.yml").read_text())
+    doc = yaml.safe_load((project / "syncs" / f"{SYNC}.yml").read_text())
     doc.update(name="tiers", model="tiers", primary_key=["customer_id", "tier"])
     doc["destination"].pop("cohort")
-    doc["destination"].update(cohort_column="tier", name_column="tier_name")
-    (example_project / "syncs" / "tiers.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    doc["destination"].update(cohort_column="tier", **destination)
+    if guards is not None:
+        doc["guards"] = guards
+    (project / "syncs" / "tiers.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def test_partner_cohort_column_with_names(cli, example_project, partner_braze):
+    tiers_sync(example_project, name_column="tier_name")
     first_run(cli)
     rows = model_rows(example_project, "tiers")
     for tier in ("bronze", "silver", "gold", "platinum"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from braze_checks import model_rows
 from cli_runner import warehouse_sql
 from sync_story import Recorder, set_sandbox_options
@@ -15,6 +14,7 @@ from test_cohorts import (
     first_run,
     holders,
     members_in_model,
+    tiers_sync,
     with_profiles,
 )
 
@@ -54,19 +54,6 @@ def test_a_leave_sent_without_answer_is_sent_again_to_the_member(cli, example_pr
     assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project)), out
 
 
-def tiers_sync(project: Path, **destination) -> None:
-    (project / "models" / "tiers.sql").write_text(
-        "select customer_id, loyalty_tier as tier, upper(loyalty_tier) || ' tier' as tier_name "
-        "from {{ ref('customers') }} where not deleted\n")
-    doc = yaml.safe_load((project / "syncs" / f"{SYNC}.yml").read_text())
-    doc.update(name="tiers", model="tiers", primary_key=["customer_id", "tier"])
-    doc["destination"].pop("cohort")
-    doc["destination"]["cohort_column"] = "tier"
-    doc["destination"].update(destination)
-    doc["guards"] = {"max_removed_pct": 50}
-    (project / "syncs" / "tiers.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
 def tier_holders(sandbox, project: Path) -> dict[str, set[str]]:
     return {t: holders(sandbox, t) for t in ("bronze", "silver", "gold", "platinum")}
 
@@ -82,7 +69,7 @@ def test_a_leave_sent_without_answer_under_cohort_column_is_not_invalid_forever(
     The fold of the unanswered rows marks the row's identifier and cohort id UNKNOWN (both are identity
     fields, its only fields): the retried leave became invalid on every later plan, `cohort_id:
     '\\x1freflow:outcome-unknown' is not a cohort id`, and the member stayed in cohort silver for good."""
-    tiers_sync(example_project)
+    tiers_sync(example_project, guards={"max_removed_pct": 50})
     first_run(cli)
     rows = model_rows(example_project, "tiers")
     who = sorted(with_profiles(braze_env, {r["customer_id"] for r in rows if r["tier"] == "gold"}))[0]
