@@ -47,7 +47,7 @@ from engine.project import SECRET_FIELDS, Project
 from engine.specs import DiffLocation, SyncSpec, check_columns
 from engine.sql import sql_str
 from engine.state import UNKNOWN, State, new_id, now
-from engine.state.plan_rows import PlanRowRecord, SyncRows
+from engine.state.plan_rows import PlanRowRecord, SyncRows, holds_unknown
 from engine.state.plans import save_plan
 from engine.warehouse.base import Warehouse
 
@@ -445,8 +445,7 @@ class PlanRows:
                 special.append("r.__op = 'removed'")     # its unmapped fields are unset too
             # a removed row whose old values include UNKNOWN (its last send had no answer, or `reflow reset`):
             # the Python path takes the fields naming the object from the key (_known_identity)
-            # (the marker's text after its control character: JSON spells that one \u001f or \u001F)
-            special.append(f"(r.__op = 'removed' AND contains(coalesce(r.__old_row, ''), {sql_str(UNKNOWN[1:])}))")
+            special.append(f"(r.__op = 'removed' AND {holds_unknown('r.__old_row')})")
             self._insert(f"'{SEND}'", f"NOT ({rehash}) AND NOT ({' OR '.join(special)}) AND ({fast.eligible})",
                          channel=fast.channel_sql or sql_str(fast.channel), item=f"({fast.item})",
                          points=f"({fast.data_points})")

@@ -86,6 +86,12 @@ class RowTotals(NamedTuple):
     retry_sent: int
 
 
+def holds_unknown(json_text: str) -> str:
+    """SQL: the JSON text `json_text` holds a value marked UNKNOWN (matched after the marker's control
+    character, which JSON spells \\u001f or \\u001F)."""
+    return f"contains(coalesce({json_text}, ''), {sql_str(UNKNOWN[1:])})"
+
+
 @contextlib.contextmanager
 def text_as_zstd(con: Any) -> Iterator[None]:
     """While a bulk write runs: text columns compressed with zstd rather than DuckDB's analysed choice.
@@ -200,7 +206,7 @@ class SyncRows:
                   if unset_fields else "false")
         # a changed row whose old identity is UNKNOWN (marked so that it is sent again) did not move
         moved = (f"op = 'changed' AND list_has_any(changed, [{', '.join(sql_str(f) for f in identity_fields)}]) "
-                 f"AND NOT contains(coalesce(old_row, ''), {sql_str(UNKNOWN[1:])})" if identity_fields else "false")
+                 f"AND NOT {holds_unknown('old_row')}" if identity_fields else "false")
         row = self._one(
             f"""SELECT count(*) FILTER (WHERE op = 'added' AND NOT retry AND {live}),
                        count(*) FILTER (WHERE op = 'changed' AND NOT retry AND {live}),

@@ -42,7 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from engine.errors import RemoteStateError
+from engine.sql import sql_str
 from engine.state.objects import Bucket, Conflict, parse_state_url
 from engine.state.remote_lock import RemoteLock, force_unlock, read_lock
 
@@ -320,10 +323,6 @@ def _plans_missing(copy: Path, stored: Path) -> int:
     """How many plans and sync runs the working copy `copy` holds that the downloaded `stored` state lacks: 0
     when `stored` descends from the copy (neither is ever deleted: another writer only adds to them). 0 too
     when either file cannot be read this way (the state opens them afterwards and says what is wrong)."""
-    import duckdb
-
-    from engine.sql import sql_str
-
     con = duckdb.connect(":memory:")
     try:
         con.execute(f"ATTACH {sql_str(str(copy))} AS here (READ_ONLY)")
