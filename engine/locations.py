@@ -207,15 +207,15 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
     assert dialect is not None
     mirror = Mirror(away.warehouse, dialect, away.mirror_schema, sync.name)
     removed = "" if include_removed else " AND n.__key IS NOT NULL"
+    total = key_checks(away, key_label)
+    hashed = dialect.hashed(away.sql, sync.primary_key, away.hash_fields)
+    found = (f"SELECT CASE WHEN n.__key IS NULL THEN 'n' ELSE 'y' END AS __in_model, "
+             f"coalesce(n.__key, s.key) AS __key, n.__hash FROM ({hashed}) AS n "
+             f"FULL JOIN {mirror.table} AS s ON n.__key = s.key "
+             f"WHERE (n.__hash IS DISTINCT FROM s.hash OR n.__key IS NULL){removed} "
+             f"UNION ALL SELECT '{MARKER}', digest, NULL FROM {mirror.syncs} WHERE sync = {sql_str(sync.name)}")
     for attempt in (1, 2):
         digest = ensure_mirror(mirror, state, sync.name, away.location.recipe)
-        total = key_checks(away, key_label)
-        hashed = dialect.hashed(away.sql, sync.primary_key, away.hash_fields)
-        found = (f"SELECT CASE WHEN n.__key IS NULL THEN 'n' ELSE 'y' END AS __in_model, "
-                 f"coalesce(n.__key, s.key) AS __key, n.__hash FROM ({hashed}) AS n "
-                 f"FULL JOIN {mirror.table} AS s ON n.__key = s.key "
-                 f"WHERE (n.__hash IS DISTINCT FROM s.hash OR n.__key IS NULL){removed} "
-                 f"UNION ALL SELECT '{MARKER}', digest, NULL FROM {mirror.syncs} WHERE sync = {sql_str(sync.name)}")
         away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model)
         marks = [r[0] for r in con.execute(f"SELECT __key FROM {HASHED_RAW} WHERE __in_model = '{MARKER}'").fetchall()]
         con.execute(f"DELETE FROM {HASHED_RAW} WHERE __in_model = '{MARKER}'")

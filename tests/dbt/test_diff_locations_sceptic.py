@@ -334,17 +334,18 @@ def test_another_state_rewriting_the_mirror_between_the_check_and_phase_one(pg_s
     mirror = f'"{pg["schema"]}"."reflow_mirror__{SYNC}"'
     syncs = f'"{pg["schema"]}".reflow_mirror_syncs'
     src(pg, "UPDATE {src} SET v = 100 WHERE id = 1")
-    real = locations.key_checks
+    real = locations.ensure_mirror
     races = {"left": 1}
 
-    def racing(*args: Any, **kwargs: Any) -> int:
+    def racing(*args: Any, **kwargs: Any) -> str:
+        digest = real(*args, **kwargs)          # the mirror checked (or rebuilt); then the other state writes
         if races["left"]:
             races["left"] -= 1
             pg_rows(pg["dsn"], f"UPDATE {mirror} SET hash = '{model_hash(pg, 1)}' WHERE key = '1'; "
                                f"UPDATE {syncs} SET digest = 'another state' WHERE sync = '{SYNC}'")
-        return real(*args, **kwargs)
+        return digest
 
-    monkeypatch.setattr(locations, "key_checks", racing)
+    monkeypatch.setattr(locations, "ensure_mirror", racing)
     p = plan(cli)
     assert races["left"] == 0, "the race did not run; the test proves little"
     assert (p["added"], p["changed"], p["removed"]) == (0, 1, 0), p
@@ -354,7 +355,7 @@ def test_another_state_rewriting_the_mirror_between_the_check_and_phase_one(pg_s
     assert code == 1, out + err
     assert "was rewritten while this plan read it" in out + err and "mirror_schema" in out + err
     assert "Traceback" not in out + err
-    monkeypatch.setattr(locations, "key_checks", real)
+    monkeypatch.setattr(locations, "ensure_mirror", real)
     run(cli)
     assert attrs(braze_env, "u1")["v"] == 100
     quiet(plan(cli))
