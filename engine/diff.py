@@ -245,6 +245,30 @@ def check_identity(con: duckdb.DuckDBPyConnection, relation: str, fields: Sequen
                     f"{names}, or use it as the primary key.")
 
 
+def check_one_value_per_group(con: duckdb.DuckDBPyConnection, relation: str, group: str, field: str, *,
+                              sync: str, label: str, why: str, model: str = "") -> None:
+    """The rows of one value of `group` must agree on `field` (a cohort's name): stops the sync with
+    examples otherwise. A null `field` is a value of its own. `label`: how the plan names the two (the
+    model's columns), `why`: what a second value would do in the destination."""
+    g, f = quote(group), quote(field)
+    try:
+        found = con.execute(
+            f"""SELECT {g}::VARCHAR AS g, list(DISTINCT coalesce(to_json({f})::VARCHAR, 'null'))
+                FROM {relation} AS m WHERE {g} IS NOT NULL GROUP BY g
+                HAVING count(DISTINCT coalesce(to_json({f})::VARCHAR, 'null')) > 1 ORDER BY g LIMIT 5""").fetchall()
+    except duckdb.Error as exc:
+        raise model_failed(exc, sync=sync, model=model or model_label(sync, None)) from exc
+    if not found:
+        return
+    def spelled(vs: list[str]) -> str:
+        ordered = sorted(vs, key=lambda v: (v == "null", str(json.loads(v))))
+        return ", ".join(ordered[:3]) + (f" and {len(vs) - 3} more" if len(vs) > 3 else "")
+
+    shown = "; ".join(f"{g!r}: {spelled(vs)}" for g, vs in found)
+    raise PlanError(f"sync '{sync}': model rows of one {label} ({shown}); {why}. Nothing was sent for this sync. "
+                    "Make the model return one value per group.")
+
+
 def _show_values(text: str) -> str:
     values = json.loads(text)
     return ", ".join(repr(v) for v in values)

@@ -283,6 +283,21 @@ def key_checks(away: Away, key_label: str) -> int:
     return total
 
 
+def one_value_per_group(away: Away, group: str, field: str, *, label: str, why: str) -> None:
+    """diff.check_one_value_per_group, found on the warehouse: only the conflicting groups' values travel."""
+    dialect, sync, con = away.location.dialect, away.sync, away.con
+    if dialect is None:
+        diff.check_one_value_per_group(con, _in_process_source(away), group, field, sync=sync.name, label=label,
+                                       why=why, model=away.model)
+        return
+    pairs = away.extra([group, field])
+    if len(pairs) != 2:
+        return          # a constant: one value for every row
+    away.warehouse.land_query(con, dialect.values_per_group(away.sql, pairs[0], pairs[1]), PROBLEMS,
+                              model=sync.model)
+    diff.check_one_value_per_group(con, PROBLEMS, group, field, sync=sync.name, label=label, why=why,
+                                   model=away.model)
+
 def shared_identity(away: Away, identity: Sequence[str], what: str) -> None:
     """Rows with different keys addressing one destination object stop the sync (diff.check_identity),
     found on the warehouse: only such rows travel (normally none)."""

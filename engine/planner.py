@@ -180,6 +180,15 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                                    include_removed=not caps.append_only)
         # the model's rows per group, for the destination's notes (a count over the model only when grouped)
         destination.plan_totals(diff.count_by(con, counted, group) if group else {None: counts.total})
+        for field, why in destination.group_constants.items():
+            if group is None or field not in names:
+                continue
+            label = f"{projection.column_of(group)} with different {projection.column_of(field)} values"
+            if away:
+                locations.one_value_per_group(away, group, field, label=label, why=why)
+            else:
+                diff.check_one_value_per_group(con, source, group, field, sync=sync.name, label=label, why=why,
+                                               model=rendered.model)
         keyed_by_identity = {projection.column_of(f) for f in projection.identity} == set(sync.primary_key)
         if projection.identity and not keyed_by_identity:
             if away:

@@ -307,6 +307,9 @@ class Destination(ABC):
         return []
 
     group_field: str | None = None      # plan_totals() counts the model's rows per value of this field
+    # fields the rows of one `group_field` value must agree on (a cohort's name), with what a second
+    # value would do in the destination: the planner stops the sync when the model gives a group two
+    group_constants: Mapping[str, str] = {}
 
     def plan_totals(self, totals: Mapping[Any, int]) -> None:
         """The model's rows per value of `group_field` (all rows under None when it is None), before

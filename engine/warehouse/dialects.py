@@ -205,6 +205,15 @@ class Dialect:
                 f"HAVING count(*) > 1) AS d ON {on}")
 
 
+    def values_per_group(self, model_sql: str, group: tuple[str, str], field: tuple[str, str]) -> str:
+        """The distinct (group, field) values of the groups (group set) with more than one value of the
+        field (a null one counts): normally none. Pairs are (field, column)."""
+        body = _body(model_sql)
+        gc, fc = self.column(group[1]), self.column(field[1])
+        pairs = f"SELECT DISTINCT {gc} AS g, {fc} AS v FROM (\n{body}\n) AS m WHERE {gc} IS NOT NULL"
+        return (f"SELECT d.g AS {self.quote(group[0])}, d.v AS {self.quote(field[0])} FROM ({pairs}) AS d "
+                f"WHERE d.g IN (SELECT e.g FROM ({pairs}) AS e GROUP BY e.g HAVING count(*) > 1)")
+
 def _body(model_sql: str) -> str:
     return model_sql.rstrip().rstrip(";")
 

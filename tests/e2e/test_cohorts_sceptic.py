@@ -3,17 +3,24 @@ disagree silently (a plan saying "No changes", or a wrong count, while the sandb
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import requests
+import yaml
 from braze_checks import model_rows
 from cli_runner import warehouse_sql
 from sync_story import Recorder, set_sandbox_options
 from test_cohorts import (
     SYNC,
+    cohort_members,
+    cohort_name,
+    edit_sync,
     first_run,
     holders,
     members_in_model,
+    partner_braze,  # noqa: F401 (a fixture)
     tiers_sync,
     with_profiles,
 )
@@ -128,3 +135,64 @@ def test_a_member_deleted_by_the_gdpr_sync_and_back_is_in_the_cohort_again(cli, 
     code, out, err = cli("plan", "--select", SYNC)
     assert who in holders(braze_env, "high_value"), out
     assert holders(braze_env, "high_value") == with_profiles(braze_env, members_in_model(example_project))
+
+
+def test_a_rename_still_pending_is_not_lost_when_a_member_leaves(cli, example_project, partner_braze):  # noqa: F811
+    """A partner cohort is renamed while Braze answers 423 until the retries run out: the rename is pending.
+    Before the next run a member leaves the model. The rename used to ride on one member row (the others
+    recorded the new name without it being sent); when that member left, its leave was sent, the rename
+    with it was gone, Braze kept the old name and the next plan said "No changes". Every member row
+    whose recorded name is the old one now waits on the rename, so whichever member leaves, it is sent."""
+    first_run(cli)
+    edit_sync(example_project, SYNC, cohort={"id": "high_value", "name": "Top customers"})
+    requests.post(f"{partner_braze.url}/_sandbox/cohorts/lock?count=100", timeout=10)
+    code, out, err = cli("run", "--select", SYNC)
+    assert "423" in out + err, out + err
+    assert cohort_name(partner_braze, "high_value") == "High-value customers"
+    requests.post(f"{partner_braze.url}/_sandbox/cohorts/lock?count=0", timeout=10)
+    for leaving in sorted(with_profiles(partner_braze, members_in_model(example_project)))[:2]:
+        set_tier(example_project, leaving, "bronze")       # whichever row carried it, one of these did
+    code, out, err = cli("run", "--select", SYNC)
+    assert code == 0, out + err
+    assert cohort_name(partner_braze, "high_value") == "Top customers", out
+    assert cohort_members(partner_braze, "high_value") == with_profiles(partner_braze,
+                                                                        members_in_model(example_project))
+    code, out, err = cli("plan", "--select", SYNC)
+    assert code == 0 and "No changes" in out, out
+
+
+def test_a_rename_sends_one_request_however_many_members(cli, example_project, partner_braze):  # noqa: F811
+    """Every member row waits on the rename, yet the cohort is renamed by one request, and the plan says one."""
+    first_run(cli)
+    edit_sync(example_project, SYNC, cohort={"id": "high_value", "name": "Top customers"})
+    code, out, err = cli("plan", "--select", SYNC, "--json")
+    assert code == 0, out + err
+    sync = json.loads(out)["syncs"][0]
+    assert sync["requests"] == 1 and sync["requests_by_endpoint"] == {"POST /partners/reflow/cohorts": 1}, sync
+    recorder = Recorder(partner_braze)
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    assert [r.path for r in recorder.since()] == ["/partners/reflow/cohorts"]
+
+
+@pytest.mark.parametrize("diff", ["local", "hashes"])
+def test_a_cohort_given_two_names_by_the_model_is_refused_naming_them(cli, example_project, partner_braze,  # noqa: F811
+                                                                       diff):
+    """cohort_column + name_column: one member row of gold comes to carry another name. Each entering
+    batch renames the cohort to the name it carries, so Braze would hold whichever went last while every
+    row records its own: the plan stops the sync, naming the cohort and both names, and nothing is sent."""
+    tiers_sync(example_project, name_column="tier_name")
+    first_run(cli)
+    doc = yaml.safe_load((example_project / "syncs" / "tiers.yml").read_text())
+    (example_project / "syncs" / "tiers.yml").write_text(yaml.safe_dump({**doc, "diff": diff}, sort_keys=False))
+    rows = model_rows(example_project, "tiers")
+    who = sorted(r["customer_id"] for r in rows if r["tier"] == "gold")[0]
+    (example_project / "models" / "tiers.sql").write_text(
+        "select customer_id, loyalty_tier as tier, case when customer_id = '" + who + "' then 'Gold VIP' "
+        "else upper(loyalty_tier) || ' tier' end as tier_name from {{ ref('customers') }} where not deleted\n")
+    recorder = Recorder(partner_braze)
+    code, out, err = cli("run", "--select", "tiers")
+    assert code != 0, out + err
+    assert "model rows of one tier with different tier_name values ('gold': \"GOLD tier\", \"Gold VIP\")" in err, err
+    assert "Nothing was sent for this sync" in err and "Traceback" not in err, err
+    assert recorder.since() == [] and cohort_name(partner_braze, "gold") == "GOLD tier"

@@ -8,7 +8,19 @@ from typing import Any
 
 import pytest
 
-from engine.destinations.base import ADDED, CHANGED, REMOVED, Invalid, Item, PlanRow, Skip
+from engine.destinations.base import (
+    ACKNOWLEDGED,
+    ADDED,
+    CHANGED,
+    NOT_ATTEMPTED,
+    REMOVED,
+    Batch,
+    Invalid,
+    Item,
+    PlanRow,
+    RowResult,
+    Skip,
+)
 from engine.destinations.braze.client import FATAL, OK, RETRY, ROW_ERRORS, SPLIT, sort_response
 from engine.destinations.braze.destination import make_destination
 from engine.destinations.braze.endpoints import COHORT_GROUP, COHORT_LIMIT, channel_info
@@ -69,14 +81,19 @@ def test_partner_method_channels_carry_the_cohort_and_its_name() -> None:
     assert json.loads(out.prefix + '"x"' + out.suffix)["cohort_changes"] == [{"aliases": ["x"], "should_remove": True}]
 
 
-def test_a_renamed_partner_cohort_is_one_rename_per_cohort() -> None:
+def test_every_member_row_of_a_renamed_partner_cohort_waits_on_its_rename() -> None:
+    """Each row whose recorded name is another goes on its cohort's rename channel: none records the new
+    name before Braze has it (one rename request per apply serves them all: the destination's test)."""
     p = payloads(cohort_sync("partner", id=None, id_column="tier", name_column="tier_name"))
     rows = [PlanRow(str(i), CHANGED, {"external_id": f"u{i}", "cohort_id": tier, "cohort_name": f"{tier}!"},
                     changed=("cohort_name",)) for i, tier in enumerate(["gold", "gold", "silver"])]
     results = [p.prepare(r) for r in rows]
-    assert [type(r) for r in results] == [Item, Skip, Item]
-    assert results[0].channel == "POST /partners/acme/cohorts gold"
-    assert json.loads(results[0].item_json) == {"cohort_id": "gold", "name": "gold!"}
+    assert all(isinstance(r, Item) for r in results)
+    assert [r.channel for r in results] == ["POST /partners/acme/cohorts gold"] * 2 + [
+        "POST /partners/acme/cohorts silver"]
+    assert [json.loads(r.item_json) for r in results] == [{"cohort_id": "gold", "name": "gold!"}] * 2 + [
+        {"cohort_id": "silver", "name": "silver!"}]
+    assert channel_info(results[0].channel).limit == COHORT_LIMIT
 
 
 def test_bad_cohort_ids_and_identifiers_are_invalid_rows() -> None:
@@ -156,3 +173,48 @@ def test_another_partner_name_is_another_destination() -> None:
 
     assert identity("acme")["cohort partner"] == "acme"
     assert identity("acme") != identity("other")
+
+
+class FakeClient:
+    """Answers each request with the next outcome (ACKNOWLEDGED or a RowResult-like failure), and records it."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[str, list[str]]] = []
+
+    def send(self, info: Any, keys: list[str], items: list[str]) -> list[RowResult]:
+        self.sent.append((info.path, [json.loads(i)["name"] for i in items]))
+        answer = self.answers.pop(0)
+        return [RowResult(k, ACKNOWLEDGED) if answer == "ok" else RowResult(k, NOT_ATTEMPTED, answer) for k in keys]
+
+
+def partner_destination(client: FakeClient) -> Any:
+    conn = ConnectionConfig(name="braze", endpoint="http://127.0.0.1:9", cohort_import=CohortImport(partner="acme"))
+    dest = make_destination(conn, None, cohort_sync("partner", id=None, id_column="tier", name_column="tier_name"))
+    dest.project(["external_id", "tier", "tier_name"])
+    dest._client = client
+    return dest
+
+
+def test_a_rename_batch_is_one_request_and_its_answer_is_every_row_s() -> None:
+    """The rename channel's rows (every member whose recorded name is another) share one request per apply:
+    acknowledged together, refused together (none records a name Braze does not hold)."""
+    rows = [(str(i), json.dumps({"cohort_id": "gold", "name": "Gold!"})) for i in range(2500)]
+    dest = partner_destination(FakeClient("Braze answered 423", "ok"))
+    channel = "POST /partners/acme/cohorts gold"
+    batches = list(dest.batches(channel, rows))
+    assert len(batches) == 3
+    first = dest.send(batches[0])
+    assert {r.outcome for r in first} == {NOT_ATTEMPTED} and len(first) == 1000
+    assert {r.reason for r in first} == {"Braze answered 423"}
+    assert all(r.outcome == ACKNOWLEDGED for b in batches[1:] for r in dest.send(b))
+    assert dest._client.sent == [("/partners/acme/cohorts", ["Gold!"])] * 2     # one try, then one success
+    assert dest.estimate({channel: (2500, 0), "POST /partners/acme/cohorts/users gold user_ids add Gold%21": (
+        10, 10)}).requests == {"POST /partners/acme/cohorts": 1, "POST /partners/acme/cohorts/users": 1}
+
+
+def test_rows_naming_their_cohort_otherwise_in_one_batch_are_answered_by_their_own_name() -> None:
+    dest = partner_destination(FakeClient("ok", "Braze answered 400 (name)"))
+    items = [json.dumps({"cohort_id": "gold", "name": n}) for n in ("Gold", "Gold", "")]
+    results = dest.send(Batch("POST /partners/acme/cohorts gold", ("a", "b", "c"), tuple(items)))
+    assert [r.outcome for r in results] == [ACKNOWLEDGED, ACKNOWLEDGED, NOT_ATTEMPTED]

@@ -93,13 +93,15 @@ def _plan(root: Path, variant: str, fast: bool, calls: list[Any] | None = None) 
 
 def _load(root: Path, rows: list[dict[str, Any]], variant: str) -> None:
     """The rows into the warehouse, the first of each key of the variant's sync (a member may be in
-    several cohorts with cohort_column)."""
+    several cohorts with cohort_column), each cohort named as its first row names it."""
     con = duckdb.connect(str(root / "wh.duckdb"))
     con.execute("drop table if exists members_raw")
     con.execute(TABLE)
     seen: set[tuple[Any, ...]] = set()
+    names: dict[str, str | None] = {}       # one name per cohort (the planner refuses a model giving it two)
     for r in rows:
         r = dict(r, n=IDS.index(r["id"]) - 3 if r["id"] in IDS else len(r["id"]))   # an integer member
+        r["tier_name"] = names.setdefault(r["tier"], r["tier_name"])
         key = tuple(r[c] for c in _sync(variant).primary_key)
         if key in seen:
             continue

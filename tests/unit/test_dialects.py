@@ -159,3 +159,36 @@ def test_a_field_changing_kind_changes_every_hash():
         assert names_digest(retyped) != names_digest(counted), name
     widened = [Field(f.name, f.column, "INTEGER" if f.name == "orders" else f.type, f.text) for f in counted]
     assert names_digest(widened) == names_digest(counted)      # the same kind: no change
+
+
+VALUES_PER_GROUP = "SELECT * FROM (VALUES (1, 'gold', 'Gold'), (2, 'gold', 'Gold VIP'), (3, 'silver', 'Silver'), " \
+                   "(4, 'silver', 'Silver'), (5, 'bronze', NULL), (6, 'bronze', 'Bronze'), (7, NULL, 'x'), " \
+                   "(8, NULL, 'y')) AS v(id, tier, tier_name)"
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_every_dialect_generates_the_values_of_groups_with_more_than_one(name):
+    d = dialect_for(name)
+    assert d is not None
+    sql = d.values_per_group("select * from shop.tiers", ("cohort_id", "tier"), ("cohort_name", "tier_name"))
+    assert d.quote("tier") in sql and d.quote("tier_name") in sql and "HAVING count(*) > 1" in sql
+    assert f"AS {d.quote('cohort_id')}" in sql and f"AS {d.quote('cohort_name')}" in sql
+
+
+@pytest.mark.postgres
+def test_postgres_values_per_group_finds_only_the_groups_given_two_values():
+    """gold has two names, bronze a name and a null (two values), silver one; rows of no group are no group."""
+    conn = _pg()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(Postgres().values_per_group(VALUES_PER_GROUP, ("g", "tier"), ("n", "tier_name"))
+                        + " ORDER BY 1, 2")
+            found = cur.fetchall()
+    finally:
+        conn.close()
+    assert found == [("bronze", "Bronze"), ("bronze", None), ("gold", "Gold"), ("gold", "Gold VIP")]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE p (g VARCHAR, n VARCHAR)")
+    con.executemany("INSERT INTO p VALUES (?, ?)", found)
+    with pytest.raises(diff.PlanError, match="'bronze': \"Bronze\", null; 'gold': \"Gold\", \"Gold VIP\""):
+        diff.check_one_value_per_group(con, "p", "g", "n", sync="s", label="tier", why="one name")

@@ -38,6 +38,7 @@ from engine.destinations.braze.endpoints import (
 )
 from engine.destinations.braze.payloads import (
     COHORT_ID_FIELD,
+    COHORT_NAME_FIELD,
     CohortPayloads,
     EventsPayloads,
     PurchasesPayloads,
@@ -108,6 +109,9 @@ class BrazeDestination(Destination):
         self._tally: dict[str, list[int]] = {}
         self._totals: dict[str | None, int] = {}
         self.group_field = COHORT_ID_FIELD if dest.cohort is not None and dest.cohort.id_column else None
+        if self.group_field and self.partner and dest.cohort is not None and dest.cohort.name_column:
+            self.group_constants = {COHORT_NAME_FIELD: "a Braze cohort has one name: each apply would rename it "
+                                                       "to whichever name its last request carried"}
 
     # -- planning (no network, no key) -----------------------------------------------------------
     def project(self, columns: Sequence[str]) -> Projection:
@@ -209,18 +213,22 @@ class BrazeDestination(Destination):
         requests: dict[str, int] = {}
         per_group: dict[str, int] = {}
         data_points = 0
+        named: set[str] = set()            # partner cohorts an apply creates or renames: one request each
         for channel, (count, points) in items.items():
             info = channel_info(channel)
+            data_points += points
+            if info.body_auth and info.cohort is not None and count and (info.array == "" or info.cohort_name):
+                if info.cohort not in named:
+                    named.add(info.cohort)
+                    partner = self.connection.cohort_import.partner if self.connection.cohort_import else ""
+                    create = channel_info(cohort_channels(partner, info.cohort, "external_id")[2])
+                    requests[create.endpoint] = requests.get(create.endpoint, 0) + 1
+                    per_group[create.group] = per_group.get(create.group, 0) + 1
+                if info.array == "":
+                    continue
             n = math.ceil(count / info.limit) if count > 0 else 0
             requests[info.endpoint] = requests.get(info.endpoint, 0) + n
             per_group[info.group] = per_group.get(info.group, 0) + n
-            data_points += points
-            if info.cohort_name is not None and count:    # the cohort is created or renamed first
-                create = channel_info(cohort_channels(self.connection.cohort_import.partner if
-                                                      self.connection.cohort_import else "", info.cohort or "",
-                                                      "external_id")[2])
-                requests[create.endpoint] = requests.get(create.endpoint, 0) + 1
-                per_group[create.group] = per_group.get(create.group, 0) + 1
             if info.profiles and info.identifier and count:
                 # at most: users are looked up once per apply, and a user with several rows once
                 lookup = export_info(info.identifier)
@@ -253,12 +261,16 @@ class BrazeDestination(Destination):
         """A partner cohort batch. Members entering go after the request that creates the cohort (or renames
         it, when its name changed), made once per apply; a rename batch is that request."""
         cohort = info.cohort or ""
-        if info.array == "":                        # the rename channel: one {"cohort_id", "name"} per batch
-            name = json.loads(batch.items[0])["name"]
-            problem = self._name_cohort(cohort, name, batch.keys[0])
-            if problem is None:
-                return [RowResult(key, ACKNOWLEDGED) for key in batch.keys]
-            return [RowResult(key, problem.outcome, problem.reason) for key in batch.keys]
+        if info.array == "":
+            # the rename channel: member rows whose recorded name is another; each is acknowledged when the
+            # request naming the cohort as the row says is (a model giving one cohort two names is refused
+            # by the plan, but a batch is still read row by row)
+            names = [json.loads(item)["name"] for item in batch.items]
+            problems = {name: self._name_cohort(cohort, name, key) for name, key in
+                        dict(zip(names, batch.keys, strict=True)).items()}
+            return [RowResult(key, ACKNOWLEDGED) if (problem := problems[name]) is None
+                    else RowResult(key, problem.outcome, problem.reason)
+                    for key, name in zip(batch.keys, names, strict=True)]
         if info.cohort_name is not None:
             problem = self._name_cohort(cohort, info.cohort_name, batch.keys[0])
             if problem is not None:

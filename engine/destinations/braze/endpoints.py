@@ -10,7 +10,7 @@ A channel names one kind of request; rows of one channel may share a request bod
                                                     {"cohort_id":"<cohort>","cohort_changes":[{"user_ids":[item,...]}]}
     "POST /partners/<p>/cohorts/users <cohort> user_ids|aliases remove"
                                                     ... [{"user_ids":[...],"should_remove":true}]}
-    "POST /partners/<p>/cohorts <cohort>"           {"cohort_id":..,"name":..,"created_at":..} (one per request)
+    "POST /partners/<p>/cohorts <cohort>"           {"cohort_id":..,"name":..,"created_at":..} (one per apply)
 
 Partner channels authenticate in the body (`body_auth`: the client adds partner_api_key and
 client_secret, never an Authorization header); an entering channel ends in the cohort's name
@@ -115,8 +115,9 @@ def channel_info(channel: str) -> ChannelInfo:
 def _partner_channel(channel: str, method: str, path: str, endpoint: str, rest: list[str]) -> ChannelInfo | None:
     parts = path.split("/")            # "", "partners", <partner>, "cohorts"[, "users"]
     if len(parts) == 4 and parts[3] == "cohorts" and len(rest) == 1:
-        return ChannelInfo(channel, method, path, endpoint, "", 1, COHORT_GROUP, "partner cohort import", "", "",
-                           body_auth=True, cohort=rest[0])
+        # the rename channel: its batches carry the member rows a rename acknowledges, one request each
+        return ChannelInfo(channel, method, path, endpoint, "", COHORT_LIMIT, COHORT_GROUP, "partner cohort import",
+                           "", "", body_auth=True, cohort=rest[0])
     if len(parts) != 5 or parts[3:] != ["cohorts", "users"] or len(rest) not in (3, 4):
         return None
     cohort, array, change = rest[0], rest[1], rest[2]

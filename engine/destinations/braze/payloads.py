@@ -575,7 +575,10 @@ def entering_channel(channel: str, name: str) -> str:
 class CohortPayloads:
     """Membership: a row that enters the model enters its cohort, a row that leaves it leaves the cohort
     (whatever on_removed says: leaving is what a cohort is). Nothing else is sent, but a partner
-    cohort's new name (one rename per cohort and plan; the other rows of the cohort are skipped)."""
+    cohort's new name: every member row whose recorded name differs goes on the cohort's rename channel,
+    where one request per apply renames the cohort and acknowledges them all, so the new name is recorded
+    for no member before Braze has it (a rename that fails stays pending on every such row, not on one
+    that may leave the model before the next run)."""
 
     partner = ""                  # set from the connection by the destination (method partner)
     attribute_channel = "POST /users/track attributes"         # method attribute
@@ -597,7 +600,6 @@ class CohortPayloads:
                 problem = f"{self.attribute!r} is reserved by Braze; a cohort attribute must be a custom attribute"
             if problem:
                 problems.add("destination.attribute", problem)
-        self.renamed: set[str] = set()        # cohorts this plan already renames
 
     def cohort_of(self, values: Mapping[str, Any]) -> tuple[str, str | None]:
         """(cohort id, why it cannot be one)."""
@@ -639,9 +641,6 @@ class CohortPayloads:
         return _item(channel, member, ASSIGNMENT_POINTS)
 
     def _rename(self, cohort: str, name: str) -> Result:
-        if cohort in self.renamed:
-            return Skip(f"cohort {cohort} is renamed once, by another of its rows")
-        self.renamed.add(cohort)
         return _item(cohort_channels(self.partner, cohort, self.ident.kind)[2],
                      {"cohort_id": cohort, "name": name}, 0)
 
