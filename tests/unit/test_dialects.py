@@ -41,7 +41,7 @@ def test_every_dialect_generates_key_and_hash_over_every_kind(name):
             assert d.quote(f.column) in sql, (name, f.column)
     assert d.literal("warehouse") in sql                       # a constant field is hashed as its text
     assert d.literal(names_digest(FIELDS)) in sql              # the names enter every hash
-    assert d.recipe == f"{name}-md5/v2"
+    assert d.recipe == ("postgres-hte/v3" if name == "postgres" else f"{name}-md5/v2")
     assert d.experimental is (name != "postgres")
 
 
@@ -55,6 +55,8 @@ def test_dialect_specific_functions():
     assert "convert_timezone('UTC'" in Redshift().normalised("c", "timestamptz")
     assert "to_json(array(" in Databricks().key(["a", "b"])
     assert dialect_for("sqlserver") is None
+    assert "hashtextextended" in Postgres().row_hash(FIELDS) and "md5(" not in Postgres().row_hash(FIELDS)
+    assert "md5(" in Redshift().row_hash(FIELDS) and Redshift().recipe == "redshift-md5/v2"
 
 
 def test_kinds_and_key_types():
