@@ -110,11 +110,14 @@ class Context:
                         stop: threading.Event | None = None) -> Callable[[SyncSpec], Destination]:
         from engine.destinations.braze.destination import make_destination
         from engine.project import resolve_api_key
+        from engine.specs import cohort_attributes, kept_cohorts
 
         def make(sync: SyncSpec) -> Destination:
             conn = self.project.connections[sync.destination.connection]
             key = resolve_api_key(conn, required=need_key)
-            return make_destination(conn, key, sync, stop=stop)
+            return make_destination(conn, key, sync, stop=stop,
+                                    cohort_attributes=cohort_attributes(self.syncs(), conn.name),
+                                    kept_cohorts=kept_cohorts(self.syncs(), sync))
 
         return make
 

@@ -244,6 +244,41 @@ def load_syncs(project: Project, *, select: Sequence[str] | None = None) -> list
     return select_syncs(specs, select) if select else specs
 
 
+def cohort_attributes(specs: Sequence[SyncSpec], connection: str) -> dict[str, str]:
+    """The array attributes that cohort syncs (method attribute) keep their ids in on `connection`:
+    attribute -> the first such sync's name. A users sync must not write them (`_shared_cohorts` for the
+    fields a spec names; the destination, at plan time, for fields mapped from the model's columns)."""
+    kept: dict[str, str] = {}
+    for s in specs:
+        c, d = s.destination.cohort, s.destination
+        if d.object == Object.COHORTS and c is not None and c.method == CohortMethod.ATTRIBUTE and c.attribute \
+                and d.connection == connection:
+            kept.setdefault(c.attribute, s.name)
+    return kept
+
+
+def cohort_place(sync: SyncSpec) -> tuple[str, str] | None:
+    """Where a cohort sync's cohort ids live: (connection, "attribute <name>" or "partner"); None when
+    the sync keeps no cohort."""
+    c, d = sync.destination.cohort, sync.destination
+    if d.object != Object.COHORTS or c is None:
+        return None
+    return d.connection, f"attribute {c.attribute}" if c.method == CohortMethod.ATTRIBUTE else "partner"
+
+
+def kept_cohorts(specs: Sequence[SyncSpec], sync: SyncSpec) -> dict[str, str]:
+    """The cohort ids other syncs keep as a constant `cohort.id` where `sync` keeps its cohorts: id ->
+    that sync's name. A `cohort_column` sync must not produce them (checked at plan time, on the model's
+    values)."""
+    place = cohort_place(sync)
+    kept: dict[str, str] = {}
+    for s in specs:
+        c = s.destination.cohort
+        if s.name != sync.name and place is not None and cohort_place(s) == place and c is not None and c.id:
+            kept.setdefault(c.id, s.name)
+    return kept
+
+
 def _shared_cohorts(specs: Sequence[SyncSpec]) -> list[Problem]:
     """Syncs that would undo each other's cohort memberships on one connection: two cohort syncs keeping
     the same cohort (one's removal takes the other's member out), or a users sync whose fields write the
@@ -251,10 +286,21 @@ def _shared_cohorts(specs: Sequence[SyncSpec]) -> list[Problem]:
     problems: list[Problem] = []
     owners: dict[tuple[str, str, str], SyncSpec] = {}
     attributes: dict[tuple[str, str], SyncSpec] = {}
+    by_column: dict[tuple[str, str], SyncSpec] = {}
     for s in specs:
         c, d = s.destination.cohort, s.destination
         if d.object != Object.COHORTS or c is None:
             continue
+        place = cohort_place(s)
+        if c.id_column and place is not None:
+            other = by_column.setdefault(place, s)
+            if other is not s:
+                loc = s.where("destination.cohort_column")
+                problems.append(Problem(
+                    loc.file, loc.line, loc.col, "destination.cohort_column",
+                    f"sync '{other.name}' ({other.path}) also takes its cohort ids from a column ({place[1]}): two "
+                    "models could both produce one id, and a member leaving one would leave the cohort the other "
+                    "still holds it in; use one sync whose model returns every (member, cohort) row"))
         if c.method == CohortMethod.ATTRIBUTE and c.attribute:
             attributes.setdefault((d.connection, c.attribute), s)
         if c.id is None:

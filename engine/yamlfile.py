@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,17 +443,27 @@ def _false_paths(doc: Document, err: ValidationError, root: Mapping[str, Any]) -
     return [(*path, k) for k in keys] or [path]
 
 
+def _hidden(value: object) -> str:
+    return "(value not shown: a secret's setting)"
+
+
+_SECRET_KEY = re.compile(r"(^|_)(api_key|key|secret|password|passwd|token)$", re.IGNORECASE)
+
+
 def _explain(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> list[Problem]:
     path: YamlPath = tuple(err.absolute_path)
     kind = err.validator
     value = err.instance
+    # a secret's setting: its value is never echoed (an unquoted key is a number, not a string)
+    secret = bool(path) and isinstance(path[-1], str) and bool(_SECRET_KEY.search(path[-1]))
+    shown_as = _hidden if secret else show
     cond = _condition(root, list(err.absolute_schema_path))
     sub = err.schema if isinstance(err.schema, dict) else {}
 
     if "propertyNames" in list(err.relative_schema_path) and isinstance(value, str):
         key_path = (*path, value)
         hint = _PATTERN_HINTS.get(str(err.validator_value), "") if kind == "pattern" else err.message
-        return [doc.problem(key_path, f"{show(value)} is not a valid name: {hint}", at="key")]
+        return [doc.problem(key_path, f"{shown_as(value)} is not a valid name: {hint}", at="key")]
     if err.schema is False or kind is None:
         return [doc.problem(p, f"not allowed{cond or ' here'}", at="key") for p in _false_paths(doc, err, root)]
     if kind == "additionalProperties" and isinstance(value, dict):
@@ -473,17 +484,17 @@ def _explain(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> li
     if kind == "type":
         expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in expected)
-        shown = show(value) if value is not None else ""
+        shown = shown_as(value) if value is not None else ""
         return [doc.problem(path, f"expected {words}, got {type_name(value)}{' ' + shown if shown else ''}")]
     if kind == "enum":
-        options = ", ".join(show(v) for v in err.validator_value)
+        options = ", ".join(shown_as(v) for v in err.validator_value)
         hint = did_you_mean(value, [v for v in err.validator_value if isinstance(v, str)])
-        return [doc.problem(path, f"{show(value)} is not one of {options}{hint}")]
+        return [doc.problem(path, f"{shown_as(value)} is not one of {options}{hint}")]
     if kind == "const":
-        return [doc.problem(path, f"expected {show(err.validator_value)}, got {show(value)}")]
+        return [doc.problem(path, f"expected {shown_as(err.validator_value)}, got {shown_as(value)}")]
     if kind == "pattern":
         hint = _PATTERN_HINTS.get(str(err.validator_value), f"must match {err.validator_value}")
-        return [doc.problem(path, f"{show(value)} is not valid: {hint}")]
+        return [doc.problem(path, f"{shown_as(value)} is not valid: {hint}")]
     if kind == "minLength":
         n = err.validator_value
         return [doc.problem(path, "must not be empty" if n == 1 else f"must be at least {n} characters")]
@@ -491,14 +502,14 @@ def _explain(doc: Document, err: ValidationError, root: Mapping[str, Any]) -> li
         return [doc.problem(path, f"must be at most {err.validator_value} characters")]
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
-        return [doc.problem(path, f"must be {op} {err.validator_value}, got {show(value)}")]
+        return [doc.problem(path, f"must be {op} {err.validator_value}, got {shown_as(value)}")]
     if kind == "minItems":
         n = err.validator_value
         return [doc.problem(path, "must not be empty" if n == 1 else f"needs at least {n} items")]
     if kind == "uniqueItems" and isinstance(value, list):
         seen: list[Any] = []
         dupes = [v for v in value if v in seen or seen.append(v)]  # type: ignore[func-returns-value]
-        return [doc.problem(path, f"{show(dupes[0]) or 'an item'} is listed more than once")]
+        return [doc.problem(path, f"{shown_as(dupes[0]) or 'an item'} is listed more than once")]
     if kind in ("minProperties", "maxProperties"):
         props = list(sub.get("properties", {}))
         if props and sub.get("minProperties") == 1 and sub.get("maxProperties") == 1:

@@ -47,7 +47,7 @@ from engine.destinations.braze.payloads import (
     cohort_channels,
     profile_notes,
 )
-from engine.errors import DestinationError, ProjectError, register_secret
+from engine.errors import DestinationError, PlanError, ProjectError, register_secret
 from engine.project import ConnectionConfig, Secret, resolve_partner_secret
 from engine.specs import SyncSpec
 
@@ -64,6 +64,7 @@ OBJECT_WORDS = {"catalog_items": "catalog item", "subscription_groups": "subscri
 APPLY_RANK = {"cohorts": 2, "user_deletes": 3}
 # identity keys that say where a sync's objects live (not how its rows name them)
 PLACE = ("endpoint", "object", "catalog", "subscription group")
+INVALID_ROWS = 4                # a cohort's tally: [entered, left, renamed, data points, invalid rows]
 
 
 class BrazeDestination(Destination):
@@ -100,6 +101,8 @@ class BrazeDestination(Destination):
             place=PLACE,
         )
         self._client_options = dict(client_options or {})
+        self.cohort_attributes: dict[str, str] = {}     # make_destination: attributes cohort syncs keep ids in
+        self.kept_cohorts: dict[str, str] = {}          # ... and cohort ids other syncs keep where this one does
         self._client: BrazeClient | None = None
         self._gate: ProfileGate | None = None
         self._lock = threading.Lock()
@@ -117,6 +120,15 @@ class BrazeDestination(Destination):
     def project(self, columns: Sequence[str]) -> Projection:
         """Fix the projection (projection.py); payloads then read rows keyed by Braze field."""
         found, spec = projection.project(self.sync, columns)
+        if self.sync.destination.object == "users":
+            taken = [(f, self.cohort_attributes[f]) for f in found.names if f in self.cohort_attributes]
+            if taken:
+                field, owner = taken[0]
+                how = ("mapped from the model's column of that name (no destination.fields)"
+                       if not self.sync.destination.fields else "a field of destination.fields")
+                raise PlanError(f"sync '{self.sync.name}': '{field}' holds the cohort ids of sync '{owner}', and this "
+                                f"sync writes it ({how}): its values would replace the ids. Nothing was sent for "
+                                "this sync. Rename the model's column, or list destination.fields without it")
         self._payloads = self._rules(spec)
         return found
 
@@ -143,11 +155,15 @@ class BrazeDestination(Destination):
             cohort, _ = self._payloads.cohort_of(row.values)
             renamed = result.channel.startswith("POST /partners/") and "/cohorts/users " not in result.channel
             self._count(cohort, 2 if renamed else 1 if row.op == Op.REMOVED else 0, 1, result.data_points)
+        elif isinstance(self._payloads, CohortPayloads) and isinstance(result, Invalid) and row.op != Op.REMOVED:
+            cohort, problem = self._payloads.cohort_of(row.values)
+            if not problem:
+                self._count(cohort, INVALID_ROWS, 1, 0)      # a model row of the cohort that is no member
         return result
 
     def _count(self, cohort: str, what: int, rows: int, points: int) -> None:
-        """Tally a plan's rows of one cohort: `what` 0 entered, 1 left, 2 renamed."""
-        tally = self._tally.setdefault(cohort, [0, 0, 0, 0])
+        """Tally a plan's rows of one cohort: `what` 0 entered, 1 left, 2 renamed, 4 invalid (never sent)."""
+        tally = self._tally.setdefault(cohort, [0, 0, 0, 0, 0])
         tally[what] += rows
         tally[3] += points
 
@@ -160,8 +176,17 @@ class BrazeDestination(Destination):
             self._count(cohort or "", 1 if op == Op.REMOVED else 0, rows, points)
 
     def plan_totals(self, totals: Mapping[str | None, int]) -> None:
-        """The model's rows per value of `group_field` (the cohort id; None: the one cohort), for the notes."""
+        """The model's rows per value of `group_field` (the cohort id; None: the one cohort), for the notes.
+        A `cohort_column` value that another sync keeps as its cohort stops this sync."""
         self._totals = dict(totals)
+        taken = sorted(str(k) for k in totals if k is not None and str(k) in self.kept_cohorts)
+        if self.group_field and taken:
+            column = self.sync.destination.cohort.id_column if self.sync.destination.cohort else ""
+            owners = ", ".join(f"'{k}' (sync '{self.kept_cohorts[k]}')" for k in taken[:5])
+            raise PlanError(f"sync '{self.sync.name}': {column} gives cohort id(s) another sync keeps: {owners}. A "
+                            "member leaving one sync's model would leave the cohort although the other's still "
+                            "holds it. Nothing was sent for this sync. Give the cohorts other ids, or keep them in "
+                            "one sync")
 
     def left_behind(self, old: Mapping[str, str], rows: int) -> str | None:
         """A cohort sync that starts again (another cohort id, attribute, method, partner or identifier)
@@ -186,10 +211,13 @@ class BrazeDestination(Destination):
         totals = ({cohort.id: self._totals.get(None, 0)} if cohort.id is not None
                   else {str(k): v for k, v in self._totals.items() if k is not None})
         for name in sorted(set(totals) | set(self._tally)):
-            entered, left, renamed, points = self._tally.get(name, [0, 0, 0, 0])
-            line = (f"cohort {name}: {entered} entered, {left} left, {max(totals.get(name, 0) - entered, 0)} "
-                    f"unchanged; {points} data point(s)")
-            notes.append(line + ("; renamed" if renamed else ""))
+            if self._payloads.cohort_of({COHORT_ID_FIELD: name})[1]:
+                continue            # not a cohort id: its rows are invalid (counted, and listed by `show`)
+            entered, left, renamed, points, invalid = self._tally.get(name, [0, 0, 0, 0, 0])
+            unchanged = max(totals.get(name, 0) - entered - invalid, 0)
+            line = f"cohort {name}: {entered} entered, {left} left, {unchanged} unchanged; {points} data point(s)"
+            notes.append(line + ("; renamed" if renamed else "") + (f"; {invalid} invalid row(s), not members"
+                                                                    if invalid else ""))
         if sent:
             notes += profile_notes(self.sync, sent)
             notes.append("cohort assignments are billable data points" if self.partner else
@@ -342,10 +370,18 @@ class BrazeDestination(Destination):
 
 
 def make_destination(connection: ConnectionConfig, api_key: str | None, sync: SyncSpec, *,
-                     stop: threading.Event | None = None) -> BrazeDestination:
+                     stop: threading.Event | None = None,
+                     cohort_attributes: Mapping[str, str] | None = None,
+                     kept_cohorts: Mapping[str, str] | None = None) -> BrazeDestination:
     """The Braze destination of one sync. `api_key` may be None when planning; `send` needs it.
-    `stop` (the runner's first Ctrl-C / SIGTERM) ends the client's waits at once.
+    `stop` (the runner's first Ctrl-C / SIGTERM) ends the client's waits at once. `cohort_attributes`:
+    the connection's cohort attributes (attribute -> the cohort sync keeping its ids there), which a
+    users sync may not write, even as a column mapped automatically. `kept_cohorts`: cohort ids other
+    syncs keep where this one keeps its cohorts (id -> sync), which a `cohort_column` may not produce.
 
     Raises ProjectError for a bad endpoint/instance and SpecError for a destination section Braze
     cannot serve (missing identifier, reserved field names, …)."""
-    return BrazeDestination(connection, api_key, sync, client_options={"stop": stop} if stop else None)
+    destination = BrazeDestination(connection, api_key, sync, client_options={"stop": stop} if stop else None)
+    destination.cohort_attributes = dict(cohort_attributes or {})
+    destination.kept_cohorts = dict(kept_cohorts or {})
+    return destination

@@ -87,8 +87,11 @@ def project(sync: SyncSpec, columns: Sequence[str]) -> tuple[Projection, SyncSpe
         c = d.cohort
         if c.id_column:
             pairs.append((COHORT_ID_FIELD, c.id_column))
-        if c.method == "partner" and c.name_column:
-            pairs.append((COHORT_NAME_FIELD, c.name_column))
+        # a partner cohort's name is always a field: without a name, the cohort is named by its id, so
+        # dropping name_column renames the cohorts to their ids in the plan, not behind it (an entering
+        # member's request names the cohort as its row does)
+        if c.method == "partner" and (c.name_column or c.id_column):
+            pairs.append((COHORT_NAME_FIELD, c.name_column or c.id_column or ""))
         elif c.method == "partner" and c.id is not None:
             constants = ((COHORT_NAME_FIELD, c.name or c.id),)
         identity = tuple(f for f in (ident, COHORT_ID_FIELD if c.id_column else None) if f)
@@ -164,7 +167,8 @@ def projected_spec(sync: SyncSpec, projection: Projection) -> SyncSpec:
         c = d.cohort
         changes["cohort"] = CohortSpec(method=c.method, id=c.id, name=c.name, attribute=c.attribute,
                                        id_column=COHORT_ID_FIELD if c.id_column else None,
-                                       name_column=COHORT_NAME_FIELD if c.name_column else None)
+                                       name_column=COHORT_NAME_FIELD if c.method == "partner" and (
+                                           c.name_column or c.id_column) else None)
     if d.subscription is not None:
         s = d.subscription
         changes["subscription"] = SubscriptionSpec(
