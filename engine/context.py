@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import UserError
+from engine.errors import ProjectError, UserError
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -109,15 +109,19 @@ class Context:
     def destination_for(self, *, need_key: bool,
                         stop: threading.Event | None = None) -> Callable[[SyncSpec], Destination]:
         from engine.destinations.braze.destination import make_destination
+        from engine.destinations.braze.endpoints import resolve_base_url
         from engine.project import resolve_api_key
         from engine.specs import cohort_attributes, kept_cohorts
 
         def make(sync: SyncSpec) -> Destination:
             conn = self.project.connections[sync.destination.connection]
             key = resolve_api_key(conn, required=need_key)
+            # the connections to this one's Braze workspace, as far as Reflow can tell: the same REST host
+            host = resolve_base_url(conn)
+            same = [n for n, c in self.project.connections.items() if n == conn.name or _host(c) == host]
             return make_destination(conn, key, sync, stop=stop,
-                                    cohort_attributes=cohort_attributes(self.syncs(), conn.name),
-                                    kept_cohorts=kept_cohorts(self.syncs(), sync))
+                                    cohort_attributes=cohort_attributes(self.syncs(), same),
+                                    kept_cohorts=kept_cohorts(self.syncs(), sync, same))
 
         return make
 
@@ -170,3 +174,14 @@ def select_syncs(syncs: list[SyncSpec], select: Sequence[str] | None, *,
     from engine.specs import select_syncs as select_specs
 
     return select_specs(syncs, select, reads_from=reads_from)
+
+
+def _host(connection: Any) -> str | None:
+    """A connection's REST base URL, None when it has none Reflow can resolve (that connection's own
+    syncs say so; the others go ahead)."""
+    from engine.destinations.braze.endpoints import resolve_base_url
+
+    try:
+        return resolve_base_url(connection)
+    except ProjectError:
+        return None

@@ -184,6 +184,7 @@ class SyncPlan:
     apply_rank: int = 1         # the destination's Capabilities.apply_rank: syncs are applied in rank order
     columns: tuple[tuple[str, str], ...] = ()   # the fields this plan's rows hold, with their model types
     identity_fields: tuple[str, ...] = ()       # fields naming the destination object of a row
+    membership: bool = False                    # the destination's Capabilities.membership
     warnings: tuple[ValueWarning, ...] = ()     # values the destination would mangle, counted per field
     read: dict[str, Any] = field(default_factory=dict)  # where phase 1 ran, rows and bytes read from the warehouse
 
@@ -244,7 +245,7 @@ class SyncPlan:
             "snapshot_rows": self.snapshot_rows, "first_run": self.first_run, "notes": list(self.notes),
             "restart": self.restart, "unmapped": [list(u) for u in self.unmapped], "on_unmapped": self.on_unmapped,
             "append_only": self.append_only, "apply_rank": self.apply_rank, "columns": [list(c) for c in self.columns],
-            "identity_fields": list(self.identity_fields),
+            "identity_fields": list(self.identity_fields), "membership": self.membership,
             "warnings": [asdict(w) for w in self.warnings], "read": self.read,
         }, default=str)
 

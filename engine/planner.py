@@ -167,6 +167,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     # snapshot forgot, so every row sends its value again (nulls too)
     remapped = [] if restart else [f for f in st.forgotten if f in names]
     unset = unmapped if on_unmapped == "unset" else []
+    destination.check_unset(unset)
     group = destination.group_field
     with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
         snapshot = delta.empty_snapshot() if restart else st.table
@@ -589,7 +590,7 @@ class PlanRows:
             fingerprint=context.fingerprint, seq_min=self.seq_min, seq_max=seq_max,
             first_run=first_run, notes=tuple(notes), identity=context.identity, restart=context.restart,
             unmapped=context.unmapped, on_unmapped=context.on_unmapped, append_only=caps.append_only,
-            apply_rank=caps.apply_rank,
+            apply_rank=caps.apply_rank, membership=caps.membership,
             columns=context.columns, identity_fields=self.projection.identity, warnings=self.warnings(),
             read=dict(read or {}),
         )

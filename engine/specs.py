@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -244,15 +244,17 @@ def load_syncs(project: Project, *, select: Sequence[str] | None = None) -> list
     return select_syncs(specs, select) if select else specs
 
 
-def cohort_attributes(specs: Sequence[SyncSpec], connection: str) -> dict[str, str]:
-    """The array attributes that cohort syncs (method attribute) keep their ids in on `connection`:
-    attribute -> the first such sync's name. A users sync must not write them (`_shared_cohorts` for the
-    fields a spec names; the destination, at plan time, for fields mapped from the model's columns)."""
+def cohort_attributes(specs: Sequence[SyncSpec], connections: Collection[str]) -> dict[str, str]:
+    """The array attributes that cohort syncs (method attribute) keep their ids in on `connections` (the
+    connections to one Braze workspace, as far as Reflow can tell): attribute -> the first such sync's
+    name. A users sync must not write them (`_shared_cohorts` for the fields a spec names on the same
+    connection; the destination, at plan time, for fields mapped from the model's columns, fields of
+    another connection to the workspace, and fields it would unset)."""
     kept: dict[str, str] = {}
     for s in specs:
         c, d = s.destination.cohort, s.destination
         if d.object == Object.COHORTS and c is not None and c.method == CohortMethod.ATTRIBUTE and c.attribute \
-                and d.connection == connection:
+                and d.connection in connections:
             kept.setdefault(c.attribute, s.name)
     return kept
 
@@ -266,15 +268,16 @@ def cohort_place(sync: SyncSpec) -> tuple[str, str] | None:
     return d.connection, f"attribute {c.attribute}" if c.method == CohortMethod.ATTRIBUTE else "partner"
 
 
-def kept_cohorts(specs: Sequence[SyncSpec], sync: SyncSpec) -> dict[str, str]:
-    """The cohort ids other syncs keep as a constant `cohort.id` where `sync` keeps its cohorts: id ->
-    that sync's name. A `cohort_column` sync must not produce them (checked at plan time, on the model's
-    values)."""
+def kept_cohorts(specs: Sequence[SyncSpec], sync: SyncSpec, connections: Collection[str]) -> dict[str, str]:
+    """The cohort ids other syncs keep as a constant `cohort.id` where `sync` keeps its cohorts (its
+    attribute or partner, on `connections`: those to its Braze workspace): id -> that sync's name. The
+    sync must not keep them too (checked at plan time: a `cohort_column` sync on the model's values)."""
     place = cohort_place(sync)
     kept: dict[str, str] = {}
     for s in specs:
-        c = s.destination.cohort
-        if s.name != sync.name and place is not None and cohort_place(s) == place and c is not None and c.id:
+        c, other = s.destination.cohort, cohort_place(s)
+        if s.name != sync.name and place is not None and other is not None and other[1] == place[1] \
+                and other[0] in connections and c is not None and c.id:
             kept.setdefault(c.id, s.name)
     return kept
 

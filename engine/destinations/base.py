@@ -68,6 +68,9 @@ class Capabilities:
     append_only: bool = False           # events/purchases: a row is sent once, changes are reported
     sends_removed: bool = False         # whether removed rows produce items (on_removed unset/delete)
     apply_rank: int = 1                 # syncs of one apply go in rank order (Braze: user deletes last)
+    # a row is a membership (cohorts): an added row sent without a usable answer may not be a member, so
+    # every field of it, those naming its object too, becomes UNKNOWN (a changed row's changed fields only)
+    membership: bool = False
     object_word: str = "destination object"     # what one row addresses, in messages ("Braze user")
     # identity keys that say where the objects live (not how rows name them): a sync restarted with these
     # unchanged takes over the objects its old snapshot addressed
@@ -305,6 +308,10 @@ class Destination(ABC):
     def plan_notes(self, sent: int) -> list[str]:
         """What the plan should say about this sync's `sent` rows."""
         return []
+
+    def check_unset(self, fields: Sequence[str]) -> None:
+        """Stop the sync (PlanError) when fields it no longer maps must not be unset (on_unmapped: unset)."""
+        return None
 
     group_field: str | None = None      # plan_totals() counts the model's rows per value of this field
     # fields the rows of one `group_field` value must agree on (a cohort's name), with what a second

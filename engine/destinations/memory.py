@@ -59,9 +59,10 @@ class MemoryDestination(Destination):
                  requests_per_second: float = 1000.0, default_concurrency: int = 4,
                  invalid_keys: Mapping[str, str] | None = None, max_body_bytes: int = 4_000_000,
                  unknown_batches: Collection[int] = (), fields: Mapping[str, str] | None = None,
-                 identity: Mapping[str, str] | None = None, identity_fields: Sequence[str] = ()) -> None:
+                 identity: Mapping[str, str] | None = None, identity_fields: Sequence[str] = (),
+                 membership: bool = False) -> None:
         self.capabilities = Capabilities(default_concurrency=default_concurrency, append_only=append_only,
-                                         sends_removed=sends_removed)
+                                         sends_removed=sends_removed, membership=membership)
         self.max_objects_per_request = max_objects_per_request
         self.max_body_bytes = max_body_bytes
         self.requests_per_second = requests_per_second

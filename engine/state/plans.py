@@ -65,7 +65,7 @@ def load_plan(state: State, plan_id: str | None = None) -> Plan:
             identity=json.loads(identity) if identity else {}, restart=info.get("restart"),
             unmapped=tuple((f, c) for f, c in info.get("unmapped", [])), on_unmapped=info.get("on_unmapped", "keep"),
             append_only=bool(info.get("append_only")), apply_rank=int(info.get("apply_rank", 1)), columns=tuple((f, t) for f, t in info.get("columns", [])),
-            identity_fields=tuple(info.get("identity_fields", [])),
+            identity_fields=tuple(info.get("identity_fields", [])), membership=bool(info.get("membership")),
             warnings=tuple(ValueWarning(**w) for w in info.get("warnings", [])), read=dict(info.get("read", {})),
         ))
     created = head[1] if isinstance(head[1], datetime) else datetime.fromisoformat(str(head[1]))

@@ -492,7 +492,8 @@ class State:
         """Rows sent without a usable answer: the fields their payload may have changed become UNKNOWN
         (a changed row's changed fields; every field of an added or removed row), except the fields that
         name the destination object (the plan's `identity_fields`: those are known either way), unless the
-        row has no other field (a user delete: then its identifier is marked, so it is sent again). An added
+        row has no other field (a user delete: then its identifier is marked, so it is sent again) or is an
+        added membership (a cohort's member: whether it entered is what is unknown). An added
         row's key enters the snapshot with its other fields UNKNOWN, so a later removal is sent too."""
         con = self.con
         rows = (f"FROM {DB}.plan_rows AS p JOIN {DB}.uncertain AS u ON p.plan_id = u.plan_id AND p.seq = u.seq "
@@ -501,9 +502,11 @@ class State:
         n = int(row[0]) if row else 0
         if not n:
             return 0
+        # a membership's added row (Capabilities.membership): whether it is a member is unknown too
         patch = _unknown_patch(
             "CASE WHEN p.op = 'changed' THEN p.changed ELSE json_keys(coalesce(p.new_row, p.old_row, '{}')) END",
-            "coalesce(json_extract_string(ps.info, '$.identity_fields[*]'), []::VARCHAR[])")
+            "CASE WHEN p.op = 'added' AND coalesce(json_extract(ps.info, '$.membership')::BOOLEAN, false) "
+            "THEN []::VARCHAR[] ELSE coalesce(json_extract_string(ps.info, '$.identity_fields[*]'), []::VARCHAR[]) END")
         con.execute(f"""UPDATE {st.table} AS s SET row_hash = NULL, row_json = json_merge_patch(s.row_json, p.patch)
                         FROM (SELECT p.key, {patch} AS patch {rows} AND p.op <> 'added') AS p WHERE s.key = p.key""",
                     [name])

@@ -80,6 +80,24 @@ def test_an_uncertain_addition_later_removed_is_still_removed(lab, run_once):
     assert "p00003" not in lab.snapshot()
 
 
+def test_an_uncertain_membership_addition_is_unknown_but_a_changed_one_keeps_its_identity(lab, run_once):
+    """Capabilities.membership (cohorts): an added row sent without an answer may not be a member, so the
+    fields naming it are UNKNOWN too (the next plan sends it again as entering); a changed row's unanswered
+    send leaves only its changed fields UNKNOWN (a cohort's rename: the member is known to be in)."""
+    lab.insert_people(4)
+    sync = lab.sync()
+    run_once(sync, MemoryDestination(unknown_batches={0}, identity_fields=("id",), membership=True))
+    assert set(lab.snapshot()["p00001"].values()) == {UNKNOWN}
+    again = MemoryDestination(identity_fields=("id",), membership=True)
+    run_once(sync, again)
+    assert {i["key"] for i in again.sent_items} == {f"p{i:05d}" for i in range(4)}
+    assert lab.snapshot()["p00001"]["id"] == "p00001" and lab.snapshot()["p00001"]["tier"] == "silver"
+    lab.sql("update people_raw set tier = 'bad'")
+    run_once(sync, MemoryDestination(unknown_batches={0}, identity_fields=("id",), membership=True))
+    row = lab.snapshot()["p00001"]
+    assert row["id"] == "p00001" and row["tier"] == UNKNOWN and row["name"] != UNKNOWN
+
+
 def run_worker(root: Path, log: Path, kill_on: int) -> int:
     done = subprocess.run([sys.executable, str(WORKER), str(root), str(log), str(kill_on)],
                           capture_output=True, text=True, timeout=120, check=False)

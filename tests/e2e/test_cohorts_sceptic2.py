@@ -11,6 +11,7 @@ import pytest
 import yaml
 from braze_checks import model_rows
 from cli_runner import warehouse_sql
+from sync_story import Recorder, set_sandbox_options
 from test_cohorts import (
     IMPORT_KEY,
     PARTNER_KEY,
@@ -163,3 +164,33 @@ def test_a_partner_key_written_as_a_number_is_not_printed(cli, example_project, 
         assert code != 0 and "partner_api_key" in out + err, out + err
         assert "98765432101234" not in out + err, out + err
         assert PARTNER_KEY not in out + err and IMPORT_KEY not in out + err
+
+
+def test_a_rename_without_answer_is_sent_again_as_a_rename_not_as_every_member_entering(
+        cli, example_project, partner_braze):  # noqa: F811
+    """A partner cohort is renamed; Braze applies the rename but answers 500, so its outcome is unknown.
+    The next plan said "cohort high_value: 59 entered, 0 left, 0 unchanged; 59 data point(s)" although
+    nobody entered, and the apply re-sent every member to /cohorts/users (59 billable data points) besides
+    the rename: the fold of an unanswered row could not tell an unanswered rename from an unanswered
+    entering. An added membership's unanswered send now leaves its identity UNKNOWN too."""
+    project_file = example_project / "reflow_project.yml"
+    project_file.write_text(project_file.read_text() + "    max_retries: 0\n")
+    first_run(cli)
+    members = cohort_members(partner_braze, "high_value")
+    edit_sync(example_project, SYNC, cohort={"id": "high_value", "name": "Top customers"})
+    set_sandbox_options(partner_braze, process_then_fail_rate=1.0, process_then_fail_kind="500")
+    code, out, err = cli("run", "--select", SYNC)
+    assert "outcome unknown" in out + err, out + err
+    set_sandbox_options(partner_braze, process_then_fail_rate=0.0)
+    code, out, err = cli("plan", "--select", SYNC)
+    assert code == 0, out + err
+    note = cohort_note(out, "high_value")
+    assert note.startswith(f"note: cohort high_value: 0 entered, 0 left, {len(members)} unchanged; "
+                           "0 data point(s); renamed"), note
+    recorder = Recorder(partner_braze)
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    assert [r.path for r in recorder.since()] == ["/partners/reflow/cohorts"], [r.path for r in recorder.since()]
+    assert cohort_name(partner_braze, "high_value") == "Top customers"
+    assert cohort_members(partner_braze, "high_value") == members
+

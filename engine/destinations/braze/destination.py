@@ -97,6 +97,7 @@ class BrazeDestination(Destination):
             append_only=dest.object in ("events", "purchases"),
             sends_removed=sends_removed,
             apply_rank=APPLY_RANK.get(dest.object, 1),
+            membership=dest.object == "cohorts",
             object_word=OBJECT_WORDS.get(dest.object, "Braze user"),
             place=PLACE,
         )
@@ -131,6 +132,15 @@ class BrazeDestination(Destination):
                                 "this sync. Rename the model's column, or list destination.fields without it")
         self._payloads = self._rules(spec)
         return found
+
+    def check_unset(self, fields: Sequence[str]) -> None:
+        """A users sync unsetting fields it no longer maps (on_unmapped: unset) must not unset an attribute
+        a cohort sync keeps its ids in: that would empty the cohorts while their plans say "No changes"."""
+        taken = [f for f in fields if f in self.cohort_attributes]
+        if taken:
+            raise PlanError(f"sync '{self.sync.name}': on_unmapped: unset would unset '{taken[0]}', which now holds "
+                            f"the cohort ids of sync '{self.cohort_attributes[taken[0]]}'. Nothing was sent for this "
+                            "sync. Set on_unmapped: keep on this sync (Braze's attribute is then the cohort sync's)")
 
     def _rules(self, spec: SyncSpec) -> Any:
         payloads = build_payloads(spec)
@@ -179,9 +189,16 @@ class BrazeDestination(Destination):
         """The model's rows per value of `group_field` (the cohort id; None: the one cohort), for the notes.
         A `cohort_column` value that another sync keeps as its cohort stops this sync."""
         self._totals = dict(totals)
+        cohort = self.sync.destination.cohort
+        if cohort is not None and cohort.id is not None and cohort.id in self.kept_cohorts:
+            # another connection to this workspace (validate refuses it on one connection)
+            raise PlanError(f"sync '{self.sync.name}': cohort '{cohort.id}' is also kept by sync "
+                            f"'{self.kept_cohorts[cohort.id]}' (another connection to the same Braze REST host): a "
+                            "member leaving one sync's model would leave the cohort although the other's still "
+                            "holds it. Nothing was sent for this sync. Use another cohort id, or one sync")
         taken = sorted(str(k) for k in totals if k is not None and str(k) in self.kept_cohorts)
         if self.group_field and taken:
-            column = self.sync.destination.cohort.id_column if self.sync.destination.cohort else ""
+            column = cohort.id_column if cohort else ""
             owners = ", ".join(f"'{k}' (sync '{self.kept_cohorts[k]}')" for k in taken[:5])
             raise PlanError(f"sync '{self.sync.name}': {column} gives cohort id(s) another sync keeps: {owners}. A "
                             "member leaving one sync's model would leave the cohort although the other's still "

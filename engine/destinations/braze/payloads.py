@@ -618,7 +618,9 @@ class CohortPayloads:
         cohort, problem = self.cohort_of(values)
         if problem:
             return Invalid(problem)
-        if row.op == CHANGED and not row.uncertain:
+        if row.op == CHANGED:
+            # a member whose entering went unanswered has its identity UNKNOWN (Capabilities.membership):
+            # it is "moved" and enters again; one whose rename went unanswered has only its name UNKNOWN
             moved = {self.ident.kind, COHORT_ID_FIELD}.intersection(row.changed)
             if not moved:
                 if COHORT_NAME_FIELD in row.changed and self.method == "partner":
