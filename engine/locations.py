@@ -139,8 +139,11 @@ def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, inc
         delta.needed_keys()
         return delta.fill(FETCHED, counts), FETCHED
     if away.location.used == DiffLocation.WAREHOUSE:
+        # phase 1's statement returned the delta's rows in full: no second read of the model
         counts = _compare_on_warehouse(delta, away, snapshot, key_label, include_removed=include_removed,
                                        state=state)
+        delta.needed_keys()
+        return delta.fill(FETCHED, counts), HASHED
     else:
         _land_pairs(away, extras)
         counts = delta.compare(HASHED, away.fields, key_label, snapshot, include_removed=include_removed,
@@ -170,7 +173,7 @@ def _fetch(away: Away, keys_sql: str | None, n: int, total: int) -> None:
     """The delta's added and changed rows in full, projected, with the warehouse's hash, in FETCHED: by
     key (one query) when they are few, else the whole model filtered here; nothing read when none. Every
     row, unfiltered, when `keys_sql` is None."""
-    con, sync, p = away.con, away.sync, away.projection
+    con, sync = away.con, away.sync
     if keys_sql is not None and not n:
         cols = ", ".join(f"NULL::{c.type} AS {quote(c.name)}" for c in away.fields)
         con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT NULL::VARCHAR AS {diff.KEY}"
@@ -188,12 +191,23 @@ def _fetch(away: Away, keys_sql: str | None, n: int, total: int) -> None:
     keys = [str(r[0]) for r in con.execute(keys_sql).fetchall()] if by_key and keys_sql else None
     sql = away.location.dialect.rows(away.sql, sync.primary_key, away.hash_fields, keys)
     away.warehouse.land_query(con, sql, FETCHED_RAW, model=sync.model)
+    _fetched(away, FETCHED_RAW, "" if by_key or keys_sql is None else f"WHERE m.__key IN ({keys_sql})")
+    con.execute(f"DROP TABLE IF EXISTS {FETCHED_RAW}")
+
+
+def _row_columns(away: Away) -> list[str]:
+    """The model columns `Dialect.rows` returns (each once, sorted), after `__key` and `__hash`."""
+    return sorted({f.column for f in away.hash_fields if f.column})
+
+
+def _fetched(away: Away, raw: str, where: str = "") -> None:
+    """FETCHED (the projected rows with the warehouse's hash, as `_fetch` leaves it) from `raw`, rows of
+    `Dialect.rows` landed as text columns."""
+    p = away.projection
     cols = "".join(f", m.{quote(c)} AS {quote(f)}" for f, c in p.fields)
     cols += "".join(f", {sql_str(text)}::VARCHAR AS {quote(f)}" for f, text in p.constants)
-    con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.__key AS {diff.KEY}{cols}, "
-                f"('0x' || m.__hash)::UBIGINT AS __hash FROM {FETCHED_RAW} AS m"
-                + ("" if by_key or keys_sql is None else f" WHERE m.__key IN ({keys_sql})"))
-    con.execute(f"DROP TABLE IF EXISTS {FETCHED_RAW}")
+    away.con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.__key AS {diff.KEY}{cols}, "
+                     f"('0x' || m.__hash)::UBIGINT AS __hash FROM {raw} AS m {where}")
 
 
 def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *,
@@ -216,15 +230,19 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
     assert dialect is not None
     mirror = Mirror(away.warehouse, dialect, away.mirror_schema, sync.name)
     total = None if include_removed else key_checks(away, key_label)      # append-only: nothing is removed
-    hashed = dialect.hashed(away.sql, sync.primary_key, away.hash_fields)
+    rows = dialect.rows(away.sql, sync.primary_key, away.hash_fields, None)      # __key, __hash, the columns
+    columns = _row_columns(away)
+    nulls = "".join(", NULL" for _ in columns)
     keyed = dialect.keyed(away.sql, sync.primary_key)
-    found = (f"SELECT 'y' AS __in_model, n.__key, n.__hash FROM ({hashed}) AS n "
-             f"LEFT JOIN {mirror.table} AS s ON n.__key = s.key WHERE n.__hash IS DISTINCT FROM s.hash")
+    found = (f"SELECT 'y' AS __in_model, n.__key, n.__hash{''.join(f', n.{dialect.quote(c)}' for c in columns)} "
+             f"FROM ({rows}) AS n LEFT JOIN {mirror.table} AS s ON n.__key = s.key "
+             f"WHERE n.__hash IS DISTINCT FROM s.hash")
     if include_removed:
-        found += (f" UNION ALL SELECT 'n', s.key, NULL FROM {mirror.table} AS s "
+        found += (f" UNION ALL SELECT 'n', s.key, NULL{nulls} FROM {mirror.table} AS s "
                   f"WHERE NOT EXISTS (SELECT 1 FROM ({keyed}) AS k WHERE k.__key = s.key)"
-                  f" UNION ALL SELECT '{COUNTED}', {dialect.as_text('count(*)')}, NULL FROM ({keyed}) AS c")
-    found += f" UNION ALL SELECT '{MARKER}', digest, NULL FROM {mirror.syncs} WHERE sync = {sql_str(sync.name)}"
+                  f" UNION ALL SELECT '{COUNTED}', {dialect.as_text('count(*)')}, NULL{nulls} FROM ({keyed}) AS c")
+    found += (f" UNION ALL SELECT '{MARKER}', digest, NULL{nulls} FROM {mirror.syncs} "
+              f"WHERE sync = {sql_str(sync.name)}")
     for attempt in (1, 2):
         digest = ensure_mirror(mirror, state, sync.name, away.location.recipe)
         away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model)
@@ -250,8 +268,10 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
             counts = delta.compare_found(HASHED_RAW, away.fields, snapshot, total, include_removed=include_removed)
             if nulls or repeats or total != int(digest.split(":")[0]) - counts.removed + counts.added:
                 _keys_again(away, key_label, total)
-            return counts
-        return delta.compare_found(HASHED_RAW, away.fields, snapshot, total, include_removed=include_removed)
+        else:
+            counts = delta.compare_found(HASHED_RAW, away.fields, snapshot, total, include_removed=include_removed)
+        _fetched(away, HASHED_RAW, "WHERE m.__in_model = 'y'")
+        return counts
     finally:
         con.execute(f"DROP TABLE IF EXISTS {HASHED_RAW}")
 
