@@ -260,6 +260,7 @@ def check_one_value_per_group(con: duckdb.DuckDBPyConnection, relation: str, gro
         raise model_failed(exc, sync=sync, model=model or model_label(sync, None)) from exc
     if not found:
         return
+
     def spelled(vs: list[str]) -> str:
         ordered = sorted(vs, key=lambda v: (v == "null", str(json.loads(v))))
         return ", ".join(ordered[:3]) + (f" and {len(vs) - 3} more" if len(vs) > 3 else "")

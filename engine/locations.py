@@ -232,16 +232,16 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
     total = None if include_removed else key_checks(away, key_label)      # append-only: nothing is removed
     rows = dialect.rows(away.sql, sync.primary_key, away.hash_fields, None)      # __key, __hash, the columns
     columns = _row_columns(away)
-    nulls = "".join(", NULL" for _ in columns)
+    blank = "".join(", NULL" for _ in columns)         # the columns of the rows that are not model rows
     keyed = dialect.keyed(away.sql, sync.primary_key)
     found = (f"SELECT 'y' AS __in_model, n.__key, n.__hash{''.join(f', n.{dialect.quote(c)}' for c in columns)} "
              f"FROM ({rows}) AS n LEFT JOIN {mirror.table} AS s ON n.__key = s.key "
              f"WHERE n.__hash IS DISTINCT FROM s.hash")
     if include_removed:
-        found += (f" UNION ALL SELECT 'n', s.key, NULL{nulls} FROM {mirror.table} AS s "
+        found += (f" UNION ALL SELECT 'n', s.key, NULL{blank} FROM {mirror.table} AS s "
                   f"WHERE NOT EXISTS (SELECT 1 FROM ({keyed}) AS k WHERE k.__key = s.key)"
-                  f" UNION ALL SELECT '{COUNTED}', {dialect.as_text('count(*)')}, NULL{nulls} FROM ({keyed}) AS c")
-    found += (f" UNION ALL SELECT '{MARKER}', digest, NULL{nulls} FROM {mirror.syncs} "
+                  f" UNION ALL SELECT '{COUNTED}', {dialect.as_text('count(*)')}, NULL{blank} FROM ({keyed}) AS c")
+    found += (f" UNION ALL SELECT '{MARKER}', digest, NULL{blank} FROM {mirror.syncs} "
               f"WHERE sync = {sql_str(sync.name)}")
     for attempt in (1, 2):
         digest = ensure_mirror(mirror, state, sync.name, away.location.recipe)
@@ -346,6 +346,7 @@ def one_value_per_group(away: Away, group: str, field: str, *, label: str, why: 
                               model=sync.model)
     diff.check_one_value_per_group(con, PROBLEMS, group, field, sync=sync.name, label=label, why=why,
                                    model=away.model)
+
 
 def shared_identity(away: Away, identity: Sequence[str], what: str) -> None:
     """Rows with different keys addressing one destination object stop the sync (diff.check_identity),

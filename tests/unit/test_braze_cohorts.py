@@ -218,3 +218,14 @@ def test_rows_naming_their_cohort_otherwise_in_one_batch_are_answered_by_their_o
     items = [json.dumps({"cohort_id": "gold", "name": n}) for n in ("Gold", "Gold", "")]
     results = dest.send(Batch("POST /partners/acme/cohorts gold", ("a", "b", "c"), tuple(items)))
     assert [r.outcome for r in results] == [ACKNOWLEDGED, ACKNOWLEDGED, NOT_ATTEMPTED]
+
+
+def test_a_constant_cohort_turned_cohort_column_is_not_advised_to_be_emptied() -> None:
+    """The old cohort may be one of the new ones: emptying it would empty what the new spec fills."""
+    old = {"object": "cohorts", "cohort": "high_value", "cohort method": "partner", "cohort partner": "acme"}
+    conn = ConnectionConfig(name="braze", endpoint="http://127.0.0.1:9", cohort_import=CohortImport(partner="acme"))
+    column = make_destination(conn, None, cohort_sync("partner", id=None, id_column="tier"))
+    note = column.left_behind(old, 59) or ""
+    assert "59 membership(s)" in note and "if tier gives the id high_value too" in note and "do not empty it" in note
+    constant = make_destination(conn, None, cohort_sync("partner", id="other", name="Other"))
+    assert "do not empty it" not in (constant.left_behind(old, 59) or "")

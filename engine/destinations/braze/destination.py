@@ -215,8 +215,14 @@ class BrazeDestination(Destination):
         else:
             where = f"partner cohort {old['cohort']}" + (f" of partner {old['cohort partner']}"
                                                         if old.get("cohort partner") else "")
-        return (f"Braze keeps the {rows:,} membership(s) this sync recorded in {where}: Reflow does not take "
+        note = (f"Braze keeps the {rows:,} membership(s) this sync recorded in {where}: Reflow does not take "
                 "them out of the old cohort (remove them in Braze, or empty the old cohort first, under the old spec)")
+        cohort = self.sync.destination.cohort
+        if cohort is not None and cohort.id_column and not old["cohort"].startswith("from column "):
+            # constant -> cohort_column: the new cohorts may include the old one
+            note += (f"; if {cohort.id_column} gives the id {old['cohort']} too, this sync keeps that cohort again "
+                     "(its members are sent again as entering): do not empty it")
+        return note
 
     def plan_notes(self, sent: int) -> list[str]:
         """What the plan should say about this sync's `sent` rows (profiles Braze may not have; cohorts)."""
@@ -392,9 +398,10 @@ def make_destination(connection: ConnectionConfig, api_key: str | None, sync: Sy
                      kept_cohorts: Mapping[str, str] | None = None) -> BrazeDestination:
     """The Braze destination of one sync. `api_key` may be None when planning; `send` needs it.
     `stop` (the runner's first Ctrl-C / SIGTERM) ends the client's waits at once. `cohort_attributes`:
-    the connection's cohort attributes (attribute -> the cohort sync keeping its ids there), which a
-    users sync may not write, even as a column mapped automatically. `kept_cohorts`: cohort ids other
-    syncs keep where this one keeps its cohorts (id -> sync), which a `cohort_column` may not produce.
+    the cohort attributes on the connections to this one's REST host (attribute -> the cohort sync keeping
+    its ids there), which a users sync may not write, even as a column mapped automatically, nor unset.
+    `kept_cohorts`: cohort ids other syncs keep where this one keeps its cohorts (id -> sync), which
+    this sync may not keep too (a `cohort_column` may not produce them).
 
     Raises ProjectError for a bad endpoint/instance and SpecError for a destination section Braze
     cannot serve (missing identifier, reserved field names, …)."""
