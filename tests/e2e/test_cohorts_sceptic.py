@@ -169,6 +169,8 @@ def test_a_rename_sends_one_request_however_many_members(cli, example_project, p
     assert code == 0, out + err
     sync = json.loads(out)["syncs"][0]
     assert sync["requests"] == 1 and sync["requests_by_endpoint"] == {"POST /partners/reflow/cohorts": 1}, sync
+    # nobody enters: neither the note on members Braze may lack nor the one on billable assignments
+    assert not [n for n in sync["notes"] if "never creates users" in n or "billable" in n], sync["notes"]
     recorder = Recorder(partner_braze)
     code, out, err = cli("apply", "--yes")
     assert code == 0, out + err

@@ -241,8 +241,10 @@ class BrazeDestination(Destination):
             line = f"cohort {name}: {entered} entered, {left} left, {unchanged} unchanged; {points} data point(s)"
             notes.append(line + ("; renamed" if renamed else "") + (f"; {invalid} invalid row(s), not members"
                                                                     if invalid else ""))
-        if sent:
-            notes += profile_notes(self.sync, sent)
+        entering = sum(t[0] for t in self._tally.values())
+        if entering:        # what Braze may lack matters to members entering (a rename or a leave needs no user)
+            notes += profile_notes(self.sync, entering)
+        if any(t[3] for t in self._tally.values()):
             notes.append("cohort assignments are billable data points" if self.partner else
                          f"each cohort id added to or removed from {cohort.attribute} is a data point")
         return notes
