@@ -269,13 +269,20 @@ class Postgres(Dialect):
         # the type's output text, as COPY lands it for the local diff (concat() prints it so; format() would
         # put a '%' in SQL sent with parameters): a cast differs for some types (char(n) drops its padding,
         # inet gains a /32), and a key spelled otherwise than locally is another key
-        return f"CASE WHEN {sql} IS NOT NULL THEN concat({sql}) END"
+        # COLLATE "C": keys compare (mirror joins, key checks) byte for byte, as Reflow's snapshot compares
+        # them, whatever the column's collation (a case-insensitive ICU key would join 'Bob' to 'bob')
+        return f"(CASE WHEN {sql} IS NOT NULL THEN concat({sql}) END) COLLATE \"C\""
 
     def normalised(self, column: str, kind_: str) -> str:
+        # to_char drops the era: a date or time before year 1 gets ' BC' (AD values keep their text, and
+        # with it their hashes)
+        utc = f"({column} AT TIME ZONE 'UTC')"
         return {
-            "timestamptz": f"to_char({column} AT TIME ZONE 'UTC', '{ISO_MS}')",
-            "timestamp": f"to_char({column}, '{ISO_MS}')",
-            "date": f"to_char({column}, 'YYYY-MM-DD')",
+            "timestamptz": f"to_char({utc}, '{ISO_MS}') || CASE WHEN {utc} < TIMESTAMP '0001-01-01' THEN ' BC' "
+                           "ELSE '' END",
+            "timestamp": f"to_char({column}, '{ISO_MS}') || CASE WHEN {column} < TIMESTAMP '0001-01-01' THEN ' BC' "
+                         "ELSE '' END",
+            "date": f"to_char({column}, 'YYYY-MM-DD') || CASE WHEN {column} < DATE '0001-01-01' THEN ' BC' ELSE '' END",
             "float": f"encode(float8send(({column})::float8), 'hex')",
             "int": f"({column})::text",
             "bool": f"CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END",
