@@ -215,7 +215,6 @@ class Dialect:
                 f"WHERE {set_}) AS k JOIN (SELECT {named} FROM (\n{body}\n) AS m WHERE {set_} GROUP BY {cols} "
                 f"HAVING count(*) > 1) AS d ON {on}")
 
-
     def values_per_group(self, model_sql: str, group: tuple[str, str], field: tuple[str, str]) -> str:
         """The distinct (group, field) values of the groups (group set) with more than one value of the
         field (a null one counts): normally none. Pairs are (field, column)."""
@@ -224,6 +223,7 @@ class Dialect:
         pairs = f"SELECT DISTINCT {gc} AS g, {fc} AS v FROM (\n{body}\n) AS m WHERE {gc} IS NOT NULL"
         return (f"SELECT d.g AS {self.quote(group[0])}, d.v AS {self.quote(field[0])} FROM ({pairs}) AS d "
                 f"WHERE d.g IN (SELECT e.g FROM ({pairs}) AS e GROUP BY e.g HAVING count(*) > 1)")
+
 
 def _body(model_sql: str) -> str:
     return model_sql.rstrip().rstrip(";")
@@ -239,6 +239,12 @@ def _interleave(parts: Sequence[str], sep: str) -> list[str]:
 
 
 ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+
+
+def _with_era(value: str, picture: str, type_: str) -> str:
+    """PostgreSQL: to_char of a date or time, which drops the era, with ' BC' after a value before year 1
+    (values after it keep their text, and with it their hashes)."""
+    return f"to_char({value}, '{picture}') || CASE WHEN {value} < {type_} '0001-01-01' THEN ' BC' ELSE '' END"
 
 
 class Postgres(Dialect):
@@ -274,15 +280,11 @@ class Postgres(Dialect):
         return f"(CASE WHEN {sql} IS NOT NULL THEN concat({sql}) END) COLLATE \"C\""
 
     def normalised(self, column: str, kind_: str) -> str:
-        # to_char drops the era: a date or time before year 1 gets ' BC' (AD values keep their text, and
-        # with it their hashes)
         utc = f"({column} AT TIME ZONE 'UTC')"
         return {
-            "timestamptz": f"to_char({utc}, '{ISO_MS}') || CASE WHEN {utc} < TIMESTAMP '0001-01-01' THEN ' BC' "
-                           "ELSE '' END",
-            "timestamp": f"to_char({column}, '{ISO_MS}') || CASE WHEN {column} < TIMESTAMP '0001-01-01' THEN ' BC' "
-                         "ELSE '' END",
-            "date": f"to_char({column}, 'YYYY-MM-DD') || CASE WHEN {column} < DATE '0001-01-01' THEN ' BC' ELSE '' END",
+            "timestamptz": _with_era(utc, ISO_MS, "TIMESTAMP"),
+            "timestamp": _with_era(column, ISO_MS, "TIMESTAMP"),
+            "date": _with_era(column, "YYYY-MM-DD", "DATE"),
             "float": f"encode(float8send(({column})::float8), 'hex')",
             "int": f"({column})::text",
             "bool": f"CASE WHEN {column} THEN 't' WHEN NOT {column} THEN 'f' END",
