@@ -44,7 +44,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -704,15 +704,33 @@ class State:
         """A digest of a sync's snapshot keys and hashes (what a warehouse mirror must hold): rows and an
         order-free checksum (the sum of 60 bits of each `key,hash` line's MD5). Equal digests, equal (key,
         hash) sets, whatever the versions say."""
+        query = self._digest_query(sync)
+        return _digest(self.con, query) if query else "0:0"
+
+    def snapshot_digester(self, sync: str) -> Callable[[], str]:
+        """`snapshot_digest` of the committed snapshot, computed by the function returned on a cursor of its
+        own: in another thread while this connection reads the warehouse (10M rows: 2 s)."""
+        query = self._digest_query(sync)
+        if not query:
+            return lambda: "0:0"
+        cursor = self.con.cursor()
+
+        def digest() -> str:
+            try:
+                return _digest(cursor, query)
+            finally:
+                cursor.close()
+
+        return digest
+
+    def _digest_query(self, sync: str) -> str | None:
         st = self.sync(sync)
         if st is None:
-            return "0:0"
+            return None
         # the checksum is one the warehouse computes over the mirror's rows too (Mirror.digest), so a
         # mirror edited by hand is found out, not only one whose recorded digest is stale
         line = "key || ',' || coalesce(printf('%016x', row_hash), '')"
-        row = self.con.execute(f"SELECT count(*), coalesce(sum(('0x' || substr(md5({line}), 1, 15))::BIGINT), 0) "
-                               f"FROM {st.table}").fetchone()
-        return f"{row[0]}:{row[1]}" if row else "0:0"
+        return f"SELECT count(*), coalesce(sum(('0x' || substr(md5({line}), 1, 15))::BIGINT), 0) FROM {st.table}"
 
     def snapshot_hashes_csv(self, sync: str, path: Path, keys: str | None = None) -> int:
         """Write `key,hash` (hash as 16 hex digits, empty when unknown) of a sync's snapshot to a CSV file;
@@ -938,3 +956,8 @@ def new_id(prefix: str) -> str:
     now_ns = time.time_ns()
     stamp = datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y%m%dT%H%M%S")
     return f"{prefix}_{stamp}_{os.getpid() % 10000:04d}{now_ns // 1000 % 1_000_000:06d}{next(_ids) % 1000:03d}"
+
+
+def _digest(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    row = con.execute(query).fetchone()
+    return f"{row[0]}:{row[1]}" if row else "0:0"

@@ -1,7 +1,8 @@
 """`diff: warehouse`: Reflow's mirror of a sync's snapshot hashes, kept on the warehouse.
 
     <mirror_schema>.reflow_mirror_syncs        sync, digest, version, recipe, rows, updated_at
-    <mirror_schema>."reflow_mirror__<sync>"    key, hash (16 hex digits; NULL: unknown, always a candidate)
+    <mirror_schema>."reflow_mirror__<sync>"    key, hash (16 hex digits; NULL: unknown, always a candidate),
+                                               checksum (generated: 60 bits of the MD5 of `key,hash`)
                                                (a name over PostgreSQL's 63 bytes: cut, with a digest of the sync)
 
 The local snapshot stays the source of truth. The mirror is current when its recorded `digest` equals
@@ -23,6 +24,10 @@ from engine.warehouse.base import Warehouse
 from engine.warehouse.dialects import Dialect
 
 SYNCS = "reflow_mirror_syncs"
+# each row's share of the digest, kept by PostgreSQL as a stored generated column: written with the row (an
+# UPDATE by hand recomputes it; it cannot be written itself), so checking the digest on every plan sums one
+# column (10M rows: 0.6 s) instead of hashing every row again (5.6 s)
+CHECKSUM = "('x' || substr(md5(key || ',' || coalesce(hash, '')), 1, 15))::bit(60)::bigint"
 
 
 class Mirror:
@@ -35,8 +40,12 @@ class Mirror:
 
     def recorded(self) -> tuple[str, int, str] | None:
         """(digest, version, recipe) the mirror records; None when it has none (never built, dropped)."""
-        exists = self.warehouse.query("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
-                                      [self.syncs, self.table])
+        # a mirror without its generated checksum (made by an older Reflow, or its expression dropped by
+        # hand) is as good as none: rebuilt
+        exists = self.warehouse.query(
+            "SELECT to_regclass(%s) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+            "to_regclass(%s) AND attname = 'checksum' AND attgenerated = 's' AND NOT attisdropped)",
+            [self.syncs, self.table])
         if not exists or not exists[0][0]:
             return None
         rows = self.warehouse.query(f"SELECT digest, version, recipe FROM {self.syncs} WHERE sync = %s", [self.sync])
@@ -44,10 +53,9 @@ class Mirror:
 
     def digest(self) -> str:
         """The digest of the (key, hash) rows the mirror holds, computed as State.snapshot_digest computes
-        the snapshot's: what phase 1 will read, whatever the bookkeeping row says."""
-        line = "key || ',' || coalesce(hash, '')"
-        rows = self.warehouse.query(f"SELECT count(*), coalesce(sum(('x' || substr(md5({line}), 1, 15))::bit(60)"
-                                    f"::bigint), 0) FROM {self.table}")
+        the snapshot's: what phase 1 will read, whatever the bookkeeping row says (each row's checksum is
+        generated from its key and hash)."""
+        rows = self.warehouse.query(f"SELECT count(*), coalesce(sum(checksum), 0) FROM {self.table}")
         return f"{int(rows[0][0])}:{int(rows[0][1])}"
 
     def _bookkeeping(self) -> list[tuple[str, Any]]:
@@ -62,7 +70,8 @@ class Mirror:
             self.warehouse.write([
                 *self._bookkeeping(),
                 ("sql", (f"DROP TABLE IF EXISTS {self.table}", [])),
-                ("sql", (f"CREATE TABLE {self.table} (key text NOT NULL, hash text)", [])),
+                ("sql", (f"CREATE TABLE {self.table} (key text NOT NULL, hash text, "
+                         f"checksum bigint GENERATED ALWAYS AS ({CHECKSUM}) STORED)", [])),
                 ("copy", (f"COPY {self.table} (key, hash) FROM STDIN WITH (FORMAT csv)", data)),
                 ("sql", (f"ALTER TABLE {self.table} ADD PRIMARY KEY (key)", [])),
                 ("sql", (f"ANALYZE {self.table}", [])),
