@@ -14,7 +14,6 @@ once (State.invalidate_hashes_if_needed): every row is compared field by field, 
 
 from __future__ import annotations
 
-import concurrent.futures
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -247,6 +246,8 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
     # the snapshot's digest is computed here beside phase 1 (10M rows: 2 s of DuckDB while PostgreSQL works):
     # phase 1 reads a mirror that matches the digest it records, and its answer is taken only once that digest
     # is the snapshot's; when it is not, the mirror is rebuilt from the snapshot and phase 1 runs again
+    import concurrent.futures  # here: a plan without `diff: warehouse` imports no thread pool
+
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="reflow-digest") as pool:
         snapshot_digest = pool.submit(state.snapshot_digester(sync.name))
         known: str | None = None

@@ -41,7 +41,7 @@ def test_every_dialect_generates_key_and_hash_over_every_kind(name):
             assert d.quote(f.column) in sql, (name, f.column)
     assert d.literal("warehouse") in sql                       # a constant field is hashed as its text
     assert d.literal(names_digest(FIELDS)) in sql              # the names enter every hash
-    assert d.recipe == ("postgres-hte/v3" if name == "postgres" else f"{name}-md5/v2")
+    assert d.recipe == ("postgres-hte/v4" if name == "postgres" else f"{name}-md5/v2")
     assert d.experimental is (name != "postgres")
 
 
@@ -125,6 +125,37 @@ def test_postgres_hash_is_stable_and_normalised():
         (3, '2026-01-01 10:00:00.123+00'::timestamptz, 1::numeric, '{"a": 1, "b": 2}'::jsonb, NULL),
         (4, '2026-01-01 10:00:00.123+00'::timestamptz, 1::numeric, '{"a": 1, "b": 2}'::jsonb, '')
         ) AS v(id, t, x, j, s)""", fields, ["id"])
+
+
+@pytest.mark.postgres
+def test_postgres_dates_and_times_hash_by_instant_whatever_the_session():
+    """Dates and times enter the hash by their binary form cut to the millisecond (recipe v4): the session's
+    TimeZone and DateStyle change nothing, a change under the millisecond is none (the local normal form
+    cuts there too), and a millisecond, an era or infinity is a change."""
+    fields = [Field("t", "t", "TIMESTAMP WITH TIME ZONE"), Field("l", "l", "TIMESTAMP"), Field("d", "d", "DATE")]
+    rows = """SELECT * FROM (VALUES
+        (1, '2026-01-01 10:00:00.123+00'::timestamptz, '2026-01-01 10:00:00.123'::timestamp, '2026-01-01'::date),
+        (2, '2026-01-01 10:00:00.123999+00'::timestamptz, '2026-01-01 10:00:00.1239'::timestamp, '2026-01-01'::date),
+        (3, '2026-01-01 10:00:00.124+00'::timestamptz, '2026-01-01 10:00:00.123'::timestamp, '2026-01-01'::date),
+        (4, '2026-01-01 10:00:00.123+00'::timestamptz, '2026-01-01 10:00:00.123'::timestamp, '0044-03-15 BC'::date),
+        (5, '2026-01-01 10:00:00.123+00'::timestamptz, '2026-01-01 10:00:00.123'::timestamp, '0044-03-15'::date),
+        (6, 'infinity'::timestamptz, '-infinity'::timestamp, 'infinity'::date),
+        (7, NULL::timestamptz, NULL::timestamp, NULL::date)
+        ) AS v(id, t, l, d)"""
+    conn = _pg()
+    try:
+        seen = []
+        for zone, style in (("UTC", "ISO, MDY"), ("Pacific/Chatham", "SQL, DMY"), ("Asia/Kolkata", "German")):
+            with conn.cursor() as cur:
+                cur.execute(f"SET TimeZone = '{zone}'; SET DateStyle = '{style}'")
+                cur.execute(Postgres().hashed(rows, ["id"], fields) + " ORDER BY 1")
+                seen.append(dict((str(k), str(h)) for k, h in cur.fetchall()))
+    finally:
+        conn.close()
+    assert seen[0] == seen[1] == seen[2]
+    h = seen[0]
+    assert h["1"] == h["2"]
+    assert len({h["1"], h["3"], h["4"], h["5"], h["6"], h["7"]}) == 6
 
 
 @pytest.mark.postgres

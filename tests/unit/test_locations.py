@@ -37,7 +37,7 @@ def test_local_by_default_and_a_sync_overrides_the_project():
     assert choose(project(), sync(), PG, ["BIGINT"], preview=False).used == DiffLocation.LOCAL
     loc = choose(project("warehouse"), sync(DiffLocation.HASHES), PG, ["BIGINT"], preview=False)
     assert (loc.asked, loc.used, loc.recipe, loc.note) == (DiffLocation.HASHES, DiffLocation.HASHES,
-                                                           "postgres-hte/v3", None)
+                                                           "postgres-hte/v4", None)
     loc = choose(project("warehouse"), sync(), PG, ["VARCHAR"], preview=False)
     assert loc.used == DiffLocation.WAREHOUSE and loc.note is None
 
@@ -64,7 +64,7 @@ def test_keys_spelled_differently_diff_locally():
 def test_a_read_only_plan_never_writes_the_mirror():
     loc = choose(project("warehouse"), sync(), PG, ["BIGINT"], preview=True)
     assert loc.used == DiffLocation.HASHES and "read-only" in (loc.note or "")
-    assert dataclasses.replace(loc, note=None).recipe == "postgres-hte/v3"
+    assert dataclasses.replace(loc, note=None).recipe == "postgres-hte/v4"
 
 
 def test_a_grouped_destination_keeps_its_counts_with_hashes():
