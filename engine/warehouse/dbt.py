@@ -401,7 +401,8 @@ class DbtWarehouse:
 
     @property
     def mirror_writable(self) -> bool:
-        return self.adapter_type == "postgres"
+        # the mirror's checksum is a stored generated column: PostgreSQL 12 or later
+        return self.adapter_type == "postgres" and int(getattr(self._pg_handle(), "server_version", 0)) >= 120000
 
     def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
         """The model's columns and the types they land as, from a LIMIT 0 query on PostgreSQL."""

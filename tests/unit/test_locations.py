@@ -45,7 +45,7 @@ def test_local_by_default_and_a_sync_overrides_the_project():
 @pytest.mark.parametrize(("wh", "asked", "used", "says"), [
     (warehouse(in_process=True), "warehouse", "hashes", "no mirror to keep"),
     (warehouse(in_process=True), "hashes", "hashes", None),
-    (warehouse(dialect=Snowflake()), "warehouse", "hashes", "PostgreSQL only"),
+    (warehouse(dialect=Snowflake()), "warehouse", "hashes", "PostgreSQL 12 or later only"),
     (warehouse(), "hashes", "local", "no hash SQL"),
 ])
 def test_what_the_warehouse_cannot_do_falls_back_with_a_note(wh, asked, used, says):
@@ -84,3 +84,18 @@ def test_long_sync_names_get_mirror_tables_of_their_own():
     assert table_name(a) == table_name(a)                     # the same name every run
     exactly = "s" * (63 - len("reflow_mirror__"))
     assert table_name(exactly) == "reflow_mirror__" + exactly
+
+
+def test_a_postgresql_before_12_keeps_no_mirror_and_runs_hashes(monkeypatch):
+    """The mirror's checksum is a stored generated column (PostgreSQL 12+): an older server is asked for
+    `diff: warehouse`, and gets `hashes` with a note instead of a failing CREATE TABLE."""
+    from engine.warehouse.dbt import DbtWarehouse
+
+    monkeypatch.setattr(DbtWarehouse, "adapter_type", property(lambda self: "postgres"))
+    wh = object.__new__(DbtWarehouse)
+    for version, used in ((110022, DiffLocation.HASHES), (120000, DiffLocation.WAREHOUSE),
+                          (150004, DiffLocation.WAREHOUSE)):
+        monkeypatch.setattr(DbtWarehouse, "_pg_handle", lambda self, v=version: SimpleNamespace(server_version=v))
+        loc = choose(project("warehouse"), sync(), wh, ["VARCHAR"], preview=False)
+        assert loc.used == used, version
+        assert (loc.note is not None and "PostgreSQL 12 or later" in loc.note) == (used == DiffLocation.HASHES)
