@@ -25,3 +25,19 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error's text (DuckDB's carry context lines), or its type when it has none."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# control characters whose JSON escape `\u00XX` holds a hex letter: PostgreSQL's to_json writes it in
+# lowercase, DuckDB's (the local diff's composite keys) in uppercase
+LETTER_ESCAPES = (0x0B, 0x0E, 0x0F, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F)
+
+
+def uppercase_escapes(json_text: str) -> str:
+    """SQL (PostgreSQL and DuckDB alike) respelling the `\\u00XX` escapes of LETTER_ESCAPES in the JSON text
+    `json_text` with uppercase hex, as DuckDB spells them. Escaped backslashes (`\\\\`) are set aside first
+    (JSON text holds no raw control character, so chr(1) can stand for them), so a key holding the literal
+    text `\\u001f` keeps it."""
+    respelled = f"replace({json_text}, '\\\\', chr(1))"
+    for code in LETTER_ESCAPES:
+        respelled = f"replace({respelled}, '\\u{code:04x}', '\\u{code:04X}')"
+    return f"replace({respelled}, chr(1), '\\\\')"

@@ -43,6 +43,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ import duckdb
 from engine import __version__
 from engine.errors import LockError, RemoteStateError, StateError, StateGoneError
 from engine.plan import KILLED_REASON, REJECTED_REASON, SEND, PlanStatus, RunStatus
-from engine.sql import first_line, json_path, sql_str
+from engine.sql import first_line, json_path, sql_str, uppercase_escapes
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 3
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
+# PostgreSQL recipes whose composite keys spelt nine JSON escapes in lowercase (`State._respell_keys`)
+LOWERCASE_ESCAPES = re.compile(r"postgres-[a-z0-9]+/v[123]$")
 DB = "rstate.main"
 UNKNOWN = "\u001freflow:outcome-unknown"        # a field value Braze may or may not hold
 UNKNOWN_JSON = json.dumps(UNKNOWN)
@@ -696,9 +699,21 @@ class State:
             return False
         with self.transaction():
             self.con.execute(f"UPDATE {st.table} SET row_hash = NULL")
+            if LOWERCASE_ESCAPES.match(st.hash_recipe or ""):
+                self._respell_keys(st.table)
             self.con.execute(f"UPDATE {DB}.syncs SET duckdb_version = ?, hash_recipe = ? WHERE name = ?",
                              [duckdb.__version__, recipe, sync])
         return True
+
+    def _respell_keys(self, table: str) -> None:
+        """Composite keys written by a PostgreSQL recipe before v4 spell nine JSON escapes (`\\u001f`, …) in
+        lowercase; every location now spells them as the local diff does (`\\u001F`): respelled once, so the
+        rows keep their keys (else removed and added: events sent again). A respelled key the snapshot
+        already holds is left as it is."""
+        respelled = uppercase_escapes("s.key")
+        self.con.execute(f"UPDATE {table} AS s SET key = {respelled} WHERE s.key LIKE '[%' "
+                         f"AND regexp_matches(s.key, '\\\\u00(0[bef]|1[a-f])') "
+                         f"AND NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.key = {respelled})")
 
     def snapshot_digest(self, sync: str) -> str:
         """A digest of a sync's snapshot keys and hashes (what a warehouse mirror must hold): rows and an

@@ -356,6 +356,31 @@ def test_a_duckdb_upgrade_rehashes_from_stored_rows_without_resending(lab, run_o
     assert not plan.has_changes and dest.received == []
 
 
+def test_composite_keys_a_postgresql_recipe_spelt_in_lowercase_are_respelled_once(lab, run_once):
+    """PostgreSQL's recipes before v4 spelt nine JSON escapes of composite keys in lowercase (`\\u001f`), the
+    local diff in uppercase: the snapshot's keys are respelled once, when its hashes are forgotten, so a
+    sync moving to `local` (or to v4) keeps its rows: nothing removed, added or sent. A key holding the
+    literal text `\\u001f` keeps it."""
+    lab.insert_people(4)
+    lab.sql("update people_raw set name = 'a' || chr(31) || 'b' || chr(11) where id = 'p00001'")
+    lab.sql("update people_raw set name = '\\u001f' || chr(14) where id = 'p00002'")
+    sync = lab.sync(primary_key=("id", "name"))
+    run_once(sync, MemoryDestination())
+    with State.open(lab.project.state_path, command="t") as state:   # as PostgreSQL's v3 recipe wrote it
+        before = sorted(r[0] for r in state.con.execute("select key from rstate.main.snap_1").fetchall())
+        assert '["p00001","a\\u001Fb\\u000B"]' in before and '["p00002","\\\\u001f\\u000E"]' in before
+        state.con.execute("update rstate.main.syncs set hash_recipe = 'postgres-hte/v3'")
+        for code in ("001F", "000B", "000E"):
+            state.con.execute(f"update rstate.main.snap_1 set key = replace(key, '\\u{code}', '\\u{code.lower()}')")
+    dest = MemoryDestination()
+    plan, _ = run_once(sync, dest)
+    c = plan.syncs[0].counts
+    assert (c.added, c.removed, c.changed) == (0, 0, 0), c
+    assert dest.received == []
+    with State.open(lab.project.state_path, command="t") as state:
+        assert sorted(r[0] for r in state.con.execute("select key from rstate.main.snap_1").fetchall()) == before
+
+
 def test_sub_millisecond_and_timezone_noise_is_no_change(lab, run_once):
     lab.insert_people(5)
     sync = lab.sync()

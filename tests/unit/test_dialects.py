@@ -168,7 +168,13 @@ def test_postgres_values_are_not_ambiguous_across_columns():
 
 @pytest.mark.postgres
 def test_postgres_keys_are_spelled_as_the_local_diff_spells_them():
-    values = "(1, 'x'), (20, 'a\"é/' || chr(1)), (300, '')"
+    # every control character (nine of them are escaped with a hex letter: PostgreSQL writes it in lowercase,
+    # DuckDB in uppercase), next to literal backslashes and a text spelling an escape itself
+    controls = ", ".join(f"({100 + c}, 'k' || chr({c}) || 'z')" for c in range(1, 32))
+    values = ("(1, 'x'), (20, 'a\"é/' || chr(1)), (300, ''), "
+              "(400, '\\' || chr(11)), (401, '\\\\' || chr(31) || chr(26)), (402, '\\u001f'), "
+              "(403, chr(14) || chr(14) || '\\u000e' || chr(15)), (404, chr(27) || '\"' || chr(28) || chr(29) || chr(30)), "
+              + controls)
     conn = _pg()
     try:
         with conn.cursor() as cur:
@@ -179,7 +185,8 @@ def test_postgres_keys_are_spelled_as_the_local_diff_spells_them():
         conn.close()
     con = duckdb.connect()
     local = con.execute(f"SELECT {diff.key_expr(['id', 'name'])}, {diff.key_expr(['id'])} FROM "
-                        f"(VALUES (1, 'x'), (20, 'a\"é/' || chr(1)), (300, '')) AS m(id, name) ORDER BY id").fetchall()
+                        f"(VALUES {values}) AS m(id, name) ORDER BY id").fetchall()
+    assert len(local) == 39
     assert [tuple(r) for r in remote] == [tuple(r) for r in local]
 
 
