@@ -41,10 +41,17 @@ class Mirror:
     def recorded(self) -> tuple[str, int, str] | None:
         """(digest, version, recipe) the mirror records; None when it has none (never built, dropped)."""
         # a mirror without its generated checksum (made by an older Reflow, or its expression dropped by
-        # hand) is as good as none: rebuilt
+        # hand), or whose checksum is generated from other columns than `key` and `hash` (a column renamed
+        # and replaced by hand: the expression follows the old one, so the checksums would not see a new
+        # hash), is as good as none: rebuilt
         exists = self.warehouse.query(
-            "SELECT to_regclass(%s) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
-            "to_regclass(%s) AND attname = 'checksum' AND attgenerated = 's' AND NOT attisdropped)",
+            "SELECT to_regclass(%s) IS NOT NULL AND coalesce((SELECT array_agg(c.attname::text ORDER BY "
+            "c.attname::text COLLATE \"C\") FROM pg_attribute AS a JOIN pg_attrdef AS d ON d.adrelid = "
+            "a.attrelid AND d.adnum = a.attnum JOIN pg_depend AS dep ON dep.classid = 'pg_attrdef'::regclass "
+            "AND dep.objid = d.oid AND dep.refobjid = a.attrelid AND dep.refobjsubid > 0 JOIN pg_attribute AS c "
+            "ON c.attrelid = a.attrelid AND c.attnum = dep.refobjsubid WHERE a.attrelid = to_regclass(%s) AND "
+            "a.attname = 'checksum' AND a.attgenerated = 's' AND NOT a.attisdropped), '{}') "
+            "= ARRAY['checksum', 'hash', 'key']",
             [self.syncs, self.table])
         if not exists or not exists[0][0]:
             return None
