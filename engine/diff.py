@@ -109,6 +109,8 @@ def normalized(col: Column, table: str = "") -> str:
     """SQL that renders one column as the value Braze will see, stable across runs."""
     c = table + quote(col.name)
     t = col.type.upper()
+    if _time_list(t):       # each timestamp as a scalar one is (ISO text in UTC, to the millisecond)
+        return f"to_json(list_transform({c}, lambda __t: {normalized(Column('__t', t[:-2]))}))"
     if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
         return f"strftime(timezone('UTC', {c}), '{ISO}')"
     if t.startswith("TIMESTAMP"):
@@ -134,6 +136,8 @@ def hashable(col: Column) -> str:
     formatting strings is left to the delta rows only."""
     c = quote(col.name)
     t = col.type.upper()
+    if _time_list(t):
+        return f"list_transform({c}, lambda __t: {hashable(Column('__t', t[:-2]))})"
     if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
         return f"date_trunc('millisecond', timezone('UTC', {c}))"
     if t.startswith("TIMESTAMP"):
@@ -147,6 +151,12 @@ def hashable(col: Column) -> str:
     if t == "JSON":
         return f"to_json({c})"
     return c
+
+
+def _time_list(t: str) -> bool:
+    """A list of timestamps (one level: `TIMESTAMP WITH TIME ZONE[]`), whose elements are normalised as
+    timestamps are (a deeper list is JSON as it is)."""
+    return t.startswith("TIMESTAMP") and t.endswith("[]") and not t[:-2].endswith("]")
 
 
 def _is_float(t: str) -> bool:

@@ -139,7 +139,7 @@ def is_time_type(type_text: str) -> bool:
     """A TIMESTAMP or DATE column (of any precision or time zone): the diff normalises its values to
     ISO-8601 text, or to 'infinity' / '-infinity'. `PlanRow.times` lists the fields read from one."""
     t = type_text.strip().upper()
-    return t.startswith("TIMESTAMP") or t == "DATE"
+    return (t.startswith("TIMESTAMP") or t == "DATE") and not t.endswith("]")    # a list of them is a list
 
 
 @dataclass(frozen=True)

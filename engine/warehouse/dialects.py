@@ -50,14 +50,14 @@ def kind(duck_type: str) -> str:
     """The normalisation a value of this (DuckDB-named) type gets: timestamptz, timestamp, date, float,
     int, bool, json, list, text or other."""
     t = duck_type.upper()
+    if t.endswith("]"):          # before the timestamps: TIMESTAMP WITH TIME ZONE[] is a list
+        return "list"
     if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
         return "timestamptz"
     if t.startswith("TIMESTAMP"):
         return "timestamp"
     if t == "DATE":
         return "date"
-    if t.endswith("]"):
-        return "list"
     if t in ("FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT") or t.startswith(("DECIMAL", "NUMERIC")):
         return "float"
     if t in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "INT"):

@@ -890,3 +890,32 @@ def test_composite_numeric_keys_sort_naturally(story):
     keys = [r["key"] for r in s.plan_rows("--sync", "pairs")]
     numbers = [json.loads(k)[1] for k in keys]
     assert numbers == [str(i) for i in range(1, 12)], keys
+
+
+# ------------------------------------------------------------------------------ a list of timestamps
+
+
+def test_a_list_of_timestamps_is_sent_as_iso_text_and_plans_nothing_again(story):
+    """A TIMESTAMPTZ[] column (once refused: its type was taken for a timestamp) is an array attribute of
+    ISO texts in UTC to the millisecond, as a single timestamp is: a change under the millisecond or of
+    the session's time zone plans nothing; a millisecond is a change."""
+    s = story
+    first_sync(s)
+    s.edit_model(USERS, "    t.last_order_at,\n", "    t.last_order_at,\n    [t.last_order_at::timestamptz, "
+                 "timestamptz '2026-03-01 12:00:00.123456+02'] as seen_at,\n")
+    s.edit_fields(USERS, lambda f: f.update(seen_at="seen_at"))
+    s.ok("run", "--select", USERS, *ALLOW)
+    model = s.model(USERS)
+    one = model[0]["customer_id"]
+    seen = profile_value(s.sandbox.user(one), "seen_at")
+    assert isinstance(seen, list) and seen[1] == "2026-03-01T10:00:00.123Z", seen
+    assert seen[0].endswith("Z") and len(seen[0]) == len("2026-03-01T10:00:00.123Z"), seen
+    assert not s.plan("--select", USERS)["has_changes"]
+    s.edit_model(USERS, "12:00:00.123456+02", "12:00:00.123999+02")       # under the millisecond
+    assert not s.plan("--select", USERS)["has_changes"]
+    s.edit_model(USERS, "12:00:00.123999+02", "12:00:00.124+02")
+    users = s.sync_of(s.plan("--select", USERS), USERS)
+    assert users["changed"] == len(model), users
+    s.ok("run", "--select", USERS, *ALLOW)
+    assert profile_value(s.sandbox.user(one), "seen_at")[1] == "2026-03-01T10:00:00.124Z"
+    assert not s.plan("--select", USERS)["has_changes"]
