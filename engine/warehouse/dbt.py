@@ -397,12 +397,20 @@ class DbtWarehouse:
 
     @property
     def dialect(self) -> Dialect | None:
-        return None if self.adapter_type == "duckdb" else dialect_for(self.adapter_type)
+        if self.adapter_type == "duckdb":
+            return None
+        if self.adapter_type == "postgres" and self._pg_version() < 110000:
+            return None        # no hashtextextended before PostgreSQL 11: the diff runs locally, with a note
+        return dialect_for(self.adapter_type)
 
     @property
     def mirror_writable(self) -> bool:
         # the mirror's checksum is a stored generated column: PostgreSQL 12 or later
-        return self.adapter_type == "postgres" and int(getattr(self._pg_handle(), "server_version", 0)) >= 120000
+        return self.adapter_type == "postgres" and self._pg_version() >= 120000
+
+    def _pg_version(self) -> int:
+        """The PostgreSQL server's version number (150004 for 15.4), as the connection reports it."""
+        return int(getattr(self._pg_handle(), "server_version", 0))
 
     def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
         """The model's columns and the types they land as, from a LIMIT 0 query on PostgreSQL."""

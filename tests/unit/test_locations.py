@@ -99,3 +99,8 @@ def test_a_postgresql_before_12_keeps_no_mirror_and_runs_hashes(monkeypatch):
         loc = choose(project("warehouse"), sync(), wh, ["VARCHAR"], preview=False)
         assert loc.used == used, version
         assert (loc.note is not None and "PostgreSQL 12 or later" in loc.note) == (used == DiffLocation.HASHES)
+    # before 11 (no hashtextextended) neither hashes nor warehouse: the diff runs locally, with a note
+    monkeypatch.setattr(DbtWarehouse, "_pg_handle", lambda self: SimpleNamespace(server_version=100023))
+    for asked in ("hashes", "warehouse"):
+        loc = choose(project(asked), sync(), wh, ["VARCHAR"], preview=False)
+        assert loc.used == DiffLocation.LOCAL and loc.note and "diffing locally" in loc.note
