@@ -41,42 +41,30 @@ def counts(p: dict[str, Any]) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------- the mirror's generated checksum, edited around
 
-def test_a_mirror_whose_hash_column_was_renamed_and_replaced_does_not_hide_a_change(pg_shop, pg, braze_env, capsys):
-    """The checksum is generated from the column it was created over, by number, not by name: rename `hash`
-    away and add a plain `hash` column in its place, and the checksum keeps following the renamed column,
-    while phase 1 joins on the new one. A hash edited by hand in the new column (to the model's hash of a
-    changed row) leaves the digest as recorded: the mirror is trusted, and the change is hidden (the same
-    hand edit without the rename is caught: test_a_mirror_hash_edited_by_hand_to_match_the_model_...)."""
+# hand edits after which the checksums no longer follow the `hash` column phase 1 joins on
+RENAMED = ("ALTER TABLE {m} RENAME COLUMN hash TO hash_was; ALTER TABLE {m} ADD COLUMN hash text; "
+           "UPDATE {m} SET hash = hash_was")
+FROZEN = ("ALTER TABLE {m} ADD COLUMN frozen bigint; UPDATE {m} SET frozen = checksum; "
+          "ALTER TABLE {m} DROP COLUMN checksum; ALTER TABLE {m} ADD COLUMN checksum bigint GENERATED ALWAYS AS "
+          "(frozen) STORED")
+
+
+@pytest.mark.parametrize("edit", [RENAMED, FROZEN], ids=["hash-renamed-and-replaced", "checksum-over-a-frozen-copy"])
+def test_a_mirror_whose_checksum_no_longer_follows_its_hash_does_not_hide_a_change(pg_shop, pg, braze_env, capsys,
+                                                                                  edit):
+    """The checksum is generated from the columns it was created over, by number, not by name. Rename `hash`
+    away and add a plain `hash` in its place, or generate `checksum` again over a frozen copy of the old
+    checksums: a hash then edited by hand (to the model's hash of a changed row) leaves the digest as
+    recorded. Such a mirror (its checksum not generated from `key` and `hash`) is rebuilt, and the change
+    goes out (before the fix it was trusted and the change hidden)."""
     simple(pg_shop, pg)
     cli = ShopCli(pg_shop, capsys, target="pg")
     run(cli, "--dbt-build")
     mirror = mirror_of(pg)
     src(pg, "UPDATE {src} SET v = 100 WHERE id = 1")
-    pg_rows(pg["dsn"], f"ALTER TABLE {mirror} RENAME COLUMN hash TO hash_was; "
-                       f"ALTER TABLE {mirror} ADD COLUMN hash text; UPDATE {mirror} SET hash = hash_was; "
-                       f"UPDATE {mirror} SET hash = '{model_hash(pg, 1)}' WHERE key = '1'")
+    pg_rows(pg["dsn"], edit.format(m=mirror) + f"; UPDATE {mirror} SET hash = '{model_hash(pg, 1)}' WHERE key = '1'")
     p = plan(cli)
     assert p["read"]["diff"] == "warehouse", p["read"]
-    assert counts(p) == (0, 1, 0), counts(p)
-    run(cli)
-    assert attrs(braze_env, "u1")["v"] == 100
-
-
-def test_a_mirror_whose_checksum_was_regenerated_from_a_frozen_copy_does_not_hide_a_change(pg_shop, pg, braze_env,
-                                                                                           capsys):
-    """The checksum column dropped and added again, still `GENERATED ALWAYS ... STORED` (so the check on
-    pg_attribute passes), but over a plain copy of the old checksums: a later hand edit of a hash leaves
-    every checksum as it was."""
-    simple(pg_shop, pg)
-    cli = ShopCli(pg_shop, capsys, target="pg")
-    run(cli, "--dbt-build")
-    mirror = mirror_of(pg)
-    src(pg, "UPDATE {src} SET v = 100 WHERE id = 1")
-    pg_rows(pg["dsn"], f"ALTER TABLE {mirror} ADD COLUMN frozen bigint; UPDATE {mirror} SET frozen = checksum; "
-                       f"ALTER TABLE {mirror} DROP COLUMN checksum; "
-                       f"ALTER TABLE {mirror} ADD COLUMN checksum bigint GENERATED ALWAYS AS (frozen) STORED; "
-                       f"UPDATE {mirror} SET hash = '{model_hash(pg, 1)}' WHERE key = '1'")
-    p = plan(cli)
     assert counts(p) == (0, 1, 0), counts(p)
     run(cli)
     assert attrs(braze_env, "u1")["v"] == 100
@@ -262,18 +250,14 @@ def test_a_view_whose_values_follow_the_session_zone(pg_shop, pg, braze_env, cap
     monkeypatch.setenv("PGTZ", "UTC")
     run(cli, "--dbt-build")
     assert attrs(braze_env, "u1") == {"d": "2024-03-31", "l": "2024-03-31T23:30:00.000Z"}
-    monkeypatch.setenv("PGTZ", "Asia/Tokyo")
-    p = plan(cli)
-    assert counts(p) == (0, 2, 0), counts(p)
-    run(cli)
-    assert attrs(braze_env, "u1") == {"d": "2024-04-01", "l": "2024-04-01T08:30:00.000Z"}
-    quiet(plan(cli))
-    monkeypatch.setenv("PGTZ", "UTC")
-    p = plan(cli)
-    assert counts(p) == (0, 2, 0), counts(p)
-    run(cli)
-    assert attrs(braze_env, "u1") == {"d": "2024-03-31", "l": "2024-03-31T23:30:00.000Z"}
-    quiet(plan(cli))
+    for zone, seen in (("Asia/Tokyo", {"d": "2024-04-01", "l": "2024-04-01T08:30:00.000Z"}),
+                       ("UTC", {"d": "2024-03-31", "l": "2024-03-31T23:30:00.000Z"})):
+        monkeypatch.setenv("PGTZ", zone)
+        p = plan(cli)
+        assert counts(p) == (0, 2, 0), (zone, counts(p))
+        run(cli)
+        assert attrs(braze_env, "u1") == seen
+        quiet(plan(cli))
 
 
 # ---------------------------------------------------------------- a mirror behind, trusted by the first pass
