@@ -75,9 +75,8 @@ def choose(project: Project, sync: SyncSpec, warehouse: Warehouse, key_types: Se
         return Location(asked, DiffLocation.LOCAL, HASH_RECIPE, None, f"diff: {asked} not used: {why}; diffing locally")
     if asked == DiffLocation.WAREHOUSE and not warehouse.mirror_writable:
         return Location(asked, DiffLocation.HASHES, dialect.recipe, dialect,
-                        f"diff: warehouse needs a mirror Reflow can keep on {dialect.name} (PostgreSQL 12 or later only, "
-                        "for now); "
-                        "using hashes")
+                        f"diff: warehouse needs a mirror Reflow can keep on {dialect.name} (for now PostgreSQL 12 or "
+                        "later only); using hashes")
     if asked == DiffLocation.WAREHOUSE and grouped:
         return Location(asked, DiffLocation.HASHES, dialect.recipe, dialect,
                         "this destination counts the model's rows per group (cohort), which phase 1 on the "

@@ -285,7 +285,7 @@ class Postgres(Dialect):
     def normalised(self, column: str, kind_: str) -> str:
         # dates and times by their binary form (timestamp_send: microseconds since 2000, date_send: days),
         # in hex: the instant itself, whatever the session's DateStyle or TimeZone, its era and infinity
-        # included, at a third of to_char's cost (1M rows of 12 columns, serial: the row hash 2.4 s → 1.7 s);
+        # included, cheaper than to_char (1M rows of 12 columns, serial: the whole row hash 2.4 s → 1.7 s);
         # cut to the millisecond first, as the local normal form is, so a change Braze cannot see is none
         return {
             "timestamptz": f"encode(timestamp_send(date_trunc('milliseconds', ({column}) AT TIME ZONE 'UTC')), 'hex')",
