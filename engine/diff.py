@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -109,8 +110,9 @@ def normalized(col: Column, table: str = "") -> str:
     """SQL that renders one column as the value Braze will see, stable across runs."""
     c = table + quote(col.name)
     t = col.type.upper()
-    if _time_list(t):       # each timestamp as a scalar one is (ISO text in UTC, to the millisecond)
-        return f"to_json(list_transform({c}, lambda __t: {normalized(Column('__t', t[:-2]))}))"
+    element = _time_element(t)
+    if element:             # each timestamp as a scalar one is (ISO text in UTC, to the millisecond)
+        return f"to_json(list_transform({c}, lambda __t: {normalized(Column('__t', element))}))"
     if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
         return f"strftime(timezone('UTC', {c}), '{ISO}')"
     if t.startswith("TIMESTAMP"):
@@ -136,8 +138,9 @@ def hashable(col: Column) -> str:
     formatting strings is left to the delta rows only."""
     c = quote(col.name)
     t = col.type.upper()
-    if _time_list(t):
-        return f"list_transform({c}, lambda __t: {hashable(Column('__t', t[:-2]))})"
+    element = _time_element(t)
+    if element:
+        return f"list_transform({c}, lambda __t: {hashable(Column('__t', element))})"
     if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
         return f"date_trunc('millisecond', timezone('UTC', {c}))"
     if t.startswith("TIMESTAMP"):
@@ -153,10 +156,12 @@ def hashable(col: Column) -> str:
     return c
 
 
-def _time_list(t: str) -> bool:
-    """A list of timestamps (one level: `TIMESTAMP WITH TIME ZONE[]`), whose elements are normalised as
-    timestamps are (a deeper list is JSON as it is)."""
-    return t.startswith("TIMESTAMP") and t.endswith("[]") and not t[:-2].endswith("]")
+def _time_element(t: str) -> str | None:
+    """The element type of a list (or fixed-size array) of timestamps, one level deep (`TIMESTAMP WITH TIME
+    ZONE[]`, `TIMESTAMP[3]`), whose elements are normalised as timestamps are; None for any other type (a
+    deeper list is JSON as it is)."""
+    found = re.fullmatch(r"(TIMESTAMP[^\[\]]*)\[\d*\]", t)
+    return found[1] if found else None
 
 
 def _is_float(t: str) -> bool:

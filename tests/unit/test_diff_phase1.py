@@ -80,3 +80,25 @@ def test_a_delta_runs_its_phases_in_order_and_drops_its_scratch_relations(con):
     assert scratch == []                     # dropped on leaving the block
     with diff.Delta(con, sync="s") as again:     # closed: the connection takes a new one
         assert again.compare(SOURCE, COLUMNS, "id", "snap").total == 9
+
+
+@pytest.mark.parametrize("type_", ["TIMESTAMP WITH TIME ZONE[]", "TIMESTAMP[]", "TIMESTAMP[2]", "TIMESTAMP_NS[]"])
+def test_a_list_of_timestamps_is_normalised_element_by_element(type_):
+    """Each element as a timestamp is (ISO text in UTC, to the millisecond), whatever the session's zone; the
+    hash sees no change under the millisecond and sees one at it. A list was once taken for a timestamp."""
+    con = duckdb.connect(":memory:")
+    try:
+        col = diff.Column("a", type_)
+        values = {}
+        for name, first in (("a", "10:00:00.123456"), ("b", "10:00:00.123999"), ("c", "10:00:00.124")):
+            con.execute(f"CREATE TABLE {name} AS SELECT ['2026-03-01 {first}+00', NULL]::{type_} AS a")
+            for zone in ("UTC", "Asia/Tokyo"):
+                con.execute(f"SET TimeZone = '{zone}'")
+                row = con.execute(f"SELECT {diff.normalized(col)}, hash({diff.hashable(col)}) FROM {name}").fetchone()
+                values.setdefault(name, set()).add(row)
+        assert all(len(v) == 1 for v in values.values()), values
+        (a,), (b,), (c,) = values["a"], values["b"], values["c"]
+        assert a[0] == '["2026-03-01T10:00:00.123Z",null]' and a == b
+        assert c[0] == '["2026-03-01T10:00:00.124Z",null]' and c[1] != a[1]
+    finally:
+        con.close()
