@@ -253,7 +253,8 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
         known: str | None = None
         races = 0
         while True:
-            digest = ensure_mirror(mirror, state, sync.name, away.location.recipe, known)
+            digest = ensure_mirror(mirror, state, sync.name, away.location.recipe, known,
+                                   pending=snapshot_digest.result)
             away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model)
             marks = [r[0] for r in con.execute(f"SELECT __key FROM {HASHED_RAW} WHERE __in_model = '{MARKER}'").fetchall()]
             counted = [r[0] for r in con.execute(f"SELECT __key FROM {HASHED_RAW} WHERE __in_model = '{COUNTED}'").fetchall()]
@@ -299,12 +300,14 @@ def _keys_again(away: Away, key_label: str, counted: int) -> None:
                     f"rows, then {total:,}): nothing was sent for this sync; plan again")
 
 
-def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str, digest: str | None = None) -> str:
+def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str, digest: str | None = None, *,
+                  pending: Callable[[], str] | None = None) -> str:
     """Rebuild the mirror from the local snapshot unless it records the snapshot's digest (`digest`) and this
     recipe and its rows have that digest (missing, dropped, behind after a crash, another state's, edited by
     hand): returns the digest the mirror now records. Without `digest`, a mirror whose rows have the digest
     it records is taken as it is, and that digest returned: the caller compares it with the snapshot's
-    before it trusts what phase 1 read."""
+    before it trusts what phase 1 read. `pending`: the snapshot's digest being computed already (waited for
+    when a rebuild needs it, rather than computed again)."""
     recorded = mirror.recorded()
     # the rows are checked too (one sum over the mirror's generated checksums): a hash edited by hand to
     # match the model would otherwise hide that row's change
@@ -312,7 +315,7 @@ def ensure_mirror(mirror: Mirror, state: State, sync: str, recipe: str, digest: 
             and mirror.digest() == recorded[0]):
         return recorded[0]
     if digest is None:
-        digest = state.snapshot_digest(sync)
+        digest = pending() if pending else state.snapshot_digest(sync)
     st = state.sync(sync)
     path = scratch_csv()
     try:

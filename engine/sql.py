@@ -41,3 +41,13 @@ def uppercase_escapes(json_text: str) -> str:
     for code in LETTER_ESCAPES:
         respelled = f"replace({respelled}, '\\u{code:04x}', '\\u{code:04X}')"
     return f"replace({respelled}, chr(1), '\\\\')"
+
+
+def letter_escape_chars() -> str:
+    """A regular expression (PostgreSQL and DuckDB) matching a raw character of LETTER_ESCAPES."""
+    return "[" + "".join(f"\\x{code:02x}" for code in LETTER_ESCAPES) + "]"
+
+
+def lowercase_escape() -> str:
+    """A regular expression matching the JSON escape of a LETTER_ESCAPES character spelt in lowercase."""
+    return "\\\\u00(" + "|".join(f"{code:02x}" for code in LETTER_ESCAPES) + ")"

@@ -56,7 +56,7 @@ import duckdb
 from engine import __version__
 from engine.errors import LockError, RemoteStateError, StateError, StateGoneError
 from engine.plan import KILLED_REASON, REJECTED_REASON, SEND, PlanStatus, RunStatus
-from engine.sql import first_line, json_path, sql_str, uppercase_escapes
+from engine.sql import first_line, json_path, lowercase_escape, sql_str, uppercase_escapes
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
@@ -712,7 +712,7 @@ class State:
         already holds is left as it is."""
         respelled = uppercase_escapes("s.key")
         self.con.execute(f"UPDATE {table} AS s SET key = {respelled} WHERE s.key LIKE '[%' "
-                         f"AND regexp_matches(s.key, '\\\\u00(0[bef]|1[a-f])') "
+                         f"AND regexp_matches(s.key, {sql_str(lowercase_escape())}) "
                          f"AND NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.key = {respelled})")
 
     def snapshot_digest(self, sync: str) -> str:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from engine.sql import uppercase_escapes
+from engine.sql import letter_escape_chars, uppercase_escapes
 
 HEX_DIGITS = 16          # a 64-bit hash
 
@@ -271,8 +271,7 @@ class Postgres(Dialect):
         holding one would be another key after a switch of diff location. Only the (rare) texts holding one
         are respelled."""
         plain = f"to_json({text_sql})::text"
-        return (f"CASE WHEN {text_sql} ~ '[\\x0b\\x0e\\x0f\\x1a-\\x1f]' THEN {uppercase_escapes(plain)} "
-                f"ELSE {plain} END")
+        return f"CASE WHEN {text_sql} ~ '{letter_escape_chars()}' THEN {uppercase_escapes(plain)} ELSE {plain} END"
 
     def key_text(self, sql: str) -> str:
         # the type's output text, as COPY lands it for the local diff (concat() prints it so; format() would
