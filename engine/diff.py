@@ -330,7 +330,7 @@ def compute_delta(con: duckdb.DuckDBPyConnection, relation: str, columns: Sequen
     # the snapshot's (key, hash, rowid) is the hash join's build side, as written: DuckDB's side
     # flipping would build the wide model side when the two have the same row count (the steady
     # state), which measured 2.5x slower at 10M rows
-    with _optimizer_disabled(con, "build_side_probe_side"), _model_rows(sync=sync, model=model or model_label(sync, None)):
+    with _optimizer_disabled(con, "build_side_probe_side"), model_rows(sync=sync, model=model or model_label(sync, None)):
         con.execute(f"""
             CREATE TABLE {DELTA} AS
             SELECT CASE WHEN s.key IS NULL THEN 'added' WHEN n.__key IS NULL THEN 'removed' ELSE 'changed' END AS __op,
@@ -395,7 +395,7 @@ def fill_delta(con: duckdb.DuckDBPyConnection, fetched: str, columns: Sequence[C
 
 
 @contextlib.contextmanager
-def _model_rows(*, sync: str, model: str) -> Iterator[None]:
+def model_rows(*, sync: str, model: str) -> Iterator[None]:
     """While a query computes the model's rows: their errors (ROW_ERRORS) are the model's."""
     try:
         yield
@@ -477,6 +477,31 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
     con.execute(f"DROP TABLE IF EXISTS {DELTA}")
     row = con.execute(f"SELECT count(*) FROM {ROWS}").fetchone()
     return int(row[0]) if row else 0
+
+
+def rendered_row(columns: Sequence[tuple[str, str]], table: str) -> str:
+    """SQL: the JSON of a row whose fields (name, model type) hold the model's values as they came
+    (not normalised), prefixed by `table`: the same text as `_new_row` over the normalised values."""
+    if not columns:
+        return "'{}'"
+    struct = ", ".join(f"{quote(name)} := {normalized(Column(name, kind), table)}" for name, kind in columns)
+    return f"to_json(struct_pack({struct}))::VARCHAR"
+
+
+def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refused: str | None = None) -> str:
+    """SQL: a first run's rows as a baseline holds them (`SyncRows.hold`): `__key`, `__hash`, each
+    field's value as the model gave it, and `__refused`, from a projected relation (`hashed`: one that
+    holds `__hash`, computed on the warehouse). `refused` (SQL over `m`): rows held blank, every value
+    null, so that what they hold (a secret) is never written."""
+    hashing = "m.__hash" if hashed else hash_expr(columns)
+    if refused is None:
+        values = "".join(f", m.{quote(c.name)}" for c in columns)
+        return f"SELECT m.{KEY} AS {KEY}, {hashing} AS __hash{values}, false AS __refused FROM {relation} AS m"
+    values = "".join(f", CASE WHEN NOT r.__refused THEN r.{quote(c.name)} END AS {quote(c.name)}" for c in columns)
+    return (f"SELECT CASE WHEN NOT r.__refused THEN r.{KEY} END AS {KEY}, "
+            f"CASE WHEN NOT r.__refused THEN r.__hash END AS __hash{values}, r.__refused "
+            f"FROM (SELECT m.*{'' if hashed else f', {hashing} AS __hash'}, ({refused}) AS __refused "
+            f"FROM {relation} AS m) AS r")
 
 
 def _new_row(columns: Sequence[Column], table: str) -> str:

@@ -129,11 +129,7 @@ def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, inc
     read once, in full, with its hashes (no pairs first). Returns the counts and the relation holding every
     model row's key and `extras` (for the destination's counts)."""
     if empty:
-        if away.location.used == DiffLocation.WAREHOUSE and away.location.dialect is not None:
-            # the mirror exists (empty) before the send, so that the send's keys are written to it
-            ensure_mirror(Mirror(away.warehouse, away.location.dialect, away.mirror_schema, away.sync.name),
-                          state, away.sync.name, away.location.recipe, state.snapshot_digest(away.sync.name))
-        _fetch(away, None, 0, 0)
+        fetch_every_row(away, state)
         counts = delta.compare(FETCHED, away.fields, key_label, snapshot, include_removed=include_removed,
                                hashed=True)
         delta.needed_keys()
@@ -151,6 +147,17 @@ def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, inc
     keys_sql, n = delta.needed_keys()
     _fetch(away, keys_sql, n, counts.total)
     return delta.fill(FETCHED, counts), HASHED
+
+
+def fetch_every_row(away: Away, state: State) -> str:
+    """A first run (the snapshot holds no row): every model row in full, projected, with its hash, read
+    once (no pairs first); returns the relation (FETCHED)."""
+    if away.location.used == DiffLocation.WAREHOUSE and away.location.dialect is not None:
+        # the mirror exists (empty) before the send, so that the send's keys are written to it
+        ensure_mirror(Mirror(away.warehouse, away.location.dialect, away.mirror_schema, away.sync.name),
+                      state, away.sync.name, away.location.recipe, state.snapshot_digest(away.sync.name))
+    _fetch(away, None, 0, 0)
+    return FETCHED
 
 
 def _land_pairs(away: Away, extras: Sequence[str]) -> None:

@@ -47,7 +47,7 @@ from engine.project import SECRET_FIELDS, Project
 from engine.specs import DiffLocation, SyncSpec, check_columns
 from engine.sql import sql_str
 from engine.state import UNKNOWN, State, new_id, now
-from engine.state.plan_rows import PlanRowRecord, SyncRows, holds_unknown
+from engine.state.plan_rows import BASELINE_REASON, PlanRowRecord, SyncRows, holds_unknown
 from engine.state.plans import save_plan
 from engine.warehouse.base import Warehouse
 
@@ -169,18 +169,23 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     unset = unmapped if on_unmapped == "unset" else []
     destination.check_unset(unset)
     group = destination.group_field
+    # a baseline sends nothing: its rows are held typed, their JSON rendered by `apply` as it records the
+    # snapshot (a restart in the same place, whose rows take objects over, and the Python path's cases
+    # are planned row by row)
+    hold = baseline and not unset and not remapped and not (same_place and projection.identity)
+    held: SyncRows | None = None
     with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
         snapshot = delta.empty_snapshot() if restart else st.table
         counted = source
-        if away:
+        if hold:
+            counted = locations.fetch_every_row(away, state) if away else source
+        elif away:
             counts, counted = locations.compare(delta, away, snapshot, ", ".join(sync.primary_key), state=state,
                                                 include_removed=not caps.append_only, extras=[group] if group else [],
                                                 empty=restart is not None or snapshot_rows == 0)
         else:
             counts = delta.compare(source, fields, ", ".join(sync.primary_key), snapshot,
                                    include_removed=not caps.append_only)
-        # the model's rows per group, for the destination's notes (a count over the model only when grouped)
-        destination.plan_totals(diff.count_by(con, counted, group) if group else {None: counts.total})
         for field, why in destination.group_constants.items():
             if group is None or field not in names:
                 continue
@@ -197,33 +202,27 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
             else:
                 diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
                                     model=rendered.model)
-        n = delta.render(unset, remapped, sent=not baseline)
-        collapsed = 0 if keyed_by_identity else delta.collapse(projection.identity)
-        if same_place and projection.identity:
-            # a restart in the same place (another primary key or identifier column): a row addressing an
-            # object the old snapshot addressed takes over what Braze holds there (fields it leaves null are unset)
-            delta.take_over(st.table, projection.identity)
-        seq_min = state.next_seq()
-        rows = PlanRows(SyncRows(con, plan_id, sync.name, seq_min), delta.rows, projection, unset,
-                        times=frozenset(f.name for f in fields if is_time_type(f.type)), primary_key=sync.primary_key)
-        if not n:
-            rows.python_rows = "false"          # nothing changed: no plan rows to write, no payload SQL to plan
-        elif baseline:
-            # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
-            # holding a secret, refused in Python)
-            rows.write_baseline()
+        if hold:        # the model's checks passed: only now are its rows written into the state
+            held, total = _hold(SyncRows(con, plan_id, sync.name, state.next_seq()), counted, fields, sync,
+                                rendered.model, hashed=away is not None)
+            counts = diff.DeltaCounts(total=total, added=total, candidates=0, removed=0)
+        # the model's rows per group, for the destination's notes (a count over the model only when grouped)
+        destination.plan_totals(diff.count_by(con, counted, group) if group else {None: counts.total})
+        times = frozenset(f.name for f in fields if is_time_type(f.type))
+        if held is not None:
+            n, collapsed = counts.total, 0
+            rows = PlanRows(held, "", projection, unset, times=times, primary_key=sync.primary_key, baseline=True)
+            rows.refuse_secrets(counted, fields, destination, hashed=away is not None)     # its only rows in Python
         else:
-            fast = destination.sql_items(fields)
-            rows.write_sql(fast)
-            if fast is not None:     # before the Python path writes: the rows sent so far are the fast path's
-                destination.plan_sql_rows(rows.table.sent_by(destination.group_field))
-        done = 0
-        left = delta.mark(rows.python_rows)      # rows that need the Python path, numbered once
-        for chunk in delta.stream_marked():
-            rows.write_python(chunk, destination)
-            done += len(chunk)
-            if progress:
-                progress(sync.name, done, left)
+            n = delta.render(unset, remapped, sent=not baseline)
+            collapsed = 0 if keyed_by_identity else delta.collapse(projection.identity)
+            if same_place and projection.identity:
+                # a restart in the same place (another primary key or identifier column): a row addressing an
+                # object the old snapshot addressed takes over what Braze holds there (fields it leaves null are unset)
+                delta.take_over(st.table, projection.identity)
+            rows = PlanRows(SyncRows(con, plan_id, sync.name, state.next_seq()), delta.rows, projection, unset,
+                            times=times, primary_key=sync.primary_key, baseline=baseline)
+            _write_rows(rows, delta, destination, fields, n=n, baseline=baseline, progress=progress)
     locations.drop_scratch(con)
     read = read_cost(warehouse, read_before, location, counts.total)
     kept = state.values_held(sync.name, unmapped) if unmapped else ()
@@ -234,7 +233,85 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                           left_behind=destination.left_behind(before, snapshot_rows) if restart and snapshot_rows
                           else None)
     return rows.summarise(project, rendered, destination, counts, st.version, snapshot_rows, first_run,
-                          baseline, seq_min + n - 1, context, read)
+                          baseline, rows.seq_min + n - 1, context, read)
+
+
+def _hold(table: SyncRows, relation: str, fields: Sequence[diff.Column], sync: SyncSpec, model: str, *,
+          hashed: bool) -> tuple[SyncRows, int]:
+    """A first run's every row held as its baseline (`SyncRows.hold`) from a projected relation, rows
+    holding a secret held blank (`secret_in_values`), the keys checked (a null or repeated key stops the
+    sync, named, and nothing is kept); returns the rows and how many."""
+    refused = secret_in_values(fields, "m.")
+    with diff.model_rows(sync=sync.name, model=model):
+        held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused),
+                          [(f.name, f.type) for f in fields])
+    total, nulls, distinct, blank = held.held_keys()
+    if nulls or distinct != total - blank or blank:
+        try:
+            # names the keys (a full pass over the model: only when a key is wrong, or a row was refused)
+            diff.check_keys(held.con, relation, ", ".join(sync.primary_key), sync=sync.name, model=model)
+        except ReflowError:
+            held.drop_held()
+            raise
+        if not blank:
+            held.drop_held()
+            raise PlanError(f"sync '{sync.name}': model {model} changed while it was read (its keys were null or "
+                            "repeated, then were not); plan again")
+    return held, total
+
+
+def secret_in_values(fields: Sequence[diff.Column], prefix: str) -> str | None:
+    """SQL over a projected relation (`prefix`: its alias and a dot) true for a row whose key or values
+    hold a registered secret; None when none is registered. The texts (strings, nested values, the key)
+    are searched joined by NUL (which no secret holds); values whose text is a number, a boolean, a date or
+    a time only for secret forms that could be spelt with their characters (a realistic API key cannot)."""
+    secrets = registered_secrets()
+    if not secrets:
+        return None
+    texts = [f"{prefix}{diff.KEY}"]
+    plain = []
+    for f in fields:
+        (plain if _spelt_plainly(f.type) else texts).append(f"CAST({diff.normalized(f, prefix)} AS VARCHAR)")
+    joined = f"concat_ws(chr(0), {', '.join(texts)})"
+    hits = [f"contains({joined}, {sql_str(s)})" for s in secrets]
+    hits += [f"contains(coalesce({p}, ''), {sql_str(s)})" for p in plain for s in secrets if set(s) <= _PLAIN_CHARS]
+    return " OR ".join(hits)
+
+
+# every character a number, boolean, date or time renders with (DuckDB's casts, the ISO forms)
+_PLAIN_CHARS = frozenset("0123456789.:+- eETZinfatyrulsINFAN")
+_PLAIN_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL", "NUMERIC", "BOOLEAN", "DATE",
+                "TIMESTAMP", "TIME")
+
+
+def _spelt_plainly(kind: str) -> bool:
+    """A scalar whose text is made of `_PLAIN_CHARS` only (not a list, not an interval, not text)."""
+    t = kind.upper()
+    return not t.endswith("]") and t != "INTERVAL" and t.startswith(_PLAIN_TYPES) and "[" not in t
+
+
+def _write_rows(rows: PlanRows, delta: diff.Delta, destination: Destination, fields: Sequence[diff.Column], *,
+                n: int, baseline: bool, progress: Progress | None) -> None:
+    """The delta's plan rows: in SQL where they can be, then the rest through the destination in Python."""
+    if not n:
+        rows.python_rows = "false"          # nothing changed: no plan rows to write, no payload SQL to plan
+    elif baseline:
+        # first_run: baseline records every row as sent without building payloads: all in SQL (but rows
+        # holding a secret, refused in Python)
+        rows.write_baseline()
+    else:
+        fast = destination.sql_items(fields)
+        rows.write_sql(fast)
+        if fast is not None:     # before the Python path writes: the rows sent so far are the fast path's
+            destination.plan_sql_rows(rows.table.sent_by(destination.group_field))
+    done = 0
+    left = delta.mark(rows.python_rows)      # rows that need the Python path, numbered once
+    for chunk in delta.stream_marked():
+        rows.write_python(chunk, destination)
+        done += len(chunk)
+        if progress:
+            progress(rows.sync, done, left)
 
 
 def read_cost(warehouse: Warehouse, before: tuple[int, int], location: locations.Location,
@@ -377,8 +454,9 @@ class PlanRows:
 
     def __init__(self, table: SyncRows, source: str, projection: Projection | None = None,
                  unset_unmapped: Sequence[str] = (), times: frozenset[str] = frozenset(),
-                 primary_key: Sequence[str] = ()) -> None:
+                 primary_key: Sequence[str] = (), baseline: bool = False) -> None:
         self.table = table
+        self.baseline = baseline       # first_run: baseline: no row of this plan is sent
         self.source = f"{source} AS r"         # the delta rows (diff.Delta.rows)
         self.con = table.con
         self.plan_id = table.plan_id
@@ -400,10 +478,31 @@ class PlanRows:
             "seq": f"{int(self.seq_min)} + r.__rn - 1", "key": "r.__key", "op": "r.__op", "status": f"'{BASELINE}'",
             "retry": "false", "changed": "[]::VARCHAR[]", "new_hash": "r.__hash", "new_row": "r.__new_row",
             "old_row": "r.__old_row", "channel": "NULL", "item": "NULL", "data_points": "0",
-            "reason": "'first_run: baseline'"}, where=self.secret_free)
+            "reason": sql_str(BASELINE_REASON)}, where=self.secret_free)
         # the rows left (holding a secret) found by their missing plan row, not by rendering and searching
         # every row again
         self.python_rows = self.table.not_written("r.__rn") if registered_secrets() else "false"
+
+    def refuse_secrets(self, relation: str, fields: Sequence[diff.Column], destination: Destination, *,
+                       hashed: bool) -> None:
+        """A held baseline's rows refused (they hold a secret: held blank) get their plan rows from the
+        Python path, which names where the secret is and keeps nothing of it: read again from `relation`
+        (the projected model) and given the refused rows' seqs."""
+        seqs = self.table.refused_seqs() if self.table.held is not None else []
+        if not seqs:
+            return
+        found = secret_in_values(fields, "m.")
+        rows = self.con.execute(
+            f"SELECT m.{diff.KEY}, {'m.__hash' if hashed else diff.hash_expr(fields)}, "
+            f"{diff.rendered_row([(f.name, f.type) for f in fields], 'm.')} FROM {relation} AS m "
+            f"WHERE {found or 'false'}").fetchall()
+        if len(rows) != len(seqs):
+            raise PlanError(f"sync '{self.sync}': the model changed while it was read ({len(seqs)} rows holding a "
+                            f"secret, then {len(rows)}); plan again")
+        self.write_python([diff.DeltaRow(rn=seq - self.seq_min + 1, key=key, op=Op.ADDED, new_hash=new_hash,
+                                         new_row=json.loads(new_row), new_row_json=new_row, old_row=None,
+                                         old_row_json=None) for seq, (key, new_hash, new_row) in zip(seqs, rows)],
+                          destination)
 
     def _flag(self, key: str, result: Item | Invalid | Skip) -> None:
         """Count the problems of one row's result that name a value the destination would mangle
@@ -518,7 +617,11 @@ class PlanRows:
                 # never sent, never stored: the row is invalid, and what the plan keeps of it is scrubbed
                 status, item, new_hash = INVALID, None, None
                 reason = f"{', '.join(holding)}: {SECRET_REASON}; it is not sent. Fix the model"
-                key, new_row = scrub(key), scrub(new_row) if new_row is not None else None
+                key, new_row = scrub(key), _scrubbed_json(new_row) if new_row is not None else None
+            elif self.baseline:
+                # a baseline sends nothing and judges no value: a row here without a secret is recorded as
+                # the SQL path records it (the whole row, as the model has it)
+                status, item, reason, new_row, new_hash = BASELINE, None, BASELINE_REASON, row.new_row_json, row.new_hash
             if old_kept is not None and registered_secrets():
                 old_kept = scrub(old_kept)          # a value sent before the secret was registered
             out.append(PlanRowRecord(
@@ -637,6 +740,20 @@ def secret_free_sql(columns: Sequence[str]) -> str:
     """SQL true for a row none of whose `columns` (text) holds a registered secret, in any of its forms."""
     hits = [f"contains(coalesce({c}, ''), {sql_str(s)})" for c in columns for s in registered_secrets()]
     return f"NOT ({' OR '.join(hits)})" if hits else "true"
+
+
+def _scrubbed_json(text: str) -> str:
+    """A row's JSON with every registered secret masked and the JSON still valid: a string holding one
+    has it replaced, a number or boolean whose text holds one becomes the string "***"."""
+    def masked(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {scrub(k): masked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [masked(v) for v in value]
+        if isinstance(value, str):
+            return scrub(value)
+        return "***" if value is not None and contains_secret(json.dumps(value)) else value
+    return json.dumps(masked(json.loads(text)), ensure_ascii=False, separators=(",", ":"))
 
 
 def _holding_secrets(row: diff.DeltaRow, item: Any) -> list[str]:

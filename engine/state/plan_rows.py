@@ -3,6 +3,12 @@
 A plan's rows are numbered by `seq`; each sync owns a contiguous range (`SyncPlan.seq_min..seq_max`).
 The planner writes them (`insert_from` in SQL, `append` from Python), `apply` reads the payloads back
 in seq order, `show` and the reports browse them. Nothing outside this package names the table.
+
+A `first_run: baseline` plan sends nothing: its rows are held typed in a table of their own (`hold`,
+registered in `plan_held`), and each row's JSON is rendered where a query reads it (`apply` recording the
+snapshot, `show`), never written into `plan_rows`: at 10M rows that JSON cost more than the rest of the plan.
+Every query here reads `SyncRows.rows`, which adds those rows to the sync's plan rows as plan rows of
+status `baseline`, numbered from `seq_min` in the held table's order.
 """
 
 from __future__ import annotations
@@ -11,16 +17,18 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from engine.destinations.base import Op
 from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, RowStatus, SyncPlan
-from engine.sql import json_path, sql_str
+from engine.sql import json_path, quote, sql_str
 from engine.state.store import DB, UNKNOWN
 
 TABLE = f"{DB}.plan_rows"
+HELD = f"{DB}.plan_held"
+BASELINE_REASON = "first_run: baseline"
 LOCAL = f"('{SKIP}', '{REHASH}', '{BASELINE}')"        # statuses recorded without sending
 
 
@@ -114,6 +122,29 @@ def text_as_zstd(con: Any) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class HeldRows:
+    """A baseline plan's rows of one sync held typed (`SyncRows.hold`): table `name` holds `__key`,
+    `__hash`, one column per field (`columns`: name and model type, as the diff normalises them) and
+    `__refused`; row `i` of the table (its rowid) is plan row `seq_min + i`. A refused row (it holds a
+    secret) is held blank, never written: the Python path writes its plan row instead."""
+
+    name: str
+    seq_min: int
+    seq_max: int
+    columns: tuple[tuple[str, str], ...]
+
+    def as_plan_rows(self, plan_id: str, sync: str) -> str:
+        """SQL: these rows as `plan_rows` records (status `baseline`, the JSON rendered per row read)."""
+        from engine.diff import rendered_row   # the diff's normal form, imported by the queries that need it
+
+        return (f"SELECT {sql_str(plan_id)} AS plan_id, {sql_str(sync)} AS sync, {self.seq_min} + h.rowid AS seq, "
+                f"h.__key AS key, 'added' AS op, '{BASELINE}' AS status, false AS retry, []::VARCHAR[] AS changed, "
+                f"h.__hash AS new_hash, {rendered_row(self.columns, 'h.')} AS new_row, NULL::VARCHAR AS old_row, "
+                f"NULL::VARCHAR AS channel, NULL::VARCHAR AS item, 0::INTEGER AS data_points, "
+                f"{sql_str(BASELINE_REASON)} AS reason FROM {DB}.{quote(self.name)} AS h WHERE NOT h.__refused")
+
+
+@dataclass(frozen=True)
 class SyncRows:
     """One sync's rows of one plan: seq from `seq_min` (to `seq_max`, when known).
 
@@ -125,12 +156,26 @@ class SyncRows:
     sync: str
     seq_min: int = 0
     seq_max: int | None = None
+    held: HeldRows | None = None
     _known: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, con: Any, plan_id: str, sp: SyncPlan) -> SyncRows:
         """The rows of a saved plan's sync."""
-        return cls(con, plan_id, sp.name, sp.seq_min, sp.seq_max)
+        found = con.execute(f"SELECT tbl, seq_min, seq_max, columns FROM {HELD} WHERE plan_id = ? AND sync = ?",
+                            [plan_id, sp.name]).fetchone()
+        held = (HeldRows(found[0], int(found[1]), int(found[2]), tuple((n, t) for n, t in json.loads(found[3])))
+                if found else None)
+        return cls(con, plan_id, sp.name, sp.seq_min, sp.seq_max, held)
+
+    @property
+    def rows(self) -> str:
+        """The relation the queries over every row read: the plan rows, with the held baseline rows when
+        there are (queries over rows sent, skipped, invalid or changed read `plan_rows` alone: a held row
+        is none of these)."""
+        if self.held is None:
+            return TABLE
+        return f"(SELECT * FROM {TABLE} UNION ALL {self.held.as_plan_rows(self.plan_id, self.sync)})"
 
     def where(self) -> tuple[str, list[Any]]:
         if self.seq_max is None:
@@ -143,7 +188,7 @@ class SyncRows:
         where = f"plan_id = {sql_str(self.plan_id)} AND sync = {sql_str(self.sync)} AND seq >= {int(self.seq_min)}"
         if self.seq_max is not None:
             where += f" AND seq <= {int(self.seq_max)}"
-        return f"SELECT DISTINCT key AS __k FROM {TABLE} WHERE {where}"
+        return f"SELECT DISTINCT key AS __k FROM {self.rows} WHERE {where}"
 
     def _one(self, sql: str, params: Sequence[Any], width: int = 1) -> tuple[Any, ...]:
         return self.con.execute(sql, list(params)).fetchone() or (0,) * width
@@ -152,7 +197,7 @@ class SyncRows:
         """True when the sync has no row in the plan (asked once until the next write)."""
         if "any" not in self._known:
             where, params = self.where()
-            self._known["any"] = bool(self._one(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE {where})", params)[0])
+            self._known["any"] = bool(self._one(f"SELECT EXISTS (SELECT 1 FROM {self.rows} WHERE {where})", params)[0])
         return not self._known["any"]
 
     # ------------------------------------------------------------------ writing (the planner)
@@ -173,6 +218,41 @@ class SyncRows:
         cols = list(zip(*records, strict=True))
         self.con.execute(f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {', '.join('unnest(?)' for _ in cols)}",
                          [list(c) for c in cols])
+
+    def hold(self, select: str, columns: Sequence[tuple[str, str]]) -> SyncRows:
+        """A baseline's rows held typed (`HeldRows`): `select` gives `__key`, `__hash`, the fields' values
+        and `__refused`, one row per plan row. Returns these rows with them (see `rows`). The table is
+        written in parallel, as the rows come; its rowid numbers them (no window over millions of rows)."""
+        name = f"plan_held_{int(self.seq_min)}"
+        self.con.execute(f"DROP TABLE IF EXISTS {DB}.{quote(name)}")
+        self.con.execute(f"CREATE TABLE {DB}.{quote(name)} AS {select}")
+        count = self._one(f"SELECT count(*) FROM {DB}.{quote(name)}", [])[0]
+        held = HeldRows(name, int(self.seq_min), int(self.seq_min) + int(count) - 1, tuple(columns))
+        self.con.execute(f"INSERT INTO {HELD} VALUES (?, ?, ?, ?, ?, ?)",
+                         [self.plan_id, self.sync, name, held.seq_min, held.seq_max, json.dumps(held.columns)])
+        self._known.clear()
+        return replace(self, held=held)
+
+    def drop_held(self) -> None:
+        """Forget the held rows (their plan failed a check)."""
+        assert self.held is not None
+        self.con.execute(f"DROP TABLE IF EXISTS {DB}.{quote(self.held.name)}")
+        self.con.execute(f"DELETE FROM {HELD} WHERE plan_id = ? AND sync = ?", [self.plan_id, self.sync])
+
+    def held_keys(self) -> tuple[int, int, int, int]:
+        """The held rows' (count, null keys, distinct keys, refused rows); a refused row's key is not
+        held, nor counted: the caller checks those rows' keys."""
+        assert self.held is not None
+        total, nulls, distinct, refused = self._one(
+            f"SELECT count(*), count(*) FILTER (WHERE __key IS NULL AND NOT __refused), count(DISTINCT __key), "
+            f"count(*) FILTER (WHERE __refused) FROM {DB}.{quote(self.held.name)}", [], 4)
+        return int(total), int(nulls), int(distinct), int(refused)
+
+    def refused_seqs(self) -> list[int]:
+        """The seqs of the held rows refused (blank), in order."""
+        assert self.held is not None
+        return [int(r[0]) for r in self.con.execute(
+            f"SELECT {self.held.seq_min} + rowid FROM {DB}.{quote(self.held.name)} WHERE __refused ORDER BY rowid").fetchall()]
 
     def not_written(self, rn: str) -> str:
         """SQL true for a delta row (numbered `rn` from 1 = seq_min) that has no plan row yet."""
@@ -221,7 +301,7 @@ class SyncRows:
                        count(*) FILTER (WHERE (op = 'removed' OR ({unsets})) AND {sent}),
                        count(*) FILTER (WHERE {moved} AND status = '{SEND}'),
                        count(*) FILTER (WHERE retry AND op <> 'removed' AND status = '{SEND}')
-                FROM {TABLE} WHERE {where}""", params, len(RowTotals._fields))
+                FROM {self.rows} WHERE {where}""", params, len(RowTotals._fields))
         return RowTotals(*(int(x) for x in row))
 
     def channel_totals(self) -> dict[str, tuple[int, int]]:
@@ -280,7 +360,7 @@ class SyncRows:
         where, params = self.where()
         where = " AND ".join(f"r.{c}" for c in where.split(" AND "))
         count, since = self._one(
-            f"SELECT count(*), min(p.waiting_since) FROM {TABLE} AS r JOIN {DB}.pending AS p "
+            f"SELECT count(*), min(p.waiting_since) FROM {self.rows} AS r JOIN {DB}.pending AS p "
             f"ON p.sync = r.sync AND p.key = r.key WHERE {where} AND p.waiting_since IS NOT NULL", params, 2)
         return int(count), since
 
@@ -332,7 +412,7 @@ class SyncRows:
     def recorded_locally(self) -> int:
         """Rows that advance the snapshot without sending (skip, rehash, baseline)."""
         where, params = self.where()
-        return int(self._one(f"SELECT count(*) FROM {TABLE} WHERE {where} AND status IN {LOCAL}", params)[0])
+        return int(self._one(f"SELECT count(*) FROM {self.rows} WHERE {where} AND status IN {LOCAL}", params)[0])
 
     def invalid(self) -> list[tuple[str, str, str | None]]:
         where, params = self.where()
@@ -361,12 +441,12 @@ class SyncRows:
         """Up to `limit` rows with seq in [start, end) matching `clauses`, in seq order."""
         where, own = self.where()
         return [ShownRow(*r) for r in self.con.execute(
-            f"SELECT {SHOWN} FROM {TABLE} WHERE seq >= ? AND seq < ? AND {where} AND {' AND '.join(clauses)} "
+            f"SELECT {SHOWN} FROM {self.rows} WHERE seq >= ? AND seq < ? AND {where} AND {' AND '.join(clauses)} "
             f"ORDER BY seq LIMIT {int(limit)}", [start, end, *own, *params]).fetchall()]
 
     def count(self, clauses: Sequence[str], params: Sequence[Any]) -> int:
         where, own = self.where()
-        return int(self._one(f"SELECT count(*) FROM {TABLE} WHERE {where} AND {' AND '.join(clauses)}",
+        return int(self._one(f"SELECT count(*) FROM {self.rows} WHERE {where} AND {' AND '.join(clauses)}",
                              [*own, *params])[0])
 
     def numeric_deltas(self, field: str, bins: int) -> dict[str, Any] | None:

@@ -41,14 +41,14 @@ def record_local(state: State, rows: SyncRows, run_id: str, *, append_only: bool
         # a pending row still in the model, or still in the snapshot, is in every plan (as a retry); one this
         # plan does not hold left the model before it ever landed (or came back to what Braze holds): not
         # pending any more, and a row that returns later starts afresh (e.g. its wait for a profile)
-        con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key NOT IN (SELECT key FROM {TABLE} WHERE {where})",
+        con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key NOT IN (SELECT key FROM {rows.rows} WHERE {where})",
                     [rows.sync, *params])
         if n:
-            con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {TABLE} WHERE {local} {keep_removed})",
+            con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {rows.rows} WHERE {local} {keep_removed})",
                         params)
-            con.execute(f"INSERT INTO {st.table} SELECT key, new_hash, new_row FROM {TABLE} "
+            con.execute(f"INSERT INTO {st.table} SELECT key, new_hash, new_row FROM {rows.rows} "
                         f"WHERE {local} AND op <> 'removed'", params)
-            con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT key FROM {TABLE} WHERE {local})",
+            con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT key FROM {rows.rows} WHERE {local})",
                         [rows.sync, *params])
             bump_version(con, rows.sync)
             con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, run_id])

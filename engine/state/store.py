@@ -56,7 +56,7 @@ import duckdb
 from engine import __version__
 from engine.errors import LockError, RemoteStateError, StateError, StateGoneError
 from engine.plan import KILLED_REASON, REJECTED_REASON, SEND, PlanStatus, RunStatus
-from engine.sql import first_line, json_path, lowercase_escape, sql_str, uppercase_escapes
+from engine.sql import first_line, json_path, lowercase_escape, quote, sql_str, uppercase_escapes
 from engine.state.live import RUNS as LIVE_RUNS
 from engine.state.live import LiveStatus
 from engine.state.lock import StateLock, describe_holder, file_change, read_holder
@@ -64,7 +64,7 @@ from engine.state.lock import StateLock, describe_holder, file_change, read_hold
 if TYPE_CHECKING:
     from engine.state.remote import RemoteState  # imported by what opens a remote state
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
 # PostgreSQL recipes whose composite keys spelt nine JSON escapes in lowercase (`State._respell_keys`)
 LOWERCASE_ESCAPES = re.compile(r"postgres-[a-z0-9]+/v[123]$")
@@ -116,6 +116,9 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE {DB}.uncertain (plan_id VARCHAR, sync VARCHAR, seq BIGINT);
     CREATE TABLE {DB}.frontier (run_id VARCHAR, plan_id VARCHAR, sync VARCHAR, seq BIGINT);
     """,
+    # a first_run: baseline plan's rows held typed in a table of their own (`plan_rows.HeldRows`)
+    4: f"""CREATE TABLE {DB}.plan_held (
+        plan_id VARCHAR, sync VARCHAR, tbl VARCHAR, seq_min BIGINT, seq_max BIGINT, columns VARCHAR);""",
 }
 
 
@@ -641,7 +644,7 @@ class State:
         with self.transaction():
             con.execute(f"DELETE FROM {DB}.syncs WHERE name = ?", [new])
             con.execute(f"UPDATE {DB}.syncs SET name = ?, version = version + 1 WHERE name = ?", [new, old])
-            for table in ("plan_syncs", "plan_rows", "runs", "pending", "row_errors", "acks", "uncertain", "frontier"):
+            for table in ("plan_syncs", "plan_rows", "plan_held", "runs", "pending", "row_errors", "acks", "uncertain", "frontier"):
                 con.execute(f"UPDATE {DB}.{table} SET sync = ? WHERE sync = ?", [new, old])
 
     def forget_sync(self, name: str) -> int:
@@ -789,7 +792,9 @@ class State:
     # ---------------------------------------------------------------- plans
 
     def next_seq(self) -> int:
-        row = self.con.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM {DB}.plan_rows").fetchone()
+        """The first seq of the next plan rows: after every plan row, held ones (`plan_held`) too."""
+        row = self.con.execute(f"SELECT greatest((SELECT coalesce(max(seq), 0) FROM {DB}.plan_rows), "
+                               f"(SELECT coalesce(max(seq_max), 0) FROM {DB}.plan_held)) + 1").fetchone()
         return int(row[0]) if row else 1
 
     def latest_plan_id(self) -> str | None:
@@ -804,12 +809,14 @@ class State:
                          [status, applied, plan_id])
 
     def prune_plans(self, keep: int = 10) -> None:
-        """Drop the rows of old plans (their summaries stay) so the state file stays small."""
-        self.con.execute(
-            f"""DELETE FROM {DB}.plan_rows WHERE plan_id NOT IN (
-                SELECT plan_id FROM {DB}.plans ORDER BY {NEWEST} LIMIT {int(keep)})
-              AND plan_id NOT IN (SELECT plan_id FROM {DB}.acks)"""
-        )
+        """Drop the rows of old plans (their summaries stay) so the state file stays small: their plan
+        rows, and the tables holding their baseline rows."""
+        old = (f"plan_id NOT IN (SELECT plan_id FROM {DB}.plans ORDER BY {NEWEST} LIMIT {int(keep)}) "
+               f"AND plan_id NOT IN (SELECT plan_id FROM {DB}.acks)")
+        self.con.execute(f"DELETE FROM {DB}.plan_rows WHERE {old}")
+        for (table,) in self.con.execute(f"SELECT tbl FROM {DB}.plan_held WHERE {old}").fetchall():
+            self.con.execute(f"DROP TABLE IF EXISTS {DB}.{quote(table)}")
+        self.con.execute(f"DELETE FROM {DB}.plan_held WHERE {old}")
 
     # ---------------------------------------------------------------- runs
 

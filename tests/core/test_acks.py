@@ -67,7 +67,7 @@ def test_a_schema_1_state_file_is_migrated_and_keeps_its_snapshot(lab, run_once)
     run_once(sync, MemoryDestination())
     con = duckdb.connect(str(lab.project.state_path))      # as Reflow with state schema 1 left it
     con.execute("DROP TABLE acks")
-    for table in ("uncertain", "frontier"):                # schema 3's additions
+    for table in ("uncertain", "frontier", "plan_held"):   # schema 3's and 4's additions
         con.execute(f"DROP TABLE {table}")
     for table, column in (("syncs", "identity"), ("syncs", "layout"), ("plan_syncs", "identity"),
                           ("plans", "failed"), ("pending", "unknowns"), ("pending", "waiting_since"), ("syncs", "forgotten"),

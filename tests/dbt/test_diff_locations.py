@@ -162,3 +162,52 @@ def test_duckdb_warehouse_location_says_it_reads_pairs_in_process(shop, braze_en
     for s in plan(cli).values():
         assert s["read"]["diff"] == "hashes" and s["read"]["asked"] == "warehouse"
         assert "no mirror to keep" in s["read"]["note"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("location", ["local", "hashes", "warehouse"])
+def test_postgres_baseline_first_run_in_each_location(pg_shop, pg, braze_env, capsys, location):
+    """`first_run: baseline` holds the first run's rows typed (nothing sent, no JSON written by the plan):
+    `show` renders them, `apply` records them (and, for `warehouse`, writes every key to the mirror), the
+    next plan plans nothing, and a change afterwards sends exactly the changed rows."""
+    set_diff(pg_shop, location, pg["schema"])
+    spec = pg_shop / "syncs" / "braze_customers.yml"
+    spec.write_text(spec.read_text() + "first_run: baseline\n")
+    cli = ShopCli(pg_shop, capsys, target="pg")
+    first = plan(cli, "--dbt-build")
+    marts = mart_rows(pg_shop, "pg", pg)["braze_customers"]
+    u = first["braze_customers"]
+    assert (u["baseline"], u["total"], u["to_send"], u["read"]["diff"]) == (len(marts), len(marts), 0, location), u
+    code, out, err = cli("show", "--sync", "braze_customers", "--limit", "0", "--format", "jsonl")
+    assert code == 0, err
+    shown = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(shown) == len(marts) and {r["status"] for r in shown} == {"baseline"}
+    one = next(r for r in shown if r["key"] == sorted(marts)[0])
+    assert one["new"]["email"] == marts[one["key"]]["email"]
+    assert one["new"]["orders_count"] == int(marts[one["key"]]["orders_count"])
+
+    calls = braze_calls(braze_env)
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    for cid in marts:       # a baseline sends nothing (order_events, sent, may have made the profile)
+        profile = braze_env.user(cid) or {}
+        assert "email" not in profile and "orders_count" not in profile.get("custom_attributes", {}), profile
+    nothing = plan(cli)["braze_customers"]
+    assert (nothing["added"], nothing["changed"], nothing["removed"], nothing["has_changes"]) == (0, 0, 0, False)
+    if location == "warehouse":
+        table = f'"{pg["schema"]}"."reflow_mirror__braze_customers"'
+        assert pg_rows(pg["dsn"], f"SELECT count(*) FROM {table}")[0][0] == len(marts)
+
+    mutate(pg_shop)
+    load_postgres(pg_shop, pg["dsn"], pg["raw"])
+    changed = plan(cli, "--dbt-build")["braze_customers"]
+    after = mart_rows(pg_shop, "pg", pg)["braze_customers"]
+    moved = [k for k in after if k in marts and after[k] != marts[k]]
+    assert changed["changed"] == len(moved) and changed["added"] == len(set(after) - set(marts))
+    code, out, err = cli("apply", "--yes")
+    assert code == 0, out + err
+    assert braze_calls(braze_env) > calls
+    recounted = [k for k in moved if after[k]["orders_count"] != marts[k]["orders_count"]]
+    assert recounted, "the mutation changes some orders_count"
+    for cid in recounted:       # only the changed fields are sent
+        assert braze_env.user(cid)["custom_attributes"]["orders_count"] == int(after[cid]["orders_count"])
