@@ -69,12 +69,12 @@ def generate(rows: int, path: Path) -> None:
     print(f"generated {rows:,} rows (~{changed:,} changed, ~{removed:,} removed, {added:,} added)", flush=True)
 
 
-def project(work: Path, table: str):  # type: ignore[no-untyped-def]
+def project(work: Path, table: str, diff: str = "local"):  # type: ignore[no-untyped-def]
     from engine.project import ConnectionConfig, Project, WarehouseConfig
 
     (work / "models").mkdir(exist_ok=True)
     (work / "models" / "bench.sql").write_text(f"select * from {{{{ ref('{table}') }}}}\n")
-    return Project(root=work, name="bench", warehouse=WarehouseConfig(path="wh.duckdb"),
+    return Project(root=work, name="bench", warehouse=WarehouseConfig(path="wh.duckdb", diff=diff),
                    state_path=work / "state" / "state.duckdb", memory_limit="1GB",
                    connections={"braze": ConnectionConfig(name="braze", endpoint="http://127.0.0.1:9")})
 
@@ -89,14 +89,18 @@ def sync_spec(first_run: str = "send_all"):  # type: ignore[no-untyped-def]
                     path="syncs/bench.yml", raw={"name": "bench"})
 
 
-def step_reflow(work: Path, table: str, first_run: str, apply: bool) -> dict[str, object]:
+def step_reflow(work: Path, table: str, first_run: str, apply: bool, diff: str = "local") -> dict[str, object]:
     from engine.destinations.braze.destination import make_destination
     from engine.planner import build_plan
     from engine.runner import apply_plan
     from engine.state import State
     from engine.warehouse.duckdb import DuckDBWarehouse
 
-    proj = project(work, table)
+    proj = project(work, table, diff)
+    if os.environ.get("REFLOW_BENCH_API_KEY"):     # registered as a project registers its connection's key
+        from engine.errors import register_secret
+
+        register_secret(os.environ["REFLOW_BENCH_API_KEY"])
     sync = sync_spec(first_run)
     dest = make_destination(proj.connections["braze"], None, sync)
     with State.open(proj.state_path, command="bench", memory_limit=proj.memory_limit) as state:
@@ -225,7 +229,8 @@ def main() -> int:
     if args.step:
         kind, rest = args.step[0], args.step[1:]
         if kind == "reflow":
-            result = step_reflow(Path(rest[0]), rest[1], rest[2], rest[3] == "apply")
+            # an optional fifth argument: the diff location (local | hashes; the embedded warehouse has no mirror)
+            result = step_reflow(Path(rest[0]), rest[1], rest[2], rest[3] == "apply", *rest[4:5])
         elif kind == "raw":
             result = step_raw_sql(Path(rest[0]))
         else:

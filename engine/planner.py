@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -280,15 +281,14 @@ def secret_in_values(fields: Sequence[diff.Column], prefix: str) -> str | None:
 
 # every character a number, boolean, date or time renders with (DuckDB's casts, the ISO forms)
 _PLAIN_CHARS = frozenset("0123456789.:+- eETZinfatyrulsINFAN")
-_PLAIN_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL", "NUMERIC", "BOOLEAN", "DATE",
-                "TIMESTAMP", "TIME")
+_PLAIN_TYPES = re.compile(r"(TINYINT|SMALLINT|INTEGER|INT|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT"
+                          r"|FLOAT|DOUBLE|DOUBLE PRECISION|REAL|(DECIMAL|NUMERIC)(\(\d+, ?\d+\))?|BOOLEAN|DATE"
+                          r"|TIMESTAMP(_S|_MS|_NS|TZ)?(\(\d\))?( WITH(OUT)? TIME ZONE)?|TIME(TZ)?( WITH(OUT)? TIME ZONE)?)")
 
 
 def _spelt_plainly(kind: str) -> bool:
-    """A scalar whose text is made of `_PLAIN_CHARS` only (not a list, not an interval, not text)."""
-    t = kind.upper()
-    return not t.endswith("]") and t != "INTERVAL" and t.startswith(_PLAIN_TYPES) and "[" not in t
+    """A scalar whose text is made of `_PLAIN_CHARS` only: a number, a boolean, a date or a time."""
+    return _PLAIN_TYPES.fullmatch(kind.strip().upper()) is not None
 
 
 def _write_rows(rows: PlanRows, delta: diff.Delta, destination: Destination, fields: Sequence[diff.Column], *,
