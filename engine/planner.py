@@ -140,9 +140,9 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     identity = destination_identity(sync, destination)
 
     if project_syncs is not None and state.sync(sync.name) is None:
-        for old, held in state.orphans_like(identity, project_syncs):
+        for old, rows_held in state.orphans_like(identity, project_syncs):
             raise PlanError(
-                f"sync '{sync.name}' is new, but the state holds sync '{old}' ({held:,} rows) with the same "
+                f"sync '{sync.name}' is new, but the state holds sync '{old}' ({rows_held:,} rows) with the same "
                 f"destination, and the project no longer has it. If you renamed it, run `reflow state rename "
                 f"{old} {sync.name}` to keep what Braze holds (else every row is sent again: events twice); "
                 f"to start this sync over, run `reflow state forget {old}`")
@@ -173,7 +173,9 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     # a baseline sends nothing: its rows are held typed, their JSON rendered by `apply` as it records the
     # snapshot (a restart in the same place, whose rows take objects over, and the Python path's cases
     # are planned row by row)
-    hold = baseline and not unset and not remapped and not (same_place and projection.identity)
+    # a field name holding a secret: every row is refused, as the rendered rows (whose keys name it) show
+    hold = (baseline and not unset and not remapped and not (same_place and projection.identity)
+            and not any(contains_secret(f.name) for f in fields))
     held: SyncRows | None = None
     with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
         snapshot = delta.empty_snapshot() if restart else st.table
@@ -270,7 +272,7 @@ def secret_in_values(fields: Sequence[diff.Column], prefix: str) -> str | None:
     if not secrets:
         return None
     texts = [f"{prefix}{diff.KEY}"]
-    plain = []
+    plain: list[str] = []
     for f in fields:
         (plain if _spelt_plainly(f.type) else texts).append(f"CAST({diff.normalized(f, prefix)} AS VARCHAR)")
     joined = f"concat_ws(chr(0), {', '.join(texts)})"
@@ -501,7 +503,7 @@ class PlanRows:
                             f"secret, then {len(rows)}); plan again")
         self.write_python([diff.DeltaRow(rn=seq - self.seq_min + 1, key=key, op=Op.ADDED, new_hash=new_hash,
                                          new_row=json.loads(new_row), new_row_json=new_row, old_row=None,
-                                         old_row_json=None) for seq, (key, new_hash, new_row) in zip(seqs, rows)],
+                                         old_row_json=None) for seq, (key, new_hash, new_row) in zip(seqs, rows, strict=True)],
                           destination)
 
     def _flag(self, key: str, result: Item | Invalid | Skip) -> None:

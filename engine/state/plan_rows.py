@@ -14,6 +14,7 @@ status `baseline`, numbered from `seq_min` in the held table's order.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -135,7 +136,7 @@ class HeldRows:
 
     def as_plan_rows(self, plan_id: str, sync: str) -> str:
         """SQL: these rows as `plan_rows` records (status `baseline`, the JSON rendered per row read)."""
-        from engine.diff import rendered_row   # the diff's normal form, imported by the queries that need it
+        from engine.diff import rendered_row  # the diff's normal form, imported by the queries that need it
 
         return (f"SELECT {sql_str(plan_id)} AS plan_id, {sql_str(sync)} AS sync, {self.seq_min} + h.rowid AS seq, "
                 f"h.__key AS key, 'added' AS op, '{BASELINE}' AS status, false AS retry, []::VARCHAR[] AS changed, "
@@ -223,11 +224,15 @@ class SyncRows:
         """A baseline's rows held typed (`HeldRows`): `select` gives `__key`, `__hash`, the fields' values
         and `__refused`, one row per plan row. Returns these rows with them (see `rows`). The table is
         written in parallel, as the rows come; its rowid numbers them (no window over millions of rows)."""
-        name = f"plan_held_{int(self.seq_min)}"
-        self.con.execute(f"DROP TABLE IF EXISTS {DB}.{quote(name)}")
+        # named for its plan and sync too: no other plan's table can ever have this name
+        tag = hashlib.sha256(f"{self.plan_id}\0{self.sync}".encode()).hexdigest()[:12]
+        name = f"plan_held_{int(self.seq_min)}_{tag}"
         self.con.execute(f"CREATE TABLE {DB}.{quote(name)} AS {select}")
-        count = self._one(f"SELECT count(*) FROM {DB}.{quote(name)}", [])[0]
-        held = HeldRows(name, int(self.seq_min), int(self.seq_min) + int(count) - 1, tuple(columns))
+        count = int(self._one(f"SELECT count(*) FROM {DB}.{quote(name)}", [])[0])
+        if not count:          # nothing to hold: the plan has no row (and takes no seq)
+            self.con.execute(f"DROP TABLE {DB}.{quote(name)}")
+            return self
+        held = HeldRows(name, int(self.seq_min), int(self.seq_min) + count - 1, tuple(columns))
         self.con.execute(f"INSERT INTO {HELD} VALUES (?, ?, ?, ?, ?, ?)",
                          [self.plan_id, self.sync, name, held.seq_min, held.seq_max, json.dumps(held.columns)])
         self._known.clear()
@@ -235,14 +240,16 @@ class SyncRows:
 
     def drop_held(self) -> None:
         """Forget the held rows (their plan failed a check)."""
-        assert self.held is not None
+        if self.held is None:
+            return
         self.con.execute(f"DROP TABLE IF EXISTS {DB}.{quote(self.held.name)}")
         self.con.execute(f"DELETE FROM {HELD} WHERE plan_id = ? AND sync = ?", [self.plan_id, self.sync])
 
     def held_keys(self) -> tuple[int, int, int, int]:
         """The held rows' (count, null keys, distinct keys, refused rows); a refused row's key is not
         held, nor counted: the caller checks those rows' keys."""
-        assert self.held is not None
+        if self.held is None:          # nothing held: an empty model
+            return 0, 0, 0, 0
         total, nulls, distinct, refused = self._one(
             f"SELECT count(*), count(*) FILTER (WHERE __key IS NULL AND NOT __refused), count(DISTINCT __key), "
             f"count(*) FILTER (WHERE __refused) FROM {DB}.{quote(self.held.name)}", [], 4)
@@ -250,7 +257,8 @@ class SyncRows:
 
     def refused_seqs(self) -> list[int]:
         """The seqs of the held rows refused (blank), in order."""
-        assert self.held is not None
+        if self.held is None:
+            return []
         return [int(r[0]) for r in self.con.execute(
             f"SELECT {self.held.seq_min} + rowid FROM {DB}.{quote(self.held.name)} WHERE __refused ORDER BY rowid").fetchall()]
 

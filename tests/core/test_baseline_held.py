@@ -131,3 +131,41 @@ def test_a_held_row_holding_a_secret_in_a_number_is_refused(lab, monkeypatch):
         [refused] = plan_rows(state, plan, op="invalid", limit=0)
     assert refused["key"] == "p00002" and "score" in (refused["reason"] or "")
     assert b"1234567.5" not in lab.project.state_path.read_bytes()
+
+
+def test_empty_baseline_plans_then_rows_keep_their_held_table(lab):
+    """A baseline of an empty model holds nothing and takes no seq (found by a sceptical run: its held
+    table took the name the next plan's table then took, and pruning the old plan dropped the new one's
+    rows: apply failed and recorded nothing)."""
+    sync = lab.sync(first_run="baseline")
+    for _ in range(10):
+        dest = MemoryDestination()
+        lab.apply(lab.plan(sync, dest), sync, dest)
+    assert held_tables(lab) == []
+    lab.insert_people(5)
+    dest = MemoryDestination()
+    plan = lab.plan(sync, dest)
+    assert plan.syncs[0].counts.baseline == 5
+    lab.apply(plan, sync, dest)
+    assert dest.received == [] and len(lab.snapshot()) == 5
+
+
+def test_a_field_named_with_a_secret_is_refused_as_a_sent_first_run_refuses_it(tmp_path: Path, monkeypatch):
+    """The rows' JSON names the field: a baseline refuses every row as send_all does (a sceptical run
+    found the held baseline recording the secret as a key of every snapshot row)."""
+    from engine import errors
+
+    key = "SECRETKEY-1234567890abcdef"
+    monkeypatch.setattr(errors, "_secrets", ())
+    errors.register_secret(key)
+    outcome = {}
+    for first_run in ("baseline", "send_all"):
+        (tmp_path / first_run).mkdir()
+        lab = Lab(tmp_path / first_run)
+        lab.sql(f"""create or replace table people_raw as select 'p' || i as id, i as "{key}" from range(3) t(i)""")
+        sync = lab.sync(first_run=first_run)
+        dest = MemoryDestination()
+        plan = lab.plan(sync, dest)
+        lab.apply(plan, sync, dest)
+        outcome[first_run] = (plan.syncs[0].counts.invalid, len(lab.snapshot()), len(dest.received))
+    assert outcome["baseline"] == outcome["send_all"] == (3, 0, 0), outcome
