@@ -227,7 +227,8 @@ class SyncRows:
         # named for its plan and sync too: no other plan's table can ever have this name
         tag = hashlib.sha256(f"{self.plan_id}\0{self.sync}".encode()).hexdigest()[:12]
         name = f"plan_held_{int(self.seq_min)}_{tag}"
-        self.con.execute(f"CREATE TABLE {DB}.{quote(name)} AS {select}")
+        with text_as_zstd(self.con):       # 10M typed rows: 7.3 s written as DuckDB chooses, 5.5 s so
+            self.con.execute(f"CREATE TABLE {DB}.{quote(name)} AS {select}")
         count = int(self._one(f"SELECT count(*) FROM {DB}.{quote(name)}", [])[0])
         if not count:          # nothing to hold: the plan has no row (and takes no seq)
             self.con.execute(f"DROP TABLE {DB}.{quote(name)}")

@@ -37,19 +37,25 @@ def record_local(state: State, rows: SyncRows, run_id: str, *, append_only: bool
     invalid = [(k, r) for k, r, _ in rows.invalid()]
     dropped, _, noted, _ = rows.with_reasons()
     keep_removed = "AND op <> 'removed'" if append_only else ""
+    # (the statements over every plan row run only where they can find something: a first run's baseline
+    # of millions of rows has an empty snapshot and, mostly, no pending row)
+    pending = state.pending_count(rows.sync) > 0
     with state.transaction() as con:
         # a pending row still in the model, or still in the snapshot, is in every plan (as a retry); one this
         # plan does not hold left the model before it ever landed (or came back to what Braze holds): not
         # pending any more, and a row that returns later starts afresh (e.g. its wait for a profile)
-        con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key NOT IN (SELECT key FROM {rows.rows} WHERE {where})",
-                    [rows.sync, *params])
+        if pending:
+            con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key NOT IN (SELECT key FROM {rows.rows} "
+                        f"WHERE {where})", [rows.sync, *params])
         if n:
-            con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {rows.rows} WHERE {local} {keep_removed})",
-                        params)
+            if (con.execute(f"SELECT EXISTS (SELECT 1 FROM {st.table})").fetchone() or (False,))[0]:
+                con.execute(f"DELETE FROM {st.table} WHERE key IN (SELECT key FROM {rows.rows} WHERE {local} "
+                            f"{keep_removed})", params)
             con.execute(f"INSERT INTO {st.table} SELECT key, new_hash, new_row FROM {rows.rows} "
                         f"WHERE {local} AND op <> 'removed'", params)
-            con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT key FROM {rows.rows} WHERE {local})",
-                        [rows.sync, *params])
+            if pending:
+                con.execute(f"DELETE FROM {DB}.pending WHERE sync = ? AND key IN (SELECT key FROM {rows.rows} "
+                            f"WHERE {local})", [rows.sync, *params])
             bump_version(con, rows.sync)
             con.execute(f"UPDATE {DB}.runs SET skipped = skipped + ? WHERE run_id = ?", [n, run_id])
         if invalid:         # not attempted either: history's pending counts them, as apply's summary does
