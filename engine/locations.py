@@ -149,15 +149,29 @@ def compare(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *, inc
     return delta.fill(FETCHED, counts), HASHED
 
 
-def fetch_every_row(away: Away, state: State) -> str:
+def fetch_every_row(away: Away, state: State, *, landed: bool = True) -> str:
     """A first run (the snapshot holds no row): every model row in full, projected, with its hash, read
-    once (no pairs first); returns the relation (FETCHED)."""
+    once (no pairs first); returns the relation (FETCHED). `landed=False` (a baseline, which writes the
+    rows into the state itself): the relation is a query over the model in this process, or over the rows
+    landed as they came from the warehouse, not a copy of them."""
     if away.location.used == DiffLocation.WAREHOUSE and away.location.dialect is not None:
         # the mirror exists (empty) before the send, so that the send's keys are written to it
         ensure_mirror(Mirror(away.warehouse, away.location.dialect, away.mirror_schema, away.sync.name),
                       state, away.sync.name, away.location.recipe, state.snapshot_digest(away.sync.name))
-    _fetch(away, None, 0, 0)
-    return FETCHED
+    if landed:
+        _fetch(away, None, 0, 0)
+        return FETCHED
+    if away.location.dialect is None:
+        return f"(SELECT m.*, {diff.hash_expr(away.fields)} AS __hash FROM {_in_process_source(away)} AS m)"
+    away.warehouse.land_query(away.con, away.location.dialect.rows(away.sql, away.sync.primary_key, away.hash_fields,
+                                                                   None), FETCHED_RAW, model=away.sync.model)
+    return f"({_fetched_select(away, FETCHED_RAW)})"
+
+
+def read_in_process(away: Away, rows: int) -> None:
+    """Count `rows` read by a query over the model in this process (`fetch_every_row(landed=False)`)."""
+    if away.location.dialect is None:
+        away.warehouse.cost.rows += rows
 
 
 def _land_pairs(away: Away, extras: Sequence[str]) -> None:
@@ -210,11 +224,15 @@ def _row_columns(away: Away) -> list[str]:
 def _fetched(away: Away, raw: str, where: str = "") -> None:
     """FETCHED (the projected rows with the warehouse's hash, as `_fetch` leaves it) from `raw`, rows of
     `Dialect.rows` landed as text columns."""
+    away.con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS {_fetched_select(away, raw)} {where}")
+
+
+def _fetched_select(away: Away, raw: str) -> str:
+    """SQL: the projected rows with the warehouse's hash, read from `raw` (as `Dialect.rows` landed them)."""
     p = away.projection
     cols = "".join(f", m.{quote(c)} AS {quote(f)}" for f, c in p.fields)
     cols += "".join(f", {sql_str(text)}::VARCHAR AS {quote(f)}" for f, text in p.constants)
-    away.con.execute(f"CREATE OR REPLACE TABLE {FETCHED} AS SELECT m.__key AS {diff.KEY}{cols}, "
-                     f"('0x' || m.__hash)::UBIGINT AS __hash FROM {raw} AS m {where}")
+    return f"SELECT m.__key AS {diff.KEY}{cols}, ('0x' || m.__hash)::UBIGINT AS __hash FROM {raw} AS m"
 
 
 def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_label: str, *,

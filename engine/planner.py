@@ -181,7 +181,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
         snapshot = delta.empty_snapshot() if restart else st.table
         counted = source
         if hold:
-            counted = locations.fetch_every_row(away, state) if away else source
+            counted = locations.fetch_every_row(away, state, landed=False) if away else source
         elif away:
             counts, counted = locations.compare(delta, away, snapshot, ", ".join(sync.primary_key), state=state,
                                                 include_removed=not caps.append_only, extras=[group] if group else [],
@@ -209,6 +209,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
             held, total = _hold(SyncRows(con, plan_id, sync.name, state.next_seq()), counted, fields, sync,
                                 rendered.model, hashed=away is not None)
             counts = diff.DeltaCounts(total=total, added=total, candidates=0, removed=0)
+            if away:
+                locations.read_in_process(away, total)
         # the model's rows per group, for the destination's notes (a count over the model only when grouped)
         destination.plan_totals(diff.count_by(con, counted, group) if group else {None: counts.total})
         times = frozenset(f.name for f in fields if is_time_type(f.type))

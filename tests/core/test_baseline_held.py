@@ -4,8 +4,10 @@ exactly what the diff's own rendering gives, and the held tables must come and g
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import Lab
 
 from engine.destinations.memory import MemoryDestination
@@ -47,7 +49,8 @@ def held_tables(lab: Lab) -> list[str]:
             "and starts_with(table_name, 'plan_held_') order by table_name").fetchall()]
 
 
-def test_a_baseline_records_the_json_a_sent_first_run_records(tmp_path: Path):
+@pytest.mark.parametrize("location", ["local", "hashes"])
+def test_a_baseline_records_the_json_a_sent_first_run_records(tmp_path: Path, location: str):
     """Every type the diff normalises (times in other zones, NaN, ±inf, -0.0, maps, nested nulls, blobs,
     intervals, escapes): the snapshot a held baseline records is byte for byte the one a first run that
     sends (rendered by phase 2) records, and the next plan of either plans nothing."""
@@ -56,11 +59,13 @@ def test_a_baseline_records_the_json_a_sent_first_run_records(tmp_path: Path):
         (tmp_path / first_run).mkdir()
         lab = Lab(tmp_path / first_run)
         lab.sql(MANY_TYPES)
+        lab.project = replace(lab.project, warehouse=replace(lab.project.warehouse, diff=location))
         sync = lab.sync(first_run=first_run)
         dest = MemoryDestination()
         plan = lab.plan(sync, dest)
         lab.apply(plan, sync, dest)
         assert plan.syncs[0].counts.baseline == (40 if first_run == "baseline" else 0)
+        assert plan.syncs[0].read["diff"] == location
         texts[first_run] = snapshot_texts(lab)
         again = lab.plan(sync, MemoryDestination()).syncs[0].counts
         assert (again.added, again.changed, again.removed) == (0, 0, 0), first_run
