@@ -171,9 +171,9 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     destination.check_unset(unset)
     group = destination.group_field
     # a baseline sends nothing: its rows are held typed, their JSON rendered by `apply` as it records the
-    # snapshot (a restart in the same place, whose rows take objects over, and the Python path's cases
-    # are planned row by row)
-    # a field name holding a secret: every row is refused, as the rendered rows (whose keys name it) show
+    # snapshot. Planned row by row instead: a restart in the same place (its rows take objects over), the
+    # unset and remapped fields' cases, and a field whose name holds a secret (every row is refused, as
+    # the rendered rows, whose keys name it, show)
     hold = (baseline and not unset and not remapped and not (same_place and projection.identity)
             and not any(contains_secret(f.name) for f in fields))
     held: SyncRows | None = None
