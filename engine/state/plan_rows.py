@@ -227,17 +227,27 @@ class SyncRows:
         # named for its plan and sync too: no other plan's table can ever have this name
         tag = hashlib.sha256(f"{self.plan_id}\0{self.sync}".encode()).hexdigest()[:12]
         name = f"plan_held_{int(self.seq_min)}_{tag}"
-        with text_as_zstd(self.con):       # 10M typed rows: 7.3 s written as DuckDB chooses, 5.5 s so
-            self.con.execute(f"CREATE TABLE {DB}.{quote(name)} AS {select}")
-        count = int(self._one(f"SELECT count(*) FROM {DB}.{quote(name)}", [])[0])
-        if not count:          # nothing to hold: the plan has no row (and takes no seq)
-            self.con.execute(f"DROP TABLE {DB}.{quote(name)}")
-            return self
-        held = HeldRows(name, int(self.seq_min), int(self.seq_min) + count - 1, tuple(columns))
-        self.con.execute(f"INSERT INTO {HELD} VALUES (?, ?, ?, ?, ?, ?)",
-                         [self.plan_id, self.sync, name, held.seq_min, held.seq_max, json.dumps(held.columns)])
+        held: HeldRows | None = None
+        # the table and its registration in one transaction: a process killed in between leaves neither
+        # (a table no plan names would never be pruned, and holds the model's rows)
+        self.con.execute("BEGIN")
+        try:
+            with text_as_zstd(self.con):       # 10M typed rows: 7.3 s written as DuckDB chooses, 5.5 s so
+                self.con.execute(f"CREATE TABLE {DB}.{quote(name)} AS {select}")
+            count = int(self._one(f"SELECT count(*) FROM {DB}.{quote(name)}", [])[0])
+            if count:
+                held = HeldRows(name, int(self.seq_min), int(self.seq_min) + count - 1, tuple(columns))
+                self.con.execute(f"INSERT INTO {HELD} VALUES (?, ?, ?, ?, ?, ?)",
+                                 [self.plan_id, self.sync, name, held.seq_min, held.seq_max, json.dumps(held.columns)])
+            else:          # nothing to hold: the plan has no row (and takes no seq)
+                self.con.execute(f"DROP TABLE {DB}.{quote(name)}")
+            self.con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.con.execute("ROLLBACK")
+            raise
         self._known.clear()
-        return replace(self, held=held)
+        return self if held is None else replace(self, held=held)
 
     def drop_held(self) -> None:
         """Forget the held rows (their plan failed a check)."""

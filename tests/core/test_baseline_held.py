@@ -174,3 +174,29 @@ def test_a_field_named_with_a_secret_is_refused_as_a_sent_first_run_refuses_it(t
         lab.apply(plan, sync, dest)
         outcome[first_run] = (plan.syncs[0].counts.invalid, len(lab.snapshot()), len(dest.received))
     assert outcome["baseline"] == outcome["send_all"] == (3, 0, 0), outcome
+
+
+def test_a_plan_dying_while_it_holds_a_baseline_leaves_no_table(lab, monkeypatch):
+    """The held table and its registration are written in one transaction: a plan that dies between the
+    two (a sceptical run killed one there: the table, every model row in it, stayed in the state for
+    good, named by no plan, never pruned) leaves neither."""
+    from engine.state import plan_rows as module
+
+    class Dying:
+        @staticmethod
+        def dumps(value: object) -> str:
+            raise KeyboardInterrupt("killed between the table and its registration")
+
+        loads = staticmethod(__import__("json").loads)
+
+    lab.insert_people(5)
+    sync = lab.sync(first_run="baseline")
+    monkeypatch.setattr(module, "json", Dying)
+    with pytest.raises(KeyboardInterrupt):
+        lab.plan(sync, MemoryDestination())
+    monkeypatch.undo()
+    assert held_tables(lab) == []
+    dest = MemoryDestination()
+    plan = lab.plan(sync, dest)
+    lab.apply(plan, sync, dest)
+    assert len(lab.snapshot()) == 5 and len(held_tables(lab)) == 1
