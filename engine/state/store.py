@@ -17,6 +17,8 @@ Tables (all in `rstate.main`):
     plans(plan_id, created_at, status, …, failed)    one per `reflow plan`; `failed`: syncs it could not plan
     plan_syncs(plan_id, sync, …)             per sync: counts, estimate, guards, fingerprint, version
     plan_rows(plan_id, sync, seq, key, op, status, …, item)   the rows and exact payloads
+    plan_held(plan_id, sync, tbl, seq_min, seq_max, columns)   a first_run: baseline plan's rows, held typed
+                                             in table `tbl` (plan_held_<seq>_<tag>; `plan_rows.HeldRows`)
     runs(run_id, plan_id, sync, …)           one per sync per apply
     pending(sync, key, reason, run_id, at, unknowns, waiting_since)   rows not delivered yet, why; how many
                                                 sends of each ended unanswered; since when held back
