@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +44,13 @@ from engine.plan import (
     ValueWarning,
 )
 from engine.project import SECRET_FIELDS, Project
+from engine.row_secrets import (
+    SECRET_REASON,
+    holding_secrets,
+    scrubbed_json,
+    secret_free_sql,
+    secret_in_values,
+)
 from engine.specs import DiffLocation, SyncSpec, check_columns
 from engine.sql import sql_str
 from engine.state import UNKNOWN, State, new_id, now
@@ -263,36 +269,6 @@ def _hold(table: SyncRows, relation: str, fields: Sequence[diff.Column], sync: S
             raise PlanError(f"sync '{sync.name}': model {model} changed while it was read (its keys were null or "
                             "repeated, then were not); plan again")
     return held, total
-
-
-def secret_in_values(fields: Sequence[diff.Column], prefix: str) -> str | None:
-    """SQL over a projected relation (`prefix`: its alias and a dot) true for a row whose key or values
-    hold a registered secret; None when none is registered. The texts (strings, nested values, the key)
-    are searched joined by NUL (which no secret holds); values whose text is a number, a boolean, a date or
-    a time only for secret forms that could be spelt with their characters (a realistic API key cannot)."""
-    secrets = registered_secrets()
-    if not secrets:
-        return None
-    texts = [f"{prefix}{diff.KEY}"]
-    plain: list[str] = []
-    for f in fields:
-        (plain if _spelt_plainly(f.type) else texts).append(f"CAST({diff.normalized(f, prefix)} AS VARCHAR)")
-    joined = f"concat_ws(chr(0), {', '.join(texts)})"
-    hits = [f"contains({joined}, {sql_str(s)})" for s in secrets]
-    hits += [f"contains(coalesce({p}, ''), {sql_str(s)})" for p in plain for s in secrets if set(s) <= _PLAIN_CHARS]
-    return " OR ".join(hits)
-
-
-# every character a number, boolean, date or time renders with (DuckDB's casts, the ISO forms)
-_PLAIN_CHARS = frozenset("0123456789.:+- eETZinfatyrulsINFAN")
-_PLAIN_TYPES = re.compile(r"(TINYINT|SMALLINT|INTEGER|INT|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|UHUGEINT"
-                          r"|FLOAT|DOUBLE|DOUBLE PRECISION|REAL|(DECIMAL|NUMERIC)(\(\d+, ?\d+\))?|BOOLEAN|DATE"
-                          r"|TIMESTAMP(_S|_MS|_NS|TZ)?(\(\d\))?( WITH(OUT)? TIME ZONE)?|TIME(TZ)?( WITH(OUT)? TIME ZONE)?)")
-
-
-def _spelt_plainly(kind: str) -> bool:
-    """A scalar whose text is made of `_PLAIN_CHARS` only: a number, a boolean, a date or a time."""
-    return _PLAIN_TYPES.fullmatch(kind.strip().upper()) is not None
 
 
 def _write_rows(rows: PlanRows, delta: diff.Delta, destination: Destination, fields: Sequence[diff.Column], *,
@@ -616,12 +592,12 @@ class PlanRows:
                 # not sent by choice (nulls: skip): Braze keeps the old values, and so does the snapshot
                 new_row, new_hash = _without(row, kept, json.loads(new_row) if new_row else None), None
             key, old_kept = row.key, _old_kept(row)
-            holding = _holding_secrets(row, item) if registered_secrets() else []
+            holding = holding_secrets(row, item) if registered_secrets() else []
             if holding:
                 # never sent, never stored: the row is invalid, and what the plan keeps of it is scrubbed
                 status, item, new_hash = INVALID, None, None
                 reason = f"{', '.join(holding)}: {SECRET_REASON}; it is not sent. Fix the model"
-                key, new_row = scrub(key), _scrubbed_json(new_row) if new_row is not None else None
+                key, new_row = scrub(key), scrubbed_json(new_row) if new_row is not None else None
             elif self.baseline:
                 # a baseline sends nothing and judges no value: a row here without a secret is recorded as
                 # the SQL path records it (the whole row, as the model has it)
@@ -734,40 +710,6 @@ class PlanRows:
             samples.setdefault(op, []).append(
                 {"key": key, "values": values, "payload": _loads(item), "note": reason})
         return samples
-
-
-SECRET_REASON = ("holds a secret value (the value of a secret setting such as an API key, or of a secret "
-                 "environment variable)")
-
-
-def secret_free_sql(columns: Sequence[str]) -> str:
-    """SQL true for a row none of whose `columns` (text) holds a registered secret, in any of its forms."""
-    hits = [f"contains(coalesce({c}, ''), {sql_str(s)})" for c in columns for s in registered_secrets()]
-    return f"NOT ({' OR '.join(hits)})" if hits else "true"
-
-
-def _scrubbed_json(text: str) -> str:
-    """A row's JSON with every registered secret masked and the JSON still valid: a string holding one
-    has it replaced, a number or boolean whose text holds one becomes the string "***"."""
-    def masked(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {scrub(k): masked(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [masked(v) for v in value]
-        if isinstance(value, str):
-            return scrub(value)
-        return "***" if value is not None and contains_secret(json.dumps(value)) else value
-    return json.dumps(masked(json.loads(text)), ensure_ascii=False, separators=(",", ":"))
-
-
-def _holding_secrets(row: diff.DeltaRow, item: Any) -> list[str]:
-    """Where a plan row holds a registered secret: 'the primary key', field names, else 'the payload'."""
-    found = ["the primary key"] if contains_secret(row.key) else []
-    found += [f for f, v in (row.new_row or {}).items()
-              if contains_secret(json.dumps(v, ensure_ascii=False, default=str))]
-    if not found and item is not None and contains_secret(item.item_json):
-        found.append("the payload")
-    return found
 
 
 def _old_kept(row: diff.DeltaRow) -> str | None:

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "engine.specs": 3, "engine.models": 3,
     "engine.state": 4,
     "engine.destinations": 4, "engine.warehouse": 4, "engine.diff": 4, "engine.plan": 4, "engine.locations": 4,
+    "engine.row_secrets": 4,
     "engine.planner": 5, "engine.runner": 5, "engine.console": 5, "engine.show": 5,
     "engine.report_html": 5, "engine.report_markdown": 5,
     "engine.cli": 6, "engine.context": 6, "engine.demo": 6, "engine.example": 6, "engine.scaffold": 6, "engine.dbt_exposures": 6,
