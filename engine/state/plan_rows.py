@@ -7,8 +7,9 @@ in seq order, `show` and the reports browse them. Nothing outside this package n
 A `first_run: baseline` plan sends nothing: its rows are held typed in a table of their own (`hold`,
 registered in `plan_held`), and each row's JSON is rendered where a query reads it (`apply` recording the
 snapshot, `show`), never written into `plan_rows`: at 10M rows that JSON cost more than the rest of the plan.
-Every query here reads `SyncRows.rows`, which adds those rows to the sync's plan rows as plan rows of
-status `baseline`, numbered from `seq_min` in the held table's order.
+The queries over every row of a plan read `SyncRows.rows`, which adds those rows to the sync's plan rows
+as plan rows of status `baseline`, numbered from `seq_min` in the held table's order (the queries over
+rows sent, skipped, invalid or changed read `plan_rows` alone: a held row is none of these).
 """
 
 from __future__ import annotations
