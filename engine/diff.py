@@ -432,8 +432,7 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
     then `stored_in_order=False` leaves the rows in the model's order (numbered in key order all the same)."""
     if all_added:
         return _prepare_added(con, columns, stored_in_order)
-    struct = ", ".join(f"{quote(c.name)} := d.{quote(c.name)}" for c in columns)
-    new_row = f"CASE WHEN d.__op <> 'removed' THEN to_json(struct_pack({struct}))::VARCHAR END" if columns else "'{}'"
+    new_row = f"CASE WHEN d.__op <> 'removed' THEN {_new_row(columns, 'd.')} END" if columns else "'{}'"
     names = [c.name for c in columns]
     compared = names + [c for c in old_columns if c not in names]
     n = len(compared)
@@ -482,10 +481,7 @@ def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snap
 def rendered_row(columns: Sequence[tuple[str, str]], table: str) -> str:
     """SQL: the JSON of a row whose fields (name, model type) hold the model's values as they came
     (not normalised), prefixed by `table`: the same text as `_new_row` over the normalised values."""
-    if not columns:
-        return "'{}'"
-    struct = ", ".join(f"{quote(name)} := {normalized(Column(name, kind), table)}" for name, kind in columns)
-    return f"to_json(struct_pack({struct}))::VARCHAR"
+    return _row_json([(name, normalized(Column(name, kind), table)) for name, kind in columns])
 
 
 def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refused: str | None = None) -> str:
@@ -505,11 +501,17 @@ def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refus
 
 
 def _new_row(columns: Sequence[Column], table: str) -> str:
-    """SQL: the new row as JSON (what the snapshot records once the row is acknowledged)."""
-    if not columns:
+    """SQL: the new row as JSON (what the snapshot records once the row is acknowledged), from the
+    normalised values prefixed by `table`."""
+    return _row_json([(c.name, f"{table}{quote(c.name)}") for c in columns])
+
+
+def _row_json(values: Sequence[tuple[str, str]]) -> str:
+    """SQL: a row's JSON text from (field name, value SQL) pairs: the one spelling of it, whether phase 2
+    renders it or a held baseline's row is rendered later (they must be the same text)."""
+    if not values:
         return "'{}'"
-    struct = ", ".join(f"{quote(c.name)} := {table}{quote(c.name)}" for c in columns)
-    return f"to_json(struct_pack({struct}))::VARCHAR"
+    return "to_json(struct_pack(" + ", ".join(f"{quote(name)} := {value}" for name, value in values) + "))::VARCHAR"
 
 
 def _prepare_added(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], stored_in_order: bool = True) -> int:

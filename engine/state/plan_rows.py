@@ -135,6 +135,10 @@ class HeldRows:
     seq_max: int
     columns: tuple[tuple[str, str], ...]
 
+    @property
+    def table(self) -> str:
+        return f"{DB}.{quote(self.name)}"
+
     def as_plan_rows(self, plan_id: str, sync: str) -> str:
         """SQL: these rows as `plan_rows` records (status `baseline`, the JSON rendered per row read)."""
         from engine.diff import rendered_row  # the diff's normal form, imported by the queries that need it
@@ -143,7 +147,7 @@ class HeldRows:
                 f"h.__key AS key, 'added' AS op, '{BASELINE}' AS status, false AS retry, []::VARCHAR[] AS changed, "
                 f"h.__hash AS new_hash, {rendered_row(self.columns, 'h.')} AS new_row, NULL::VARCHAR AS old_row, "
                 f"NULL::VARCHAR AS channel, NULL::VARCHAR AS item, 0::INTEGER AS data_points, "
-                f"{sql_str(BASELINE_REASON)} AS reason FROM {DB}.{quote(self.name)} AS h WHERE NOT h.__refused")
+                f"{sql_str(BASELINE_REASON)} AS reason FROM {self.table} AS h WHERE NOT h.__refused")
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,7 @@ class SyncRows:
         """Forget the held rows (their plan failed a check)."""
         if self.held is None:
             return
-        self.con.execute(f"DROP TABLE IF EXISTS {DB}.{quote(self.held.name)}")
+        self.con.execute(f"DROP TABLE IF EXISTS {self.held.table}")
         self.con.execute(f"DELETE FROM {HELD} WHERE plan_id = ? AND sync = ?", [self.plan_id, self.sync])
 
     def held_keys(self) -> tuple[int, int, int, int]:
@@ -264,7 +268,7 @@ class SyncRows:
             return 0, 0, 0, 0
         total, nulls, distinct, refused = self._one(
             f"SELECT count(*), count(*) FILTER (WHERE __key IS NULL AND NOT __refused), count(DISTINCT __key), "
-            f"count(*) FILTER (WHERE __refused) FROM {DB}.{quote(self.held.name)}", [], 4)
+            f"count(*) FILTER (WHERE __refused) FROM {self.held.table}", [], 4)
         return int(total), int(nulls), int(distinct), int(refused)
 
     def refused_seqs(self) -> list[int]:
@@ -272,7 +276,7 @@ class SyncRows:
         if self.held is None:
             return []
         return [int(r[0]) for r in self.con.execute(
-            f"SELECT {self.held.seq_min} + rowid FROM {DB}.{quote(self.held.name)} WHERE __refused ORDER BY rowid").fetchall()]
+            f"SELECT {self.held.seq_min} + rowid FROM {self.held.table} WHERE __refused ORDER BY rowid").fetchall()]
 
     def not_written(self, rn: str) -> str:
         """SQL true for a delta row (numbered `rn` from 1 = seq_min) that has no plan row yet."""
