@@ -484,20 +484,55 @@ def rendered_row(columns: Sequence[tuple[str, str]], table: str) -> str:
     return _row_json([(name, normalized(Column(name, kind), table)) for name, kind in columns])
 
 
-def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refused: str | None = None) -> str:
-    """SQL: a first run's rows as a baseline holds them (`SyncRows.hold`): `__key`, `__hash`, each
-    field's value as the model gave it, and `__refused`, from a projected relation (`hashed`: one that
-    holds `__hash`, computed on the warehouse). `refused` (SQL over `m`): rows held blank, every value
-    null, so that what they hold (a secret) is never written."""
+def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refused: str | None = None,
+                judged: Sequence[tuple[str, str]] = ()) -> str:
+    """SQL: a first run's rows as they are held (`SyncRows.hold`): `__key`, `__hash`, each field's value
+    as the model gave it, and `__refused`, from a projected relation (`hashed`: one that holds `__hash`,
+    computed on the warehouse). `refused` (SQL over `m`): rows held blank, every value null, so that what
+    they hold (a secret) is never written. `judged`: (name, SQL) columns computed over each row as the
+    delta rows a destination's `SqlItems` read (`r`: normalised values, `__op` 'added'), held beside it
+    (a send_all's payload checks, computed once, as the rows are read)."""
     hashing = "m.__hash" if hashed else hash_expr(columns)
     if refused is None:
         values = "".join(f", m.{quote(c.name)}" for c in columns)
-        return f"SELECT m.{KEY} AS {KEY}, {hashing} AS __hash{values}, false AS __refused FROM {relation} AS m"
-    values = "".join(f", CASE WHEN NOT r.__refused THEN r.{quote(c.name)} END AS {quote(c.name)}" for c in columns)
-    return (f"SELECT CASE WHEN NOT r.__refused THEN r.{KEY} END AS {KEY}, "
-            f"CASE WHEN NOT r.__refused THEN r.__hash END AS __hash{values}, r.__refused "
-            f"FROM (SELECT m.*{'' if hashed else f', {hashing} AS __hash'}, ({refused}) AS __refused "
-            f"FROM {relation} AS m) AS r")
+        held = f"SELECT m.{KEY} AS {KEY}, {hashing} AS __hash{values}, false AS __refused FROM {relation} AS m"
+    else:
+        values = "".join(f", CASE WHEN NOT r.__refused THEN r.{quote(c.name)} END AS {quote(c.name)}" for c in columns)
+        held = (f"SELECT CASE WHEN NOT r.__refused THEN r.{KEY} END AS {KEY}, "
+                f"CASE WHEN NOT r.__refused THEN r.__hash END AS __hash{values}, r.__refused "
+                f"FROM (SELECT m.*{'' if hashed else f', {hashing} AS __hash'}, ({refused}) AS __refused "
+                f"FROM {relation} AS m) AS r")
+    if not judged:
+        return held
+    # the model's values kept under other names while the normalised ones take the fields' names
+    raws = "".join(f", m.{quote(c.name)} AS __raw_{i}" for i, c in enumerate(columns))
+    back = "".join(f", r.__raw_{i} AS {quote(c.name)}" for i, c in enumerate(columns))
+    extra = "".join(f", ({sql}) AS {quote(name)}" for name, sql in judged)
+    return (f"SELECT r.{KEY}, r.__hash{back}, r.__refused{extra} FROM (SELECT m.{KEY}, m.__hash, m.__refused{raws}"
+            f"{_normalised(columns, 'm.')}, {_ADDED} FROM ({held}) AS m) AS r")
+
+
+# the delta-row columns of an added row (`prepare_rows`' names) that a destination's SQL may read
+_ADDED = ("'added' AS __op, []::VARCHAR[] AS __changed, NULL::VARCHAR AS __old_row, NULL::VARCHAR AS __old_kept, "
+          "false AS __uncertain, NULL::VARCHAR AS __replaces, false AS __collapsed")
+
+
+def _normalised(columns: Sequence[Column], table: str) -> str:
+    return "".join(f", {normalized(c, table)} AS {quote(c.name)}" for c in columns)
+
+
+def held_delta(table: str, columns: Sequence[tuple[str, str]], where: str = "true",
+               judged: Sequence[str] = ()) -> str:
+    """SQL: held rows (table `table`, written by `held_select`) as the delta rows a destination's
+    `SqlItems` read: each field normalised as phase 2 gives it, the other delta columns as an added row
+    has them, `__rowid` numbering the rows, `__new_row` the row's JSON (`rendered_row`'s text),
+    `__refused` and the `judged` columns as held; only the rows matching `where` (over the held table,
+    `h`: e.g. a rowid range, read before anything is rendered)."""
+    cols = [Column(name, kind) for name, kind in columns]
+    carried = "".join(f", h.{quote(name)}" for name in judged)
+    return (f"SELECT r.*, {_new_row(cols, 'r.')} AS __new_row FROM ("
+            f"SELECT h.rowid AS __rowid, h.{KEY} AS __key, h.__hash, {_ADDED}, h.__refused{carried}"
+            f"{_normalised(cols, 'h.')} FROM {table} AS h WHERE {where}) AS r")
 
 
 def _new_row(columns: Sequence[Column], table: str) -> str:

@@ -54,7 +54,7 @@ from engine.row_secrets import (
 from engine.specs import DiffLocation, SyncSpec, check_columns
 from engine.sql import sql_str
 from engine.state import UNKNOWN, State, new_id, now
-from engine.state.plan_rows import BASELINE_REASON, PlanRowRecord, SyncRows, holds_unknown
+from engine.state.plan_rows import BASELINE_REASON, HeldSends, PlanRowRecord, SyncRows, holds_unknown
 from engine.state.plans import save_plan
 from engine.warehouse.base import Warehouse
 
@@ -176,12 +176,17 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     unset = unmapped if on_unmapped == "unset" else []
     destination.check_unset(unset)
     group = destination.group_field
-    # a baseline sends nothing: its rows are held typed, their JSON rendered by `apply` as it records the
-    # snapshot. Planned row by row instead: a restart in the same place (its rows take objects over), the
-    # unset and remapped fields' cases, and a field whose name holds a secret (every row is refused, as
-    # the rendered rows, whose keys name it, show)
-    hold = (baseline and not unset and not remapped and not (same_place and projection.identity)
-            and not any(contains_secret(f.name) for f in fields))
+    # a first run's rows are held typed: a baseline's JSON rendered by `apply` as it records the snapshot,
+    # a send_all's payloads by `apply` before it sends (by the destination's SQL, kept with the plan; the
+    # rows that SQL cannot prove valid are planned in Python). Planned row by row instead: a restart in the
+    # same place (its rows take objects over), the unset and remapped fields' cases, a field whose name
+    # holds a secret (every row is refused, as the rendered rows, whose keys name it, show); for a send_all,
+    # rows already pending (retries) and a destination whose notes count groups of rows (cohorts)
+    plain = (first_run and not unset and not remapped and not (same_place and projection.identity)
+             and not any(contains_secret(f.name) for f in fields))
+    fast = (destination.sql_items(fields, added_only=True) if plain and not baseline and group is None
+            and not state.pending_count(sync.name) else None)
+    hold = plain and (baseline or fast is not None)
     held: SyncRows | None = None
     with diff.Delta(con, sync=sync.name, model=rendered.model) as delta:
         snapshot = delta.empty_snapshot() if restart else st.table
@@ -212,8 +217,10 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                 diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
                                     model=rendered.model)
         if hold:        # the model's checks passed: only now are its rows written into the state
+            sends = None if fast is None else HeldSends(fast.channel_sql or sql_str(fast.channel), fast.item)
             held, total = _hold(SyncRows(con, plan_id, sync.name, state.next_seq()), counted, fields, sync,
-                                rendered.model, hashed=away is not None)
+                                rendered.model, hashed=away is not None, sends=sends,
+                                judged=HeldSends.judging(fast.eligible, fast.data_points) if fast else ())
             counts = diff.DeltaCounts(total=total, added=total, candidates=0, removed=0)
             if away:
                 locations.read_in_process(away, total)
@@ -222,8 +229,11 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
         times = frozenset(f.name for f in fields if is_time_type(f.type))
         if held is not None:
             n, collapsed = counts.total, 0
-            rows = PlanRows(held, "", projection, unset, times=times, primary_key=sync.primary_key, baseline=True)
-            rows.refuse_secrets(counted, fields, destination, hashed=away is not None)     # its only rows in Python
+            rows = PlanRows(held, "", projection, unset, times=times, primary_key=sync.primary_key, baseline=baseline)
+            if fast is not None:     # before the Python path writes: the rows sent so far are the held ones
+                destination.plan_sql_rows(held.sent_by(group))
+            rows.refuse_secrets(counted, fields, destination, hashed=away is not None)
+            rows.write_held_python(destination)
         else:
             n = delta.render(unset, remapped, sent=not baseline)
             collapsed = 0 if keyed_by_identity else delta.collapse(projection.identity)
@@ -248,14 +258,15 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
 
 
 def _hold(table: SyncRows, relation: str, fields: Sequence[diff.Column], sync: SyncSpec, model: str, *,
-          hashed: bool) -> tuple[SyncRows, int]:
-    """A first run's every row held as its baseline (`SyncRows.hold`) from a projected relation, rows
-    holding a secret held blank (`secret_in_values`), the keys checked (a null or repeated key stops the
-    sync, named, and nothing is kept); returns the rows and how many."""
+          hashed: bool, sends: HeldSends | None = None, judged: Sequence[tuple[str, str]] = ()) -> tuple[SyncRows, int]:
+    """A first run's every row held (`SyncRows.hold`) from a projected relation: a baseline's, or with
+    `sends` a send_all's, whose payload checks (`judged`, `HeldSends.judging`) are computed as the rows are
+    read; rows holding a secret held blank (`secret_in_values`), the keys checked (a null or repeated key
+    stops the sync, named, and nothing is kept); returns the rows and how many."""
     refused = secret_in_values(fields, "m.")
     with diff.model_rows(sync=sync.name, model=model):
-        held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused),
-                          [(f.name, f.type) for f in fields])
+        held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused, judged=judged),
+                          [(f.name, f.type) for f in fields], sends)
     total, nulls, distinct, blank = held.held_keys()
     if nulls or distinct != total - blank or blank:
         try:
@@ -483,6 +494,14 @@ class PlanRows:
                                          new_row=json.loads(new_row), new_row_json=new_row, old_row=None,
                                          old_row_json=None) for seq, (key, new_hash, new_row) in zip(seqs, rows, strict=True)],
                           destination)
+
+    def write_held_python(self, destination: Destination) -> None:
+        """A `send_all` first run's held rows that its SQL payloads cannot prove valid: planned through
+        the destination in Python, at their seqs (the held table sends none of them)."""
+        for chunk in self.table.held_for_python():
+            self.write_python([diff.DeltaRow(rn=seq - self.seq_min + 1, key=key, op=Op.ADDED, new_hash=new_hash,
+                                             new_row=json.loads(row), new_row_json=row, old_row=None, old_row_json=None)
+                               for seq, key, new_hash, row in chunk], destination)
 
     def _flag(self, key: str, result: Item | Invalid | Skip) -> None:
         """Count the problems of one row's result that name a value the destination would mangle

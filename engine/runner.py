@@ -243,6 +243,8 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
         try:
             destination = destination_for(specs[sp.name])
             try:
+                # a send_all first run's held rows become plan rows (payloads rendered) before anything is sent
+                SyncRows.of(state.con, plan.plan_id, sp).release_held()
                 mirrored = mirrors.begin(plan.plan_id, sp) if mirrors else None
                 _record_local(state, plan.plan_id, sp, outcome)
                 try:

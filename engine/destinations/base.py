@@ -300,9 +300,10 @@ class Destination(ABC):
     def prepare(self, row: PlanRow) -> Item | Invalid | Skip:
         """Build and validate the payload for one plan row (no network)."""
 
-    def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
+    def sql_items(self, columns: Sequence[Any], *, added_only: bool = False) -> SqlItems | None:
         """Payloads built in SQL for the rows SQL can prove valid (diff.Column list); None: every row
-        goes through prepare()."""
+        goes through prepare(). `added_only`: every row is an added one (a first run): the SQL may take
+        `r.__op = 'added'` as given (it is judged for millions of rows at once)."""
         return None
 
     def plan_notes(self, sent: int) -> list[str]:

@@ -102,6 +102,13 @@ def holds_unknown(json_text: str) -> str:
     return f"contains(coalesce({json_text}, ''), {sql_str(UNKNOWN[1:])})"
 
 
+def _key_order(column: str) -> str:
+    """SQL: the order of plan rows by their key `column`, as the diff numbers a plan's rows (`KEY_ORDER`)."""
+    from engine.diff import KEY_ORDER
+
+    return KEY_ORDER.removeprefix("ORDER BY ").replace("__k", column)
+
+
 @contextlib.contextmanager
 def text_as_zstd(con: Any) -> Iterator[None]:
     """While a bulk write runs: text columns compressed with zstd rather than DuckDB's analysed choice.
@@ -124,30 +131,82 @@ def text_as_zstd(con: Any) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
+class HeldSends:
+    """How a `send_all` first run's held rows become payloads: a destination's `SqlItems` `channel` and
+    `item` (SQL over the delta rows, `r`), fixed by the plan and kept with it, so that `apply` renders what
+    the plan counted. Its checks are judged as the rows are held (`judging`): `__python` rows (the SQL
+    cannot prove them valid) are planned in Python, the held table sends none of them; `__points` is each
+    row's data points."""
+
+    channel: str
+    item: str
+
+    JUDGED = ("__python", "__points")
+
+    @staticmethod
+    def judging(eligible: str, data_points: str) -> list[tuple[str, str]]:
+        """The held columns `JUDGED`, as SQL over the delta rows, from a destination's `SqlItems`."""
+        return [("__python", f"NOT coalesce(({eligible}), false)"), ("__points", f"coalesce(({data_points}), 0)::INTEGER")]
+
+    def to_json(self) -> str:
+        return json.dumps([self.channel, self.item])
+
+    @classmethod
+    def from_json(cls, text: str | None) -> HeldSends | None:
+        return cls(*json.loads(text)) if text else None
+
+
+@dataclass(frozen=True)
 class HeldRows:
-    """A baseline plan's rows of one sync held typed (`SyncRows.hold`): table `name` holds `__key`,
+    """A first run's rows of one sync held typed (`SyncRows.hold`): table `name` holds `__key`,
     `__hash`, one column per field (`columns`: name and model type, as the diff normalises them) and
     `__refused`; row `i` of the table (its rowid) is plan row `seq_min + i`. A refused row (it holds a
-    secret) is held blank, never written: the Python path writes its plan row instead."""
+    secret) is held blank, never written: the Python path writes its plan row instead.
+
+    A `first_run: baseline` plan's rows are plan rows of status `baseline`; a `send_all` one's
+    (`sends`) are plan rows of status `send`, their payloads rendered where they are read, until `apply`
+    writes them into `plan_rows` before it sends anything (`SyncRows.release_held`)."""
 
     name: str
     seq_min: int
     seq_max: int
     columns: tuple[tuple[str, str], ...]
+    sends: HeldSends | None = None
 
     @property
     def table(self) -> str:
         return f"{DB}.{quote(self.name)}"
 
-    def as_plan_rows(self, plan_id: str, sync: str) -> str:
-        """SQL: these rows as `plan_rows` records (status `baseline`, the JSON rendered per row read)."""
-        from engine.diff import rendered_row  # the diff's normal form, imported by the queries that need it
+    def as_plan_rows(self, plan_id: str, sync: str, within: str = "true") -> str:
+        """SQL: these rows as `plan_rows` records (the JSON rendered per row read); `within` (SQL over the
+        held table, `h`) limits the rows before anything is rendered."""
+        # the diff's normal form, imported by the queries that need it
+        from engine.diff import held_delta, rendered_row
 
-        return (f"SELECT {sql_str(plan_id)} AS plan_id, {sql_str(sync)} AS sync, {self.seq_min} + h.rowid AS seq, "
-                f"h.__key AS key, 'added' AS op, '{BASELINE}' AS status, false AS retry, []::VARCHAR[] AS changed, "
-                f"h.__hash AS new_hash, {rendered_row(self.columns, 'h.')} AS new_row, NULL::VARCHAR AS old_row, "
-                f"NULL::VARCHAR AS channel, NULL::VARCHAR AS item, 0::INTEGER AS data_points, "
-                f"{sql_str(BASELINE_REASON)} AS reason FROM {self.table} AS h WHERE NOT h.__refused")
+        head = f"SELECT {sql_str(plan_id)} AS plan_id, {sql_str(sync)} AS sync"
+        if self.sends is None:
+            return (f"{head}, {self.seq_min} + h.rowid AS seq, h.__key AS key, 'added' AS op, '{BASELINE}' AS status, "
+                    f"false AS retry, []::VARCHAR[] AS changed, h.__hash AS new_hash, "
+                    f"{rendered_row(self.columns, 'h.')} AS new_row, NULL::VARCHAR AS old_row, "
+                    f"NULL::VARCHAR AS channel, NULL::VARCHAR AS item, 0::INTEGER AS data_points, "
+                    f"{sql_str(BASELINE_REASON)} AS reason FROM {self.table} AS h WHERE NOT h.__refused AND ({within})")
+        s = self.sends
+        return (f"{head}, {self.seq_min} + r.__rowid AS seq, r.__key AS key, 'added' AS op, '{SEND}' AS status, "
+                f"false AS retry, []::VARCHAR[] AS changed, r.__hash AS new_hash, r.__new_row AS new_row, "
+                f"NULL::VARCHAR AS old_row, ({s.channel})::VARCHAR AS channel, ({s.item})::VARCHAR AS item, "
+                f"r.__points AS data_points, NULL::VARCHAR AS reason "
+                f"FROM ({held_delta(self.table, self.columns, within, s.JUDGED)}) AS r "
+                f"WHERE NOT r.__refused AND NOT r.__python")
+
+    def for_python(self, within: str = "true") -> str:
+        """SQL: the held send rows the destination's SQL cannot prove valid (`__python`), for the
+        Python path: (seq, key, hash, row JSON), in seq order."""
+        from engine.diff import held_delta
+
+        assert self.sends is not None
+        return (f"SELECT {self.seq_min} + r.__rowid AS seq, r.__key AS key, r.__hash AS new_hash, r.__new_row AS new_row "
+                f"FROM ({held_delta(self.table, self.columns, within, self.sends.JUDGED)}) AS r "
+                f"WHERE NOT r.__refused AND r.__python ORDER BY r.__rowid")
 
 
 @dataclass(frozen=True)
@@ -168,10 +227,10 @@ class SyncRows:
     @classmethod
     def of(cls, con: Any, plan_id: str, sp: SyncPlan) -> SyncRows:
         """The rows of a saved plan's sync."""
-        found = con.execute(f"SELECT tbl, seq_min, seq_max, columns FROM {HELD} WHERE plan_id = ? AND sync = ?",
+        found = con.execute(f"SELECT tbl, seq_min, seq_max, columns, sends FROM {HELD} WHERE plan_id = ? AND sync = ?",
                             [plan_id, sp.name]).fetchone()
-        held = (HeldRows(found[0], int(found[1]), int(found[2]), tuple((n, t) for n, t in json.loads(found[3])))
-                if found else None)
+        held = (HeldRows(found[0], int(found[1]), int(found[2]), tuple((n, t) for n, t in json.loads(found[3])),
+                         HeldSends.from_json(found[4])) if found else None)
         return cls(con, plan_id, sp.name, sp.seq_min, sp.seq_max, held)
 
     @property
@@ -182,6 +241,12 @@ class SyncRows:
         if self.held is None:
             return TABLE
         return f"(SELECT * FROM {TABLE} UNION ALL {self.held.as_plan_rows(self.plan_id, self.sync)})"
+
+    @property
+    def sent_rows(self) -> str:
+        """The relation the queries over rows sent read: the plan rows, with the held rows of a `send_all`
+        first run (not yet released, `release_held`)."""
+        return self.rows if self.held is not None and self.held.sends is not None else TABLE
 
     def where(self) -> tuple[str, list[Any]]:
         if self.seq_max is None:
@@ -225,34 +290,44 @@ class SyncRows:
         self.con.execute(f"INSERT INTO {TABLE} ({COLUMNS}) SELECT {', '.join('unnest(?)' for _ in cols)}",
                          [list(c) for c in cols])
 
-    def hold(self, select: str, columns: Sequence[tuple[str, str]]) -> SyncRows:
-        """A baseline's rows held typed (`HeldRows`): `select` gives `__key`, `__hash`, the fields' values
-        and `__refused`, one row per plan row. Returns these rows with them (see `rows`). The table is
-        written in parallel, as the rows come; its rowid numbers them (no window over millions of rows)."""
+    def hold(self, select: str, columns: Sequence[tuple[str, str]], sends: HeldSends | None = None) -> SyncRows:
+        """A first run's rows held typed (`HeldRows`; `sends`: a `send_all` one's, see there): `select`
+        gives `__key`, `__hash`, the fields' values and `__refused`, one row per plan row. Returns these
+        rows with them (see `rows`). The table is written in parallel, as the rows come; its rowid numbers
+        them (no window over millions of rows)."""
         # named for its plan and sync too: no other plan's table can ever have this name
         tag = hashlib.sha256(f"{self.plan_id}\0{self.sync}".encode()).hexdigest()[:12]
         name = f"plan_held_{int(self.seq_min)}_{tag}"
-        held: HeldRows | None = None
-        # the table and its registration in one transaction: a process killed in between leaves neither
-        # (a table no plan names would never be pruned, and holds the model's rows)
+        # the compression is set outside the transaction: a model failing inside it aborts the transaction,
+        # and the setting must still be put back
+        with text_as_zstd(self.con):            # 10M typed rows: 7.3 s written as DuckDB chooses, 5.5 s so
+            held = self._hold_table(HeldRows(name, int(self.seq_min), int(self.seq_min) - 1, tuple(columns), sends),
+                                    select)
+        self._known.clear()
+        return self if held is None else replace(self, held=held)
+
+    def _hold_table(self, held: HeldRows, select: str) -> HeldRows | None:
+        """`hold`'s table and its registration in one transaction: a process killed in between leaves
+        neither (a table no plan names would never be pruned, and holds the model's rows). None: the
+        select had no row, and nothing is held (the plan takes no seq)."""
         self.con.execute("BEGIN")
         try:
-            with text_as_zstd(self.con):       # 10M typed rows: 7.3 s written as DuckDB chooses, 5.5 s so
-                self.con.execute(f"CREATE TABLE {DB}.{quote(name)} AS {select}")
-            count = int(self._one(f"SELECT count(*) FROM {DB}.{quote(name)}", [])[0])
+            self.con.execute(f"CREATE TABLE {held.table} AS {select}")
+            count = int(self._one(f"SELECT count(*) FROM {held.table}", [])[0])
             if count:
-                held = HeldRows(name, int(self.seq_min), int(self.seq_min) + count - 1, tuple(columns))
-                self.con.execute(f"INSERT INTO {HELD} VALUES (?, ?, ?, ?, ?, ?)",
-                                 [self.plan_id, self.sync, name, held.seq_min, held.seq_max, json.dumps(held.columns)])
-            else:          # nothing to hold: the plan has no row (and takes no seq)
-                self.con.execute(f"DROP TABLE {DB}.{quote(name)}")
+                held = replace(held, seq_max=held.seq_min + count - 1)
+                self.con.execute(f"INSERT INTO {HELD} (plan_id, sync, tbl, seq_min, seq_max, columns, sends) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 [self.plan_id, self.sync, held.name, held.seq_min, held.seq_max,
+                                  json.dumps(held.columns), held.sends.to_json() if held.sends else None])
+            else:
+                self.con.execute(f"DROP TABLE {held.table}")
             self.con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 self.con.execute("ROLLBACK")
             raise
-        self._known.clear()
-        return self if held is None else replace(self, held=held)
+        return held if count else None
 
     def drop_held(self) -> None:
         """Forget the held rows (their plan failed a check)."""
@@ -260,6 +335,41 @@ class SyncRows:
             return
         self.con.execute(f"DROP TABLE IF EXISTS {self.held.table}")
         self.con.execute(f"DELETE FROM {HELD} WHERE plan_id = ? AND sync = ?", [self.plan_id, self.sync])
+
+    def release_held(self) -> SyncRows:
+        """A `send_all` first run's held rows written into `plan_rows` as the plan counted them (payloads
+        rendered by the plan's SQL), the held table dropped, in one transaction: `apply` does this before
+        it sends anything, so that the send, the acknowledgements, a crash's recovery and `reflow errors`
+        read plan rows as for any plan. Returns the rows without held ones."""
+        if self.held is None or self.held.sends is None:
+            return self
+        with text_as_zstd(self.con):
+            self.con.execute("BEGIN")
+            try:
+                self.con.execute(f"INSERT INTO {TABLE} ({COLUMNS}) {self.held.as_plan_rows(self.plan_id, self.sync)}")
+                self.con.execute(f"DROP TABLE {self.held.table}")
+                self.con.execute(f"DELETE FROM {HELD} WHERE plan_id = ? AND sync = ?", [self.plan_id, self.sync])
+                self.con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.con.execute("ROLLBACK")
+                raise
+        self._known.clear()
+        return replace(self, held=None)
+
+    def held_for_python(self, chunk: int = 5000) -> Iterator[list[tuple[int, str, int, str]]]:
+        """The held send rows left to the Python path (`HeldRows.for_python`), `chunk` at a time."""
+        if self.held is None or self.held.sends is None:
+            return
+        low = self.held.seq_min
+        rowids = [int(r[0]) - low for r in self.con.execute(f"SELECT seq FROM ({self.held.for_python()})").fetchall()]
+        for i in range(0, len(rowids), chunk):       # each chunk read by its rowid range (the scan skips the rest)
+            part = rowids[i:i + chunk]
+            rows = [(int(seq), key, new_hash, row) for seq, key, new_hash, row in self.con.execute(
+                self.held.for_python(f"h.rowid BETWEEN {part[0]} AND {part[-1]}")).fetchall()]
+            if [seq - low for seq, *_ in rows] != part:
+                raise RuntimeError("the held rows changed while they were read")   # a bug: the table is the plan's
+            yield rows
 
     def held_keys(self) -> tuple[int, int, int, int]:
         """The held rows' (count, null keys, distinct keys, refused rows); a refused row's key is not
@@ -334,7 +444,7 @@ class SyncRows:
             return {}
         where, params = self.where()
         rows = self.con.execute(
-            f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {TABLE} "
+            f"SELECT channel, count(*), coalesce(sum(data_points), 0) FROM {self.sent_rows} "
             f"WHERE {where} AND status = '{SEND}' GROUP BY channel ORDER BY channel", params).fetchall()
         return {ch: (int(c), int(dp)) for ch, c, dp in rows}
 
@@ -346,7 +456,7 @@ class SyncRows:
         where, params = self.where()
         group = f"json_extract_string(coalesce(new_row, old_row), {json_path(field)})" if field else "NULL"
         rows = self.con.execute(
-            f"SELECT {group} AS g, op, count(*), coalesce(sum(data_points), 0) FROM {TABLE} "
+            f"SELECT {group} AS g, op, count(*), coalesce(sum(data_points), 0) FROM {self.sent_rows} "
             f"WHERE {where} AND status = '{SEND}' GROUP BY g, op", params).fetchall()
         return {(g, str(op)): (int(c), int(dp)) for g, op, c, dp in rows}
 
@@ -425,11 +535,26 @@ class SyncRows:
         if self._none():
             return []
         where, params = self.where()
+        rows, order = TABLE, "ORDER BY seq"
+        if self.held is not None and self.held.sends is not None:
+            rows, order = self._first_held(per_op), "ORDER BY " + _key_order("key")
         return self.con.execute(
             f"""SELECT op, key, changed, new_row, old_row, item, reason FROM (
-                  SELECT *, row_number() OVER (PARTITION BY op ORDER BY seq) AS i FROM {TABLE}
+                  SELECT *, row_number() OVER (PARTITION BY op {order}) AS i FROM {rows}
                   WHERE {where} AND status IN ('{SEND}', '{SKIP}'))
-                WHERE i <= {int(per_op)} ORDER BY op, seq""", params).fetchall()
+                WHERE i <= {int(per_op)} ORDER BY op, i""", params).fetchall()
+
+    def _first_held(self, count: int) -> str:
+        """The plan rows with the first `count` held rows sent in key order (the order a plan's rows are
+        numbered in when they are not held): found by their keys alone, so that only those rows' payloads
+        are rendered, not millions."""
+        held = self.held
+        assert held is not None
+        every = held.as_plan_rows(self.plan_id, self.sync)
+        first = [int(r[0]) - held.seq_min for r in self.con.execute(
+            f"SELECT seq FROM ({every}) ORDER BY {_key_order('key')} LIMIT {int(count)}").fetchall()]
+        within = f"h.rowid IN ({', '.join(map(str, first))})" if first else "false"
+        return f"(SELECT * FROM {TABLE} UNION ALL {held.as_plan_rows(self.plan_id, self.sync, within)})"
 
     # ------------------------------------------------------------------ reading back (apply)
 

@@ -17,8 +17,10 @@ Tables (all in `rstate.main`):
     plans(plan_id, created_at, status, …, failed)    one per `reflow plan`; `failed`: syncs it could not plan
     plan_syncs(plan_id, sync, …)             per sync: counts, estimate, guards, fingerprint, version
     plan_rows(plan_id, sync, seq, key, op, status, …, item)   the rows and exact payloads
-    plan_held(plan_id, sync, tbl, seq_min, seq_max, columns)   a first_run: baseline plan's rows, held typed
-                                             in table `tbl` (plan_held_<seq>_<tag>; `plan_rows.HeldRows`)
+    plan_held(plan_id, sync, tbl, seq_min, seq_max, columns, sends)   a first run's rows, held typed in
+                                             table `tbl` (plan_held_<seq>_<tag>; `plan_rows.HeldRows`): a
+                                             baseline's; a send_all one's until apply writes them as plan
+                                             rows (`sends`: the SQL of their payloads)
     runs(run_id, plan_id, sync, …)           one per sync per apply
     pending(sync, key, reason, run_id, at, unknowns, waiting_since)   rows not delivered yet, why; how many
                                                 sends of each ended unanswered; since when held back
@@ -66,7 +68,7 @@ from engine.state.lock import StateLock, describe_holder, file_change, read_hold
 if TYPE_CHECKING:
     from engine.state.remote import RemoteState  # imported by what opens a remote state
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 HASH_RECIPE = "duckdb-hash/v3"      # v3: field names are hashed with the values
 # PostgreSQL recipes whose composite keys spelt nine JSON escapes in lowercase (`State._respell_keys`)
 LOWERCASE_ESCAPES = re.compile(r"postgres-[a-z0-9]+/v[123]$")
@@ -121,6 +123,8 @@ _MIGRATIONS: dict[int, str] = {
     # a first_run: baseline plan's rows held typed in a table of their own (`plan_rows.HeldRows`)
     4: f"""CREATE TABLE {DB}.plan_held (
         plan_id VARCHAR, sync VARCHAR, tbl VARCHAR, seq_min BIGINT, seq_max BIGINT, columns VARCHAR);""",
+    # a send_all first run's rows held too, with the SQL that renders their payloads (`plan_rows.HeldSends`)
+    5: f"ALTER TABLE {DB}.plan_held ADD COLUMN sends VARCHAR;",
 }
 
 

@@ -249,13 +249,13 @@ class BrazeDestination(Destination):
                          f"each cohort id added to or removed from {cohort.attribute} is a data point")
         return notes
 
-    def sql_items(self, columns: Sequence[Any]) -> SqlItems | None:
+    def sql_items(self, columns: Sequence[Any], *, added_only: bool = False) -> SqlItems | None:
         """DuckDB-built payloads for the rows SQL can prove valid (users attributes, cohort members); their
         SQL builders are imported here, when a plan has rows to write."""
         if isinstance(self._payloads, UsersPayloads):
             from engine.destinations.braze.sql_users import UsersSql
 
-            return UsersSql(self._payloads).items([(c.name, c.type) for c in columns])
+            return UsersSql(self._payloads).items([(c.name, c.type) for c in columns], added_only=added_only)
         if isinstance(self._payloads, CohortPayloads):
             from engine.destinations.braze.sql_cohorts import CohortsSql
 

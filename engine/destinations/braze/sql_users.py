@@ -43,8 +43,13 @@ class _Kind:
 _q = sql_ident.column
 
 
-def _in(values: frozenset[str]) -> str:
-    return "(" + ", ".join(sql_str(v) for v in sorted(values)) + ")"
+def _one_of(v: str, values: frozenset[str]) -> str:
+    """SQL: text `v` is one of `values` (none holding '|'), as `v IN (...)` says, searched in one string
+    of them all: an IN over Braze's 249 country codes cost 1.7 s per 10M rows, this 0.03 s. Exact: `v`,
+    holding no '|', is found between two '|' only where it is a whole value."""
+    assert not any("|" in value for value in values)
+    joined = "|" + "|".join(sorted(values)) + "|"
+    return f"(NOT contains({v}, '|') AND contains({sql_str(joined)}, '|' || {v} || '|'))"
 
 
 def split_top(text: str) -> list[str]:
@@ -123,7 +128,9 @@ class UsersSql:
     def __init__(self, payloads: UsersPayloads) -> None:
         self.p = payloads
 
-    def items(self, columns: Sequence[tuple[str, str]]) -> SqlItems | None:
+    def items(self, columns: Sequence[tuple[str, str]], *, added_only: bool = False) -> SqlItems | None:
+        """`added_only`: every row is added (a first run), so the SQL leaves out what only a changed or
+        removed row needs (at 10M rows, 1 s of the checks)."""
         types = dict(columns)
         ident = self.p.ident
         if types.get(ident.column) is None or kind_of(types[ident.column]).name != "string":
@@ -144,15 +151,17 @@ class UsersSql:
             if kind.name is None or field in datapoints.FREE_KEYS - {"email_subscribe", "push_subscribe"}:
                 return None
             v = _q(column)
-            include = (f"(CASE WHEN r.__op = 'added' THEN {v} IS NOT NULL "
-                       f"ELSE list_contains(r.__changed, {sql_str(column)})"
-                       f"{'' if unset else f' AND {v} IS NOT NULL'} END)")
+            include = f"({v} IS NOT NULL)" if added_only else (
+                f"(CASE WHEN r.__op = 'added' THEN {v} IS NOT NULL "
+                f"ELSE list_contains(r.__changed, {sql_str(column)})"
+                f"{'' if unset else f' AND {v} IS NOT NULL'} END)")
             includes.append(include)
             key = json.dumps(field, ensure_ascii=False) + ":"
             parts.append(f"CASE WHEN {include} THEN {sql_str(key)} || coalesce(to_json({v})::VARCHAR, 'null') END")
-            checks.append(f"(NOT {include} OR {v} IS NULL OR (({self._value_check(field, v, kind)}) "
+            checks.append(f"({'' if added_only else f'NOT {include} OR '}{v} IS NULL OR "
+                          f"(({self._value_check(field, v, kind, types[column])}) "
                           f"AND {self._storable(field, v, types[column], kind)}))")
-            if not unset:       # a changed field that became null is kept in Braze: the Python path says so
+            if not unset and not added_only:       # a changed field that became null is kept in Braze: the Python path says so
                 checks.append(f"NOT (r.__op = 'changed' AND list_contains(r.__changed, {sql_str(column)}) AND {v} IS NULL)")
             free = field in ("email_subscribe", "push_subscribe") or (secondary and field in ("email", "phone"))
             cost = "0" if free else (f"(CASE WHEN {v} IS NULL THEN 1 ELSE {kind.points} END)"
@@ -164,8 +173,8 @@ class UsersSql:
         # third of the CPU (no list and lambda per row; 1M rows: 4.6 s -> 1.6 s)
         item = "'{' || concat_ws(',', " + ", ".join(parts) + ") || '}'"
         eligible = " AND ".join(
-            ["r.__op IN ('added', 'changed')", "(" + " OR ".join(includes) + ")", *checks])
-        removed = self._removed(pairs, list(types), secondary)
+            ([] if added_only else ["r.__op IN ('added', 'changed')"]) + ["(" + " OR ".join(includes) + ")", *checks])
+        removed = None if added_only else self._removed(pairs, list(types), secondary)
         channel_sql = None
         if removed is not None:
             if self.p.profiles.rule:    # removals (update-only unsets) need no profile check
@@ -213,12 +222,15 @@ class UsersSql:
         if kind.name in ("list", "object") and _FLOATS.search(type_text.upper()):
             parts.append(f"NOT contains({v}::VARCHAR, 'NaN') AND NOT contains({v}::VARCHAR, 'Infinity')")
         if is_time_type(type_text):
-            parts.append(f"regexp_matches({v}, {sql_str(_YEAR_OK)})")
+            # the year in validate.YEAR_MIN..YEAR_MAX, as _YEAR_OK says, without a regular expression (1.5 s
+            # per 10M rows): a time is normalised by strftime, whose text starts with the year's digits
+            # (a year past 9999 has five, a year BC a '-', infinity letters: none of these passes)
+            parts.append(f"(substr({v}, 5, 1) = '-' AND substr({v}, 1, 4) BETWEEN '0000' AND '3000')")
         if kind.name == "list" and field not in validate.STANDARD_ARRAYS:
             parts.append(f"json_array_length({v}) <= {int(self.p.array_max)}")
         return "(" + " AND ".join(parts) + ")"
 
-    def _value_check(self, field: str, v: str, kind: _Kind) -> str:
+    def _value_check(self, field: str, v: str, kind: _Kind, type_text: str = "") -> str:
         if field in _STANDARD:
             if kind.name != "string":
                 return "false"
@@ -227,13 +239,17 @@ class UsersSql:
             if field == "phone":
                 return sql_ident.phone(v)
             if field == "country":
-                return f"{v} IN {_in(validate.COUNTRIES)}"
+                return _one_of(v, validate.COUNTRIES)
             if field == "language":
-                return f"{v} IN {_in(validate.LANGUAGES)}"
+                return _one_of(v, validate.LANGUAGES)
             if field == "gender":
-                return f"{v} IN {_in(validate.GENDERS)}"
+                return _one_of(v, validate.GENDERS)
             if field in ("email_subscribe", "push_subscribe"):
-                return f"{v} IN {_in(validate.SUBSCRIBE_STATES)}"
+                return _one_of(v, validate.SUBSCRIBE_STATES)
+            if field == "dob" and type_text.strip().upper() == "DATE":
+                # a DATE normalised by strftime is a real date; ten characters: a four-digit year (a year
+                # past 9999 has five, one BC a '-', which sorts before '0001')
+                return f"strlen({v}) = 10 AND {v} >= '0001-01-01'"
             if field == "dob":
                 return (f"regexp_full_match({v}, {sql_str(_DATE)}) AND {v} >= '0001-01-01' "
                         f"AND try_strptime({v}, '%Y-%m-%d') IS NOT NULL")
