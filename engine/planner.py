@@ -266,7 +266,7 @@ def _hold(table: SyncRows, relation: str, fields: Sequence[diff.Column], sync: S
     refused = secret_in_values(fields, "m.")
     with diff.model_rows(sync=sync.name, model=model):
         held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused, judged=judged),
-                          [(f.name, f.type) for f in fields], sends)
+                          [(f.name, f.type) for f in fields], sends, hashed=hashed)
     total, nulls, distinct, blank = held.held_keys()
     if nulls or distinct != total - blank or blank:
         try:

@@ -17,7 +17,7 @@ Tables (all in `rstate.main`):
     plans(plan_id, created_at, status, …, failed)    one per `reflow plan`; `failed`: syncs it could not plan
     plan_syncs(plan_id, sync, …)             per sync: counts, estimate, guards, fingerprint, version
     plan_rows(plan_id, sync, seq, key, op, status, …, item)   the rows and exact payloads
-    plan_held(plan_id, sync, tbl, seq_min, seq_max, columns, sends)   a first run's rows, held typed in
+    plan_held(plan_id, sync, tbl, seq_min, seq_max, columns, sends, hashed)   a first run's rows, held typed in
                                              table `tbl` (plan_held_<seq>_<tag>; `plan_rows.HeldRows`): a
                                              baseline's; a send_all one's until apply writes them as plan
                                              rows (`sends`: the SQL of their payloads)
@@ -124,7 +124,9 @@ _MIGRATIONS: dict[int, str] = {
     4: f"""CREATE TABLE {DB}.plan_held (
         plan_id VARCHAR, sync VARCHAR, tbl VARCHAR, seq_min BIGINT, seq_max BIGINT, columns VARCHAR);""",
     # a send_all first run's rows held too, with the SQL that renders their payloads (`plan_rows.HeldSends`)
-    5: f"ALTER TABLE {DB}.plan_held ADD COLUMN sends VARCHAR;",
+    # and whether a held row's hash is held (the warehouse's) or computed by its reader (`diff.held_hash`)
+    5: f"""ALTER TABLE {DB}.plan_held ADD COLUMN sends VARCHAR;
+    ALTER TABLE {DB}.plan_held ADD COLUMN hashed BOOLEAN DEFAULT true;""",
 }
 
 
