@@ -9,7 +9,8 @@ The dbt project, model and sync of benchmarks/dbt_postgres_stream.py (which owns
 file (`state_path`) and the project's `warehouse: {type: dbt, diff: <location>, mirror_schema: …}`, each
 step a fresh process (wall, peak RSS via os.wait4, load average as it ends):
 
-  first plan      baseline: every row read (local: landed; hashes/warehouse: (key, hash), then the rows)
+  first plan      baseline: every row read (local: landed; hashes/warehouse: (key, hash), then the rows);
+                  with --send-all, a send_all first plan first (planned only)
   apply           records the baseline (warehouse: writes the mirror's keys)
   no-change plan  nothing to send
   changed plan    after `orders + 1` on 1% of the rows in PostgreSQL (reverted, and the table vacuumed,
@@ -45,11 +46,19 @@ def plan_step(bench, label: str, location: str) -> dict[str, object]:
     return r
 
 
-def run_location(bench, location: str, memory_limit: str, mirror_schema: str) -> list[dict[str, object]]:
+def run_location(bench, location: str, memory_limit: str, mirror_schema: str,
+                 send_all: bool = False) -> list[dict[str, object]]:
     write_reflow_project(bench.root, memory_limit,
                          warehouse=f"{{type: dbt, diff: {location}, mirror_schema: {mirror_schema}}}",
                          state_path=f".reflow/{location}.duckdb")
-    out = [plan_step(bench, "first plan (baseline)", location)]
+    out = []
+    if send_all:        # the first plan of a sync that sends every row (planned only: nothing to send it to)
+        sync = bench.root / "syncs" / "big_users.yml"
+        text = sync.read_text()
+        sync.write_text(text.replace("first_run: baseline", "first_run: send_all"))
+        out.append(plan_step(bench, "first plan (send_all)", location))
+        sync.write_text(text)
+    out.append(plan_step(bench, "first plan (baseline)", location))
     out.append(bench.reflow("apply (records the baseline)", "apply", "--yes"))
     out.append(plan_step(bench, "no-change plan", location))
     changed = bench.change(+1)
@@ -80,6 +89,8 @@ def main() -> int:
     parser.add_argument("--location", action="append", choices=LOCATIONS, help="default: all three")
     parser.add_argument("--keep", action="store_true", help="keep the project folder and schemas")
     parser.add_argument("--json-out", help="also write the results here")
+    parser.add_argument("--send-all", action="store_true",
+                        help="plan the first run as first_run: send_all too (before the baseline)")
     args = parser.parse_args()
     locations = args.location or list(LOCATIONS)
     results: dict[str, list[dict[str, object]]] = {}
@@ -92,7 +103,7 @@ def main() -> int:
         print(f"  psql COPY {copy['seconds']} s, {copy['peak_rss_mb']} MB, {copy_bytes:,} B, load {copy['load']}",
               flush=True)
         for location in locations:
-            results[location] = run_location(bench, location, args.memory_limit, mirror_schema)
+            results[location] = run_location(bench, location, args.memory_limit, mirror_schema, args.send_all)
         copy2 = bench.psql_copy()
         print(f"  psql COPY again {copy2['seconds']} s, load {copy2['load']}", flush=True)
     print(f"\n{args.rows:,} rows × {args.columns} columns, memory_limit {args.memory_limit}")

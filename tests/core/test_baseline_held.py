@@ -200,3 +200,17 @@ def test_a_plan_dying_while_it_holds_a_baseline_leaves_no_table(lab, monkeypatch
     plan = lab.plan(sync, dest)
     lab.apply(plan, sync, dest)
     assert len(lab.snapshot()) == 5 and len(held_tables(lab)) == 1
+
+
+def test_a_model_failing_while_its_rows_are_held_is_named(lab):
+    """The model fails on one row while the baseline holds its rows (inside the hold's transaction): the
+    plan names the model's error, not the state file (the compression setting put back inside the
+    aborted transaction hid it behind "cannot write the state file"), and holds nothing."""
+    lab.insert_people(5)
+    (lab.root / "models" / "people.sql").write_text(
+        "select *, tier::int as broken from {{ ref('people_raw') }}\n")
+    plan = lab.plan(lab.sync(first_run="baseline"), MemoryDestination())
+    [failed] = plan.failed
+    assert "model 'people'" in failed.message and "Could not convert string" in failed.message, failed
+    assert "state file" not in failed.message, failed
+    assert held_tables(lab) == []
