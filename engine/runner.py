@@ -237,14 +237,13 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
         if not sp.has_changes and not _local_rows(state, plan.plan_id, sp):
             continue
         state.check_in_place()
+        _release_held(state, plan.plan_id, sp)
         state.start_run(outcome.run_id, plan.plan_id, sp.name)
         state.publish(counts=False)
         started = time.monotonic()
         try:
             destination = destination_for(specs[sp.name])
             try:
-                # a send_all first run's held rows become plan rows (payloads rendered) before anything is sent
-                SyncRows.of(state.con, plan.plan_id, sp).release_held()
                 mirrored = mirrors.begin(plan.plan_id, sp) if mirrors else None
                 _record_local(state, plan.plan_id, sp, outcome)
                 try:
@@ -292,6 +291,19 @@ def _apply_syncs(state: State, plan: Plan, specs: dict[str, SyncSpec],
     # syncs that did not start (one that did moved its snapshot: the plan is stale for it)
     done = not result.interrupted and not any(o.error or o.blocked for o in result.syncs)
     state.set_plan_status(plan.plan_id, PlanStatus.APPLIED if done else PlanStatus.INCOMPLETE)
+
+
+def _release_held(state: State, plan_id: str, sp: SyncPlan) -> None:
+    """A send_all first run's held rows written as plan rows (payloads rendered) before its run starts:
+    the run's first upload (a remote state's) must hold every row it may send, or a runner killed before
+    its next upload would leave rows sent that the next runner's recovery cannot find."""
+    try:
+        SyncRows.of(state.con, plan_id, sp).release_held()
+    except Exception as exc:
+        problem = state.write_problem(exc)
+        if problem is None:
+            raise
+        raise StateError(f"{problem.message}. Sync '{sp.name}' sent nothing") from exc
 
 
 def _update_mirror(update: Callable[[], None], outcome: SyncOutcome) -> None:
