@@ -46,7 +46,8 @@ select 'u' || i as user_id,
        ((i % 5000)::numeric(12, 2) / 7)::numeric(12, 2) as lifetime_value,
        (i % 3 = 0) as vip,
        timestamptz '2024-01-01 00:00:00+00' + (i % 100000) * interval '1 minute' as last_seen,
-       jsonb_build_object('tier', i % 4, 'score', i % 97) as prefs,
+       {% if env_var('BENCH_JSONB', '1') == '1' %}jsonb_build_object('tier', i % 4, 'score', i % 97)
+       {%- else %}'tier ' || (i % 4) || ', score ' || (i % 97){% endif %} as prefs,
        (i % 50)::int as orders{extra}
 from generate_series(1, {{ env_var('BENCH_ROWS') }}) as i
 """

@@ -91,8 +91,15 @@ def main() -> int:
     parser.add_argument("--json-out", help="also write the results here")
     parser.add_argument("--send-all", action="store_true",
                         help="plan the first run as first_run: send_all too (before the baseline)")
+    parser.add_argument("--text-prefs", action="store_true",
+                        help="`prefs` as text, not jsonb (the users SQL payloads do not cover JSON values: with "
+                             "jsonb every row of a send_all first run is planned in Python)")
     args = parser.parse_args()
     locations = args.location or list(LOCATIONS)
+    if args.text_prefs:
+        import os
+
+        os.environ["BENCH_JSONB"] = "0"         # read by the model (dbt's env_var), in this process and its children
     results: dict[str, list[dict[str, object]]] = {}
     with bench_project(args.rows, args.columns, args.memory_limit, keep=args.keep) as bench:
         mirror_schema = f"{bench.schema}_mirror"
