@@ -1,7 +1,8 @@
 """Shared checks for end-to-end tests: what the models say vs what landed in the sandbox.
 
 Used by tests/e2e (exactly once), tests/chaos and tests/reliability (faults, interruptions), which
-also need the extra copies of append-only rows (events, purchases) to compare with a bound.
+also need the extra copies of append-only rows (events, purchases) to compare with a bound; and
+`rows_as_sent`, a plan's rows as shown and as sent, by the fast-path tests of tests/unit.
 """
 
 from __future__ import annotations
@@ -102,3 +103,21 @@ def assert_in_step(project: Path, sandbox: Any, *, exactly_once: bool = True) ->
         state = (profile.get("subscription_groups") or {}).get(SUBSCRIPTION_GROUP)
         assert state == ("subscribed" if r["subscribed"] else "unsubscribed"), r
     return extras
+
+
+def rows_as_sent(state: Any, plan: Any) -> list[tuple[Any, ...]]:
+    """The plan's rows (key, op, status, channel, item, data points, reason) as the plan shows them and,
+    the same, as apply sends them: a first run's rows held by the plan are written as plan rows first."""
+    from engine.state import DB
+    from engine.state.plan_rows import SyncRows
+
+    query = "select key, op, status, channel, item, data_points, reason from {} where plan_id = ? order by seq"
+    if not plan.syncs:           # the sync failed: the plan has no rows (nothing held either)
+        assert not state.con.execute(f"select count(*) from {DB}.plan_held").fetchone()[0]
+        return state.con.execute(query.format(f"{DB}.plan_rows"), [plan.plan_id]).fetchall()
+    table = SyncRows.of(state.con, plan.plan_id, plan.syncs[0])
+    shown = state.con.execute(query.format(table.rows), [plan.plan_id]).fetchall()
+    table.release_held()
+    sent = state.con.execute(query.format(f"{DB}.plan_rows"), [plan.plan_id]).fetchall()
+    assert shown == sent
+    return sent

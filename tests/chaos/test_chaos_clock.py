@@ -22,6 +22,8 @@ import pytest
 from braze_checks import assert_in_step
 
 from engine.state import State
+from engine.state.plan_rows import SyncRows
+from engine.state.plans import load_plan
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
@@ -103,10 +105,10 @@ class Reflow:
 
 
 def plan_rows(project: Path, plan_id: str) -> int:
+    """The plan's rows, a first run's held ones included (`SyncRows.rows`)."""
     with State.open(project / ".reflow" / "state.duckdb", command="test", read_only=True) as state:
-        row = state.con.execute("select count(*) from rstate.main.plan_rows where plan_id = ?", [plan_id]).fetchone()
-    assert row is not None
-    return int(row[0])
+        plan = load_plan(state, plan_id)
+        return sum(SyncRows.of(state.con, plan_id, sp).count(["true"], []) for sp in plan.syncs)
 
 
 def test_faketime_moves_the_clock_of_a_python_process():

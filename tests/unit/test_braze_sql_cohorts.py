@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from braze_checks import rows_as_sent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from engine.planner import build_plan
 from engine.project import CohortImport, ConnectionConfig, Project, WarehouseConfig
 from engine.specs import CohortSpec, DestinationSpec, Identifier, Object, SyncSpec
 from engine.state import DB, State
-from engine.state.plan_rows import SyncRows
 from engine.warehouse.duckdb import DuckDBWarehouse
 
 IDS = ["u1", "u2", "u3", "ç_5", "😀x", "ctl\x1f", 'quote"d', "a/b", "", "   ", "-_-", "tab\there", "new\nline", "x" * 236,
@@ -79,7 +79,7 @@ def _plan(root: Path, variant: str, fast: bool, calls: list[Any] | None = None) 
     with State.open(project.state_path, command="test") as state:
         plan = build_plan(project, [_sync(variant)], state, DuckDBWarehouse(project), lambda s: dest)
         assert not plan.failed, plan.failed
-        rows = _rows_as_sent(state, plan)
+        rows = rows_as_sent(state, plan)
         synced = state.sync("members")
         assert synced is not None
         state.con.execute(f"delete from {synced.table}")
@@ -88,22 +88,6 @@ def _plan(root: Path, variant: str, fast: bool, calls: list[Any] | None = None) 
         state.con.execute(f"update {DB}.syncs set version = version + 1")
     found = {r[0]: (r[1], r[2], r[3], r[4], r[5], r[6] if r[2] == "invalid" else None) for r in rows}
     return found, plan.syncs[0].notes
-
-
-def _rows_as_sent(state: State, plan: Any) -> list[tuple[Any, ...]]:
-    """The plan's rows (key, op, status, channel, item, data points, reason) as the plan shows them and,
-    the same, as apply sends them: a first run's rows held by the plan are written as plan rows first."""
-    query = "select key, op, status, channel, item, data_points, reason from {} where plan_id = ? order by seq"
-    if not plan.syncs:           # the sync failed: the plan has no rows (nothing held either)
-        assert not state.con.execute(f"select count(*) from {DB}.plan_held").fetchone()[0]
-        return state.con.execute(query.format(f"{DB}.plan_rows"), [plan.plan_id]).fetchall()
-    table = SyncRows.of(state.con, plan.plan_id, plan.syncs[0])
-    shown = state.con.execute(query.format(table.rows), [plan.plan_id]).fetchall()
-    table.release_held()
-    sent = state.con.execute(query.format(f"{DB}.plan_rows"), [plan.plan_id]).fetchall()
-    assert shown == sent
-    return sent
-
 
 def _load(root: Path, rows: list[dict[str, Any]], variant: str) -> None:
     """The rows into the warehouse, the first of each key of the variant's sync (a member may be in

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from braze_checks import rows_as_sent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from engine.planner import build_plan
 from engine.project import ConnectionConfig, Project, WarehouseConfig
 from engine.specs import DestinationSpec, Identifier, SyncSpec
 from engine.state import DB, State
-from engine.state.plan_rows import SyncRows
 from engine.warehouse.duckdb import DuckDBWarehouse
 
 TEXT = st.sampled_from(["a@b.com", "x.y+z@example.co.uk", "bad@", "ünï@example.com", "a@b.com\n", "US", "us",
@@ -78,7 +78,7 @@ def _plan_rows(root: Path, variant: dict[str, Any], fast: bool) -> dict[str, tup
         dest.sql_items = lambda columns, **_: None  # type: ignore[method-assign]
     with State.open(project.state_path, command="test") as state:
         plan = build_plan(project, [sync], state, DuckDBWarehouse(project), lambda s: dest)
-        rows = _rows_as_sent(state, plan)
+        rows = rows_as_sent(state, plan)
         # record the plan as applied so that the next plan diffs against it
         st_ = state.sync("people")
         assert st_ is not None
@@ -88,22 +88,6 @@ def _plan_rows(root: Path, variant: dict[str, Any], fast: bool) -> dict[str, tup
         state.con.execute(f"update {DB}.syncs set version = version + 1")
     return {r[0]: (r[1], r[2], r[3], json.loads(r[4]) if r[4] else None, r[5],
                    r[6] if r[2] == "invalid" else None) for r in rows}
-
-
-def _rows_as_sent(state: State, plan: Any) -> list[tuple[Any, ...]]:
-    """The plan's rows (key, op, status, channel, item, data points, reason) as the plan shows them and,
-    the same, as apply sends them: a first run's rows held by the plan are written as plan rows first."""
-    query = "select key, op, status, channel, item, data_points, reason from {} where plan_id = ? order by seq"
-    if not plan.syncs:           # the sync failed: the plan has no rows (nothing held either)
-        assert not state.con.execute(f"select count(*) from {DB}.plan_held").fetchone()[0]
-        return state.con.execute(query.format(f"{DB}.plan_rows"), [plan.plan_id]).fetchall()
-    table = SyncRows.of(state.con, plan.plan_id, plan.syncs[0])
-    shown = state.con.execute(query.format(table.rows), [plan.plan_id]).fetchall()
-    table.release_held()
-    sent = state.con.execute(query.format(f"{DB}.plan_rows"), [plan.plan_id]).fetchall()
-    assert shown == sent
-    return sent
-
 
 def _load(root: Path, rows: list[dict[str, Any]]) -> None:
     con = duckdb.connect(str(root / "wh.duckdb"))
