@@ -303,7 +303,8 @@ def _release_held(state: State, plan_id: str, sp: SyncPlan) -> None:
         problem = state.write_problem(exc)
         if problem is None:
             raise
-        raise StateError(f"{problem.message}. Sync '{sp.name}' sent nothing") from exc
+        raise StateError(f"{problem.message}. Sync '{sp.name}' stopped before sending anything: the next run "
+                         "sends its rows") from exc
 
 
 def _update_mirror(update: Callable[[], None], outcome: SyncOutcome) -> None:
