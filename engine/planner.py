@@ -217,10 +217,8 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                 diff.check_identity(con, source, projection.identity, sync=sync.name, what=caps.object_word,
                                     model=rendered.model)
         if hold:        # the model's checks passed: only now are its rows written into the state
-            sends = None if fast is None else HeldSends(fast.channel_sql or sql_str(fast.channel), fast.item)
             held, total = _hold(SyncRows(con, plan_id, sync.name, state.next_seq()), counted, fields, sync,
-                                rendered.model, hashed=away is not None, sends=sends,
-                                judged=HeldSends.judging(fast.eligible, fast.data_points) if fast else ())
+                                rendered.model, hashed=away is not None, fast=fast)
             counts = diff.DeltaCounts(total=total, added=total, candidates=0, removed=0)
             if away:
                 locations.read_in_process(away, total)
@@ -258,12 +256,14 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
 
 
 def _hold(table: SyncRows, relation: str, fields: Sequence[diff.Column], sync: SyncSpec, model: str, *,
-          hashed: bool, sends: HeldSends | None = None, judged: Sequence[tuple[str, str]] = ()) -> tuple[SyncRows, int]:
+          hashed: bool, fast: SqlItems | None = None) -> tuple[SyncRows, int]:
     """A first run's every row held (`SyncRows.hold`) from a projected relation: a baseline's, or with
-    `sends` a send_all's, whose payload checks (`judged`, `HeldSends.judging`) are computed as the rows are
-    read; rows holding a secret held blank (`secret_in_values`), the keys checked (a null or repeated key
-    stops the sync, named, and nothing is kept); returns the rows and how many."""
+    `fast` (the destination's SQL payloads) a send_all's, whose payload checks are judged as the rows are
+    read (`HeldSends.judging`); rows holding a secret held blank (`secret_in_values`), the keys checked (a
+    null or repeated key stops the sync, named, and nothing is kept); returns the rows and how many."""
     refused = secret_in_values(fields, "m.")
+    sends = None if fast is None else HeldSends(fast.channel_sql or sql_str(fast.channel), fast.item)
+    judged = () if fast is None else HeldSends.judging(fast.eligible, fast.data_points)
     with diff.model_rows(sync=sync.name, model=model):
         held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused, judged=judged),
                           [(f.name, f.type) for f in fields], sends, hashed=hashed)

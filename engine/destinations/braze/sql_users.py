@@ -230,7 +230,7 @@ class UsersSql:
             parts.append(f"json_array_length({v}) <= {int(self.p.array_max)}")
         return "(" + " AND ".join(parts) + ")"
 
-    def _value_check(self, field: str, v: str, kind: _Kind, type_text: str = "") -> str:
+    def _value_check(self, field: str, v: str, kind: _Kind, type_text: str) -> str:
         if field in _STANDARD:
             if kind.name != "string":
                 return "false"
