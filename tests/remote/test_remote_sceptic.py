@@ -83,12 +83,13 @@ def test_an_upload_failing_for_the_network_says_what_the_working_copy_holds(
     from engine.state import objects
 
     real = objects.Bucket.put
-    uploads = {"n": 0}
+    uploads = {"n": 0, "refused": 0}
 
     def flaky(self: Any, key: str, data: Any, **kw: Any) -> str:
         if key == STATE_KEY:
             uploads["n"] += 1
             if uploads["n"] == 8:       # during the sends
+                uploads["refused"] += 1
                 raise self._problem("upload", ConnectionError("error sending request: connection refused"))
         return real(self, key, data, **kw)
 
@@ -96,7 +97,9 @@ def test_an_upload_failing_for_the_network_says_what_the_working_copy_holds(
     cli = Cli(remote_project, capsys)
     code, out, err = cli("run")
     assert code == 1, out + err
-    assert uploads["n"] == 8
+    # the 8th upload failed; when it was the periodic one of a busy send, the stopping run folds what Braze
+    # acknowledged and tries once more (the store may be back): either way the error below is what the user sees
+    assert uploads["refused"] == 1 and uploads["n"] in (8, 9), uploads
     assert "cannot be reached" in err, err
     assert "working copy" in err and "reflow state push" in err, err
     assert "Traceback" not in err and SECRET not in out + err
