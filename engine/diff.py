@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import duckdb
 
-from engine.destinations.base import Op
+from engine.destinations.base import Op, is_time_type
 from engine.errors import KeyCheckError, PlanError, WarehouseError
 from engine.sql import first_line, json_path, quote, sql_str
 from engine.state import UNKNOWN
@@ -166,10 +166,6 @@ def _time_element(t: str) -> str | None:
 
 def _is_float(t: str) -> bool:
     return t in ("FLOAT", "DOUBLE", "REAL", "HUGEINT", "UHUGEINT") or t.startswith("DECIMAL")
-
-
-
-
 
 
 def key_expr(primary_key: Sequence[str]) -> str:
@@ -485,13 +481,14 @@ def rendered_row(columns: Sequence[tuple[str, str]], table: str) -> str:
 
 
 def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refused: str | None = None,
-                judged: Sequence[tuple[str, str]] = ()) -> str:
+                judged: Sequence[tuple[str, str]] = (), typed_times: bool = False) -> str:
     """SQL: a first run's rows as they are held (`SyncRows.hold`): `__key`, `__hash`, each field's value
     as the model gave it, and `__refused`, from a projected relation (`hashed`: one that holds `__hash`,
     computed on the warehouse). `refused` (SQL over `m`): rows held blank, every value null, so that what
     they hold (a secret) is never written. `judged`: (name, SQL) columns computed over each row as the
     delta rows a destination's `SqlItems` read (`r`: normalised values, `__op` 'added'), held beside it
-    (a send_all's payload checks, computed once, as the rows are read)."""
+    (a send_all's payload checks, computed once, as the rows are read); with `typed_times`
+    (`SqlItems.typed_times`), `r` holds a TIMESTAMP or DATE column's value as the model gave it."""
     # a hash computed here (not on the warehouse) is left to whoever reads the held rows (`held_hash`): the
     # held values are the model's, of the same types, so the hash over them is the same, and the plan
     # does not pay for it (1 s of 10 at 10M rows)
@@ -511,8 +508,11 @@ def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refus
     raws = "".join(f", m.{quote(c.name)} AS __raw_{i}" for i, c in enumerate(columns))
     back = "".join(f", r.__raw_{i} AS {quote(c.name)}" for i, c in enumerate(columns))
     extra = "".join(f", ({sql}) AS {quote(name)}" for name, sql in judged)
+    judged_values = "".join(
+        f", m.{quote(c.name)}" if typed_times and is_time_type(c.type) else f", {normalized(c, 'm.')} AS {quote(c.name)}"
+        for c in columns)
     return (f"SELECT r.{KEY}, r.__hash{back}, r.__refused{extra} FROM (SELECT m.{KEY}, m.__hash, m.__refused{raws}"
-            f"{_normalised(columns, 'm.')}, {_ADDED} FROM ({held}) AS m) AS r")
+            f"{judged_values}, {_ADDED} FROM ({held}) AS m) AS r")
 
 
 # the delta-row columns of an added row (`prepare_rows`' names) that a destination's SQL may read

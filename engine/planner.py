@@ -265,7 +265,8 @@ def _hold(table: SyncRows, relation: str, fields: Sequence[diff.Column], sync: S
     sends = None if fast is None else HeldSends(fast.channel_sql or sql_str(fast.channel), fast.item)
     judged = () if fast is None else HeldSends.judging(fast.eligible, fast.data_points)
     with diff.model_rows(sync=sync.name, model=model):
-        held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused, judged=judged),
+        held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused, judged=judged,
+                                           typed_times=fast is not None and fast.typed_times),
                           [(f.name, f.type) for f in fields], sends, hashed=hashed)
     total, nulls, distinct, blank = held.held_keys()
     if nulls or distinct != total - blank or blank:

@@ -199,13 +199,18 @@ class SqlItems:
     Each field is a SQL expression over the planner's delta rows, aliased `r`: the normalised model
     columns by name, `r.__op` ('added' | 'changed' | 'removed') and `r.__changed` (VARCHAR[]).
     Rows where `eligible` is true get `item` (VARCHAR JSON) and `data_points` (INTEGER) on `channel`;
-    they must be exactly what prepare() would return for them. Every other row goes through prepare()."""
+    they must be exactly what prepare() would return for them. Every other row goes through prepare().
+
+    `typed_times`: `eligible` and `data_points` read a TIMESTAMP or DATE column (`is_time_type`) as the
+    model's typed value, not as its normalised text (`item` always reads the text): a first run's held
+    rows are judged so (`diff.held_select`), without formatting millions of times only to check a year."""
 
     channel: str
     item: str
     data_points: str
     eligible: str
     channel_sql: str | None = None      # an SQL expression choosing the channel per row (default: `channel`)
+    typed_times: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,7 +308,8 @@ class Destination(ABC):
     def sql_items(self, columns: Sequence[Any], *, added_only: bool = False) -> SqlItems | None:
         """Payloads built in SQL for the rows SQL can prove valid (diff.Column list); None: every row
         goes through prepare(). `added_only`: every row is an added one (a first run): the SQL may take
-        `r.__op = 'added'` as given (it is judged for millions of rows at once)."""
+        `r.__op = 'added'` as given (it is judged for millions of rows at once), and may read times
+        typed (`SqlItems.typed_times`)."""
         return None
 
     def plan_notes(self, sent: int) -> list[str]:

@@ -38,13 +38,17 @@ ROW = st.fixed_dictionaries({
     "visits": st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), "vip": st.one_of(st.none(), st.booleans()),
     "tags": st.one_of(st.none(), st.lists(TEXT, max_size=3), st.lists(st.just("t"), min_size=25, max_size=26)),
     # times Braze cannot store (infinite, years past 3000) beside ordinary ones; "" for a computed time
-    "when": st.sampled_from(["", "", "infinity", "-infinity", "3500-01-01 00:00:00+00", "3000-12-31 00:00:00+00"]),
+    # (a first run judges times typed, a later one reads their text: both on each side of years 0 and 3000, in UTC)
+    "when": st.sampled_from(["", "", "infinity", "-infinity", "3500-01-01 00:00:00+00", "3000-12-31 00:00:00+00",
+                             "3000-12-31 23:59:59.9999-05", "0000-06-01 00:00:00+00", "0001-01-01 00:30:00+01",
+                             "0002-01-01 00:00:00+00"]),
     "prefs": st.one_of(st.none(), st.fixed_dictionaries({"channel": st.one_of(st.none(), TEXT),
                                                           "n": st.one_of(st.none(), st.integers(0, 9))})),
 })
 TABLE = """create table people_raw (id varchar, email varchar, country varchar, dob varchar, gender varchar,
            first_name varchar, phone varchar, email_subscribe varchar, score double, visits bigint, vip boolean,
-           tags varchar[], prefs struct(channel varchar, n integer), seen_at timestamptz, born date)"""
+           tags varchar[], prefs struct(channel varchar, n integer), seen_at timestamptz, born date,
+           seen_local timestamp)"""
 
 VARIANTS = {
     "explicit": dict(identifier=Identifier("external_id", "id"), on_removed="unset",
@@ -58,6 +62,12 @@ VARIANTS = {
                   "score": "score", "prefs": "prefs", "tags": "tags", "first_name": "first_name"}),
     "email-identifier": dict(identifier=Identifier("email", "email"), on_removed="unset",
                              fields={"phone": "phone", "first_name": "first_name", "country": "country"}),
+    # times as the standard fields that take one (a DATE dob), that take any short text, as custom ones
+    "times-as-standard-fields": dict(identifier=Identifier("external_id", "id"), on_removed="unset",
+                                     fields={"dob": "born", "home_city": "seen_at", "last_visit": "seen_local",
+                                             "seen_at": "seen_at", "first_name": "first_name"}),
+    # a time as a standard field no time is valid for: every row is the Python path's
+    "time-as-country": dict(identifier=Identifier("external_id", "id"), fields={"country": "born"}),
 }
 
 
@@ -100,10 +110,11 @@ def _load(root: Path, rows: list[dict[str, Any]]) -> None:
         seen.add(r["id"])
         con.execute("insert into people_raw values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                     "coalesce(nullif(?, '')::timestamptz, timestamptz '2024-01-01 00:00:00+00' + to_seconds(?)), "
-                    "coalesce(nullif(?, '')::timestamptz::date, date '2000-01-01' + ?::int))",
+                    "coalesce(nullif(?, '')::timestamptz::date, date '2000-01-01' + ?::int), "
+                    "coalesce(timezone('UTC', nullif(?, '')::timestamptz), timestamp '2024-01-01' + to_seconds(?)))",
                     [r["id"], r["email"], r["country"], r["dob"], r["gender"], r["first_name"], r["phone"],
                      r["email_subscribe"], r["score"], r["visits"], r["vip"], r["tags"], r["prefs"],
-                     r.get("when", ""), i, r.get("when", ""), i])
+                     r.get("when", ""), i, r.get("when", ""), i, r.get("when", ""), i])
     con.close()
 
 
@@ -182,7 +193,7 @@ def test_removed_rows_take_the_fast_path_too(tmp_path_factory: pytest.TempPathFa
 @pytest.mark.parametrize(("change", "left_out"), [
     ({"score": float("nan")}, "score"), ({"score": float("inf")}, "score"), ({"score": float("-inf")}, "score"),
     ({"tags": ["t"] * 26}, "tags"), ({"when": "infinity"}, "seen_at"), ({"when": "-infinity"}, "seen_at"),
-    ({"when": "3500-01-01 00:00:00+00"}, "seen_at"),
+    ({"when": "3500-01-01 00:00:00+00"}, "seen_at"), ({"when": "3000-12-31 23:59:59.9999-05"}, "seen_at"),
 ])
 def test_values_braze_would_mangle_leave_the_fast_path(tmp_path: Path, change: dict[str, Any], left_out: str) -> None:
     """A row otherwise valid, holding one value Braze would mangle: both paths leave that field out."""
@@ -196,3 +207,27 @@ def test_values_braze_would_mangle_leave_the_fast_path(tmp_path: Path, change: d
     assert fast == slow
     op, status, _, payload, _, _ = fast["c_1"]
     assert (op, status) == ("added", "send") and left_out not in payload and payload["first_name"] == "Ann"
+
+
+@pytest.mark.parametrize("when", ["0000-06-01 00:00:00+00", "0001-01-01 00:30:00+01", "0002-01-01 00:00:00+00",
+                                  "3000-12-31 23:59:59.9999-05", "3000-12-31 00:00:00+00", "infinity",
+                                  "2024-05-06 07:08:09.5+00"])
+def test_times_on_each_side_of_the_years_braze_keeps_agree_typed_and_as_text(tmp_path: Path, when: str) -> None:
+    """A first run judges a time typed (the held rows), a later one its normalised text: a time as a DATE
+    `dob`, as a standard text field, as a country (never valid), as a custom attribute, on both sides of
+    the years 0-3000 in UTC, gives what the Python path gives, in both."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "people.sql").write_text("select * from {{ ref('people_raw') }}")
+    row = {"id": "c_1", "email": "a@b.com", "country": "US", "dob": None, "gender": None, "first_name": "Ann",
+           "phone": None, "email_subscribe": None, "score": 1.5, "visits": 1, "vip": None, "tags": ["t"],
+           "prefs": None, "when": when}
+    variant = VARIANTS["times-as-standard-fields"]
+    _load(tmp_path, [row])
+    first = [_plan_rows(tmp_path, variant, f) for f in (True, False)]
+    assert first[0] == first[1]
+    if when.startswith("2024"):       # an ordinary row, every field sent
+        assert set(first[0]["c_1"][3]) == {"external_id", "first_name", "dob", "home_city", "last_visit", "seen_at"}
+    _load(tmp_path, [row | {"first_name": "Bo"}, row | {"id": "c_2"}])      # a changed row, an added one
+    fast, slow = (_plan_rows(tmp_path, variant, f) for f in (True, False))
+    assert fast == slow and set(fast) == {"c_1", "c_2"}
+    assert first[0]["c_1"][3] == fast["c_2"][3] | {"external_id": "c_1"}   # judged typed or as text: the same

@@ -29,6 +29,26 @@ _YEAR_OK = r"^(?:[0-2][0-9]{3}|3000)-"                     # validate.YEAR_MIN..
 _STANDARD = validate.STANDARD_FIELDS
 
 
+# numbers that are always finite: integers and decimals (their normalised DOUBLE cannot overflow)
+_FINITE = re.compile(r"^(?:U?(?:TINY|SMALL|BIG|HUGE)?INT(?:EGER)?|DECIMAL\b)")
+# standard fields whose value is any short text (validate.STRING_MAX_CHARS): a time's ISO text is one
+_TEXT_FIELDS = frozenset(_STANDARD) - {"email", "phone", "country", "language", "gender", "email_subscribe",
+                                       "push_subscribe", "dob"}
+
+
+def _years_typed(v: str, type_text: str, first: str = "0000") -> str:
+    """SQL: a typed TIMESTAMP or DATE whose normalised text (UTC) has a year from `first` to
+    validate.YEAR_MAX (infinity compares past every time): what `time_range` checks on the text,
+    without formatting it."""
+    t = type_text.strip().upper()
+    last = f"{validate.YEAR_MAX + 1:04d}-01-01"
+    if t == "DATE":
+        return f"({v} >= DATE '{first}-01-01' AND {v} < DATE '{last}')"
+    if t.startswith("TIMESTAMP WITH TIME ZONE") or t == "TIMESTAMPTZ":
+        return f"({v} >= TIMESTAMPTZ '{first}-01-01 00:00:00+00' AND {v} < TIMESTAMPTZ '{last} 00:00:00+00')"
+    return f"({v}::TIMESTAMP >= TIMESTAMP '{first}-01-01' AND {v}::TIMESTAMP < TIMESTAMP '{last}')"
+
+
 @dataclass(frozen=True)
 class _Kind:
     """What a column's normalised value is: 'string' | 'number' | 'bool' | 'object' | 'list' | None
@@ -135,6 +155,10 @@ class UsersSql:
         ident = self.p.ident
         if types.get(ident.column) is None or kind_of(types[ident.column]).name != "string":
             return None
+        # a first run's rows are judged with their times typed (SqlItems.typed_times): an identifier is text
+        typed = added_only
+        if typed and is_time_type(types[ident.column]):
+            return None
         pairs = self.p.fields.pairs(dict.fromkeys(types))
         if isinstance(pairs, str) or any(col not in types for _, col in pairs):
             return None
@@ -159,8 +183,8 @@ class UsersSql:
             key = json.dumps(field, ensure_ascii=False) + ":"
             parts.append(f"CASE WHEN {include} THEN {sql_str(key)} || coalesce(to_json({v})::VARCHAR, 'null') END")
             checks.append(f"({'' if added_only else f'NOT {include} OR '}{v} IS NULL OR "
-                          f"(({self._value_check(field, v, kind, types[column])}) "
-                          f"AND {self._storable(field, v, types[column], kind)}))")
+                          f"(({self._value_check(field, v, kind, types[column], typed)}) "
+                          f"AND {self._storable(field, v, types[column], kind, typed)}))")
             if not unset and not added_only:       # a changed field that became null is kept in Braze: the Python path says so
                 checks.append(f"NOT (r.__op = 'changed' AND list_contains(r.__changed, {sql_str(column)}) AND {v} IS NULL)")
             free = field in ("email_subscribe", "push_subscribe") or (secondary and field in ("email", "phone"))
@@ -185,7 +209,7 @@ class UsersSql:
             points = [f"CASE WHEN r.__op = 'removed' THEN {r_points} ELSE {' + '.join(points)} END"]
             eligible = f"(({eligible}) OR ({r_eligible}))"
         return SqlItems(channel=self.p.channel, item=item, data_points=" + ".join(points), eligible=eligible,
-                        channel_sql=channel_sql)
+                        channel_sql=channel_sql, typed_times=typed)
 
     def _removed(self, pairs: list[tuple[str, str]], columns: list[str],
                  secondary: bool) -> tuple[str, str, str] | None:
@@ -213,15 +237,18 @@ class UsersSql:
     def _ident_check(self, value: str | None = None) -> str:
         return sql_ident.check(self.p.ident.kind, value or _q(self.p.ident.column))
 
-    def _storable(self, field: str, v: str, type_text: str, kind: _Kind) -> str:
+    def _storable(self, field: str, v: str, type_text: str, kind: _Kind, typed: bool) -> str:
         """SQL: none of the values Braze would mangle (validate.finite, time_range, array_length):
-        rows holding one go through the Python path, which flags them."""
+        rows holding one go through the Python path, which flags them. `typed`: a time is the model's
+        typed value (SqlItems.typed_times), else its normalised text."""
         parts = ["true"]
-        if kind.name == "number":
+        if kind.name == "number" and not _FINITE.match(type_text.strip().upper()):
             parts.append(f"isfinite({v}::DOUBLE)")
         if kind.name in ("list", "object") and _FLOATS.search(type_text.upper()):
             parts.append(f"NOT contains({v}::VARCHAR, 'NaN') AND NOT contains({v}::VARCHAR, 'Infinity')")
-        if is_time_type(type_text):
+        if is_time_type(type_text) and typed:
+            parts.append(_years_typed(v, type_text))
+        elif is_time_type(type_text):
             # the year in validate.YEAR_MIN..YEAR_MAX, as _YEAR_OK says, without a regular expression (1.5 s
             # per 10M rows): a time is normalised by strftime, whose text starts with the year's digits
             # (a year past 9999 has five, a year BC a '-', infinity letters: none of these passes)
@@ -230,7 +257,14 @@ class UsersSql:
             parts.append(f"json_array_length({v}) <= {int(self.p.array_max)}")
         return "(" + " AND ".join(parts) + ")"
 
-    def _value_check(self, field: str, v: str, kind: _Kind, type_text: str) -> str:
+    def _value_check(self, field: str, v: str, kind: _Kind, type_text: str, typed: bool) -> str:
+        if is_time_type(type_text):
+            # normalised, a time is ISO text of at most 27 characters (or 'infinity'): no string limit to
+            # check, and no standard field but `dob` takes it (a DATE's text; the rest is the Python path's)
+            if field == "dob" and type_text.strip().upper() == "DATE":
+                # a real date, with a four-digit year (one past 9999 has five, one BC a '-', before '0001')
+                return _years_typed(v, "DATE", first="0001") if typed else f"strlen({v}) = 10 AND {v} >= '0001-01-01'"
+            return "false" if field in _STANDARD and field not in _TEXT_FIELDS else "true"
         if field in _STANDARD:
             if kind.name != "string":
                 return "false"
@@ -246,10 +280,6 @@ class UsersSql:
                 return _one_of(v, validate.GENDERS)
             if field in ("email_subscribe", "push_subscribe"):
                 return _one_of(v, validate.SUBSCRIBE_STATES)
-            if field == "dob" and type_text.strip().upper() == "DATE":
-                # a DATE normalised by strftime is a real date; ten characters: a four-digit year (a year
-                # past 9999 has five, one BC a '-', which sorts before '0001')
-                return f"strlen({v}) = 10 AND {v} >= '0001-01-01'"
             if field == "dob":
                 return (f"regexp_full_match({v}, {sql_str(_DATE)}) AND {v} >= '0001-01-01' "
                         f"AND try_strptime({v}, '%Y-%m-%d') IS NOT NULL")
