@@ -28,6 +28,9 @@ TEXT = st.sampled_from(["a@b.com", "x.y+z@example.co.uk", "bad@", "ünï@example
                         "XX", "DE", "en", "EN", "M", "Q", "opted_in", "nope", "2001-02-03", "2023-02-30",
                         "0000-01-01", "+15555550123", "12", "   ", "", "é" * 255, "é" * 256, "e\u0301" * 128,
                         "x" * 255, "x" * 256, "😀", "tab\there", 'quote"d', "back\\slash"])
+JSON_TEXTS = ['"s"', "1", "-5", "1.5", "1.50", "1e400", "true", "null", '{"a":1,"b":"x"}', '{"a":1,"a":2}',
+              '{"inc":1}', '{"c":{"d":1}}', "[1,2]", '["x","y"]', "[]", "{}", "[1,[2]]", '{"k":"\\u0001"}',
+              "12345678901234567890", "123456789012345678901234", '{"a":null}', "[null]", '"\\u00e9"', '"x\\/y"']
 ROW = st.fixed_dictionaries({
     "id": st.sampled_from(["c_1", "c_2", "c_3", "c_4", " ", "ç_5", "c_6"]),
     "email": st.one_of(st.none(), TEXT), "country": st.one_of(st.none(), TEXT),
@@ -44,18 +47,24 @@ ROW = st.fixed_dictionaries({
                              "0002-01-01 00:00:00+00"]),
     "prefs": st.one_of(st.none(), st.fixed_dictionaries({"channel": st.one_of(st.none(), TEXT),
                                                           "n": st.one_of(st.none(), st.integers(0, 9))})),
+    # a JSON column: the shapes the SQL sends as they are, and the ones it leaves to the Python path
+    "doc": st.one_of(st.none(), st.sampled_from(JSON_TEXTS), st.builds(json.dumps, st.one_of(
+        TEXT, st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=False),
+        st.dictionaries(st.sampled_from(["a", "b", "a.b", "$time", "inc", "", " x", "é"]),
+                        st.one_of(TEXT, st.integers(-9, 9), st.booleans(), st.none()), max_size=3),
+        st.lists(st.one_of(st.sampled_from(["x", "y"]), st.integers(0, 3)), max_size=27)))),
 })
 TABLE = """create table people_raw (id varchar, email varchar, country varchar, dob varchar, gender varchar,
            first_name varchar, phone varchar, email_subscribe varchar, score double, visits bigint, vip boolean,
            tags varchar[], prefs struct(channel varchar, n integer), seen_at timestamptz, born date,
-           seen_local timestamp)"""
+           seen_local timestamp, doc json)"""
 
 VARIANTS = {
     "explicit": dict(identifier=Identifier("external_id", "id"), on_removed="unset",
                      fields={"email": "email", "country": "country", "dob": "dob", "gender": "gender",
                              "first_name": "first_name", "phone": "phone", "email_subscribe": "email_subscribe",
                              "score": "score", "visits": "visits", "vip": "vip", "tags": "tags", "prefs": "prefs",
-                             "seen_at": "seen_at", "born": "born"}),
+                             "seen_at": "seen_at", "born": "born", "doc": "doc"}),
     "auto-update-skip": dict(identifier=Identifier("external_id", "id"), mode="update", nulls="skip",
                              on_removed="unset"),
     "alias": dict(identifier=Identifier("user_alias", "id", alias_label="crm"), fields={"email": "email",
@@ -111,10 +120,11 @@ def _load(root: Path, rows: list[dict[str, Any]]) -> None:
         con.execute("insert into people_raw values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
                     "coalesce(nullif(?, '')::timestamptz, timestamptz '2024-01-01 00:00:00+00' + to_seconds(?)), "
                     "coalesce(nullif(?, '')::timestamptz::date, date '2000-01-01' + ?::int), "
-                    "coalesce(timezone('UTC', nullif(?, '')::timestamptz), timestamp '2024-01-01' + to_seconds(?)))",
+                    "coalesce(timezone('UTC', nullif(?, '')::timestamptz), timestamp '2024-01-01' + to_seconds(?)), "
+                    "?::json)",
                     [r["id"], r["email"], r["country"], r["dob"], r["gender"], r["first_name"], r["phone"],
                      r["email_subscribe"], r["score"], r["visits"], r["vip"], r["tags"], r["prefs"],
-                     r.get("when", ""), i, r.get("when", ""), i, r.get("when", ""), i])
+                     r.get("when", ""), i, r.get("when", ""), i, r.get("when", ""), i, r.get("doc")])
     con.close()
 
 
@@ -132,12 +142,14 @@ def test_fast_path_equals_python_path(tmp_path_factory: pytest.TempPathFactory, 
         assert fast == slow
 
 
-def test_the_fast_path_is_taken_for_ordinary_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("doc", [None, '"s"', "7", "true", '{"a":1,"b":"x"}', '["x","y"]'])
+def test_the_fast_path_is_taken_for_ordinary_rows(tmp_path: Path, doc: str | None) -> None:
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "people.sql").write_text("select * from {{ ref('people_raw') }}")
     _load(tmp_path, [{"id": f"c_{i}", "email": f"u{i}@example.com", "country": "US", "dob": "1990-01-02",
                       "gender": "F", "first_name": "Ann", "phone": "+15555550123", "email_subscribe": "opted_in",
-                      "score": 1.5, "visits": 3, "vip": True, "tags": ["a"], "prefs": {"channel": "push", "n": 1}}
+                      "score": 1.5, "visits": 3, "vip": True, "tags": ["a"], "prefs": {"channel": "push", "n": 1},
+                      "doc": doc}
                      for i in range(50)])
     project = _project(tmp_path, "fast")
     sync = SyncSpec(name="people", model="people", primary_key=("id",), path="syncs/p.yml", raw={},
@@ -231,3 +243,24 @@ def test_times_on_each_side_of_the_years_braze_keeps_agree_typed_and_as_text(tmp
     fast, slow = (_plan_rows(tmp_path, variant, f) for f in (True, False))
     assert fast == slow and set(fast) == {"c_1", "c_2"}
     assert first[0]["c_1"][3] == fast["c_2"][3] | {"external_id": "c_1"}   # judged typed or as text: the same
+
+
+@pytest.mark.parametrize("doc", JSON_TEXTS + ['{"a":"x","b":true,"c":-3}', '["t"]', json.dumps(["t"] * 25),
+                                              json.dumps(["t"] * 26), json.dumps("é" * 100), json.dumps("x" * 300),
+                                              '{"$time":"2020-01-01"}', '{" a":1}', '{"a.b":1}', '{"":1}',
+                                              '{"add":[1]}', '[true,"x",3]'])
+def test_a_json_value_gives_what_the_python_path_gives(tmp_path: Path, doc: str) -> None:
+    """One otherwise valid row per JSON shape, first as an added row (judged as it is held), then as a
+    changed one: the SQL sends what the Python path sends (the same payload and data points), or leaves
+    the row to it."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "people.sql").write_text("select * from {{ ref('people_raw') }}")
+    row = {"id": "c_1", "email": "a@b.com", "country": "US", "dob": None, "gender": None, "first_name": "Ann",
+           "phone": None, "email_subscribe": None, "score": 1.5, "visits": 1, "vip": None, "tags": ["t"],
+           "prefs": None, "when": "2024-01-01 00:00:00+00", "doc": doc}
+    _load(tmp_path, [row, row | {"id": "c_2", "doc": None}])
+    fast, slow = (_plan_rows(tmp_path, VARIANTS["explicit"], f) for f in (True, False))
+    assert fast == slow
+    _load(tmp_path, [row | {"doc": None}, row | {"id": "c_2"}])     # each row's doc changed
+    fast, slow = (_plan_rows(tmp_path, VARIANTS["explicit"], f) for f in (True, False))
+    assert fast == slow and fast["c_2"][0] == "changed"

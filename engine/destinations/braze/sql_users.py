@@ -4,8 +4,8 @@ For added and changed rows whose values SQL can prove valid by Braze's rules, Du
 the same object `UsersPayloads.prepare` would build (same keys, same values, same data points).
 The checks here are deliberately at least as strict as `validate.py`: a row that fails any of
 them is not rejected here, it simply goes through the Python path, which stays authoritative.
-Removed rows, unusual types (MAP, JSON, lists of objects) and rows with nothing to send also go
-through Python. A property test (tests/unit/test_braze_sql_users.py) checks both paths agree.
+Unusual types (MAP, UNION, lists of objects), the JSON values the SQL does not judge (`_json_check`:
+floats, nulls, deeper nesting) and rows with nothing to send also go through Python. A property test (tests/unit/test_braze_sql_users.py) checks both paths agree.
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ def kind_of(type_text: str) -> _Kind:
     if t.startswith("STRUCT("):
         points = _struct_points(type_text)
         return _Kind("object", points) if points is not None else _Kind(None)
-    if t.startswith(("MAP", "UNION", "JSON")):
+    if t == "JSON":
+        return _Kind("json")            # its shape is each value's own: judged row by row (UsersSql._json_check)
+    if t.startswith(("MAP", "UNION")):
         return _Kind(None)
     if t == "BOOLEAN":
         return _Kind("bool")
@@ -189,7 +191,9 @@ class UsersSql:
                 checks.append(f"NOT (r.__op = 'changed' AND list_contains(r.__changed, {sql_str(column)}) AND {v} IS NULL)")
             free = field in ("email_subscribe", "push_subscribe") or (secondary and field in ("email", "phone"))
             cost = "0" if free else (f"(CASE WHEN {v} IS NULL THEN 1 ELSE {kind.points} END)"
-                                     if kind.name == "object" else "1")
+                                     if kind.name == "object" else
+                                     f"(CASE WHEN json_type({v}) = 'OBJECT' THEN len(json_keys({v})) ELSE 1 END)"
+                                     if kind.name == "json" else "1")
             points.append(f"(CASE WHEN {include} THEN {cost} ELSE 0 END)")
         if not includes:
             return None
@@ -286,5 +290,29 @@ class UsersSql:
             return f"strlen({v}) <= {validate.STRING_MAX_CHARS}"
         if kind.name in ("number", "bool"):
             return "true"
+        if kind.name == "json":
+            return self._json_check(field, v)
         # strings, and nested values rendered as JSON: short enough that no string inside can be long
         return f"strlen({v}::VARCHAR) <= {validate.STRING_MAX_CHARS}"
+
+    def _json_check(self, field: str, v: str) -> str:
+        """SQL: a JSON value the Python path would send as it is, at 1 data point, or 1 per key of an object:
+        a string, an integer or a boolean; a flat object of those (keys unique, none empty or holding '.', '$'
+        or a space, none of Braze's operation names); a list of 1 to `array_max` of them. Its text short
+        enough that no string or key inside can be long, without a \\u escape (a control character or an
+        unpaired surrogate: the Python path's to judge). Any other value (a float, whose text Python may
+        spell differently, a null, a deeper nesting) goes through the Python path."""
+        text = f"{v}::VARCHAR"
+        scalars = "['OBJECT', 'ARRAY', 'DOUBLE', 'NULL']"
+        keys = f"json_keys({v})"
+        flat_object = (f"(len({keys}) > 0 AND len(list_distinct({keys})) = len({keys}) "
+                       f"AND NOT list_has_any(json_type({v}, '$.*'), {scalars}) "
+                       f"AND NOT list_has_any({keys}, ['inc', 'add', 'remove']) "
+                       f"AND list_bool_and(list_transform({keys}, lambda __k: __k <> '' AND NOT contains(__k, '.') "
+                       f"AND NOT contains(__k, '$') AND NOT contains(__k, ' '))))")
+        limit = "" if field in validate.STANDARD_ARRAYS else f" AND json_array_length({v}) <= {int(self.p.array_max)}"
+        flat_list = f"(json_array_length({v}) > 0{limit} AND NOT list_has_any(json_type({v}, '$[*]'), {scalars}))"
+        return (f"(strlen({text}) <= {validate.STRING_MAX_CHARS} AND NOT contains({text}, '\\u') AND "
+                f"CASE json_type({v}) WHEN 'VARCHAR' THEN true WHEN 'BIGINT' THEN true WHEN 'UBIGINT' THEN true "
+                f"WHEN 'BOOLEAN' THEN true WHEN 'OBJECT' THEN {flat_object} WHEN 'ARRAY' THEN {flat_list} "
+                "ELSE false END)")
