@@ -140,7 +140,8 @@ def _struct_points(type_text: str) -> int | None:
         if not name or name != name.strip() or "." in name or "$" in name or " " in name or len(name) > 255:
             return None
         kind = kind_of(sub)
-        if kind.name is None or kind.name == "object":      # a null inner object costs differently
+        # a null inner object costs differently; a JSON value's shape (and cost) is its own
+        if kind.name not in ("string", "number", "bool", "list"):
             return None
         total += 1
     return total
