@@ -92,8 +92,9 @@ def main() -> int:
     parser.add_argument("--send-all", action="store_true",
                         help="plan the first run as first_run: send_all too (before the baseline)")
     parser.add_argument("--text-prefs", action="store_true",
-                        help="`prefs` as text, not jsonb (the users SQL payloads do not cover JSON values: with "
-                             "jsonb every row of a send_all first run is planned in Python)")
+                        help="`prefs` as text, not jsonb (the users SQL payloads judge JSON values row by row; "
+                             "before 2026-12-06 they did not, and with jsonb a send_all first run was planned "
+                             "in Python)")
     args = parser.parse_args()
     locations = args.location or list(LOCATIONS)
     if args.text_prefs:
