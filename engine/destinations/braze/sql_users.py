@@ -30,7 +30,7 @@ _STANDARD = validate.STANDARD_FIELDS
 
 
 # numbers that are always finite: integers and decimals (their normalised DOUBLE cannot overflow)
-_FINITE = re.compile(r"^(?:U?(?:TINY|SMALL|BIG|HUGE)?INT(?:EGER)?|DECIMAL\b)")
+_FINITE = re.compile(r"^(?:U?(?:TINY|SMALL|BIG|HUGE)?INT(?:EGER)?|DECIMAL)\b")
 # standard fields whose value is any short text (validate.STRING_MAX_CHARS): a time's ISO text is one
 _TEXT_FIELDS = frozenset(_STANDARD) - {"email", "phone", "country", "language", "gender", "email_subscribe",
                                        "push_subscribe", "dob"}
