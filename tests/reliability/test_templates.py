@@ -67,7 +67,9 @@ def test_nested_loops_are_refused_by_validate_compile_and_plan_within_the_budget
             pytest.fail(f"`reflow {' '.join(command)}` still rendering after 60 s")
         elapsed = time.monotonic() - start
         assert proc.returncode == 1, (command, proc.stdout, proc.stderr)
-        assert TIMEOUT.format(line=3) in proc.stderr, (command, proc.stderr)
+        # stopped in the inner loop (line 3), or, when the deadline passed while the process waited for a
+        # core (a loaded machine), at the outer loop's next iteration (line 2): both name the loops
+        assert any(TIMEOUT.format(line=line) in proc.stderr for line in (2, 3)), (command, proc.stderr)
         assert "Traceback" not in proc.stderr
         assert elapsed < BUDGET + SLACK + 3, (command, elapsed)     # + interpreter start-up
 
