@@ -5,7 +5,8 @@ the same object `UsersPayloads.prepare` would build (same keys, same values, sam
 The checks here are deliberately at least as strict as `validate.py`: a row that fails any of
 them is not rejected here, it simply goes through the Python path, which stays authoritative.
 Unusual types (MAP, UNION, lists of objects), the JSON values the SQL does not judge (`_json_check`:
-floats, nulls, deeper nesting) and rows with nothing to send also go through Python. A property test (tests/unit/test_braze_sql_users.py) checks both paths agree.
+floats, nulls, deeper nesting) and rows with nothing to send also go through Python. A property test
+(tests/unit/test_braze_sql_users.py) checks both paths agree.
 """
 
 from __future__ import annotations
