@@ -508,11 +508,8 @@ def held_select(relation: str, columns: Sequence[Column], *, hashed: bool, refus
     raws = "".join(f", m.{quote(c.name)} AS __raw_{i}" for i, c in enumerate(columns))
     back = "".join(f", r.__raw_{i} AS {quote(c.name)}" for i, c in enumerate(columns))
     extra = "".join(f", ({sql}) AS {quote(name)}" for name, sql in judged)
-    judged_values = "".join(
-        f", m.{quote(c.name)}" if typed_times and is_time_type(c.type) else f", {normalized(c, 'm.')} AS {quote(c.name)}"
-        for c in columns)
     return (f"SELECT r.{KEY}, r.__hash{back}, r.__refused{extra} FROM (SELECT m.{KEY}, m.__hash, m.__refused{raws}"
-            f"{judged_values}, {_ADDED} FROM ({held}) AS m) AS r")
+            f"{_normalised(columns, 'm.', typed_times=typed_times)}, {_ADDED} FROM ({held}) AS m) AS r")
 
 
 # the delta-row columns of an added row (`prepare_rows`' names) that a destination's SQL may read
@@ -520,8 +517,10 @@ _ADDED = ("'added' AS __op, []::VARCHAR[] AS __changed, NULL::VARCHAR AS __old_r
           "false AS __uncertain, NULL::VARCHAR AS __replaces, false AS __collapsed")
 
 
-def _normalised(columns: Sequence[Column], table: str) -> str:
-    return "".join(f", {normalized(c, table)} AS {quote(c.name)}" for c in columns)
+def _normalised(columns: Sequence[Column], table: str, *, typed_times: bool = False) -> str:
+    """SQL: each column normalised under its name (`typed_times`: a TIMESTAMP or DATE one as it is)."""
+    return "".join(f", {table}{quote(c.name)}" if typed_times and is_time_type(c.type)
+                   else f", {normalized(c, table)} AS {quote(c.name)}" for c in columns)
 
 
 def held_hash(columns: Sequence[tuple[str, str]], hashed: bool) -> str:
