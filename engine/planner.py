@@ -179,11 +179,10 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
     # a first run's rows are held typed: a baseline's JSON rendered by `apply` as it records the snapshot,
     # a send_all's payloads by `apply` before it sends (by the destination's SQL, kept with the plan; the
     # rows that SQL cannot prove valid are planned in Python). Planned row by row instead: a restart in the
-    # same place (its rows take objects over), the unset and remapped fields' cases, a field whose name
-    # holds a secret (every row is refused, as the rendered rows, whose keys name it, show); for a send_all,
-    # rows already pending (retries) and a destination whose notes count groups of rows (cohorts)
-    plain = (first_run and not unset and not remapped and not (same_place and projection.identity)
-             and not any(contains_secret(f.name) for f in fields))
+    # same place (its rows take objects over), the unset and remapped fields' cases; for a send_all, rows
+    # already pending (retries) and a destination whose notes count groups of rows (cohorts). (A field whose
+    # name holds a secret never gets here: _model_read refuses the sync.)
+    plain = first_run and not unset and not remapped and not (same_place and projection.identity)
     fast = (destination.sql_items(fields, added_only=True) if plain and not baseline and group is None
             and not state.pending_count(sync.name) else None)
     hold = plain and (baseline or fast is not None)
@@ -356,14 +355,31 @@ def read_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destinati
 
 def _model_read(relation: str, types: dict[str, str], sync: SyncSpec, destination: Destination) -> ModelRead:
     check_columns([sync], lambda _: list(types))        # column drift: located, with a did-you-mean
+    _refuse_secret_names(sync, types)
     projection = destination.project(list(types))
     fields = [diff.Column(f, types[c]) for f, c in projection.fields]
     fields += [diff.Column(f, "VARCHAR") for f, _ in projection.constants]
+    if any(contains_secret(f.name) for f in fields):
+        raise PlanError(f"sync '{sync.name}': a destination field's name {SECRET_REASON}; Reflow records field "
+                        "names in its state: rename it in the sync's destination.fields")
     reserved = sorted(f for f in projection.names if f.startswith("__"))
     if reserved:
         raise PlanError(f"sync '{sync.name}': field(s) {', '.join(reserved)}: names starting with '__' are "
                         "reserved by Reflow; rename them in the model or in destination.fields")
     return ModelRead(relation, types, projection, fields)
+
+
+def _refuse_secret_names(sync: SyncSpec, types: dict[str, str]) -> None:
+    """A model column whose name or type (an enum's labels, a struct's field names) holds a registered
+    secret is refused before anything is planned: names and types are recorded in the plan and the state
+    (to see a mapping change), where a secret must never be written. The message names the column by its
+    position only."""
+    for i, (name, kind) in enumerate(types.items(), start=1):
+        if contains_secret(name) or contains_secret(kind):
+            where = "name" if contains_secret(name) else "type (an enum label or a struct field's name)"
+            raise PlanError(f"sync '{sync.name}': model '{sync.model}', column {i} of {len(types)}: its {where} "
+                            f"{SECRET_REASON}; Reflow records column names and types in its state, so rename "
+                            "the column or cast it to a plain type in the model")
 
 
 def run_model(con: Any, rendered: RenderedSync, warehouse: Warehouse, destination: Destination) -> int:

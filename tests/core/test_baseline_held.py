@@ -156,8 +156,9 @@ def test_empty_baseline_plans_then_rows_keep_their_held_table(lab):
 
 
 def test_a_field_named_with_a_secret_is_refused_as_a_sent_first_run_refuses_it(tmp_path: Path, monkeypatch):
-    """The rows' JSON names the field: a baseline refuses every row as send_all does (a sceptical run
-    found the held baseline recording the secret as a key of every snapshot row)."""
+    """Field names are recorded in the plan and the state (a sceptical run found the held baseline
+    recording the secret as a key of every snapshot row): a model column named with the key stops the
+    sync in both first-run modes, naming the column by its position, and nothing is held, recorded or sent."""
     from engine import errors
 
     key = "SECRETKEY-1234567890abcdef"
@@ -171,9 +172,11 @@ def test_a_field_named_with_a_secret_is_refused_as_a_sent_first_run_refuses_it(t
         sync = lab.sync(first_run=first_run)
         dest = MemoryDestination()
         plan = lab.plan(sync, dest)
-        lab.apply(plan, sync, dest)
-        outcome[first_run] = (plan.syncs[0].counts.invalid, len(lab.snapshot()), len(dest.received))
-    assert outcome["baseline"] == outcome["send_all"] == (3, 0, 0), outcome
+        [failure] = plan.failed
+        assert "its name holds a secret value" in failure.message and key not in failure.message, failure
+        outcome[first_run] = (len(plan.syncs), len(lab.snapshot()), len(dest.received), held_tables(lab))
+        assert key.encode() not in lab.project.state_path.read_bytes()
+    assert outcome["baseline"] == outcome["send_all"] == (0, 0, 0, []), outcome
 
 
 def test_a_plan_dying_while_it_holds_a_baseline_leaves_no_table(lab, monkeypatch):

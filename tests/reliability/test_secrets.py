@@ -578,3 +578,28 @@ def test_a_baseline_first_run_records_no_row_holding_a_secret(example_project):
     assert users["invalid_samples"][0]["reason"].startswith("first_name: holds a secret value")
     state = example_project / ".reflow" / "state.duckdb"
     assert key not in out + err and key.encode() not in state.read_bytes()
+
+
+@pytest.mark.parametrize("where, path, old, new", [
+    ("column 4 of 17: its name", "models/braze_users.sql", "    c.first_name,", "    c.first_name, 1 as \"{key}\","),
+    ("its type", "models/braze_users.sql", "    c.first_name,", "    'a'::ENUM('a', '{key}') as first_name,"),
+    ("its type", "models/braze_users.sql", "    c.first_name,", "    c.first_name, {{'{key}': 1}} as extra,"),
+    ("a destination field's name", "syncs/braze_users.yml", "    loyalty_tier: loyalty_tier", "    {key}: loyalty_tier"),
+], ids=["column name", "enum label", "struct field name", "destination field name"])
+def test_a_secret_in_a_column_name_or_type_is_refused_and_written_nowhere(example_project, where, path, old, new):
+    """Column names and types (enum labels, struct field names) and destination field names are recorded
+    in the plan and the state (to see a mapping change): one holding the key refuses the sync, naming the
+    column by its position, and the key reaches no output and no file."""
+    key = fresh_key()
+    plant(example_project / path, old, new.format(key=key))
+    env = {**os.environ, "BRAZE_REST_ENDPOINT": "http://127.0.0.1:9", "BRAZE_API_KEY": key}
+    outputs = []
+    for args in (("plan", "--select", "braze_users"), ("plan", "--select", "braze_users", "--json"),
+                 ("run", "--select", "braze_users")):
+        code, out, err = reflow(example_project, env, *args)
+        outputs += [out, err]
+        assert code != 0 and "holds a secret value" in out + err and where in out + err, (args, out, err)
+        assert "braze_users" in out + err
+    assert not [o for o in outputs if key in o]
+    written = [p for p in example_project.rglob("*") if p.is_file() and p.suffix not in (".sql", ".yml")]
+    assert not [str(p) for p in written if key.encode() in p.read_bytes()]
