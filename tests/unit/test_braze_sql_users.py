@@ -248,7 +248,7 @@ def test_times_on_each_side_of_the_years_braze_keeps_agree_typed_and_as_text(tmp
 
 JSON_SHAPES = JSON_TEXTS + ['{"a":"x","b":true,"c":-3}', '["t"]', json.dumps(["t"] * 25), json.dumps(["t"] * 26),
                            json.dumps("é" * 100), json.dumps("x" * 300), '{"$time":"2020-01-01"}', '{" a":1}',
-                           '{"a.b":1}', '{"":1}', '{"add":[1]}', '[true,"x",3]']
+                           '{"a.b":1}', '{"":1}', '{"add":[1]}', '[true,"x",3]', '{"a":1,"b":2,"a":3}']
 
 
 def test_a_json_value_gives_what_the_python_path_gives(tmp_path: Path) -> None:

@@ -304,15 +304,19 @@ class UsersSql:
         unpaired surrogate: the Python path's to judge). Any other value (a float, whose text Python may
         spell differently, a null, a deeper nesting) goes through the Python path."""
         text = f"{v}::VARCHAR"
-        scalars = "['OBJECT', 'ARRAY', 'DOUBLE', 'NULL']"
-        keys = f"json_keys({v})"
-        flat_object = (f"(len({keys}) > 0 AND len(list_distinct({keys})) = len({keys}) "
-                       f"AND NOT list_has_any(json_type({v}, '$.*'), {scalars}) "
-                       f"AND NOT list_has_any({keys}, ['inc', 'add', 'remove']) "
-                       f"AND list_bool_and(list_transform({keys}, lambda __k: __k <> '' AND NOT contains(__k, '.') "
-                       f"AND NOT contains(__k, '$') AND NOT contains(__k, ' '))))")
+
+        def scalars(path: str) -> str:      # no value at `path` is an object, a list, a float or a null
+            return (f"len(list_filter(json_type({v}, '{path}'), "
+                    "lambda __t: __t IN ('OBJECT', 'ARRAY', 'DOUBLE', 'NULL'))) = 0")
+        # the keys parsed once (a one-element list's lambda), each checked in one pass: plain, not an
+        # operation name, and first where it stands (so unique); 10M two-key objects: 5.8 s → 1.4 s
+        plain_key = ("__k <> '' AND NOT contains(__k, '.') AND NOT contains(__k, '$') AND NOT contains(__k, ' ') "
+                     "AND __k NOT IN ('inc', 'add', 'remove') AND list_position(__ks, __k) = __i")
+        keys_ok = (f"list_transform([json_keys({v})], lambda __ks: len(__ks) > 0 "
+                   f"AND list_bool_and(list_transform(__ks, lambda __k, __i: {plain_key})))[1]")
+        flat_object = f"({keys_ok} AND {scalars('$.*')})"
         limit = "" if field in validate.STANDARD_ARRAYS else f" AND json_array_length({v}) <= {int(self.p.array_max)}"
-        flat_list = f"(json_array_length({v}) > 0{limit} AND NOT list_has_any(json_type({v}, '$[*]'), {scalars}))"
+        flat_list = f"(json_array_length({v}) > 0{limit} AND {scalars('$[*]')})"
         return (f"(strlen({text}) <= {validate.STRING_MAX_CHARS} AND NOT contains({text}, '\\u') AND "
                 f"CASE json_type({v}) WHEN 'VARCHAR' THEN true WHEN 'BIGINT' THEN true WHEN 'UBIGINT' THEN true "
                 f"WHEN 'BOOLEAN' THEN true WHEN 'OBJECT' THEN {flat_object} WHEN 'ARRAY' THEN {flat_list} "
