@@ -145,12 +145,13 @@ _secrets: tuple[str, ...] = ()       # longest first, so a secret inside another
 
 def register_secret(value: str | None) -> None:
     """Remember a secret so that `scrub` removes it from every message: the value as given, stripped,
-    and as it appears inside JSON strings, URLs and HTML."""
+    and as it appears inside JSON strings, URLs, HTML and SQL (quotes doubled in a literal or an
+    identifier, as DuckDB spells an enum's labels and a struct's field names in a type, and in errors)."""
     global _secrets
     if not value:
         return
     forms = {value, value.strip(), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
-             quote(value, safe=""), html.escape(value)}
+             quote(value, safe=""), html.escape(value), value.replace("'", "''"), value.replace('"', '""')}
     forms = {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
     with _lock:
         if forms <= set(_secrets):

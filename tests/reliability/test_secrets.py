@@ -414,6 +414,10 @@ def test_the_scrubber_masks_every_form_a_key_takes():
     register_secret(quoted)
     assert scrub(json.dumps({"v": quoted})) == '{"v": "***"}'          # as it appears inside JSON
     assert scrub(requests.utils.quote(quoted, safe="")) == "***"          # and inside a URL
+    assert scrub(f'STRUCT("{quoted.replace(chr(34), 2 * chr(34))}" INTEGER)') == 'STRUCT("***" INTEGER)'  # in SQL
+    apostrophe = f"k'{fresh_key()}"
+    register_secret(apostrophe)
+    assert scrub(f"ENUM('{apostrophe.replace(chr(39), 2 * chr(39))}')") == "ENUM('***')"
     assert contains_secret(f"x{key}y") and not contains_secret("nothing here")
     secrets = registered_secrets()
     assert key in secrets and inner in secrets and secrets.index(key) < secrets.index(inner)
@@ -603,3 +607,24 @@ def test_a_secret_in_a_column_name_or_type_is_refused_and_written_nowhere(exampl
     assert not [o for o in outputs if key in o]
     written = [p for p in example_project.rglob("*") if p.is_file() and p.suffix not in (".sql", ".yml")]
     assert not [str(p) for p in written if key.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("new", ["    c.first_name, 'a'::ENUM('a', '{sql}') as extra,",
+                                 "    c.first_name, {{'{raw}': 1}} as extra,"],
+                         ids=["enum label with a quote", "struct field name with a double quote"])
+def test_a_secret_holding_quotes_is_found_in_a_type_too(example_project, new):
+    """DuckDB spells a type's enum labels and field names with their quotes doubled (found by a sceptical
+    review: a REFLOW_SECRET_ value holding a quote passed the check, and the state file kept it)."""
+    secret = f"pw'\"{uuid.uuid4().hex}"
+    plant(example_project / "models" / "braze_users.sql", "    c.first_name,",
+          new.format(sql=secret.replace("'", "''"), raw=secret.replace("'", "''")))
+    plant(example_project / "syncs" / "braze_users.yml", "    first_name: first_name",
+          "    first_name: first_name\n    extra: extra")
+    env = {**os.environ, "BRAZE_REST_ENDPOINT": "http://127.0.0.1:9", "BRAZE_API_KEY": fresh_key(),
+           "REFLOW_SECRET_PW": secret}
+    code, out, err = reflow(example_project, env, "plan", "--select", "braze_users", "--json")
+    assert code != 0 and "its type" in out + err and "holds a secret value" in out + err, (out, err)
+    forms = {secret, secret.replace("'", "''"), secret.replace('"', '""')}
+    assert not [f for f in forms if f in out + err]
+    written = [p for p in example_project.rglob("*") if p.is_file() and p.suffix not in (".sql", ".yml")]
+    assert not [(str(p), f) for p in written for f in forms if f.encode() in p.read_bytes()]
