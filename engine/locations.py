@@ -164,8 +164,7 @@ def fetch_every_row(away: Away, state: State, *, landed: bool = True) -> str:
     if away.location.dialect is None:
         return f"(SELECT m.*, {diff.hash_expr(away.fields)} AS __hash FROM {_in_process_source(away)} AS m)"
     away.warehouse.land_query(away.con, away.location.dialect.rows(away.sql, away.sync.primary_key, away.hash_fields,
-                                                                   None), FETCHED_RAW, model=away.sync.model,
-                              hashing=True)
+                                                                   None), FETCHED_RAW, model=away.sync.model)
     return f"({_fetched_select(away, FETCHED_RAW)})"
 
 
@@ -185,7 +184,7 @@ def _land_pairs(away: Away, extras: Sequence[str]) -> None:
                                        f"FROM {source} AS m", HASHED, model=sync.model)
         return
     sql = away.location.dialect.hashed(away.sql, sync.primary_key, away.hash_fields, away.extra(extras))
-    away.warehouse.land_query(con, sql, HASHED_RAW, model=sync.model, hashing=True)
+    away.warehouse.land_query(con, sql, HASHED_RAW, model=sync.model)
     con.execute(f"CREATE OR REPLACE TABLE {HASHED} AS SELECT * REPLACE (('0x' || __hash)::UBIGINT AS __hash) "
                 f"FROM {HASHED_RAW}")
     con.execute(f"DROP TABLE IF EXISTS {HASHED_RAW}")
@@ -212,7 +211,7 @@ def _fetch(away: Away, keys_sql: str | None, n: int, total: int) -> None:
     by_key = keys_sql is not None and n <= FETCH_BY_KEY and (n < 1000 or n <= FETCH_SHARE * total)
     keys = [str(r[0]) for r in con.execute(keys_sql).fetchall()] if by_key and keys_sql else None
     sql = away.location.dialect.rows(away.sql, sync.primary_key, away.hash_fields, keys)
-    away.warehouse.land_query(con, sql, FETCHED_RAW, model=sync.model, hashing=True)
+    away.warehouse.land_query(con, sql, FETCHED_RAW, model=sync.model)
     _fetched(away, FETCHED_RAW, "" if by_key or keys_sql is None else f"WHERE m.__key IN ({keys_sql})")
     con.execute(f"DROP TABLE IF EXISTS {FETCHED_RAW}")
 
@@ -281,7 +280,7 @@ def _compare_on_warehouse(delta: diff.Delta, away: Away, snapshot: str, key_labe
         while True:
             digest = ensure_mirror(mirror, state, sync.name, away.location.recipe, known,
                                    pending=snapshot_digest.result)
-            away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model, hashing=True)
+            away.warehouse.land_query(con, found, HASHED_RAW, model=sync.model)
             marks = [r[0] for r in con.execute(f"SELECT __key FROM {HASHED_RAW} WHERE __in_model = '{MARKER}'").fetchall()]
             counted = [r[0] for r in con.execute(f"SELECT __key FROM {HASHED_RAW} WHERE __in_model = '{COUNTED}'").fetchall()]
             con.execute(f"DELETE FROM {HASHED_RAW} WHERE __in_model IN ('{MARKER}', '{COUNTED}')")

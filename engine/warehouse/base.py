@@ -54,11 +54,8 @@ class Warehouse(Protocol):
     def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
         """The model's columns and their DuckDB types, without running it or landing its rows."""
 
-    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str,
-                   hashing: bool = False) -> int:
-        """Run `sql` (in `dialect`) on the warehouse; land its result in the DuckDB `table` on `con`.
-        `hashing`: the query computes Reflow's row hashes, CPU work the warehouse's planner does not see
-        (a function costs it as an operator), so it may be told to run the query in parallel."""
+    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
+        """Run `sql` (in `dialect`) on the warehouse; land its result in the DuckDB `table` on `con`."""
 
     def write(self, steps: list[tuple[str, Any]]) -> None:
         """Writes to the warehouse in one committed transaction (the mirror of `diff: warehouse`)."""

@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,12 +47,6 @@ INSTALL_HINT = ("this project reads a dbt project (warehouse.type: dbt) but dbt-
                 "install reflow[dbt] (`pip install 'reflow[dbt]'`, plus reflow[postgres] for dbt-postgres)")
 LANDED = "memory.main.reflow_landed"
 BATCH = 20_000
-# Reflow's hash queries (diff: hashes | warehouse) on PostgreSQL: the planner costs hashtextextended and the
-# normalisations as one operator each, so it runs a model that is a plain table scan serially; a cheaper
-# worker-to-leader tuple lets it hash in parallel workers (max_parallel_workers_per_gather still caps
-# them). 10M rows × 12 columns, 2 cores: COPY of the (key, hash) pairs 18.3 s → 9.8 s, of the rows with
-# their hashes 29.8 s → 17.3 s (docs/benchmarks.md). A table too small for a parallel scan stays serial.
-HASHING_PLANNER = {"parallel_tuple_cost": "0.01"}
 STAMP = "reflow_fingerprint.txt"
 COMPILED = "reflow_compiled.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -436,13 +430,12 @@ class DbtWarehouse:
             if not handle.autocommit:
                 handle.rollback()
 
-    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str,
-                   hashing: bool = False) -> int:
+    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
         if self.adapter_type == "duckdb":
             self.attach(con)
             return land_in_process(con, sql, table, self.cost)
         return land(con, self._pg_ready(sql), sql, model=model, target=self.dbt.target, table=table,
-                    meter=self.cost.add, planner=HASHING_PLANNER if hashing else None)
+                    meter=self.cost.add)
 
     def write(self, steps: Sequence[tuple[str, Any]]) -> None:
         """Statements writing to PostgreSQL in one transaction: ("sql", (text, params)) or ("copy", (COPY
@@ -575,10 +568,9 @@ def _column(values: Iterable[Any], conv: Callable[[Any], Any] | None) -> list[An
 
 
 def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, target: str,
-         batch: int = BATCH, table: str = LANDED, meter: Meter | None = None,
-         planner: Mapping[str, str] | None = None) -> int:
+         batch: int = BATCH, table: str = LANDED, meter: Meter | None = None) -> int:
     """Land the result of `sql` on PostgreSQL in `table`; returns the row count. `meter` counts the rows
-    and bytes that crossed the wire; `planner`: planner settings for the COPY (restored after it).
+    and bytes that crossed the wire.
 
     Through COPY (engine/warehouse/pg_copy.py: the server's CSV read by DuckDB as it streams), or,
     for a result with a type only psycopg2 can render (pg_copy.plan is None) or a row longer than
@@ -598,7 +590,7 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, *, model: str, t
         columns = pg_copy.plan(description, pg_types=_PG, pg_arrays=_PG_ARRAYS,
                                casters=lambda oid: oid in casts or oid in handle.string_types)
         if columns is not None and hasattr(os, "mkfifo"):      # no FIFOs on Windows: the row path
-            return pg_copy.land(con, handle, sql, columns, table, meter, planner=planner)
+            return pg_copy.land(con, handle, sql, columns, table, meter)
     except pg_copy.RowTooLong:
         pass
     except psycopg2.Error as exc:

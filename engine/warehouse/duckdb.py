@@ -61,8 +61,7 @@ class DuckDBWarehouse:
     def columns(self, con: duckdb.DuckDBPyConnection, sql: str, *, model: str) -> list[tuple[str, str]]:
         return describe_in_process(con, self.relation(con, sql, model=model))
 
-    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str,
-                   hashing: bool = False) -> int:
+    def land_query(self, con: duckdb.DuckDBPyConnection, sql: str, table: str, *, model: str) -> int:
         self.attach(con)
         return land_in_process(con, sql, table, self.cost)
 

@@ -30,9 +30,8 @@ Per type (PostgreSQL OID → what crosses the pipe → DuckDB):
     any other type psycopg2 leaves as a string             its text → VARCHAR
 
 Output settings that change a type's text (DateStyle's output half, extra_float_digits) are set for
-the COPY and restored after it, as are the planner settings a caller asks for (Reflow's hash queries:
-dbt.HASHING_PLANNER); settings that change what the model's SQL means (TimeZone, DateStyle's field
-order) are left alone.
+the COPY and restored after it; settings that change what the model's SQL means (TimeZone,
+DateStyle's field order) are left alone.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,16 +139,11 @@ def plan(description: Sequence[Any], *, pg_types: dict[int, tuple[str, Any]],
     return columns
 
 
-def _settings(cur: Any, planner: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Set the output-only settings COPY's text depends on, and `planner`'s settings; return what to
-    restore."""
-    changed = {}
-    for name, value in (planner or {}).items():
-        cur.execute("SELECT current_setting(%s), set_config(%s, %s, false)", [name, name, value])
-        row = cur.fetchone()
-        changed[name] = str(row[0])
+def _settings(cur: Any) -> dict[str, str]:
+    """Set the output-only settings COPY's text depends on; return what to restore."""
     cur.execute("SELECT current_setting('DateStyle'), current_setting('extra_float_digits')")
     datestyle, digits = cur.fetchone()
+    changed = {}
     if not str(datestyle).upper().startswith("ISO"):
         changed["DateStyle"] = str(datestyle)
         cur.execute("SELECT set_config('DateStyle', 'ISO', false)")     # the output half only
@@ -229,9 +223,9 @@ def _drain(path: str, writer: _Writer) -> None:
 
 
 def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequence[CopyColumn], table: str,
-         meter: Callable[[int, int], None] | None = None, *, planner: Mapping[str, str] | None = None) -> int:
+         meter: Callable[[int, int], None] | None = None) -> int:
     """COPY `sql` from PostgreSQL into a new DuckDB `table`; returns the row count. `meter(rows, bytes)`
-    is told what crossed the wire; `planner`: planner settings for the COPY, restored after it.
+    is told what crossed the wire.
 
     Raises the psycopg2 error (the model failed) or the duckdb error (the rows did not land): the
     caller locates them; RowTooLong for a row longer than _MAX_LINE. The connection is left idle;
@@ -242,7 +236,7 @@ def land(con: duckdb.DuckDBPyConnection, handle: Any, sql: str, columns: Sequenc
     path = os.path.join(folder, "rows.csv")
     os.mkfifo(path, 0o600)
     try:
-        restore = _settings(cur, planner)
+        restore = _settings(cur)
         con.execute(f"DROP TABLE IF EXISTS {table}")
         con.execute(f"CREATE TABLE {table} ("
                     + ", ".join(f"{quote(col.name)} {col.duck_type}" for col in columns) + ")")

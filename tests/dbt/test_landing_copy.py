@@ -213,27 +213,6 @@ def test_output_settings_are_set_for_the_copy_and_restored(monkeypatch: pytest.M
         conn.close()
 
 
-def test_planner_settings_hold_for_the_copy_only(handle: Any) -> None:
-    """Reflow's hash queries are landed with dbt.HASHING_PLANNER (so PostgreSQL may hash in parallel
-    workers): the COPY's query runs under it, and the session has its own value again afterwards."""
-    with handle.cursor() as cur:
-        cur.execute("SET parallel_tuple_cost = 0.2")
-    if not handle.autocommit:
-        handle.commit()
-    con = duckdb.connect()
-    try:
-        land(con, handle, "select current_setting('parallel_tuple_cost') as cost, 1 as one", model="m", target="pg",
-             planner=dbt_warehouse.HASHING_PLANNER)
-        assert con.execute(f"SELECT cost FROM {LANDED}").fetchall() == [(dbt_warehouse.HASHING_PLANNER["parallel_tuple_cost"],)]
-        land(con, handle, "select current_setting('parallel_tuple_cost') as cost, 1 as one", model="m", target="pg")
-        assert con.execute(f"SELECT cost FROM {LANDED}").fetchall() == [("0.2",)]
-        with handle.cursor() as cur:
-            cur.execute("SELECT current_setting('parallel_tuple_cost')")
-            assert cur.fetchone() == ("0.2",)
-    finally:
-        con.close()
-
-
 def test_a_model_failing_mid_stream_is_located_and_scrubbed(handle: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine.errors, "_secrets", ("hunter2-pg-secret",))
     con = duckdb.connect()
