@@ -217,3 +217,25 @@ def test_a_model_failing_while_its_rows_are_held_is_named(lab):
     assert "model 'people'" in failed.message and "Could not convert string" in failed.message, failed
     assert "state file" not in failed.message, failed
     assert held_tables(lab) == []
+
+
+def test_a_held_baseline_of_many_row_groups_numbers_every_row_once(lab):
+    """The held rows are written by each DuckDB thread as they come (`plan_rows.in_any_order`): across
+    many row groups their rowids (the plan's seq numbers) still number them 0..n-1 with every key once,
+    apply records every row, and the next plan finds nothing to send."""
+    n = 400_000
+    lab.sql(f"insert into people_raw select 'p' || i, 'name ' || i, ['bronze', 'silver', 'gold'][1 + i % 3], i * 1.5, "
+            f"timestamp '2024-01-01' + to_seconds(i), {{'a': i::int, 'tags': ['x']}} from range({n}) t(i)")
+    sync = lab.sync(first_run="baseline")
+    dest = MemoryDestination()
+    plan = lab.plan(sync, dest)
+    assert not plan.failed, plan.failed
+    [table] = held_tables(lab)
+    with State.open(lab.project.state_path, command="test", read_only=True) as state:
+        numbered = state.con.execute(f"select count(*), count(distinct rowid), min(rowid), max(rowid), "
+                                     f"count(distinct __key) from rstate.main.{table}").fetchone()
+    assert numbered == (n, n, 0, n - 1, n)
+    lab.apply(plan, sync, dest)
+    assert len(lab.snapshot()) == n
+    counts = lab.plan(sync, dest).syncs[0].counts
+    assert (counts.total, counts.added, counts.changed, counts.removed) == (n, 0, 0, 0)
