@@ -217,7 +217,7 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
                                     model=rendered.model)
         if hold:        # the model's checks passed: only now are its rows written into the state
             held, total = _hold(SyncRows(con, plan_id, sync.name, state.next_seq()), counted, fields, sync,
-                                rendered.model, hashed=away is not None, fast=fast)
+                                rendered.model, hashed=away is not None, fast=fast, landed=not warehouse.in_process)
             counts = diff.DeltaCounts(total=total, added=total, candidates=0, removed=0)
             if away:
                 locations.read_in_process(away, total)
@@ -255,18 +255,20 @@ def _plan_one(project: Project, rendered: RenderedSync, state: State, warehouse:
 
 
 def _hold(table: SyncRows, relation: str, fields: Sequence[diff.Column], sync: SyncSpec, model: str, *,
-          hashed: bool, fast: SqlItems | None = None) -> tuple[SyncRows, int]:
+          hashed: bool, fast: SqlItems | None = None, landed: bool = False) -> tuple[SyncRows, int]:
     """A first run's every row held (`SyncRows.hold`) from a projected relation: a baseline's, or with
     `fast` (the destination's SQL payloads) a send_all's, whose payload checks are judged as the rows are
     read (`HeldSends.judging`); rows holding a secret held blank (`secret_in_values`), the keys checked (a
-    null or repeated key stops the sync, named, and nothing is kept); returns the rows and how many."""
+    null or repeated key stops the sync, named, and nothing is kept); returns the rows and how many.
+    `landed`: the relation reads rows landed from a warehouse outside this process, not a model run here
+    (the rows are then written in any order: `plan_rows.in_any_order`)."""
     refused = secret_in_values(fields, "m.")
     sends = None if fast is None else HeldSends(fast.channel_sql or sql_str(fast.channel), fast.item)
     judged = () if fast is None else HeldSends.judging(fast.eligible, fast.data_points)
     with diff.model_rows(sync=sync.name, model=model):
         held = table.hold(diff.held_select(relation, fields, hashed=hashed, refused=refused, judged=judged,
                                            typed_times=fast is not None and fast.typed_times),
-                          [(f.name, f.type) for f in fields], sends, hashed=hashed)
+                          [(f.name, f.type) for f in fields], sends, hashed=hashed, landed=landed)
     total, nulls, distinct, blank = held.held_keys()
     if nulls or distinct != total - blank or blank:
         try:

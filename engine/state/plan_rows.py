@@ -139,7 +139,8 @@ def text_as_zstd(con: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def in_any_order(con: Any) -> Iterator[None]:
-    """While a bulk write whose rows need no order runs (their rowids still number them 0..n-1): each
+    """While a bulk write whose rows need no order runs (their rowids still number them 0..n-1) and that
+    evaluates no model (the setting changes which rows a `LIMIT` without `ORDER BY` returns): each
     DuckDB thread writes its rows to the file as they come. Kept in order (DuckDB's default), a
     10M-row first run's held rows were merged from the threads' batches and left for the next checkpoint
     to write again: 6.5 s more on closing the state, and a file of 1.12 GB instead of 673 MB."""
@@ -313,17 +314,19 @@ class SyncRows:
                          [list(c) for c in cols])
 
     def hold(self, select: str, columns: Sequence[tuple[str, str]], sends: HeldSends | None = None, *,
-             hashed: bool = True) -> SyncRows:
+             hashed: bool = True, landed: bool = False) -> SyncRows:
         """A first run's rows held typed (`HeldRows`; `sends`: a `send_all` one's, see there): `select`
         gives `__key`, `__hash`, the fields' values and `__refused`, one row per plan row. Returns these
         rows with them (see `rows`). The table is written in parallel, as the rows come; its rowid numbers
-        them (no window over millions of rows)."""
+        them (no window over millions of rows). `landed`: `select` reads rows already landed in this process
+        (no model runs inside it), so they are written in any order (`in_any_order`); a model evaluated in
+        the statement keeps DuckDB's order (a `LIMIT` without `ORDER BY` picks other rows without it)."""
         # named for its plan and sync too: no other plan's table can ever have this name
         tag = hashlib.sha256(f"{self.plan_id}\0{self.sync}".encode()).hexdigest()[:12]
         name = f"plan_held_{int(self.seq_min)}_{tag}"
         # the settings are changed outside the transaction: a model failing inside it aborts the transaction,
         # and they must still be put back (text as zstd: 10M typed rows 7.3 s written as DuckDB chooses, 5.5 s)
-        with text_as_zstd(self.con), in_any_order(self.con):
+        with text_as_zstd(self.con), in_any_order(self.con) if landed else contextlib.nullcontext():
             held = self._hold_table(HeldRows(name, int(self.seq_min), int(self.seq_min) - 1, tuple(columns), sends,
                                              hashed), select)
         self._known.clear()
