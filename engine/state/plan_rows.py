@@ -117,6 +117,20 @@ def _key_order(column: str) -> str:
 
 
 @contextlib.contextmanager
+def _setting(con: Any, name: str, value: str, default: str) -> Iterator[None]:
+    """DuckDB's setting `name` at `value` (SQL) while the block runs, then as it was (`default`: SQL, when
+    it had none); put back outside any transaction the block aborted."""
+    before = con.execute(f"SELECT current_setting('{name}')").fetchone()
+    con.execute(f"SET {name} = {value}")
+    try:
+        yield
+    finally:
+        was = before[0] if before else None
+        spelled = str(was).lower() if isinstance(was, bool) else sql_str(str(was)) if was else default
+        con.execute(f"SET {name} = {spelled}")
+
+
+@contextlib.contextmanager
 def text_as_zstd(con: Any) -> Iterator[None]:
     """While a bulk write runs: text columns compressed with zstd rather than DuckDB's analysed choice.
     Plan rows' JSON (rows, payloads) is long and varied: FSST, DuckDB's usual pick, cost twice the CPU
@@ -129,27 +143,17 @@ def text_as_zstd(con: Any) -> Iterator[None]:
     if not found or (int(found[1]), int(found[2])) < (1, 2):
         yield
         return
-    before = con.execute("SELECT current_setting('force_compression')").fetchone()
-    con.execute("SET force_compression = 'zstd'")
-    try:
+    with _setting(con, "force_compression", "'zstd'", "'auto'"):
         yield
-    finally:
-        con.execute(f"SET force_compression = {sql_str(str(before[0]) if before and before[0] else 'auto')}")
 
 
-@contextlib.contextmanager
-def in_any_order(con: Any) -> Iterator[None]:
+def in_any_order(con: Any) -> contextlib.AbstractContextManager[None]:
     """While a bulk write whose rows need no order runs (their rowids still number them 0..n-1) and that
     evaluates no model (the setting changes which rows a `LIMIT` without `ORDER BY` returns): each
     DuckDB thread writes its rows to the file as they come. Kept in order (DuckDB's default), a
     10M-row first run's held rows were merged from the threads' batches and left for the next checkpoint
     to write again: 6.5 s more on closing the state, and a file of 1.12 GB instead of 673 MB."""
-    before = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
-    con.execute("SET preserve_insertion_order = false")
-    try:
-        yield
-    finally:
-        con.execute(f"SET preserve_insertion_order = {'false' if before and before[0] is False else 'true'}")
+    return _setting(con, "preserve_insertion_order", "false", "true")
 
 
 @dataclass(frozen=True)
