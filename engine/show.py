@@ -70,7 +70,8 @@ def check_op(op: str | None) -> None:
 def iter_plan_rows(state: State, plan: Plan, *, sync: str | None = None, op: str | None = None,
                    key: str | None = None, field: str | None = None,
                    limit: int | None = None) -> Iterator[dict[str, Any]]:
-    """Plan rows matching the filters, in plan order (sync by sync, seq order), at most `limit`."""
+    """Plan rows matching the filters, in plan order (sync by sync, seq order: a first run's rows landed
+    from a warehouse in the order they were held, `plan_rows.in_any_order`), at most `limit`."""
     check_op(op)
     if state.empty:
         return

@@ -9,7 +9,9 @@ registered in `plan_held`), and each row's JSON is rendered where a query reads 
 snapshot, `show`), never written into `plan_rows`: at 10M rows that JSON cost more than the rest of the plan.
 The queries over every row of a plan read `SyncRows.rows`, which adds those rows to the sync's plan rows
 as plan rows of status `baseline`, numbered from `seq_min` in the held table's order (the queries over
-rows skipped, invalid or changed read `plan_rows` alone: a held row is none of these).
+rows skipped, invalid or changed read `plan_rows` alone: a held row is none of these). That order is the
+model's on the embedded DuckDB; rows landed from another warehouse are written in any order
+(`in_any_order`), which can differ between two plans of the same rows.
 
 A `send_all` first run's rows are held too (`HeldSends`): each row's payload checks are judged as it is
 held (the rows the destination's SQL cannot prove valid are planned in Python, into `plan_rows`), and the
