@@ -30,7 +30,7 @@ import duckdb
 
 from engine.destinations.base import Op, is_time_type
 from engine.errors import KeyCheckError, PlanError, WarehouseError
-from engine.sql import first_line, json_path, quote, sql_str
+from engine.sql import duckdb_setting, first_line, json_path, quote, sql_str
 from engine.state import UNKNOWN
 
 DELTA = "memory.main.reflow_delta"
@@ -404,11 +404,8 @@ def _optimizer_disabled(con: duckdb.DuckDBPyConnection, name: str) -> Iterator[N
     row = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()
     before = str(row[0]) if row and row[0] else ""
     names = [n for n in before.split(",") if n.strip()] + [name]
-    con.execute(f"SET disabled_optimizers = {sql_str(','.join(names))}")
-    try:
+    with duckdb_setting(con, "disabled_optimizers", sql_str(",".join(names)), "''"):
         yield
-    finally:
-        con.execute(f"SET disabled_optimizers = {sql_str(before)}")
 
 
 def prepare_rows(con: duckdb.DuckDBPyConnection, columns: Sequence[Column], snapshot: str,

@@ -1,9 +1,12 @@
-"""SQL text helpers, one home for each: identifiers, string literals, JSON paths, and a database error's
-first line for a message. Imports nothing."""
+"""SQL text helpers, one home for each: identifiers, string literals, JSON paths, a database error's
+first line for a message, and a DuckDB setting changed for a block. Imports nothing of Reflow's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 
 def quote(name: str) -> str:
@@ -19,6 +22,20 @@ def sql_str(value: str) -> str:
 def json_path(name: str) -> str:
     """A JSON path literal selecting one top-level key, whatever characters it has."""
     return sql_str("$." + json.dumps(name))
+
+
+@contextlib.contextmanager
+def duckdb_setting(con: Any, name: str, value: str, default: str) -> Iterator[None]:
+    """DuckDB's setting `name` at `value` (SQL) while the block runs, then as it was (`default`: SQL, when
+    it had none); put back outside any transaction the block aborted."""
+    before = con.execute(f"SELECT current_setting('{name}')").fetchone()
+    con.execute(f"SET {name} = {value}")
+    try:
+        yield
+    finally:
+        was = before[0] if before else None
+        spelled = str(was).lower() if isinstance(was, bool) else sql_str(str(was)) if was else default
+        con.execute(f"SET {name} = {spelled}")
 
 
 def first_line(exc: BaseException) -> str:

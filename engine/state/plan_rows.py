@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from engine.destinations.base import Op
 from engine.plan import BASELINE, DROPPED, INVALID, REHASH, SEND, SKIP, RowStatus, SyncPlan
-from engine.sql import json_path, quote, sql_str
+from engine.sql import duckdb_setting, json_path, quote, sql_str
 from engine.state.store import DB, UNKNOWN
 
 TABLE = f"{DB}.plan_rows"
@@ -119,20 +119,6 @@ def _key_order(column: str) -> str:
 
 
 @contextlib.contextmanager
-def _setting(con: Any, name: str, value: str, default: str) -> Iterator[None]:
-    """DuckDB's setting `name` at `value` (SQL) while the block runs, then as it was (`default`: SQL, when
-    it had none); put back outside any transaction the block aborted."""
-    before = con.execute(f"SELECT current_setting('{name}')").fetchone()
-    con.execute(f"SET {name} = {value}")
-    try:
-        yield
-    finally:
-        was = before[0] if before else None
-        spelled = str(was).lower() if isinstance(was, bool) else sql_str(str(was)) if was else default
-        con.execute(f"SET {name} = {spelled}")
-
-
-@contextlib.contextmanager
 def text_as_zstd(con: Any) -> Iterator[None]:
     """While a bulk write runs: text columns compressed with zstd rather than DuckDB's analysed choice.
     Plan rows' JSON (rows, payloads) is long and varied: FSST, DuckDB's usual pick, cost twice the CPU
@@ -145,7 +131,7 @@ def text_as_zstd(con: Any) -> Iterator[None]:
     if not found or (int(found[1]), int(found[2])) < (1, 2):
         yield
         return
-    with _setting(con, "force_compression", "'zstd'", "'auto'"):
+    with duckdb_setting(con, "force_compression", "'zstd'", "'auto'"):
         yield
 
 
@@ -155,7 +141,7 @@ def in_any_order(con: Any) -> contextlib.AbstractContextManager[None]:
     DuckDB thread writes its rows to the file as they come. Kept in order (DuckDB's default), a
     10M-row first run's held rows were merged from the threads' batches and left for the next checkpoint
     to write again: 6.5 s more on closing the state, and a file of 1.12 GB instead of 673 MB."""
-    return _setting(con, "preserve_insertion_order", "false", "true")
+    return duckdb_setting(con, "preserve_insertion_order", "false", "true")
 
 
 @dataclass(frozen=True)
